@@ -1,0 +1,46 @@
+"""Saving and restoring everything a run needs to continue exactly where it stopped.
+
+A checkpoint holds the device state (params, optimizer state, weight averages), the host-side
+progress record (step, tokens, data-stream position, seed) and the resolved config. orbax writes
+each one into a temporary directory and renames it when complete, asynchronously, so training goes
+on while it is written and an interrupted save never looks like a checkpoint. Paths may be local or
+`gs://`.
+"""
+
+from typing import Any
+
+import orbax.checkpoint as ocp
+from etils import epath
+
+
+class Checkpoints:
+  """The run's checkpoint directory (`WORKDIR/checkpoints`), keyed by training step."""
+
+  def __init__(self, workdir: epath.PathLike, keep: int):
+    self._manager = ocp.CheckpointManager(
+        epath.Path(workdir) / "checkpoints",
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                             enable_async_checkpointing=True))
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def save(self, step: int, state: Any, progress: dict, config: dict) -> None:
+    """Starts writing in the background; `wait` blocks until it is complete."""
+    self._manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        progress=ocp.args.JsonSave(progress),
+        config=ocp.args.JsonSave(config)), force=True)
+
+  def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
+    """State placed with the shardings carried by `abstract_state`, and the progress record."""
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state),
+        progress=ocp.args.JsonRestore()))
+    return restored.state, restored.progress
+
+  def wait(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.close()

@@ -1,0 +1,104 @@
+"""Building blocks of the transformers: normalisations, rotary embeddings, attention and MLPs.
+
+Parameters are float32 and carry logical axis names (`embed`, `heads`, `kv_heads`, `head_dim`, `mlp`,
+`vocab`) that `cbs.sharding` maps to mesh axes; each layer casts them to its compute dtype at use.
+Initialisation follows the "Mitchell" scheme (OLMo; used by Zhang et al. 2024): every weight is
+normal with std 1/sqrt(fan_in), truncated at 3 std, and projections that write into the residual
+stream are scaled down by a further 1/sqrt(2 * num_layers) so the stream's variance does not grow
+with depth. This module holds layers only; how they are stacked is `transformer.py`.
+"""
+
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+def param(rngs: nnx.Rngs, shape: Sequence[int], axes: tuple[str, ...], std: float) -> nnx.Param:
+  """A float32 parameter drawn from a truncated normal, annotated with its logical axes."""
+  init = nnx.initializers.truncated_normal(stddev=std, lower=-3.0, upper=3.0)
+  return nnx.Param(nnx.with_partitioning(init, axes)(rngs.params(), tuple(shape), jnp.float32))
+
+
+def ones_param(size: int, axis: str) -> nnx.Param:
+  return nnx.Param(nnx.with_partitioning(nnx.initializers.ones, (axis,))(
+      jax.random.key(0), (size,), jnp.float32))
+
+
+class Norm(nnx.Module):
+  """LayerNorm with a scale and no bias, or RMSNorm; statistics in float32."""
+
+  def __init__(self, size: int, kind: str, eps: float, axis: str = "embed"):
+    self.scale = ones_param(size, axis)
+    self.kind = kind
+    self.eps = eps
+
+  def __call__(self, x):
+    x32 = x.astype(jnp.float32)
+    if self.kind == "layernorm":
+      x32 = x32 - x32.mean(axis=-1, keepdims=True)
+    x32 = x32 * jax.lax.rsqrt((x32 * x32).mean(axis=-1, keepdims=True) + self.eps)
+    return (x32 * self.scale[...]).astype(x.dtype)
+
+
+def rope(x_BxLxHxK: jax.Array, theta: float) -> jax.Array:
+  """Rotary position embedding (rotate-half form) over the head dimension."""
+  half = x_BxLxHxK.shape[-1] // 2
+  freq_F = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)
+  angle_LxF = jnp.arange(x_BxLxHxK.shape[1], dtype=jnp.float32)[:, None] * freq_F[None, :]
+  cos, sin = jnp.cos(angle_LxF)[None, :, None, :], jnp.sin(angle_LxF)[None, :, None, :]
+  x1, x2 = jnp.split(x_BxLxHxK.astype(jnp.float32), 2, axis=-1)
+  return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x_BxLxHxK.dtype)
+
+
+class Attention(nnx.Module):
+  """Causal multi-head attention with grouped key/value heads, RoPE and optional QK-norm."""
+
+  def __init__(self, d_model: int, num_heads: int, num_kv_heads: int, d_head: int, *,
+               qk_norm: bool, norm_eps: float, rope_theta: float, depth_scale: float, dtype,
+               rngs: nnx.Rngs):
+    in_std = 1.0 / math.sqrt(d_model)
+    self.q = param(rngs, (d_model, num_heads, d_head), ("embed", "heads", "head_dim"), in_std)
+    self.k = param(rngs, (d_model, num_kv_heads, d_head), ("embed", "kv_heads", "head_dim"), in_std)
+    self.v = param(rngs, (d_model, num_kv_heads, d_head), ("embed", "kv_heads", "head_dim"), in_std)
+    out_std = depth_scale / math.sqrt(num_heads * d_head)
+    self.o = param(rngs, (num_heads, d_head, d_model), ("heads", "head_dim", "embed"), out_std)
+    self.q_norm = Norm(d_head, "layernorm", norm_eps, "head_dim") if qk_norm else None
+    self.k_norm = Norm(d_head, "layernorm", norm_eps, "head_dim") if qk_norm else None
+    self.rope_theta = rope_theta
+    self.dtype = dtype
+
+  def __call__(self, x_BxLxD):
+    cast = lambda p: p[...].astype(self.dtype)
+    q_BxLxHxK = jnp.einsum("bld,dhk->blhk", x_BxLxD, cast(self.q))
+    k_BxLxGxK = jnp.einsum("bld,dgk->blgk", x_BxLxD, cast(self.k))
+    v_BxLxGxK = jnp.einsum("bld,dgk->blgk", x_BxLxD, cast(self.v))
+    if self.q_norm is not None:
+      q_BxLxHxK, k_BxLxGxK = self.q_norm(q_BxLxHxK), self.k_norm(k_BxLxGxK)
+    q_BxLxHxK = rope(q_BxLxHxK, self.rope_theta)
+    k_BxLxGxK = rope(k_BxLxGxK, self.rope_theta)
+    out_BxLxHxK = jax.nn.dot_product_attention(q_BxLxHxK, k_BxLxGxK, v_BxLxGxK, is_causal=True)
+    return jnp.einsum("blhk,hkd->bld", out_BxLxHxK, cast(self.o))
+
+
+class Mlp(nnx.Module):
+  """GeLU MLP (`gelu`, tanh approximation) or gated SiLU MLP (`swiglu`), without biases."""
+
+  def __init__(self, d_model: int, mlp_dim: int, kind: str, *, depth_scale: float, dtype,
+               rngs: nnx.Rngs):
+    in_std = 1.0 / math.sqrt(d_model)
+    self.wi = param(rngs, (d_model, mlp_dim), ("embed", "mlp"), in_std)
+    self.wg = param(rngs, (d_model, mlp_dim), ("embed", "mlp"), in_std) if kind == "swiglu" else None
+    self.wo = param(rngs, (mlp_dim, d_model), ("mlp", "embed"), depth_scale / math.sqrt(mlp_dim))
+    self.dtype = dtype
+
+  def __call__(self, x_BxLxD):
+    cast = lambda p: p[...].astype(self.dtype)
+    h_BxLxF = x_BxLxD @ cast(self.wi)
+    if self.wg is None:
+      h_BxLxF = jax.nn.gelu(h_BxLxF)
+    else:
+      h_BxLxF = jax.nn.silu(x_BxLxD @ cast(self.wg)) * h_BxLxF
+    return h_BxLxF @ cast(self.wo)

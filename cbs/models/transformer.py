@@ -1,0 +1,113 @@
+"""Decoder-only transformer language models: the CBS paper's variant and a Llama-style variant.
+
+`paper` (Zhang et al. 2024): pre-LN blocks with scale-only LayerNorm, QK-LayerNorm, RoPE, GeLU MLP
+(4 d), no biases, untied input/output embeddings. `llama`: RMSNorm, SwiGLU MLP, grouped-query
+attention, optionally tied embeddings. Both compute in `model.dtype` and return float32 logits.
+This module resolves the config's shape knobs (`-1` = the variant's default) and stacks the layers.
+"""
+
+import dataclasses
+import math
+
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from cbs.models import layers
+
+NAMES = ("paper", "llama")
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+@dataclasses.dataclass(frozen=True)
+class Dims:
+  """The model's shape with every default resolved."""
+  num_layers: int
+  d_model: int
+  num_heads: int
+  num_kv_heads: int
+  d_head: int
+  mlp_dim: int
+  vocab_size: int
+
+
+def dims(model_cfg: ml_collections.ConfigDict, vocab_size: int) -> Dims:
+  """Resolves `-1` knobs; raises ValueError naming any value that cannot work."""
+  if model_cfg.name not in NAMES:
+    raise ValueError(f"model.name={model_cfg.name!r} is not one of: {', '.join(NAMES)}")
+  if model_cfg.dtype not in _DTYPES:
+    raise ValueError(f"model.dtype={model_cfg.dtype!r} is not one of: {', '.join(_DTYPES)}")
+  d, heads = model_cfg.d_model, model_cfg.num_heads
+  for key in ("num_layers", "d_model", "num_heads"):
+    if model_cfg[key] <= 0:
+      raise ValueError(f"model.{key}={model_cfg[key]} must be positive")
+  kv_heads = heads if model_cfg.num_kv_heads == -1 else model_cfg.num_kv_heads
+  if kv_heads <= 0 or heads % kv_heads:
+    raise ValueError(f"model.num_kv_heads={kv_heads} must divide model.num_heads={heads}")
+  if model_cfg.name == "paper" and kv_heads != heads:
+    raise ValueError(f"model.num_kv_heads={kv_heads}: the paper model has no grouped-query "
+                     f"attention; use -1 or {heads}")
+  if model_cfg.d_head == -1 and d % heads:
+    raise ValueError(f"model.d_model={d} is not divisible by model.num_heads={heads}; "
+                     "set model.d_head explicitly")
+  d_head = d // heads if model_cfg.d_head == -1 else model_cfg.d_head
+  if d_head <= 0 or d_head % 2:
+    raise ValueError(f"model.d_head={d_head} must be a positive even number (RoPE rotates pairs)")
+  mlp_dim = model_cfg.mlp_dim
+  if mlp_dim == -1:  # llama: 8/3 d keeps the parameter count of a 4 d GeLU MLP; rounded to 64
+    mlp_dim = 4 * d if model_cfg.name == "paper" else 64 * math.ceil(8 * d / 3 / 64)
+  vocab = vocab_size if model_cfg.vocab_size == -1 else model_cfg.vocab_size
+  if mlp_dim <= 0 or vocab < vocab_size:
+    raise ValueError(f"model.mlp_dim={mlp_dim} must be positive and model.vocab_size={vocab} at "
+                     f"least the data's vocabulary ({vocab_size})")
+  return Dims(model_cfg.num_layers, d, heads, kv_heads, d_head, mlp_dim, vocab)
+
+
+class Block(nnx.Module):
+  """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+  def __init__(self, cfg: ml_collections.ConfigDict, dm: Dims, rngs: nnx.Rngs):
+    paper = cfg.name == "paper"
+    norm = "layernorm" if paper else "rmsnorm"
+    dtype = _DTYPES[cfg.dtype]
+    depth_scale = 1.0 / math.sqrt(2 * dm.num_layers)
+    self.attn_norm = layers.Norm(dm.d_model, norm, cfg.norm_eps)
+    self.attn = layers.Attention(dm.d_model, dm.num_heads, dm.num_kv_heads, dm.d_head,
+                                 qk_norm=paper, norm_eps=cfg.norm_eps, rope_theta=cfg.rope_theta,
+                                 depth_scale=depth_scale, dtype=dtype, rngs=rngs)
+    self.mlp_norm = layers.Norm(dm.d_model, norm, cfg.norm_eps)
+    self.mlp = layers.Mlp(dm.d_model, dm.mlp_dim, "gelu" if paper else "swiglu",
+                          depth_scale=depth_scale, dtype=dtype, rngs=rngs)
+
+  def __call__(self, x_BxLxD):
+    x_BxLxD = x_BxLxD + self.attn(self.attn_norm(x_BxLxD))
+    return x_BxLxD + self.mlp(self.mlp_norm(x_BxLxD))
+
+
+class Transformer(nnx.Module):
+  """Token ids [B, L] -> next-token logits [B, L, V] (float32)."""
+
+  def __init__(self, cfg: ml_collections.ConfigDict, vocab_size: int, rngs: nnx.Rngs):
+    dm = dims(cfg, vocab_size)
+    self.tied = cfg.name == "llama" and cfg.tie_embeddings
+    if cfg.name == "paper" and cfg.tie_embeddings:
+      raise ValueError("model.tie_embeddings=True: the paper model has untied embeddings")
+    std = 1.0 / math.sqrt(dm.d_model)
+    self.embed = layers.param(rngs, (dm.vocab_size, dm.d_model), ("vocab", "embed"), std)
+    self.blocks = nnx.List([Block(cfg, dm, rngs) for _ in range(dm.num_layers)])
+    self.final_norm = layers.Norm(dm.d_model, "layernorm" if cfg.name == "paper" else "rmsnorm",
+                                  cfg.norm_eps)
+    self.unembed = None if self.tied else layers.param(
+        rngs, (dm.d_model, dm.vocab_size), ("embed", "vocab"), std)
+    self.dtype = _DTYPES[cfg.dtype]
+
+  def __call__(self, tokens_BxL):
+    x_BxLxD = self.embed[...].astype(self.dtype)[tokens_BxL]
+    for block in self.blocks:
+      x_BxLxD = block(x_BxLxD)
+    x_BxLxD = self.final_norm(x_BxLxD)
+    if self.tied:
+      logits_BxLxV = x_BxLxD @ self.embed[...].astype(self.dtype).T
+    else:
+      logits_BxLxV = x_BxLxD @ self.unembed[...].astype(self.dtype)
+    return logits_BxLxV.astype(jnp.float32)

@@ -1,0 +1,75 @@
+"""Device mesh, logical-axis rules and the placement of batches on devices.
+
+Parameters name their dimensions with logical axes (`embed`, `mlp`, `heads`, ...); the rules here map
+those names to the mesh axes `data` and `model`, so changing the parallelism is a config change. FSDP
+is the rule `embed -> data`: parameters and optimizer state are then split over the data-parallel
+devices as well. This module decides where arrays live; it does not create them.
+"""
+
+from collections.abc import Sequence
+
+import jax
+import ml_collections
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+AXES = ("data", "model")
+Rules = tuple[tuple[str, str | None], ...]
+
+
+def mesh_shape(mesh_cfg: ml_collections.ConfigDict, num_devices: int) -> tuple[int, int]:
+  """Resolves the -1 entries of (mesh.data, mesh.model) against the devices there are."""
+  data, model = int(mesh_cfg.data), int(mesh_cfg.model)
+  for name, size in (("mesh.data", data), ("mesh.model", model)):
+    if size == 0 or size < -1:
+      raise ValueError(f"{name}={size} must be a positive device count or -1 (all remaining)")
+  if data == -1 and model == -1:
+    raise ValueError("mesh.data and mesh.model cannot both be -1")
+  if data == -1:
+    data = num_devices // model
+  if model == -1:
+    model = num_devices // data
+  if data < 1 or model < 1 or data * model > num_devices:
+    raise ValueError(f"mesh {mesh_cfg.data}x{mesh_cfg.model} (data x model) needs more than the "
+                     f"{num_devices} available devices")
+  return data, model
+
+
+def make_mesh(mesh_cfg: ml_collections.ConfigDict, devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A (data, model) mesh over the first data*model devices (all of them in a normal run)."""
+  devices = list(jax.devices() if devices is None else devices)
+  data, model = mesh_shape(mesh_cfg, len(devices))
+  return jax.make_mesh((data, model), AXES, axis_types=(AxisType.Auto,) * 2,
+                       devices=devices[:data * model])
+
+
+def logical_rules(mesh_cfg: ml_collections.ConfigDict) -> Rules:
+  """The configured rules, with `embed` sent to `data` exactly when FSDP is on."""
+  rules = tuple((name, axis) for name, axis in mesh_cfg.rules if name != "embed")
+  for name, axis in rules:
+    if axis not in (None, *AXES):
+      raise ValueError(f"mesh.rules maps {name!r} to {axis!r}; mesh axes are {AXES} or None")
+  return rules + (("embed", "data" if mesh_cfg.fsdp else None),)
+
+
+def batch_sharding(mesh: Mesh, rules: Rules) -> NamedSharding:
+  """Sequences split over the axis that `batch` maps to; positions never split."""
+  return NamedSharding(mesh, PartitionSpec(dict(rules).get("batch"), None))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def data_parallel_size(mesh: Mesh, rules: Rules) -> int:
+  axis = dict(rules).get("batch")
+  return mesh.shape[axis] if axis else 1
+
+
+def to_global(host_batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
+  """One global array per field from this host's rows (every host passes its own share)."""
+  return {
+      name: jax.make_array_from_process_local_data(
+          sharding, rows, (rows.shape[0] * jax.process_count(), *rows.shape[1:]))
+      for name, rows in host_batch.items()
+  }

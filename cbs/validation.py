@@ -1,0 +1,66 @@
+"""Checks a config before any compute starts, so a user mistake costs one line, not a traceback.
+
+Each problem is reported as `key=value: what is allowed`. Only facts knowable from the config and
+the device count are checked here; the modules that own a concept (models, optim, schedules, data)
+own its list of allowed names.
+"""
+
+import math
+
+import ml_collections
+
+from cbs import data
+from cbs import ewa
+from cbs import models
+from cbs import optim
+from cbs import schedules
+from cbs import sharding
+
+
+class ConfigError(ValueError):
+  """A config value that cannot work; the message names the key, the value and what is allowed."""
+
+
+def _require(ok: bool, message: str) -> None:
+  if not ok:
+    raise ConfigError(message)
+
+
+def _check_name(key: str, value: str, allowed: tuple[str, ...]) -> None:
+  _require(value in allowed, f"{key}={value!r} is not one of: {', '.join(allowed)}")
+
+
+def validate(config: ml_collections.ConfigDict, num_devices: int, process_count: int = 1) -> None:
+  """Raises ConfigError for the first problem found."""
+  _check_name("model.name", config.model.name, models.NAMES)
+  _check_name("optimizer.name", config.optimizer.name, optim.NAMES)
+  _check_name("schedule.name", config.schedule.name, schedules.NAMES)
+  _check_name("data.source", config.data.source, data.SOURCES)
+  _check_name("model.dtype", config.model.dtype, ("float32", "bfloat16"))
+  for key in ("train_tokens", "batch.size", "data.seq_len", "optimizer.lr", "eval.batch_size",
+              "eval.tokens", "log.every_steps", "checkpoint.keep"):
+    value = config
+    for part in key.split("."):
+      value = value[part]
+    _require(value > 0, f"{key}={value!r} must be positive")
+  for key in ("eval.every_tokens", "checkpoint.every_tokens", "schedule.warmup_tokens",
+              "optimizer.weight_decay", "optimizer.clip"):
+    section, name = key.split(".")
+    _require(config[section][name] >= 0, f"{key}={config[section][name]!r} must be >= 0")
+  _require(config.schedule.warmup_tokens <= config.train_tokens,
+           f"schedule.warmup_tokens={config.schedule.warmup_tokens} is longer than the run "
+           f"(train_tokens={config.train_tokens})")
+  try:
+    data_size, _ = sharding.mesh_shape(config.mesh, num_devices)
+    rules = dict(sharding.logical_rules(config.mesh))
+    ewa.names(config.ewa)
+    models.param_counts(config.model, max(config.model.vocab_size, 1))
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  data_parallel = data_size if rules.get("batch") == "data" else 1
+  for key in ("batch.size", "eval.batch_size"):
+    section, name = key.split(".")
+    size = config[section][name]
+    multiple = math.lcm(data_parallel, process_count)
+    _require(size % multiple == 0,
+             f"{key}={size} must be a multiple of the data-parallel size {multiple}")

@@ -1,0 +1,92 @@
+"""Every knob of a `cbs` run, with its default and what it means.
+
+Other configs start from `get_config()` here and change what they need; any key can be overridden
+on the command line (`--config.batch.size=64`). Durations are in tokens, never steps, because the
+batch size may change during a run.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0  # seeds parameter init and the synthetic data; same seed, same run
+  c.train_tokens = 50_000_000  # run length in tokens (the run stops at the first step reaching it)
+  c.compile_cache_dir = "~/.cache/cbs/xla"  # JAX persistent compilation cache; "" = off
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = "paper"  # paper (GeLU, LayerNorm, QK-norm, untied) | llama (RMSNorm, SwiGLU, GQA)
+  c.model.num_layers = 12  # transformer blocks
+  c.model.d_model = 768  # residual stream width
+  c.model.num_heads = 12  # query heads
+  c.model.num_kv_heads = -1  # key/value heads for grouped-query attention; -1 = num_heads
+  c.model.d_head = -1  # width of one head; -1 = d_model // num_heads
+  c.model.mlp_dim = -1  # MLP hidden width; -1 = 4 * d_model (paper) or 8/3 * d_model rounded (llama)
+  c.model.vocab_size = -1  # embedding rows; -1 = the data's vocabulary size
+  c.model.tie_embeddings = False  # share input and output embeddings (llama only; paper is untied)
+  c.model.dtype = "float32"  # compute dtype: float32 | bfloat16 (parameters always float32)
+  c.model.norm_eps = 1e-5  # epsilon of LayerNorm / RMSNorm
+  c.model.rope_theta = 10_000.0  # RoPE base frequency
+
+  c.data = ml_collections.ConfigDict()
+  c.data.source = "synthetic"  # synthetic (embedded, no download)
+  c.data.seq_len = 512  # tokens per training sequence (the model's context)
+  c.data.synthetic = ml_collections.ConfigDict()
+  c.data.synthetic.num_states = 256  # hidden states of the random automaton generating the text
+  c.data.synthetic.vocab_size = 256  # tokens the automaton emits
+  c.data.synthetic.zipf_exponent = 1.0  # skew of each state's next-token distribution (0 = uniform)
+  c.data.synthetic.seed = 1234  # seeds the automaton itself (the "language"), not the sample order
+
+  c.batch = ml_collections.ConfigDict()
+  c.batch.size = 256  # global batch in sequences
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1  # devices on the data-parallel axis; -1 = all devices not used by `model`
+  c.mesh.model = 1  # devices on the tensor-parallel axis; -1 = all devices not used by `data`
+  c.mesh.fsdp = False  # shard parameters and optimizer state over `data` (ZeRO-3 / FSDP style)
+  # Logical axis -> mesh axis. `embed` goes to `data` when fsdp is on, whatever is written here.
+  c.mesh.rules = (
+      ("batch", "data"),
+      ("embed", None),
+      ("mlp", "model"),
+      ("heads", "model"),
+      ("kv_heads", "model"),
+      ("vocab", "model"),
+      ("head_dim", None),
+  )
+  c.mesh.distributed = False  # call jax.distributed.initialize() (multi-host: TPU pods, Slurm)
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = "adamw"  # adamw | adam | sgd | lion | adafactor | signum
+  c.optimizer.lr = 3e-3  # peak learning rate
+  c.optimizer.b1 = 0.9  # first-moment decay (momentum for sgd and signum)
+  c.optimizer.b2 = 0.95  # second-moment decay (lion: its interpolation decay)
+  c.optimizer.eps = 1e-8  # Adam epsilon
+  c.optimizer.weight_decay = 0.0  # decoupled weight decay, multiplied by the learning rate
+  c.optimizer.clip = 1.0  # global gradient-norm clipping threshold; 0 = off
+  c.optimizer.nesterov = False  # Nesterov momentum (sgd only)
+
+  c.schedule = ml_collections.ConfigDict()
+  c.schedule.name = "constant"  # constant | linear_to_zero | cosine | wsd | rsqrt (all after warmup)
+  c.schedule.warmup_tokens = 0  # linear warmup length in tokens
+  c.schedule.warmup_init = 0.1  # learning rate at token 0, as a fraction of the peak
+  c.schedule.final_fraction = 0.1  # cosine floor, as a fraction of the peak
+  c.schedule.decay_fraction = 0.2  # wsd: fraction of the run spent decaying to zero at the end
+  c.schedule.rsqrt_tokens = -1  # rsqrt: timescale in tokens; -1 = warmup_tokens (or 1% of the run)
+
+  c.ewa = ml_collections.ConfigDict()
+  c.ewa.decays = (0.99, 0.999)  # per-step taus of exponential weight averages (bias-corrected)
+  c.ewa.horizons_tokens = ()  # EWAs with tau = exp(-tokens_per_step / horizon): batch-invariant
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.every_tokens = 5_000_000  # evaluate raw and EWA weights this often
+  c.eval.tokens = 1_000_000  # size of the fixed held-out set, in tokens
+  c.eval.batch_size = 64  # sequences per eval step
+
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.every_tokens = 10_000_000  # save this often (and always at the end)
+  c.checkpoint.keep = 3  # newest checkpoints kept on disk
+
+  c.log = ml_collections.ConfigDict()
+  c.log.every_steps = 10  # train metrics are fetched from the device only this often
+  return c

@@ -1,0 +1,25 @@
+"""Installs `cbs` (the training library) and `analysis` (reading run directories)."""
+
+import setuptools
+
+setuptools.setup(
+    name="cbs",
+    version="0.1.0",
+    description="JAX/Flax pretraining for studying and exploiting the critical batch size.",
+    python_requires=">=3.11",
+    packages=setuptools.find_packages(include=["cbs", "cbs.*", "analysis", "analysis.*", "launch", "launch.*"]),
+    install_requires=[
+        "jax>=0.7.0",
+        "flax>=0.12.0",
+        "optax>=0.2.5",
+        "orbax-checkpoint>=0.11.20",
+        "ml-collections>=1.0.0",
+        "clu>=0.0.12",
+        "tensorboard>=2.17",
+        "tensorflow-datasets>=4.9.6",
+        "seqio>=0.0.19",
+        "etils[epath]>=1.7",
+        "numpy>=1.26",
+    ],
+    extras_require={"test": ["pytest>=8", "pytest-xdist>=3.5"]},
+)
