@@ -1,42 +1,58 @@
 """Command line: `python -m cbs.main --config=configs/tiny.py --workdir=DIR [--config.KEY=VALUE ...]`.
 
 Any config key can be overridden on the command line. Running the same command again resumes the
-run in DIR from its latest checkpoint.
+run in DIR from its latest checkpoint. A bad config is reported in one line on stderr (exit code 2)
+before anything is computed or written.
 """
 
+import logging as py_logging
 import os
 import sys
 
-import jax
-from absl import app
-from absl import flags
-from absl import logging
-from ml_collections import config_flags
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow is imported only for its writers
 
-from cbs import train
-from cbs import validation
+import jax  # noqa: E402
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+from absl import logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from cbs import validation  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to an ml_collections config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (local path or gs:// URL).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+class _QuietLibraries(py_logging.Filter):
+  """Keeps orbax's per-save and JAX's backend-probing INFO chatter out of the run log.
+
+  Their warnings and errors still show.
+  """
+
+  def filter(self, record: py_logging.LogRecord) -> bool:
+    noisy = "/orbax/" in record.pathname or record.pathname.endswith("xla_bridge.py")
+    return record.levelno >= py_logging.WARNING or not noisy
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   config = _CONFIG.value
   if config.mesh.distributed:
     jax.distributed.initialize()  # finds the coordinator on TPU pods, Slurm and GKE by itself
-  if config.compile_cache_dir:
-    jax.config.update("jax_compilation_cache_dir", os.path.expanduser(config.compile_cache_dir))
   try:
     validation.validate(config, jax.device_count(), jax.process_count())
   except validation.ConfigError as e:
     print(f"cbs: bad config: {e}", file=sys.stderr)
     sys.exit(2)
+  if config.compile_cache_dir:
+    jax.config.update("jax_compilation_cache_dir", os.path.expanduser(config.compile_cache_dir))
   logging.info("JAX process %d of %d, %d local / %d global devices (%s)", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(),
                jax.devices()[0].platform)
+  from cbs import train  # after validation: a bad config fails without loading TensorFlow
   train.train_and_evaluate(config, _WORKDIR.value)
 
 

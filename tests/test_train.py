@@ -83,3 +83,18 @@ def test_metrics_file_has_the_documented_fields(single_device_run):
   assert {"eval_loss_ewa_0.9", "eval_loss_ewa_0.99"} <= set(eval_records[0])
   info = json.loads((single_device_run / "config.json").read_text())
   assert info["floors"]["entropy_rate"] > 0
+
+
+def test_training_closes_most_of_the_gap_to_the_loss_floor(tmp_path):
+  config = tiny.get_config()
+  config.compile_cache_dir = ""
+  config.train_tokens = 200 * STEP_TOKENS
+  config.eval.every_tokens = 0
+  config.eval.tokens = 64 * 64
+  train.train_and_evaluate(config, str(tmp_path))
+  floors = json.loads((tmp_path / "config.json").read_text())["floors"]
+  uniform = np.log(config.data.synthetic.vocab_size)
+  final = records(tmp_path, "eval_loss")[-1]["eval_loss"]
+  # Cannot beat the exact Bayes-optimal loss of the held-out set, and must beat guessing by a lot.
+  assert floors["eval_bayes_loss"] - 0.01 < final
+  assert final < floors["entropy_rate"] + 0.6 * (uniform - floors["entropy_rate"])

@@ -1,0 +1,146 @@
+"""The transformers against an independent float64 numpy implementation, and their invariants."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from cbs import models
+from configs import base
+
+VOCAB = 24
+
+
+def model_cfg(name, **kw):
+  c = base.get_config().model
+  c.update(dict(name=name, num_layers=2, d_model=32, num_heads=4, mlp_dim=48))
+  c.update(kw)
+  return c
+
+
+def randomised(cfg):
+  """A model whose norm scales are random too, so the reference checks that they are applied."""
+  model = models.build_model(cfg, VOCAB, nnx.Rngs(1))
+  params = nnx.state(model, nnx.Param)
+  keys = iter(jax.random.split(jax.random.key(2), 100))
+  noisy = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(next(keys), p.shape), params)
+  nnx.update(model, noisy)
+  return model, jax.tree.map(lambda x: np.asarray(x, np.float64), nnx.to_pure_dict(noisy))
+
+
+# ---- numpy reference ----------------------------------------------------------------------------
+
+def np_norm(x, scale, kind, eps=1e-5):
+  if kind == "layernorm":
+    x = x - x.mean(-1, keepdims=True)
+  return x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * scale
+
+
+def np_rope(x, theta=10_000.0):
+  length, half = x.shape[1], x.shape[-1] // 2
+  angle = np.arange(length)[:, None] * theta ** (-np.arange(half) / half)[None, :]
+  cos, sin = np.cos(angle)[None, :, None, :], np.sin(angle)[None, :, None, :]
+  x1, x2 = x[..., :half], x[..., half:]
+  return np.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1)
+
+
+def np_gelu(x):
+  return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
+
+
+def np_forward(p, tokens, paper, tied=False):
+  kind = "layernorm" if paper else "rmsnorm"
+  x = p["embed"][tokens]
+  length = tokens.shape[1]
+  for block in p["blocks"].values():
+    a = block["attn"]
+    h = np_norm(x, block["attn_norm"]["scale"], kind)
+    q, k, v = (np.einsum("bld,dhk->blhk", h, a[n]) for n in "qkv")
+    if paper:
+      q, k = np_norm(q, a["q_norm"]["scale"], "layernorm"), np_norm(k, a["k_norm"]["scale"], "layernorm")
+    q, k = np_rope(q), np_rope(k)
+    group = q.shape[2] // k.shape[2]
+    k, v = np.repeat(k, group, axis=2), np.repeat(v, group, axis=2)
+    scores = np.einsum("bqhk,bshk->bhqs", q, k) / np.sqrt(q.shape[-1])
+    scores = np.where(np.tril(np.ones((length, length), bool)), scores, -np.inf)
+    weights = np.exp(scores - scores.max(-1, keepdims=True))
+    weights /= weights.sum(-1, keepdims=True)
+    x = x + np.einsum("bhqs,bshk,hkd->bqd", weights, v, a["o"])
+    m = block["mlp"]
+    h = np_norm(x, block["mlp_norm"]["scale"], kind)
+    if paper:
+      h = np_gelu(h @ m["wi"])
+    else:
+      gate = h @ m["wg"]
+      h = gate / (1 + np.exp(-gate)) * (h @ m["wi"])
+    x = x + h @ m["wo"]
+  x = np_norm(x, p["final_norm"]["scale"], kind)
+  return x @ (p["embed"].T if tied else p["unembed"])
+
+
+# ---- tests --------------------------------------------------------------------------------------
+
+TOKENS = np.random.default_rng(0).integers(0, VOCAB, size=(2, 10))
+
+
+def test_paper_model_matches_numpy_reference():
+  model, p = randomised(model_cfg("paper"))
+  np.testing.assert_allclose(model(jnp.asarray(TOKENS)), np_forward(p, TOKENS, paper=True),
+                             rtol=2e-4, atol=2e-4)
+
+
+def test_llama_model_with_gqa_and_tied_embeddings_matches_numpy_reference():
+  model, p = randomised(model_cfg("llama", num_kv_heads=2, tie_embeddings=True))
+  assert "unembed" not in p and p["blocks"][0]["attn"]["k"].shape == (32, 2, 8)
+  np.testing.assert_allclose(model(jnp.asarray(TOKENS)), np_forward(p, TOKENS, False, tied=True),
+                             rtol=2e-4, atol=2e-4)
+
+
+@pytest.mark.parametrize("name", ["paper", "llama"])
+def test_causal_no_logit_depends_on_a_later_token(name):
+  model = models.build_model(model_cfg(name), VOCAB, nnx.Rngs(0))
+  changed = TOKENS.copy()
+  changed[:, 6] = (changed[:, 6] + 1) % VOCAB
+  before, after = model(jnp.asarray(TOKENS)), model(jnp.asarray(changed))
+  np.testing.assert_array_equal(before[:, :6], after[:, :6])
+  assert not np.allclose(before[:, 6:], after[:, 6:])
+
+
+def test_bfloat16_compute_keeps_float32_params_and_logits():
+  model32 = models.build_model(model_cfg("paper"), VOCAB, nnx.Rngs(0))
+  model16 = models.build_model(model_cfg("paper", dtype="bfloat16"), VOCAB, nnx.Rngs(0))
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(nnx.state(model16, nnx.Param)))
+  out16 = model16(jnp.asarray(TOKENS))
+  assert out16.dtype == jnp.float32
+  np.testing.assert_allclose(out16, model32(jnp.asarray(TOKENS)), atol=0.1)
+
+
+def test_init_follows_fan_in_and_depth_scaling():
+  cfg = model_cfg("paper", num_layers=8, d_model=256, num_heads=4, mlp_dim=1024)
+  p = nnx.to_pure_dict(nnx.state(models.build_model(cfg, 512, nnx.Rngs(0)), nnx.Param))
+  truncation = 0.9866  # std of a normal truncated at +-3 std, relative to the untruncated one
+  block = p["blocks"][0]
+  assert np.std(block["mlp"]["wi"]) == pytest.approx(truncation / 16, rel=0.03)
+  assert np.std(block["mlp"]["wo"]) == pytest.approx(truncation / 32 / 4, rel=0.03)
+  assert np.std(block["attn"]["o"]) == pytest.approx(truncation / 16 / 4, rel=0.05)
+
+
+@pytest.mark.parametrize("size", sorted(models.PAPER_SIZES))
+def test_paper_sizes_have_12_L_d2_non_embedding_parameters(size):
+  shape = models.PAPER_SIZES[size]
+  counts = models.param_counts(model_cfg("paper", **shape), 32_000)
+  assert counts["non_embedding"] == pytest.approx(12 * shape["num_layers"] * shape["d_model"] ** 2,
+                                                  rel=0.01)
+  assert counts["total"] - counts["non_embedding"] == 2 * 32_000 * shape["d_model"]
+
+
+@pytest.mark.parametrize("kw,message", [
+    (dict(name="gpt"), "model.name='gpt' is not one of: paper, llama"),
+    (dict(name="llama", num_kv_heads=3), "model.num_kv_heads=3 must divide model.num_heads=4"),
+    (dict(d_model=30), "model.d_model=30 is not divisible by model.num_heads=4"),
+])
+def test_bad_shapes_name_the_value(kw, message):
+  with pytest.raises(ValueError, match=message):
+    models.build_model(model_cfg("paper", **{k: v for k, v in kw.items() if k != "name"})
+                       if "name" not in kw else model_cfg(**kw), VOCAB, nnx.Rngs(0))

@@ -1,0 +1,53 @@
+"""Bad configs fail before any compute with one line naming the key, the value and what is allowed."""
+
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from cbs import validation
+from configs import tiny
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"optimizer.name": "adamx"}, "optimizer.name='adamx' is not one of: adamw"),
+    ({"schedule.name": "cosin"}, "schedule.name='cosin' is not one of"),
+    ({"data.source": "c4"}, "data.source='c4' is not one of: synthetic"),
+    ({"model.name": "gpt"}, "model.name='gpt' is not one of: paper, llama"),
+    ({"optimizer.lr": 0.0}, "optimizer.lr=0.0 must be positive"),
+    ({"batch.size": -4}, "batch.size=-4 must be positive"),
+    ({"data.seq_len": 0}, "data.seq_len=0 must be positive"),
+    ({"train_tokens": 0}, "train_tokens=0 must be positive"),
+    ({"schedule.warmup_tokens": 2_000_000}, "schedule.warmup_tokens=2000000 is longer than the run"),
+    ({"mesh.data": 16}, "mesh 16x1 .* needs more than the 8 available devices"),
+    ({"mesh.data": 8, "batch.size": 12}, "batch.size=12 must be a multiple of the data-parallel size 8"),
+    ({"ewa.decays": (1.5,)}, "ewa.decays has 1.5"),
+    ({"model.dtype": "float16"}, "model.dtype='float16' is not one of: float32, bfloat16"),
+])
+def test_each_bad_value_is_named(overrides, message):
+  config = tiny.get_config()
+  for key, value in overrides.items():
+    section, _, name = key.rpartition(".")
+    (config[section] if section else config)[name] = value
+  with pytest.raises(validation.ConfigError, match=message):
+    validation.validate(config, num_devices=8)
+
+
+def test_tiny_config_is_valid():
+  validation.validate(tiny.get_config(), num_devices=8)
+
+
+def test_command_line_reports_one_line_and_writes_nothing(tmp_path):
+  workdir = tmp_path / "run"
+  result = subprocess.run(
+      [sys.executable, "-m", "cbs.main", f"--config={ROOT / 'configs/tiny.py'}",
+       f"--workdir={workdir}", "--config.optimizer.name=adamx"],
+      capture_output=True, text=True, cwd=tmp_path, check=False)
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines() == [
+      "cbs: bad config: optimizer.name='adamx' is not one of: adamw, adam, sgd, lion, adafactor, "
+      "signum"]
+  assert not workdir.exists()
