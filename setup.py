@@ -19,6 +19,8 @@ setuptools.setup(
         "tensorflow-datasets>=4.9.6",
         "seqio>=0.0.19",
         "etils[epath]>=1.7",
+        "importlib_resources>=6.0",  # TFDS needs it to prepare datasets
+        "sentencepiece>=0.2.0",
         "numpy>=1.26",
     ],
     extras_require={"test": ["pytest>=8", "pytest-xdist>=3.5"]},

@@ -44,16 +44,16 @@ def main(argv: list[str]) -> None:
     jax.distributed.initialize()  # finds the coordinator on TPU pods, Slurm and GKE by itself
   try:
     validation.validate(config, jax.device_count(), jax.process_count())
+    if config.compile_cache_dir:
+      jax.config.update("jax_compilation_cache_dir", os.path.expanduser(config.compile_cache_dir))
+    logging.info("JAX process %d of %d, %d local / %d global devices (%s)", jax.process_index(),
+                 jax.process_count(), jax.local_device_count(), jax.device_count(),
+                 jax.devices()[0].platform)
+    from cbs import train  # after validation: a bad config fails without loading TensorFlow
+    train.train_and_evaluate(config, _WORKDIR.value)
   except validation.ConfigError as e:
     print(f"cbs: bad config: {e}", file=sys.stderr)
     sys.exit(2)
-  if config.compile_cache_dir:
-    jax.config.update("jax_compilation_cache_dir", os.path.expanduser(config.compile_cache_dir))
-  logging.info("JAX process %d of %d, %d local / %d global devices (%s)", jax.process_index(),
-               jax.process_count(), jax.local_device_count(), jax.device_count(),
-               jax.devices()[0].platform)
-  from cbs import train  # after validation: a bad config fails without loading TensorFlow
-  train.train_and_evaluate(config, _WORKDIR.value)
 
 
 if __name__ == "__main__":

@@ -12,9 +12,13 @@ import math
 import time
 from collections.abc import Mapping
 
+import tensorflow as tf
 from absl import logging
 from clu import metric_writers
 from etils import epath
+
+# TensorFlow only writes summaries and reads data here; the accelerators belong to JAX.
+tf.config.set_visible_devices([], "GPU")
 
 METRICS_FILE = "metrics.jsonl"
 

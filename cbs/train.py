@@ -26,6 +26,7 @@ from cbs import schedules
 from cbs import sharding
 from cbs import step as step_lib
 from cbs import train_state
+from cbs import validation
 
 
 def _crossed(tokens_before: int, tokens_after: int, every: int) -> bool:
@@ -56,13 +57,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   Returns the final progress record. Running again with the same workdir resumes from its latest
   checkpoint; a finished run returns at once.
   """
+  # ---- Data -------------------------------------------------------------------------------------
+  try:
+    data = data_lib.make(config, jax.process_index(), jax.process_count())
+  except ValueError as e:  # missing files, splits, fields, vocabularies: the user's to fix
+    raise validation.ConfigError(str(e)) from None
+  seq_len = config.data.seq_len
   workdir = epath.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   is_main_host = jax.process_index() == 0
-
-  # ---- Data -------------------------------------------------------------------------------------
-  data = data_lib.make(config, jax.process_index(), jax.process_count())
-  seq_len = config.data.seq_len
 
   # ---- Mesh and state layout ----------------------------------------------------------------------
   mesh = sharding.make_mesh(config.mesh)

@@ -29,8 +29,19 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.rope_theta = 10_000.0  # RoPE base frequency
 
   c.data = ml_collections.ConfigDict()
-  c.data.source = "synthetic"  # synthetic (embedded, no download)
+  c.data.source = "synthetic"  # synthetic (embedded, no download) | text_files | tfds | seqio
   c.data.seq_len = 512  # tokens per training sequence (the model's context)
+  c.data.vocab = "byte"  # byte (seqio ByteVocabulary) | path of a SentencePiece model (local or gs://)
+  c.data.files = ""  # text_files: comma-separated globs of .txt (1 document each) / .jsonl (1 per line)
+  c.data.eval_files = ""  # text_files: held-out files; "" = the last of data.files (not trained on)
+  c.data.text_field = "text"  # field holding the text in .jsonl records and TFDS examples
+  c.data.tfds_name = "c4/en:3.1.0"  # tfds (and the cbs_c4 seqio task): dataset name and version
+  c.data.tfds_data_dir = ""  # tfds: directory holding prepared datasets (local or gs://); "" = default
+  c.data.train_split = "train"  # tfds / seqio: split trained on
+  c.data.eval_split = "validation"  # tfds / seqio: split of the fixed held-out set
+  c.data.seqio_task = "cbs_c4"  # seqio: task or mixture; cbs_c4 = raw C4 text with data.vocab
+  c.data.seqio_module = ""  # seqio: module to import that registers data.seqio_task
+  c.data.prefetch = 1024  # examples per host prepared ahead in a background thread
   c.data.synthetic = ml_collections.ConfigDict()
   c.data.synthetic.num_states = 256  # hidden states of the random automaton generating the text
   c.data.synthetic.vocab_size = 256  # tokens the automaton emits

@@ -8,11 +8,14 @@ import ml_collections
 from cbs.data import stream
 from cbs.data import synthetic_stream
 
-SOURCES = ("synthetic",)
+SOURCES = ("synthetic", "text_files", "tfds", "seqio")
 
 
 def make(config: ml_collections.ConfigDict, process_index: int, process_count: int) -> stream.Data:
   """Builds the data of `config.data.source` for this host."""
   if config.data.source == "synthetic":
     return synthetic_stream.make(config, process_index, process_count)
+  if config.data.source in SOURCES:
+    from cbs.data import text_data  # imports TensorFlow, TFDS and seqio: only for real text
+    return text_data.make(config, process_index, process_count)
   raise ValueError(f"data.source={config.data.source!r} is not one of {', '.join(SOURCES)}")

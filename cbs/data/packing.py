@@ -1,0 +1,76 @@
+"""Packs tokenized documents into fixed-length examples, EOS between documents (as seqio/t5x do).
+
+Documents are concatenated, each followed by EOS, and cut into examples of `seq_len + 1` tokens whose
+starts are `seq_len` apart, so every token is a target exactly once and no position is padding. The
+position of the next example is (document index, token offset) - small, exact and cheap to restore.
+A finite source ends with one last example padded with 0 and masked out of the loss.
+"""
+
+from collections.abc import Iterator
+import collections
+
+import numpy as np
+
+
+def pack(documents: Iterator[np.ndarray], seq_len: int, eos_id: int, start_document: int = 0,
+         start_offset: int = 0) -> Iterator[tuple[np.ndarray, int, dict]]:
+  """Yields (tokens [seq_len + 1] int32, number of real tokens, position of the next example).
+
+  `documents` must begin at document `start_document`; the first `start_offset` tokens of it
+  (counting its EOS) were consumed by earlier examples.
+  """
+  segments = collections.deque()  # [document index, tokens with EOS, offset of first unread token]
+  available = 0
+  index = start_document
+  for tokens in documents:
+    tokens = np.append(np.asarray(tokens, np.int32), np.int32(eos_id))
+    offset = start_offset if index == start_document else 0
+    segments.append([index, tokens, offset])
+    available += len(tokens) - offset
+    index += 1
+    while available >= seq_len + 1:
+      example = _peek(segments, seq_len + 1)
+      available -= _consume(segments, seq_len)
+      yield example, seq_len + 1, _position(segments, index)
+  if available > 1:  # the tail of a finite source: pad it, mask the padding
+    example = _peek(segments, available)
+    padded = np.zeros(seq_len + 1, np.int32)
+    padded[:available] = example
+    yield padded, available, _position(segments, index)
+
+
+def _peek(segments, count: int) -> np.ndarray:
+  parts, needed = [], count
+  for _, tokens, offset in segments:
+    part = tokens[offset:offset + needed]
+    parts.append(part)
+    needed -= len(part)
+    if not needed:
+      break
+  return np.concatenate(parts)
+
+
+def _consume(segments, count: int) -> int:
+  consumed = 0
+  while consumed < count:
+    segment = segments[0]
+    take = min(count - consumed, len(segment[1]) - segment[2])
+    segment[2] += take
+    consumed += take
+    if segment[2] == len(segment[1]):
+      segments.popleft()
+  return consumed
+
+
+def _position(segments, next_index: int) -> dict:
+  if segments:
+    return {"document": int(segments[0][0]), "offset": int(segments[0][2])}
+  return {"document": next_index, "offset": 0}
+
+
+def to_batch(examples: list[tuple[np.ndarray, int]]) -> dict[str, np.ndarray]:
+  """Language-modelling batch from packed examples, with weight 0 on padded targets."""
+  tokens = np.stack([tokens for tokens, _ in examples])
+  lengths = np.array([length for _, length in examples])
+  weights = (np.arange(1, tokens.shape[1])[None, :] < lengths[:, None]).astype(np.float32)
+  return {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "weights": weights}
