@@ -73,3 +73,17 @@ def test_bayes_loss_matches_brute_force_marginalisation(automaton):
 def test_uniform_automaton_has_log_vocab_entropy():
   flat = synthetic.make_automaton(4, 8, zipf_exponent=0.0, seed=0)
   assert synthetic.entropy_rate(flat) == pytest.approx(np.log(8))
+
+
+def test_stream_hosts_and_batch_changes_read_each_example_once(automaton):
+  from cbs.data import synthetic_stream
+  whole = synthetic.sample(automaton, 5, 0, np.arange(40), 9)
+  hosts = [synthetic_stream.SyntheticStream(automaton, 8, 5, h, 2) for h in range(2)]
+  rows = []
+  for batch_size in (4, 8, 2, 6, 20):
+    parts = [host.next_batch(batch_size)["inputs"] for host in hosts]
+    rows += list(np.concatenate(parts))  # the global batch: host 0's rows, then host 1's
+  np.testing.assert_array_equal(np.stack(rows), whole[:, :-1])
+  restored = synthetic_stream.SyntheticStream(automaton, 8, 5, 0, 1)
+  restored.set_state({"position": 14})
+  np.testing.assert_array_equal(restored.next_batch(3)["targets"], whole[14:17, 1:])

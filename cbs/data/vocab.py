@@ -32,10 +32,24 @@ def make(spec: str) -> seqio.Vocabulary:
   return vocabulary
 
 
-def encode_documents(texts: Iterator[str], vocabulary: seqio.Vocabulary) -> Iterator[np.ndarray]:
-  """Token ids of each text, without EOS (packing adds it)."""
+def encode_documents(texts: Iterator[str], vocabulary: seqio.Vocabulary,
+                     chunk: int = 256) -> Iterator[np.ndarray]:
+  """Token ids of each text, without EOS (packing adds it).
+
+  SentencePiece encodes `chunk` texts per call (one C++ call instead of one Python call per text).
+  """
+  tokenizer = getattr(vocabulary, "tokenizer", None)
+  if tokenizer is None:
+    for text in texts:
+      yield np.asarray(vocabulary.encode(text), np.int32)
+    return
+  batch = []
   for text in texts:
-    yield np.asarray(vocabulary.encode(text), np.int32)
+    batch.append(text)
+    if len(batch) == chunk:
+      yield from (np.asarray(ids, np.int32) for ids in tokenizer.encode(batch))
+      batch = []
+  yield from (np.asarray(ids, np.int32) for ids in tokenizer.encode(batch))
 
 
 def padded_size(vocabulary: seqio.Vocabulary, multiple: int = 128) -> int:
