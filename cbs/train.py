@@ -27,6 +27,10 @@ from cbs import sharding
 from cbs import step as step_lib
 from cbs import train_state
 from cbs import validation
+from cbs.batching import controller as controller_lib
+
+
+_LOGGED = ("loss", "grad_norm", "param_norm")  # step metrics written every step
 
 
 def _crossed(tokens_before: int, tokens_after: int, every: int) -> bool:
@@ -80,11 +84,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   # ---- Compiled steps -----------------------------------------------------------------------------
   replicated = sharding.replicated(mesh)
-  train_step = jax.jit(
-      functools.partial(step_lib.train_step, graphdef=layout.graphdef, tx=tx),
-      in_shardings=(layout.shardings, batch_sharding, replicated, replicated),
-      out_shardings=(layout.shardings, replicated),
-      donate_argnums=0)
+  data_parallel = sharding.data_parallel_size(mesh, rules)
+  ewa_abstract = {name: jax.ShapeDtypeStruct((), jnp.float32) for name in ewa.names(config.ewa)}
+
+  def compile_step(key: controller_lib.StepKey):
+    """Ahead-of-time compile of the train step for one (batch, groups, statistics) key."""
+    size, groups, statistics = key
+    step_fn = jax.jit(
+        functools.partial(step_lib.train_step, graphdef=layout.graphdef, tx=tx, groups=groups,
+                          data_parallel=data_parallel, statistics=statistics),
+        in_shardings=(layout.shardings, batch_sharding, replicated, replicated),
+        out_shardings=(layout.shardings, replicated),
+        donate_argnums=0)
+    batch = {name: jax.ShapeDtypeStruct((size, seq_len), dtype, sharding=batch_sharding)
+             for name, dtype in (("inputs", jnp.int32), ("targets", jnp.int32),
+                                 ("weights", jnp.float32))}
+    return step_fn.lower(layout.abstract, batch, jax.ShapeDtypeStruct((), jnp.float32),
+                         ewa_abstract).compile()
+
+  controller = controller_lib.Controller(config.batch, data_parallel, compile_step)
   eval_step = jax.jit(
       functools.partial(step_lib.eval_step, graphdef=layout.graphdef),
       in_shardings=(layout.shardings["params"], batch_sharding),
@@ -100,12 +118,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   else:
     state, progress = checkpoints.restore(latest, layout.abstract)
     data.train.set_state(progress["data"])
+    controller.set_state(progress["batch"])
     metrics.drop_records_after(workdir, progress["step"])
     logging.info("resumed from step %d (%s tokens)", progress["step"], f"{progress['tokens']:,}")
   if progress["tokens"] >= config.train_tokens:
     logging.info("run in %s is already finished (%s tokens); nothing to do", workdir,
                  f"{progress['tokens']:,}")
     checkpoints.close()
+    controller.close()
     return progress
 
   writer = metrics.make_writer(workdir, is_main_host)
@@ -122,17 +142,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   pending: list[tuple[int, dict]] = []
   last_log_time, last_log_tokens = time.monotonic(), tokens
   steps_this_run = 0
+  controller.prepare(controller.size)
   while tokens < config.train_tokens:
-    batch_size = config.batch.size
+    batch_size = controller.before_step(step, tokens)
     step_tokens = batch_size * seq_len
-    lr = float(lr_at(tokens))
+    lr = float(lr_at(tokens)) * controller.lr_multiplier()
+    train_step = controller.step_fn()
     batch = sharding.to_global(data.train.next_batch(batch_size), batch_sharding)
-    state, step_metrics = train_step(state, batch, jnp.float32(lr),
-                                     ewa.taus(config.ewa, step_tokens))
+    state, step_metrics = train_step(state, batch, np.float32(lr), ewa.taus(config.ewa, step_tokens))
     tokens_before, tokens = tokens, tokens + step_tokens
     step += 1
     steps_this_run += 1
-    pending.append((step, {"tokens": tokens, "batch_size": batch_size, "lr": lr, **step_metrics}))
+    record = {"tokens": tokens, "batch_size": batch_size, "lr": lr,
+              "accum_steps": controller.key(batch_size)[1],
+              **{k: step_metrics[k] for k in _LOGGED}}
+    if controller.wants_statistics(step):  # the one host read between log points: a decision
+      controller.observe(step, tokens, jax.device_get(
+          {k: v for k, v in step_metrics.items() if k not in _LOGGED}))
+      record.update(controller.last_statistics)
+    pending.append((step, record))
     done = tokens >= config.train_tokens
     stopping = done or steps_this_run == stop_after_steps
 
@@ -153,7 +181,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
     if _crossed(tokens_before, tokens, config.checkpoint.every_tokens) or stopping:
       progress = {"step": step, "tokens": tokens, "seed": config.seed,
-                  "data": data.train.get_state()}
+                  "data": data.train.get_state(), "batch": controller.get_state()}
       writer.flush()
       checkpoints.save(step, state, progress, config_json)
     if stopping:
@@ -161,6 +189,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   checkpoints.wait()
   checkpoints.close()
+  controller.close()
   writer.flush()
   writer.close()
   logging.info("%s at step %d (%s tokens); workdir %s",

@@ -49,7 +49,20 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.synthetic.seed = 1234  # seeds the automaton itself (the "language"), not the sample order
 
   c.batch = ml_collections.ConfigDict()
-  c.batch.size = 256  # global batch in sequences
+  c.batch.size = 256  # global batch in sequences (the initial one when the batch grows)
+  c.batch.max_size = -1  # cap for growing schedules; -1 = batch.size
+  c.batch.microbatch = -1  # sequences per device per accumulation step; -1 = batch.size / data-parallel
+  c.batch.round = "multiple"  # sizes allowed: multiple (of microbatch x data-parallel) | pow2 (x 2^k)
+  c.batch.schedule = "constant"  # constant | ramp | norm | inner_product | augmented | gns
+  c.batch.ramp = ()  # ramp: stages ((tokens, size), ...): from `tokens` on, train at `size`
+  c.batch.ramp_tokens = 0  # ramp: if > 0, grow linearly from batch.size to max_size over these tokens
+  c.batch.eta = 0.1  # norm test: passes if gradient variance / batch <= eta^2 |g|^2
+  c.batch.theta = 0.1  # inner-product test tolerance (inner_product, augmented)
+  c.batch.nu = 0.1  # orthogonality test tolerance (augmented)
+  c.batch.gns_k = 1.0  # gns: grow towards k x the gradient noise scale B_simple
+  c.batch.test_interval = 1  # adaptive schedules test every this many steps (until the cap)
+  c.batch.stats_ema = 0.0  # EMA decay of the test statistics before taking ratios; 0 = none
+  c.batch.lr_scaling = "none"  # lr on growth, relative to batch.size: none | sqrt | linear
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1  # devices on the data-parallel axis; -1 = all devices not used by `model`

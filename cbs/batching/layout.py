@@ -1,0 +1,57 @@
+"""Batch layout: global batch = per-device microbatch x data-parallel size x accumulation steps.
+
+The per-device microbatch is fixed by memory; a larger batch is more accumulation steps inside one
+compiled step. Sizes are rounded up to what the layout can hold (a multiple of microbatch x
+data-parallel, optionally a power of two, which bounds the number of distinct compiles) and capped.
+"""
+
+import dataclasses
+import math
+
+ROUNDINGS = ("multiple", "pow2")
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+  """How one step's global batch is cut into microbatches."""
+  microbatch: int  # sequences per device per microbatch
+  data_parallel: int  # devices the batch is split over
+  accumulation: int  # microbatches per step (scan length)
+
+  @property
+  def size(self) -> int:
+    return self.microbatch * self.data_parallel * self.accumulation
+
+  @property
+  def microbatch_global(self) -> int:
+    return self.microbatch * self.data_parallel
+
+
+def round_size(size: int, unit: int, rounding: str, cap: int) -> int:
+  """The smallest allowed batch >= size, but at most the largest allowed batch <= cap.
+
+  `multiple`: any multiple of `unit` (microbatch x data-parallel); `pow2`: unit x 2^k.
+  """
+  if rounding not in ROUNDINGS:
+    raise ValueError(f"batch.round={rounding!r} is not one of: {', '.join(ROUNDINGS)}")
+  if rounding == "pow2":
+    rounded = unit << max(math.ceil(math.log2(max(size, 1) / unit)), 0)
+    largest = unit << max(int(math.floor(math.log2(max(cap, unit) / unit))), 0)
+  else:
+    rounded = math.ceil(size / unit) * unit
+    largest = max(cap // unit, 1) * unit
+  return max(min(rounded, largest), unit)
+
+
+def make(size: int, microbatch: int, data_parallel: int) -> Layout:
+  """The layout of an already rounded size."""
+  unit = microbatch * data_parallel
+  if size % unit:
+    raise ValueError(f"batch of {size} sequences is not a multiple of microbatch {microbatch} x "
+                     f"data-parallel {data_parallel}")
+  return Layout(microbatch, data_parallel, size // unit)
+
+
+def default_microbatch(batch_size: int, data_parallel: int, requested: int) -> int:
+  """`batch.microbatch`, or (-1) the whole initial batch per device, so the first step has no scan."""
+  return requested if requested > 0 else max(batch_size // data_parallel, 1)

@@ -1,0 +1,116 @@
+"""Layouts, schedules and controller decisions, with a stub compiler that records what it compiles."""
+
+import numpy as np
+import pytest
+
+from cbs.batching import controller as controller_lib
+from cbs.batching import layout
+from cbs.batching import schedules
+from configs import base
+
+
+def batch_cfg(**kw):
+  c = base.get_config().batch
+  c.update(dict(size=16, max_size=128))
+  c.update(kw)
+  return c
+
+
+@pytest.mark.parametrize("size,rounding,expected", [(17, "multiple", 24), (16, "multiple", 16),
+                                                    (17, "pow2", 32), (33, "pow2", 64),
+                                                    (500, "pow2", 128), (500, "multiple", 128),
+                                                    (1, "multiple", 8)])
+def test_rounding_and_capping(size, rounding, expected):
+  assert layout.round_size(size, unit=8, rounding=rounding, cap=128) == expected
+
+
+def test_layout_is_microbatch_times_devices_times_accumulation():
+  assert layout.make(96, microbatch=4, data_parallel=8) == layout.Layout(4, 8, 3)
+  with pytest.raises(ValueError, match="not a multiple of microbatch 4 x data-parallel 8"):
+    layout.make(100, 4, 8)
+
+
+def test_ramp_schedules():
+  stages = batch_cfg(schedule="ramp", ramp=((0, 16), (1000, 32), (5000, 128)))
+  assert [schedules.scheduled_size(stages, t) for t in (0, 999, 1000, 4999, 9999)] == [
+      16, 16, 32, 32, 128]
+  linear = batch_cfg(schedule="ramp", ramp_tokens=1000)
+  assert [schedules.scheduled_size(linear, t) for t in (0, 500, 2000)] == [16, 72, 128]
+
+
+@pytest.mark.parametrize("kw,message", [
+    (dict(schedule="grow"), "batch.schedule='grow' is not one of"),
+    (dict(max_size=8), "batch.max_size=8 is below batch.size=16"),
+    (dict(lr_scaling="cube"), "batch.lr_scaling='cube' is not one of: none, sqrt, linear"),
+    (dict(ramp=((100, 64), (50, 128))), r"batch.ramp stage \(50, 128\) must be"),
+    (dict(eta=0.0), "batch.eta=0.0 must be positive"),
+])
+def test_bad_batch_knobs_are_named(kw, message):
+  with pytest.raises(ValueError, match=message):
+    schedules.validate(batch_cfg(**kw))
+
+
+def test_lr_scaling_is_relative_to_the_initial_batch():
+  assert schedules.lr_multiplier(batch_cfg(lr_scaling="sqrt"), 64) == pytest.approx(2.0)
+  assert schedules.lr_multiplier(batch_cfg(lr_scaling="linear"), 64) == pytest.approx(4.0)
+  assert schedules.lr_multiplier(batch_cfg(lr_scaling="none"), 64) == 1.0
+
+
+def noisy_metrics(trace, grad_sq, groups, group_size):
+  """Sums whose estimators return exactly `trace` and |g|^2 = grad_sq."""
+  batch = groups * group_size
+  return {"grad_sq_norm": grad_sq,
+          "group_sq_norm_mean": grad_sq + trace * (1 / group_size - 1 / batch)}
+
+
+class StubCompiler:
+  def __init__(self):
+    self.keys = []
+
+  def __call__(self, key):
+    self.keys.append(key)
+    return lambda *args: key
+
+
+def test_norm_test_grows_on_noise_and_not_without_it():
+  compiler = StubCompiler()
+  control = controller_lib.Controller(batch_cfg(schedule="norm", eta=0.5), 1, compiler)
+  assert control.key(16) == (16, 2, "norm")  # one microbatch: split in two groups for the test
+  control.observe(1, 100, noisy_metrics(trace=0.0, grad_sq=1.0, groups=2, group_size=8))
+  assert control.size == 16
+  control.observe(2, 200, noisy_metrics(trace=10.0, grad_sq=1.0, groups=2, group_size=8))
+  assert control.size == 48  # ceil(10 / 0.25) = 40, rounded up to a multiple of 16
+  control.observe(3, 300, noisy_metrics(trace=1000.0, grad_sq=1.0, groups=3, group_size=16))
+  assert control.size == 128 and not control.testing()
+  assert control.key(128) == (128, 8, "none")  # at the cap the statistics are switched off
+  assert [h["new"] for h in control.get_state()["history"]] == [48, 128]
+  control.close()
+
+
+def test_compiles_each_used_layout_once_and_prefetches_the_next_ramp_stage():
+  compiler = StubCompiler()
+  cfg = batch_cfg(schedule="ramp", ramp=((0, 16), (100, 32), (200, 64)))
+  control = controller_lib.Controller(cfg, 2, compiler)
+  used = []
+  for step, tokens in enumerate((0, 50, 100, 150, 200, 250)):
+    control.before_step(step, tokens)
+    used.append(control.step_fn()(None))
+  control.close()
+  assert used == [(16, 1, "none")] * 2 + [(32, 2, "none")] * 2 + [(64, 4, "none")] * 2
+  assert sorted(compiler.keys) == sorted(set(used))
+  assert len(compiler.keys) == len(set(compiler.keys))
+
+
+def test_state_round_trips_through_json():
+  import json
+  control = controller_lib.Controller(batch_cfg(schedule="norm", stats_ema=0.5), 1, StubCompiler())
+  control.observe(1, 10, noisy_metrics(trace=10.0, grad_sq=1.0, groups=2, group_size=8))
+  restored = controller_lib.Controller(batch_cfg(schedule="norm", stats_ema=0.5), 1, StubCompiler())
+  restored.set_state(json.loads(json.dumps(control.get_state())))
+  assert restored.get_state() == control.get_state()
+  for c in (control, restored):
+    c.observe(2, 20, noisy_metrics(trace=60.0, grad_sq=1.0, groups=2, group_size=16))
+  assert restored.size == control.size and np.isclose(restored.state["smoothed"]["trace"],
+                                                      control.state["smoothed"]["trace"])
+  control.close()
+  restored.close()
