@@ -15,6 +15,8 @@ from cbs import models
 from cbs import optim
 from cbs import schedules
 from cbs import sharding
+from cbs.batching import layout
+from cbs.batching import schedules as batch_schedules
 
 
 class ConfigError(ValueError):
@@ -55,6 +57,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
     rules = dict(sharding.logical_rules(config.mesh))
     ewa.names(config.ewa)
     models.param_counts(config.model, max(config.model.vocab_size, 1))
+    batch_schedules.validate(config.batch)
   except ValueError as e:
     raise ConfigError(str(e)) from None
   data_parallel = data_size if rules.get("batch") == "data" else 1
@@ -64,3 +67,12 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
     multiple = math.lcm(data_parallel, process_count)
     _require(size % multiple == 0,
              f"{key}={size} must be a multiple of the data-parallel size {multiple}")
+  microbatch = layout.default_microbatch(config.batch.size, data_parallel, config.batch.microbatch)
+  unit = microbatch * data_parallel
+  _require(config.batch.size % unit == 0,
+           f"batch.size={config.batch.size} must be a multiple of batch.microbatch x data-parallel "
+           f"= {microbatch} x {data_parallel}")
+  if batch_schedules.statistics_needed(config.batch) != "none":
+    _require(config.batch.size > unit or microbatch % 2 == 0,
+             f"batch.microbatch={microbatch}: the {config.batch.schedule} test splits a single "
+             "microbatch into two groups, so it must be even")

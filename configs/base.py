@@ -63,6 +63,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.batch.test_interval = 1  # adaptive schedules test every this many steps (until the cap)
   c.batch.stats_ema = 0.0  # EMA decay of the test statistics before taking ratios; 0 = none
   c.batch.lr_scaling = "none"  # lr on growth, relative to batch.size: none | sqrt | linear
+  c.batch.precompile = True  # compile the next likely batch layout in a background thread
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1  # devices on the data-parallel axis; -1 = all devices not used by `model`

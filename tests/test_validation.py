@@ -26,6 +26,11 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
     ({"mesh.data": 8, "batch.size": 12}, "batch.size=12 must be a multiple of the data-parallel size 8"),
     ({"ewa.decays": (1.5,)}, "ewa.decays has 1.5"),
     ({"model.dtype": "float16"}, "model.dtype='float16' is not one of: float32, bfloat16"),
+    ({"batch.max_size": 16}, "batch.max_size=16 is below batch.size=32"),
+    ({"batch.schedule": "grow"}, "batch.schedule='grow' is not one of"),
+    ({"batch.microbatch": 3}, "batch.size=32 must be a multiple of batch.microbatch x data-parallel"),
+    ({"batch.schedule": "norm", "batch.microbatch": 1, "batch.size": 1, "mesh.data": 1},
+     "batch.microbatch=1: the norm test splits a single microbatch into two groups"),
 ])
 def test_each_bad_value_is_named(overrides, message):
   config = tiny.get_config()

@@ -65,6 +65,8 @@ class Controller:
   # ---- compiled steps ------------------------------------------------------------------------------
   def prepare(self, size: int) -> None:
     """Starts compiling the step of `size` in the background, unless it exists or is under way."""
+    if size != self.size and not self._cfg.precompile:
+      return
     key = self.key(size)
     if key not in self._compiled and key not in self._pending:
       self._pending[key] = self._executor.submit(self._timed_compile, key)
