@@ -50,7 +50,11 @@ def main(argv: list[str]) -> None:
                  jax.process_count(), jax.local_device_count(), jax.device_count(),
                  jax.devices()[0].platform)
     from cbs import train  # after validation: a bad config fails without loading TensorFlow
-    train.train_and_evaluate(config, _WORKDIR.value)
+    try:
+      train.train_and_evaluate(config, _WORKDIR.value)
+    except train.NonFiniteError as e:
+      print(f"cbs: {e}", file=sys.stderr)
+      sys.exit(1)
   except validation.ConfigError as e:
     print(f"cbs: bad config: {e}", file=sys.stderr)
     sys.exit(2)

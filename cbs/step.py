@@ -78,12 +78,21 @@ def gradients(params: nnx.State, graphdef: nnx.GraphDef, batch: Batch, groups: i
 
 def train_step(state: dict, batch: Batch, lr: jax.Array, ewa_taus: dict[str, jax.Array], *,
                graphdef: nnx.GraphDef, tx: optax.GradientTransformation, groups: int = 1,
-               data_parallel: int = 1, statistics: str = "none") -> tuple[dict, Metrics]:
-  """One optimizer update on the batch's mean token loss, then the weight averages."""
+               data_parallel: int = 1, statistics: str = "none",
+               skip_nonfinite: bool = False) -> tuple[dict, Metrics]:
+  """One optimizer update on the batch's mean token loss, then the weight averages.
+
+  With `skip_nonfinite`, a step whose loss or gradient norm is NaN/Inf leaves the state unchanged;
+  `nonfinite` (0/1) reports it either way.
+  """
   grads, metrics = gradients(state["params"], graphdef, batch, groups, data_parallel, statistics)
   params, opt = optim.apply_updates(tx, grads, state["opt"], state["params"], lr)
   new_state = {"params": params, "opt": opt, "ewa": ewa.update(state["ewa"], params, ewa_taus)}
-  return new_state, {**metrics, "param_norm": optax.tree.norm(params)}
+  finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
+  if skip_nonfinite:
+    new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
+  return new_state, {**metrics, "param_norm": optax.tree.norm(new_state["params"]),
+                     "nonfinite": 1.0 - finite.astype(jnp.float32)}
 
 
 def eval_step(params: nnx.State, batch: Batch, *, graphdef: nnx.GraphDef) -> Metrics:

@@ -7,6 +7,8 @@ waits on the host and the host reads device values only at logging, eval and che
 
 import functools
 import json
+import signal
+import threading
 import time
 
 import jax
@@ -30,7 +32,39 @@ from cbs import validation
 from cbs.batching import controller as controller_lib
 
 
-_LOGGED = ("loss", "grad_norm", "param_norm")  # step metrics written every step
+_LOGGED = ("loss", "grad_norm", "param_norm", "nonfinite")  # step metrics written every step
+
+
+class NonFiniteError(RuntimeError):
+  """The loss or gradient became NaN/Inf under `train.on_nonfinite=stop`."""
+
+
+class StopRequest:
+  """SIGTERM / SIGINT ask the loop to finish its step, checkpoint and return (preemption).
+
+  Installed only in the main thread (signals cannot be caught elsewhere); `restore` puts the
+  previous handlers back.
+  """
+
+  def __init__(self):
+    self._event = threading.Event()
+    self._previous = {}
+    if threading.current_thread() is threading.main_thread():
+      for sig in (signal.SIGTERM, signal.SIGINT):
+        self._previous[sig] = signal.signal(sig, self._handle)
+
+  def _handle(self, signum, frame) -> None:
+    del frame
+    logging.warning("received %s: stopping after this step", signal.Signals(signum).name)
+    self._event.set()
+
+  def is_set(self) -> bool:
+    return self._event.is_set()
+
+  def restore(self) -> None:
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+    self._previous = {}
 
 
 def _crossed(tokens_before: int, tokens_after: int, every: int) -> bool:
@@ -68,6 +102,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     raise validation.ConfigError(str(e)) from None
   seq_len = config.data.seq_len
   workdir = epath.Path(workdir)
+  validation.check_workdir(config, workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   is_main_host = jax.process_index() == 0
 
@@ -92,7 +127,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     size, groups, statistics = key
     step_fn = jax.jit(
         functools.partial(step_lib.train_step, graphdef=layout.graphdef, tx=tx, groups=groups,
-                          data_parallel=data_parallel, statistics=statistics),
+                          data_parallel=data_parallel, statistics=statistics,
+                          skip_nonfinite=config.train.on_nonfinite == "skip"),
         in_shardings=(layout.shardings, batch_sharding, replicated, replicated),
         out_shardings=(layout.shardings, replicated),
         donate_argnums=0)
@@ -110,13 +146,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   # ---- Init or restore ----------------------------------------------------------------------------
   checkpoints = checkpoint.Checkpoints(workdir, config.checkpoint.keep)
-  latest = checkpoints.latest_step()
-  if latest is None:
+  restored = checkpoints.restore_latest(layout.abstract)
+  if restored is None:
     state = train_state.create(config, data.vocab_size, layout, mesh, rules)
     progress = {"step": 0, "tokens": 0, "seed": config.seed}
     metrics.drop_records_after(workdir, 0)
   else:
-    state, progress = checkpoints.restore(latest, layout.abstract)
+    state, progress = restored
     data.train.set_state(progress["data"])
     controller.set_state(progress["batch"])
     metrics.drop_records_after(workdir, progress["step"])
@@ -142,6 +178,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   pending: list[tuple[int, dict]] = []
   last_log_time, last_log_tokens = time.monotonic(), tokens
   steps_this_run = 0
+  skipped = progress.get("skipped_steps", 0)
+  stop_request = StopRequest()
   controller.prepare(controller.size)
   while tokens < config.train_tokens:
     batch_size = controller.before_step(step, tokens)
@@ -162,26 +200,41 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       record.update(controller.last_statistics)
     pending.append((step, record))
     done = tokens >= config.train_tokens
-    stopping = done or steps_this_run == stop_after_steps
+    preempted = stop_request.is_set() or checkpoints.reached_preemption(step)
+    stopping = done or preempted or steps_this_run == stop_after_steps
+    eval_due = _crossed(tokens_before, tokens, config.eval.every_tokens) or done
+    checkpoint_due = _crossed(tokens_before, tokens, config.checkpoint.every_tokens) or stopping
 
-    if step % config.log.every_steps == 0 or stopping:
+    if step % config.log.every_steps == 0 or stopping or eval_due or checkpoint_due:
       fetched = jax.device_get(pending)
       now = time.monotonic()
       tokens_per_sec = (tokens - last_log_tokens) / max(now - last_log_time, 1e-9)
       for s, record in fetched:
-        writer.write_scalars(s, {**record, "tokens_per_sec": tokens_per_sec})
+        skipped += int(record["nonfinite"])
+        writer.write_scalars(s, {**record, "tokens_per_sec": tokens_per_sec, "skipped_steps": skipped})
+      writer.flush()
+      bad = [(s, r["tokens"]) for s, r in fetched if r["nonfinite"]]
+      if bad and config.train.on_nonfinite == "stop":
+        checkpoints.wait()  # the last good checkpoint is complete before the run ends
+        controller.close()
+        stop_request.restore()
+        raise NonFiniteError(
+            f"non-finite loss or gradient at step {bad[0][0]} ({bad[0][1]:,} tokens); the latest "
+            f"complete checkpoint is step {checkpoints.latest_step()} in {workdir} "
+            "(set train.on_nonfinite=skip to skip such steps)")
       progress_log.log(step, tokens, float(fetched[-1][1]["loss"]), tokens_per_sec)
       pending, last_log_time, last_log_tokens = [], now, tokens
 
-    if _crossed(tokens_before, tokens, config.eval.every_tokens) or done:
+    if eval_due:
       losses = evaluate(eval_step, state, data.eval_batches, batch_sharding, config.ewa)
       writer.write_scalars(step, {"tokens": tokens, **losses})
       logging.info("eval at step %d: %s", step,
                    "  ".join(f"{k} {v:.4f}" for k, v in losses.items()))
 
-    if _crossed(tokens_before, tokens, config.checkpoint.every_tokens) or stopping:
+    if checkpoint_due:
       progress = {"step": step, "tokens": tokens, "seed": config.seed,
-                  "data": data.train.get_state(), "batch": controller.get_state()}
+                  "data": data.train.get_state(), "batch": controller.get_state(),
+                  "skipped_steps": skipped}
       writer.flush()
       checkpoints.save(step, state, progress, config_json)
     if stopping:
@@ -192,6 +245,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   controller.close()
   writer.flush()
   writer.close()
-  logging.info("%s at step %d (%s tokens); workdir %s",
-               "finished" if tokens >= config.train_tokens else "stopped", step, f"{tokens:,}", workdir)
+  stop_request.restore()
+  if preempted and not done:
+    progress["preempted"] = True
+    logging.info("stopped by a signal at step %d (%s tokens); checkpoint complete. Run the same "
+                 "command again to resume.", step, f"{tokens:,}")
+  else:
+    logging.info("%s at step %d (%s tokens); workdir %s",
+                 "finished" if done else "stopped", step, f"{tokens:,}", workdir)
   return progress

@@ -1,13 +1,17 @@
 """Checks a config before any compute starts, so a user mistake costs one line, not a traceback.
 
-Each problem is reported as `key=value: what is allowed`. Only facts knowable from the config and
-the device count are checked here; the modules that own a concept (models, optim, schedules, data)
-own its list of allowed names.
+Each problem is reported as `key=value: what is allowed`. Checked here: what the config, the device
+count and the workdir tell; the modules that own a concept (models, optim, schedules, data) own its
+list of allowed names, and data sources report missing files, splits and vocabularies themselves.
 """
 
+import json
 import math
+import os
+import pathlib
 
 import ml_collections
+from etils import epath
 
 from cbs import data
 from cbs import ewa
@@ -39,6 +43,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
   _check_name("schedule.name", config.schedule.name, schedules.NAMES)
   _check_name("data.source", config.data.source, data.SOURCES)
   _check_name("model.dtype", config.model.dtype, ("float32", "bfloat16"))
+  _check_name("train.on_nonfinite", config.train.on_nonfinite, ("stop", "skip"))
   for key in ("train_tokens", "batch.size", "data.seq_len", "optimizer.lr", "eval.batch_size",
               "eval.tokens", "log.every_steps", "checkpoint.keep"):
     value = config
@@ -76,3 +81,30 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
     _require(config.batch.size > unit or microbatch % 2 == 0,
              f"batch.microbatch={microbatch}: the {config.batch.schedule} test splits a single "
              "microbatch into two groups, so it must be even")
+
+
+def _differences(old, new, prefix: str) -> list[str]:
+  if isinstance(old, dict) and isinstance(new, dict):
+    return [d for key in sorted(set(old) | set(new))
+            for d in _differences(old.get(key), new.get(key), f"{prefix}.{key}")]
+  return [] if old == new else [f"{prefix}: {old!r} -> {new!r}"]
+
+
+def check_workdir(config: ml_collections.ConfigDict, workdir: epath.Path) -> None:
+  """The workdir can be written, and any run already in it trained the same model on the same data."""
+  if "://" not in str(workdir):
+    existing = pathlib.Path(str(workdir)).absolute()
+    while not existing.exists():
+      existing = existing.parent
+    _require(existing.is_dir() and os.access(existing, os.W_OK | os.X_OK),
+             f"workdir {str(workdir)!r} cannot be written ({existing} is not a writable directory)")
+  info = workdir / "config.json"
+  if not info.exists() or config.train.allow_config_change:
+    return
+  previous = json.loads(info.read_text())["config"]
+  current = json.loads(json.dumps(config.to_dict()))
+  changed = [d for section in ("model", "data")
+             for d in _differences(previous.get(section), current.get(section), section)]
+  _require(not changed, f"workdir {str(workdir)!r} holds a run with another model/data config "
+           f"({'; '.join(changed[:3])}); use a new workdir, or set train.allow_config_change=True "
+           "to continue it anyway")

@@ -112,6 +112,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.checkpoint.every_tokens = 10_000_000  # save this often (and always at the end)
   c.checkpoint.keep = 3  # newest checkpoints kept on disk
 
+  c.train = ml_collections.ConfigDict()
+  c.train.on_nonfinite = "stop"  # NaN/Inf loss or gradient: stop (error, keep last checkpoint) | skip
+  c.train.allow_config_change = False  # resume a workdir whose model/data config differs from this
+
   c.log = ml_collections.ConfigDict()
   c.log.every_steps = 10  # train metrics are fetched from the device only this often
   return c
