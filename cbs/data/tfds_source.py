@@ -22,7 +22,7 @@ def builder(name: str, data_dir: str | None):
                      f"data.tfds_data_dir={data_dir!r}: {str(e).splitlines()[0]}") from None
   if not found.is_prepared():
     raise ValueError(f"data.tfds_name={name!r} is not prepared in data.tfds_data_dir={data_dir!r} "
-                     f"(prepare it with `tfds build` or point the directory at a prepared copy)")
+                     f"(prepare it with 'tfds build' or point the directory at a prepared copy)")
   return found
 
 
