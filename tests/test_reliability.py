@@ -1,6 +1,5 @@
 """Preemption by signal, and the two policies for NaN/Inf, end to end."""
 
-import os
 import pathlib
 import signal
 import subprocess
@@ -130,18 +129,19 @@ def test_a_corrupt_latest_checkpoint_is_skipped_and_the_run_still_matches(tmp_pa
   assert losses[0] == losses[1]
 
 
-def test_sigkill_between_checkpoints_and_a_leftover_partial_save_then_resume_exactly(tmp_path):
+def test_sigkill_before_and_after_a_checkpoint_and_a_partial_save_then_resume_exactly(tmp_path):
   overrides = ["--config.compile_cache_dir=", "--config.mesh.data=1", "--config.log.every_steps=1",
                f"--config.train_tokens={24 * STEP_TOKENS}", "--config.eval.every_tokens=0",
                "--config.eval.tokens=4096", f"--config.checkpoint.every_tokens={8 * STEP_TOKENS}",
                f"--config.schedule.warmup_tokens={10 * STEP_TOKENS}"]
   command = [sys.executable, "-m", "cbs.main", f"--config={ROOT / 'configs/tiny.py'}", *overrides,
              f"--workdir={tmp_path / 'split'}"]
-  run = subprocess.Popen(command, cwd=ROOT, text=True, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.PIPE)
-  wait_for_records(tmp_path / "split", 12, run)  # past the first checkpoint (step 8)
-  run.kill()
-  run.wait(timeout=60)
+  for records_before_kill in (3, 12):  # before the first checkpoint (step 8), then after it
+    run = subprocess.Popen(command, cwd=ROOT, text=True, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE)
+    wait_for_records(tmp_path / "split", records_before_kill, run)
+    run.kill()
+    run.wait(timeout=60)
   # A save cut off mid-way leaves only orbax's temporary directory, which must be ignored.
   (tmp_path / "split" / "checkpoints" / "16.orbax-checkpoint-tmp-1").mkdir()
   resumed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
