@@ -9,6 +9,7 @@ on while it is written and an interrupted save never looks like a checkpoint. Pa
 
 from typing import Any
 
+import jax
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
@@ -48,7 +49,8 @@ class Checkpoints:
         logging.warning("checkpoint %d in %s is incomplete or corrupt (%s: %s); moved to %s, "
                         "trying the previous one", step, self._manager.directory,
                         type(e).__name__, str(e).splitlines()[0][:200], aside)
-        (epath.Path(self._manager.directory) / str(step)).rename(aside)
+        if jax.process_index() == 0:  # one host moves it; the others only stop listing it
+          (epath.Path(self._manager.directory) / str(step)).rename(aside)
         self._manager.reload()
     return None
 

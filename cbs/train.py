@@ -150,12 +150,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if restored is None:
     state = train_state.create(config, data.vocab_size, layout, mesh, rules)
     progress = {"step": 0, "tokens": 0, "seed": config.seed}
-    metrics.drop_records_after(workdir, 0)
+    if is_main_host:
+      metrics.drop_records_after(workdir, 0)
   else:
     state, progress = restored
     data.train.set_state(progress["data"])
     controller.set_state(progress["batch"])
-    metrics.drop_records_after(workdir, progress["step"])
+    if is_main_host:
+      metrics.drop_records_after(workdir, progress["step"])
     logging.info("resumed from step %d (%s tokens)", progress["step"], f"{progress['tokens']:,}")
   if progress["tokens"] >= config.train_tokens:
     logging.info("run in %s is already finished (%s tokens); nothing to do", workdir,

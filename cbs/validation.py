@@ -83,6 +83,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
              "microbatch into two groups, so it must be even")
 
 
+_PERFORMANCE_ONLY = ("data.prefetch:",)  # knobs that change speed, not what is trained
+
+
 def _differences(old, new, prefix: str) -> list[str]:
   if isinstance(old, dict) and isinstance(new, dict):
     return [d for key in sorted(set(old) | set(new))
@@ -104,7 +107,8 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: epath.Path) -> Non
   previous = json.loads(info.read_text())["config"]
   current = json.loads(json.dumps(config.to_dict()))
   changed = [d for section in ("model", "data")
-             for d in _differences(previous.get(section), current.get(section), section)]
+             for d in _differences(previous.get(section), current.get(section), section)
+             if not d.startswith(_PERFORMANCE_ONLY)]
   _require(not changed, f"workdir {str(workdir)!r} holds a run with another model/data config "
            f"({'; '.join(changed[:3])}); use a new workdir, or set train.allow_config_change=True "
            "to continue it anyway")
