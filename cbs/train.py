@@ -255,4 +255,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   else:
     logging.info("%s at step %d (%s tokens); workdir %s",
                  "finished" if done else "stopped", step, f"{tokens:,}", workdir)
+  if done and is_main_host:  # sweeps skip runs that hold this marker
+    (workdir / "done.json").write_text(json.dumps({"step": step, "tokens": tokens}))
   return progress
