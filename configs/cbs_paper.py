@@ -12,7 +12,6 @@ paper's B_opt) unless overridden. Sweeps override batch.size, optimizer.lr and o
 import ml_collections
 
 from cbs import models
-from configs import base
 from configs import c4
 from configs import tiny
 
