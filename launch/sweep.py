@@ -14,13 +14,13 @@ sbatch array whose tasks start multi-node runs with `srun` (jax.distributed read
 import concurrent.futures
 import json
 import os
-import pathlib
 import shlex
 import subprocess
 import sys
 
 from absl import app
 from absl import flags
+from etils import epath
 
 from launch import grid
 
@@ -38,11 +38,11 @@ _NODES = flags.DEFINE_integer("nodes", 1, "slurm: nodes per run.")
 _SLURM_ARGS = flags.DEFINE_string("slurm_args", "", "slurm: extra #SBATCH options, e.g. '--time=24:00:00'.")
 
 
-def is_finished(workdir: pathlib.Path) -> bool:
+def is_finished(workdir: epath.Path) -> bool:
   return (workdir / "done.json").exists()
 
 
-def write_manifest(root: pathlib.Path, sweep_path: str, runs: list[grid.Run]) -> None:
+def write_manifest(root: epath.Path, sweep_path: str, runs: list[grid.Run]) -> None:
   entries = [{"name": r.name, "workdir": str(root / r.name), "config": r.config,
               "overrides": r.overrides,
               "status": "finished" if is_finished(root / r.name) else "pending"} for r in runs]
@@ -50,7 +50,7 @@ def write_manifest(root: pathlib.Path, sweep_path: str, runs: list[grid.Run]) ->
   (root / "manifest.json").write_text(json.dumps({"sweep": sweep_path, "runs": entries}, indent=2))
 
 
-def python_command(run: grid.Run, workdir: pathlib.Path, python: str = sys.executable) -> list[str]:
+def python_command(run: grid.Run, workdir: epath.Path, python: str = sys.executable) -> list[str]:
   return [python, *run.args(str(workdir))]
 
 
@@ -97,7 +97,7 @@ def run_tpu(commands: list[list[str]], dry_run: bool) -> None:
   run_local(steps, dry_run)
 
 
-def slurm_script(commands: list[list[str]], root: pathlib.Path) -> str:
+def slurm_script(commands: list[list[str]], root: epath.Path) -> str:
   lines = "\n".join(shlex.join([*c, "--config.mesh.distributed=True"]) for c in commands)
   options = "".join(f"#SBATCH {o}\n" for o in shlex.split(_SLURM_ARGS.value))
   return (f"#!/bin/bash\n#SBATCH --array=0-{len(commands) - 1}\n#SBATCH --nodes={_NODES.value}\n"
@@ -108,7 +108,7 @@ def slurm_script(commands: list[list[str]], root: pathlib.Path) -> str:
 
 def main(argv: list[str]) -> None:
   del argv
-  root = pathlib.Path(_ROOT.value).absolute()
+  root = epath.Path(_ROOT.value if "://" in _ROOT.value else os.path.abspath(_ROOT.value))
   try:
     runs = grid.expand(grid.load(_SWEEP.value))
   except ValueError as e:
