@@ -22,6 +22,7 @@ setuptools.setup(
         "importlib_resources>=6.0",  # TFDS needs it to prepare datasets
         "sentencepiece>=0.2.0",
         "numpy>=1.26",
+        "matplotlib>=3.8",  # analysis plots
     ],
     extras_require={"test": ["pytest>=8", "pytest-xdist>=3.5"]},
 )

@@ -232,6 +232,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       writer.write_scalars(step, {"tokens": tokens, **losses})
       logging.info("eval at step %d: %s", step,
                    "  ".join(f"{k} {v:.4f}" for k, v in losses.items()))
+      if config.train.stop_loss > 0 and min(losses.values()) <= config.train.stop_loss:  # a CBS run reached its target
+        logging.info("eval loss %.4f <= train.stop_loss %.4f: finishing", min(losses.values()),
+                     config.train.stop_loss)
+        done = stopping = checkpoint_due = True
 
     if checkpoint_due:
       progress = {"step": step, "tokens": tokens, "seed": config.seed,

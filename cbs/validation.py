@@ -50,8 +50,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
     for part in key.split("."):
       value = value[part]
     _require(value > 0, f"{key}={value!r} must be positive")
+  _require(config.data_budget_tokens >= 0,
+           f"data_budget_tokens={config.data_budget_tokens!r} must be >= 0 (0 = train_tokens)")
   for key in ("eval.every_tokens", "checkpoint.every_tokens", "schedule.warmup_tokens",
-              "optimizer.weight_decay", "optimizer.clip"):
+              "optimizer.weight_decay", "optimizer.clip", "train.stop_loss"):
     section, name = key.split(".")
     _require(config[section][name] >= 0, f"{key}={config[section][name]!r} must be >= 0")
   _require(config.schedule.warmup_tokens <= config.train_tokens,

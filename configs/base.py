@@ -12,6 +12,10 @@ def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0  # seeds parameter init and the synthetic data; same seed, same run
   c.train_tokens = 50_000_000  # run length in tokens (the run stops at the first step reaching it)
+  # The data budget D of a CBS measurement: the target loss is what the reference-batch run reaches
+  # after D tokens (analysis groups runs by model and D); 0 = train_tokens. Runs at large batches
+  # may set train_tokens above D (with train.stop_loss) so that they can reach the target.
+  c.data_budget_tokens = 0
   c.compile_cache_dir = "~/.cache/cbs/xla"  # JAX persistent compilation cache; "" = off
 
   c.model = ml_collections.ConfigDict()
@@ -114,6 +118,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.train = ml_collections.ConfigDict()
   c.train.on_nonfinite = "stop"  # NaN/Inf loss or gradient: stop (error, keep last checkpoint) | skip
+  c.train.stop_loss = 0.0  # finish early once an eval loss (raw or any EWA) is <= this; 0 = off
   c.train.allow_config_change = False  # resume a workdir whose model/data config differs from this
 
   c.log = ml_collections.ConfigDict()

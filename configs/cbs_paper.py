@@ -34,6 +34,7 @@ def get_config(spec: str = "tiny") -> ml_collections.ConfigDict:
   non_embedding = models.param_counts(c.model, 32_000)["non_embedding"]
   chinchilla = TOKENS_PER_PARAM * non_embedding
   c.train_tokens = int(multiple * chinchilla)
+  c.data_budget_tokens = c.train_tokens  # D: the target is the B_opt run's loss here
   c.optimizer.update(dict(name="adamw", lr=3.16e-3, b1=0.95, b2=0.95, eps=1e-8, weight_decay=0.0,
                           clip=1.0))
   c.schedule.update(dict(name="constant", warmup_tokens=min(chinchilla // 4, c.train_tokens),

@@ -1,0 +1,229 @@
+"""Critical batch size from a table or from a sweep's run directories.
+
+  python -m analysis.cbs fit --csv FILE [--b_opt 256] [--threshold 0.2] [--json OUT] [--plot PNG]
+  python -m analysis.cbs report --root SWEEP_ROOT [--out DIR] [--b_opt 256] [--ewa best] [--target L]
+
+`fit` reads `group,batch_size,steps[,n_params][,tokens]` rows (a researcher's own numbers work),
+fits steps = a + b/B per group on log steps, reports S_min = a, B_noise = b/a and the CBS
+B* = (1+t) B_opt + t b/a, and across groups fits CBS = d N^beta and CBS = d D^gamma with bootstrap
+intervals. `report` measures steps to target from the runs of a `launch.sweep` root (Zhang et al.
+2024, Definition 1), then fits the same way and writes report.md, report.html, PNGs, the table as
+CSV (re-fittable with `fit`) and results.json.
+"""
+
+import argparse
+import collections
+import csv
+import json
+import math
+import os
+import shlex
+import sys
+
+from analysis import fits
+from analysis import measure
+from analysis import plots
+from analysis import report as report_lib
+from analysis import runs as runs_lib
+
+
+def read_table(path: str) -> dict[str, dict]:
+  """Groups of a fit CSV: {name: {"batch_sizes", "steps", "n_params"?, "tokens"?}}."""
+  if not os.path.exists(path):
+    raise ValueError(f"--csv={path!r} does not exist")
+  groups = collections.OrderedDict()
+  with open(path, newline="") as f:
+    reader = csv.DictReader(f)
+    missing = {"group", "batch_size", "steps"} - set(reader.fieldnames or ())
+    if missing:
+      raise ValueError(f"--csv={path!r} lacks column(s) {sorted(missing)}; it has "
+                       f"{reader.fieldnames} (needed: group,batch_size,steps[,n_params][,tokens])")
+    for line, row in enumerate(reader, start=2):
+      g = groups.setdefault(row["group"], {"batch_sizes": [], "steps": []})
+      try:
+        g["batch_sizes"].append(float(row["batch_size"]))
+        g["steps"].append(float(row["steps"]))
+        for key in ("n_params", "tokens"):
+          if row.get(key):
+            g[key] = float(row[key])
+      except ValueError:
+        raise ValueError(f"{path}:{line}: not a number in {dict(row)}") from None
+  if not groups:
+    raise ValueError(f"--csv={path!r} has no rows")
+  return groups
+
+
+def fit_table(groups: dict[str, dict], b_opt: float, threshold: float, samples: int = 1000) -> dict:
+  """The `fit` command's result: per-group fits and, where N or D vary, the scaling laws."""
+  out = {"groups": {}, "scaling": {}}
+  for name, g in groups.items():
+    fit = fits.fit_steps(g["batch_sizes"], g["steps"])
+    out["groups"][name] = {"a": fit.a, "b": fit.b, "b_noise": fit.b_noise,
+                           "cbs": fits.critical_batch_size(fit, b_opt, threshold),
+                           "rmse_log": fit.rmse_log, **{k: g[k] for k in ("n_params", "tokens")
+                                                        if k in g}}
+  for key in ("n_params", "tokens"):
+    having = [{**g, key: g[key]} for g in groups.values() if key in g]
+    if len({g[key] for g in having}) >= 2:
+      law = fits.bootstrap_scaling(having, key, b_opt, threshold, samples)
+      out["scaling"][key] = {"d": law.d, "exponent": law.exponent, "exponent_ci": list(law.ci),
+                             "d_ci": list(law.d_ci)}
+  return out
+
+
+def format_fit(result: dict) -> str:
+  lines = [f"{'group':<24} {'a (S_min)':>11} {'b':>11} {'B_noise':>10} {'CBS':>10}"]
+  for name, g in result["groups"].items():
+    lines.append(f"{name:<24} {g['a']:>11.4g} {g['b']:>11.4g} {g['b_noise']:>10.4g} {g['cbs']:>10.4g}")
+  for key, law in result["scaling"].items():
+    lo, hi = law["exponent_ci"]
+    lines.append(f"CBS = {law['d']:.4g} * {key}^{law['exponent']:.3f}  (95% CI of the exponent "
+                 f"{lo:.3f} .. {hi:.3f})")
+  return "\n".join(lines)
+
+
+def cmd_fit(args) -> None:
+  result = fit_table(read_table(args.csv), args.b_opt, args.threshold, args.bootstrap)
+  print(format_fit(result))
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump(result, f, indent=2)
+  if args.plot:
+    groups = [{"name": n, "best": [{"batch_size": b, "steps": s} for b, s in
+                                   zip(g["batch_sizes"], g["steps"])], "b_opt": args.b_opt,
+               **result["groups"][n]} for n, g in read_table(args.csv).items()]
+    plots.steps_vs_batch(groups, args.plot)
+
+
+def build_report(root: str, out: str, b_opt: int, threshold: float, metric: str,
+                 target: float | None, samples: int, command: str) -> tuple[list, dict]:
+  """Blocks of the report and the results dict (also written as results.json)."""
+  all_runs = runs_lib.load_sweep(root)
+  if not all_runs:
+    raise ValueError(f"no run under {root} has started (no config.json in any workdir)")
+  os.makedirs(out, exist_ok=True)
+  groups = measure.measure(all_runs, b_opt, threshold, metric, target)
+  laws = measure.scaling(groups, b_opt, threshold, samples)
+  blocks = [report_lib.heading("Critical batch size report", 1),
+            report_lib.code(command),
+            report_lib.paragraph(
+                f"Runs: {len(all_runs)} under {root}. Target: "
+                f"{'given' if target else f'best loss of the batch-{b_opt} runs after D tokens'}"
+                f"; loss metric: {metric} (raw and EWA evals are sweep hyper-parameters when 'best')."
+                f" CBS = largest batch within {threshold:.0%} of linear scaling from B_opt={b_opt}: "
+                f"from the fit steps = a + b/B, B* = (1+t) B_opt + t b/a; 'points' applies the "
+                "rule to the measured points.")]
+  if groups:
+    blocks += [report_lib.heading("CBS per model and data budget"), report_lib.table(
+        ["group", "N", "D (tokens)", "target loss", "a (S_min)", "b", "B_noise", "CBS (fit)",
+         "CBS (points)", "rmse log", "not reached"],
+        [[g["name"], g["n_params"], g["tokens"], g["target"], g.get("a", math.nan),
+          g.get("b", math.nan), g.get("b_noise", math.nan), g.get("cbs", math.nan),
+          g.get("cbs_raw", math.nan), g.get("rmse_log", math.nan), len(g["unreached"])]
+         for g in groups])]
+    blocks.append(report_lib.image(plots.steps_vs_batch(groups, os.path.join(out, "steps_vs_batch.png")),
+                                   "Steps to target vs batch size, with the fit, linear scaling "
+                                   "(dotted) and the CBS (dashed)"))
+  for key, law in laws.items():
+    lo, hi = law["exponent_ci"]
+    blocks += [report_lib.heading(f"Scaling law in {'N' if key == 'n_params' else 'D'}"),
+               report_lib.paragraph(f"CBS = {law['d']:.4g} x {key}^{law['exponent']:.3f}, 95% "
+                                    f"bootstrap interval of the exponent [{lo:.3f}, {hi:.3f}]."),
+               report_lib.image(plots.cbs_scaling(groups, laws, key, os.path.join(out, f"cbs_vs_{key}.png")),
+                                f"CBS vs {key} with the fitted power law")]
+  for i, g in enumerate(groups):
+    blocks += [report_lib.heading(f"Group {g['name']} (target {g['target']:.4f})"),
+               report_lib.table(["run", "batch", "lr", "steps to target", "tokens to target",
+                                 "eval", "last eval step", "finished"],
+                                [[r["run"], r["batch_size"], r["lr"], r["steps"], r["tokens"],
+                                  r["metric"] or "not reached", r["final_step"], r["finished"]]
+                                 for r in g["runs"]])]
+    if g["unreached"]:
+      blocks.append(report_lib.paragraph("Never reached the target: " + ", ".join(g["unreached"])))
+    members = [r for r in all_runs if runs_lib.group_name(r) == g["name"] and not r.adaptive]
+    blocks.append(report_lib.image(plots.loss_curves(members, g, metric,
+                                                     os.path.join(out, f"loss_curves_{i}.png")),
+                                   f"{g['name']}: eval loss of the best run per batch size"))
+  comparison = measure.adaptive_table(all_runs, metric)
+  if comparison:
+    blocks += [report_lib.heading("Batch-size schedules"), report_lib.table(
+        ["run", "schedule", "batch (first -> last)"]
+        + [f"loss @ {t:,} tok" for t in comparison["tokens"]]
+        + [f"steps @ {t:,} tok" for t in comparison["tokens"]],
+        [[r["run"], r["schedule"], f"{r['initial_batch']} -> {r['final_batch']}", *r["losses"],
+          *r["steps"]] for r in comparison["rows"]]),
+        report_lib.image(plots.schedules(all_runs, metric, os.path.join(out, "schedules.png")),
+                         "Batch size and eval loss of adaptive (solid) and constant (dashed) runs")]
+  results = {"command": command, "root": root, "groups": groups, "scaling": laws,
+             "schedules": comparison}
+  return blocks, results
+
+
+def write_table_csv(groups: list[dict], path: str) -> None:
+  with open(path, "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(["group", "batch_size", "steps", "n_params", "tokens"])
+    for g in groups:
+      for row in g["best"]:
+        writer.writerow([g["name"], row["batch_size"], row["steps"], g["n_params"], g["tokens"]])
+
+
+def cmd_report(args, argv: list[str]) -> dict:
+  out = args.out or os.path.join(args.root, "report")
+  command = "python -m analysis.cbs " + shlex.join(argv)
+  blocks, results = build_report(args.root, out, args.b_opt, args.threshold, args.ewa,
+                                 args.target, args.bootstrap, command)
+  md, html_path = report_lib.write(blocks, out, "Critical batch size report")
+  with open(os.path.join(out, "results.json"), "w") as f:
+    json.dump(results, f, indent=2, default=float)
+  write_table_csv(results["groups"], os.path.join(out, "cbs_table.csv"))
+  for g in results["groups"]:
+    print(f"{g['name']}: target {g['target']:.4f}, CBS {g.get('cbs', math.nan):.1f} sequences "
+          f"(a={g.get('a', math.nan):.4g}, b={g.get('b', math.nan):.4g}; "
+          f"{len(g['unreached'])} run(s) never reached the target)")
+  print(f"report: {html_path}\n        {md}")
+  return results
+
+
+def parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(prog="python -m analysis.cbs", description=__doc__.split("\n")[0])
+  sub = p.add_subparsers(dest="command", required=True)
+  common = argparse.ArgumentParser(add_help=False)
+  common.add_argument("--b_opt", "--b-opt", type=int, default=256,
+                      help="reference batch B_opt (sequences)")
+  common.add_argument("--threshold", type=float, default=0.2,
+                      help="allowed excess steps over linear scaling (0.2 = 20%%)")
+  common.add_argument("--bootstrap", type=int, default=1000, help="bootstrap samples of the laws")
+  fit = sub.add_parser("fit", parents=[common], help="fit a CSV of steps to target")
+  fit.add_argument("--csv", required=True)
+  fit.add_argument("--json", default="")
+  fit.add_argument("--plot", default="", help="PNG of steps vs batch with the fits")
+  rep = sub.add_parser("report", parents=[common], help="measure and report a sweep root")
+  rep.add_argument("--root", required=True)
+  rep.add_argument("--out", default="", help="report directory (default ROOT/report)")
+  rep.add_argument("--ewa", default="best",
+                   help="eval loss used: best (raw and every EWA), none (raw) or an EWA decay")
+  rep.add_argument("--target", type=float, default=None, help="target loss (default: reference)")
+  return p
+
+
+def main(argv: list[str] | None = None) -> int:
+  argv = sys.argv[1:] if argv is None else argv
+  args = parser().parse_args(argv)
+  if args.threshold <= 0 or args.b_opt <= 0:
+    print(f"analysis.cbs: --threshold={args.threshold} and --b_opt={args.b_opt} must be positive",
+          file=sys.stderr)
+    return 2
+  try:
+    if args.command == "fit":
+      cmd_fit(args)
+    else:
+      cmd_report(args, argv)
+  except (ValueError, FileNotFoundError) as e:
+    print(f"analysis.cbs: {e}", file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,132 @@
+"""From runs to the CBS table: target loss, steps to target, minimum over the sweep, fits.
+
+Groups share a model and data budget. For each group: the target is the best loss the reference
+runs (batch B_opt, any learning rate) reach after D tokens, unless given; each run's steps to the
+target is its earliest interpolated crossing; f(B) is the minimum over runs at batch B. Runs that
+never reach the target are kept in the table with `reached=False`.
+"""
+
+import collections
+import math
+
+import numpy as np
+
+from analysis import fits
+from analysis import runs as runs_lib
+
+
+def measure_group(group: list[runs_lib.Run], b_opt: int, metric: str,
+                  target: float | None = None) -> dict:
+  """The measurement of one group; see the module docstring."""
+  constant = [r for r in group if not r.adaptive]
+  budget = group[0].data_budget
+  if target is None:
+    reference = [r for r in constant if r.batch_size == b_opt]
+    if not reference:
+      sizes = sorted({r.batch_size for r in constant})
+      raise ValueError(f"group {runs_lib.group_name(group[0])} has no run at --b_opt={b_opt} "
+                       f"(batch sizes: {sizes}); pass --b_opt or --target")
+    losses = [runs_lib.loss_after(r, budget, metric) for r in reference]
+    losses = [v for v in losses if not math.isnan(v)]
+    if not losses:
+      raise ValueError(f"group {runs_lib.group_name(group[0])}: no reference run at batch {b_opt} "
+                       f"has evaluated up to D={budget:,} tokens yet")
+    target = min(losses)
+  rows = []
+  for r in sorted(constant, key=lambda r: (r.batch_size, r.name)):
+    steps, key = runs_lib.best_crossing(r, target, metric, "step")
+    rows.append({"run": r.name, "batch_size": r.batch_size, "lr": r.config["optimizer"]["lr"],
+                 "steps": steps, "tokens": steps * r.batch_size * r.seq_len, "metric": key,
+                 "reached": not math.isnan(steps), "finished": r.finished,
+                 "final_step": r.evals[-1]["step"] if r.evals else 0})
+  best = {}
+  for row in rows:
+    if row["reached"] and (row["batch_size"] not in best
+                           or row["steps"] < best[row["batch_size"]]["steps"]):
+      best[row["batch_size"]] = row
+  result = {"name": runs_lib.group_name(group[0]), "n_params": group[0].n_params,
+            "tokens": budget, "seq_len": group[0].seq_len, "target": target, "b_opt": b_opt,
+            "runs": rows, "best": [best[b] for b in sorted(best)],
+            "unreached": [row["run"] for row in rows if not row["reached"]]}
+  return result
+
+
+def fit_group(result: dict, threshold: float) -> dict:
+  """Adds the a + b/B fit and the CBS (both from the fit and from the raw points)."""
+  batch = [row["batch_size"] for row in result["best"]]
+  steps = [row["steps"] for row in result["best"]]
+  try:
+    fit = fits.fit_steps(batch, steps)
+  except ValueError as e:
+    result["fit_error"] = str(e)
+    return result
+  b_opt = result["b_opt"]
+  result.update(a=fit.a, b=fit.b, b_noise=fit.b_noise, rmse_log=fit.rmse_log,
+                cbs=fits.critical_batch_size(fit, b_opt, threshold),
+                cbs_raw=raw_critical_batch_size(batch, steps, b_opt, threshold))
+  return result
+
+
+def raw_critical_batch_size(batch_sizes, steps, b_opt: int, threshold: float) -> float:
+  """Definition 1 on the measured points: the largest B >= B_opt with f(B) <= (1+t) f(B_opt) B_opt/B.
+
+  nan when B_opt itself was not reached. Reported next to the fitted CBS as a check of the fit.
+  """
+  points = dict(zip(batch_sizes, steps))
+  if b_opt not in points:
+    return math.nan
+  ok = [b for b, s in points.items() if b >= b_opt and s <= (1 + threshold) * points[b_opt] * b_opt / b]
+  return float(max(ok))
+
+
+def measure(all_runs: list[runs_lib.Run], b_opt: int = 256, threshold: float = 0.2,
+            metric: str = "best", target: float | None = None) -> list[dict]:
+  groups = collections.defaultdict(list)
+  for r in all_runs:
+    groups[runs_lib.group_key(r)].append(r)
+  results = []
+  for key in sorted(groups, key=lambda k: (k[1], k[2])):
+    group = groups[key]
+    if all(r.adaptive for r in group):
+      continue
+    results.append(fit_group(measure_group(group, b_opt, metric, target), threshold))
+  return results
+
+
+def scaling(results: list[dict], b_opt: int, threshold: float, samples: int = 1000,
+            seed: int = 0) -> dict:
+  """CBS = d N^beta over groups differing in N, and CBS = d D^gamma over groups differing in D."""
+  usable = [r for r in results if "cbs" in r]
+  out = {}
+  for key in ("n_params", "tokens"):
+    if len({r[key] for r in usable}) < 2:
+      continue
+    data = [{key: r[key], "batch_sizes": [b["batch_size"] for b in r["best"]],
+             "steps": [b["steps"] for b in r["best"]]} for r in usable]
+    law = fits.bootstrap_scaling(data, key, b_opt, threshold, samples, seed)
+    out[key] = {"d": law.d, "exponent": law.exponent, "exponent_ci": list(law.ci),
+                "d_ci": list(law.d_ci), "points": [[r[key], r["cbs"]] for r in usable]}
+  return out
+
+
+def adaptive_table(all_runs: list[runs_lib.Run], metric: str, fractions=(0.25, 0.5, 1.0)) -> dict:
+  """Loss of every run at equal token counts, and the steps each took, for schedule comparisons.
+
+  Only built when some run grows its batch; token points are fractions of the shortest run.
+  """
+  if not any(r.adaptive for r in all_runs):
+    return {}
+  runs = [r for r in all_runs if r.evals]
+  horizon = min(r.evals[-1]["tokens"] for r in runs)
+  points = [int(f * horizon) for f in fractions]
+  rows = []
+  for r in sorted(runs, key=lambda r: (r.adaptive, r.batch_size, r.name)):
+    key, _ = runs_lib.best_curve(r, metric)
+    steps_at = [float(np.interp(t, [x["tokens"] for x in r.train], [x["step"] for x in r.train]))
+                for t in points]
+    rows.append({"run": r.name, "schedule": r.config["batch"]["schedule"],
+                 "initial_batch": r.batch_size,
+                 "final_batch": r.train[-1]["batch_size"] if r.train else r.batch_size,
+                 "losses": [runs_lib.loss_at(r.evals, key, t) for t in points],
+                 "steps": steps_at})
+  return {"tokens": points, "rows": rows}

@@ -1,0 +1,161 @@
+"""Reads run directories (`config.json`, `metrics.jsonl`, `done.json`) into curves and CBS points.
+
+Nothing here needs the run to have used this machine or a service: every number comes from the
+workdir. Steps to target follow the paper's protocol (Zhang et al. 2024): the target is the loss the
+reference-batch run reaches after the data budget D, both on EWA weights by default; the crossing is
+interpolated linearly in log-loss between the two evaluations that bracket it.
+"""
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+from etils import epath
+
+EVAL_PREFIX = "eval_loss"
+
+
+@dataclasses.dataclass
+class Run:
+  name: str
+  workdir: str
+  config: dict  # the run's full config (config.json)
+  n_params: int  # non-embedding parameters
+  evals: list[dict]  # eval records: step, tokens, eval_loss, eval_loss_ewa_<decay>...
+  train: list[dict]  # train records: step, tokens, loss, batch_size, ...
+  finished: bool
+
+  @property
+  def batch_size(self) -> int:
+    return int(self.config["batch"]["size"])
+
+  @property
+  def seq_len(self) -> int:
+    return int(self.config["data"]["seq_len"])
+
+  @property
+  def data_budget(self) -> int:
+    return int(self.config.get("data_budget_tokens") or self.config["train_tokens"])
+
+  @property
+  def adaptive(self) -> bool:
+    return self.config["batch"]["schedule"] != "constant"
+
+  def metrics(self) -> list[str]:
+    return sorted({k for r in self.evals for k in r if k.startswith(EVAL_PREFIX)})
+
+
+def read_jsonl(path: epath.Path) -> list[dict]:
+  """Records of metrics.jsonl, the last write of each step winning (a resumed run rewrites)."""
+  records: dict[tuple[int, bool], dict] = {}
+  for line in path.read_text().splitlines():
+    if line.strip():
+      r = json.loads(line)
+      key = (r["step"], any(k.startswith(EVAL_PREFIX) for k in r))
+      records[key] = {**records.get(key, {}), **r}
+  return [records[k] for k in sorted(records)]
+
+
+def load_run(workdir, name: str | None = None) -> Run:
+  workdir = epath.Path(workdir)
+  info = json.loads((workdir / "config.json").read_text())
+  records = read_jsonl(workdir / "metrics.jsonl") if (workdir / "metrics.jsonl").exists() else []
+  evals = [r for r in records if any(k.startswith(EVAL_PREFIX) for k in r)]
+  train = [r for r in records if "loss" in r]
+  return Run(name=name or workdir.name, workdir=str(workdir), config=info["config"],
+             n_params=int(info["params"]["non_embedding"]), evals=evals, train=train,
+             finished=(workdir / "done.json").exists())
+
+
+def load_sweep(root) -> list[Run]:
+  """Every run of `root/manifest.json` that has started (holds a config.json)."""
+  root = epath.Path(root)
+  manifest = root / "manifest.json"
+  if not manifest.exists():
+    raise FileNotFoundError(f"{root} holds no manifest.json (is it a launch.sweep root?)")
+  runs = []
+  for entry in json.loads(manifest.read_text())["runs"]:
+    workdir = epath.Path(entry["workdir"])
+    if not (workdir / "config.json").exists():
+      workdir = root / entry["name"]  # the root was moved or copied
+    if (workdir / "config.json").exists():
+      runs.append(load_run(workdir, entry["name"]))
+  return runs
+
+
+def metric_names(metric: str, available: list[str]) -> list[str]:
+  """Eval keys a metric choice stands for: best (raw and every EWA), none (raw), or an EWA name."""
+  if metric == "best":
+    return available
+  key = EVAL_PREFIX if metric == "none" else f"{EVAL_PREFIX}_ewa_{metric}"
+  if key not in available:
+    raise ValueError(f"--ewa={metric!r}: the runs log {', '.join(available)}")
+  return [key]
+
+
+def loss_at(evals: list[dict], key: str, position: float, axis: str = "tokens") -> float:
+  """Loss at a token (or step) count, interpolated linearly in log-loss; nan outside the evals."""
+  xs = np.array([r[axis] for r in evals if key in r], dtype=np.float64)
+  ys = np.array([r[key] for r in evals if key in r], dtype=np.float64)
+  if xs.size == 0 or position < xs[0] or position > xs[-1]:
+    return math.nan
+  return float(np.exp(np.interp(position, xs, np.log(ys))))
+
+
+def crossing(evals: list[dict], key: str, target: float, axis: str = "step") -> float:
+  """First step (or token count) at which the loss reaches `target`; nan if it never does.
+
+  Interpolates log-loss linearly between the two evaluations that bracket the first crossing.
+  """
+  previous = None
+  for r in evals:
+    if key not in r:
+      continue
+    if r[key] <= target:
+      if previous is None:
+        return float(r[axis])
+      (x0, y0), (x1, y1) = previous, (r[axis], r[key])
+      fraction = (math.log(y0) - math.log(target)) / (math.log(y0) - math.log(y1))
+      return float(x0 + fraction * (x1 - x0))
+    previous = (r[axis], r[key])
+  return math.nan
+
+
+def best_crossing(run: Run, target: float, metric: str, axis: str = "step") -> tuple[float, str]:
+  """The earliest crossing over the metric's eval keys (EWA decay is a swept hyper-parameter)."""
+  found = [(crossing(run.evals, k, target, axis), k) for k in metric_names(metric, run.metrics())]
+  found = [f for f in found if not math.isnan(f[0])]
+  return min(found) if found else (math.nan, "")
+
+
+def loss_after(run: Run, tokens: float, metric: str) -> float:
+  """The best loss over the metric's keys after `tokens` (the target when run is the reference)."""
+  values = [loss_at(run.evals, k, tokens) for k in metric_names(metric, run.metrics())]
+  values = [v for v in values if not math.isnan(v)]
+  return min(values) if values else math.nan
+
+
+def best_curve(run: Run, metric: str) -> tuple[str, list[dict]]:
+  """The eval key with the lowest final loss and its records (for loss-curve plots)."""
+  keys = metric_names(metric, run.metrics())
+  finals = {k: [r[k] for r in run.evals if k in r][-1] for k in keys}
+  key = min(finals, key=finals.get)
+  return key, [r for r in run.evals if key in r]
+
+
+def group_key(run: Run) -> tuple:
+  """Runs of one CBS measurement share the model and the data budget D."""
+  return (json.dumps(run.config["model"], sort_keys=True), run.n_params, run.data_budget,
+          run.seq_len)
+
+
+def group_name(run: Run) -> str:
+  return f"N={_short(run.n_params)},D={_short(run.data_budget)}"
+
+
+def _short(n: float) -> str:
+  for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+    if n >= scale:
+      return f"{n / scale:.3g}{unit}"
+  return f"{n:g}"
