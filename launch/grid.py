@@ -55,3 +55,36 @@ def expand(sweep: dict) -> list[Run]:
     name = ",".join(f"{k}={_flag_value(v)}" for k, v in point.items()) or "run"
     runs.append(Run(name.replace("/", "_"), sweep["config"], {**sweep.get("fixed", {}), **point}))
   return runs
+
+
+def load_config(config: str, overrides: dict):
+  """The ConfigDict `cbs.main --config=... --config.KEY=VALUE` would build, without a subprocess.
+
+  Values are converted to the type of the field they replace (as the command line does), so a
+  sweep's `1e-3` fills a float field and `64` an int field; unknown keys raise ValueError.
+  """
+  path, _, arg = config.partition(":")
+  spec = importlib.util.spec_from_file_location("cbs_run_config", path)
+  if spec is None or not pathlib.Path(path).is_file():
+    raise ValueError(f"config {path!r} is not a Python file")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  c = module.get_config(arg) if arg else module.get_config()
+  for key, value in overrides.items():
+    *parents, name = key.split(".")
+    node = c
+    for part in parents:
+      node = node[part] if part in node else None
+      if node is None:
+        raise ValueError(f"override {key}={value!r}: {config} has no section {part!r}")
+    if name not in node:
+      raise ValueError(f"override {key}={value!r}: {config} has no key {key!r}")
+    old = node[name]
+    if isinstance(old, bool):
+      value = value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+    elif isinstance(old, (int, float)) and not isinstance(value, bool):
+      value = type(old)(value) if isinstance(old, float) or float(value).is_integer() else value
+    elif isinstance(old, tuple):
+      value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+    node[name] = value
+  return c

@@ -5,7 +5,8 @@ Expands the grid of the sweep file (see `grid.py`) into `DIR/<run name>` workdir
 finished runs (their workdir holds `done.json`) and starts the rest, which resume from their own
 checkpoints. `--dry_run` prints the exact commands or scripts and runs nothing.
 
-Backends: `local` runs one after another here; `gpus` runs one per local GPU in parallel
+Backends: `local` runs one after another here, each in its own process; `inprocess` runs them one
+after another inside this process (no per-run interpreter start and imports: small CPU runs); `gpus` runs one per local GPU in parallel
 (`CUDA_VISIBLE_DEVICES`); `tpu` runs each on all workers of a TPU VM through `gcloud ... ssh
 --worker=all` after a setup step that installs the project there; `slurm` writes and submits an
 sbatch array whose tasks start multi-node runs with `srun` (jax.distributed reads Slurm's layout).
@@ -24,7 +25,7 @@ from etils import epath
 
 from launch import grid
 
-BACKENDS = ("local", "gpus", "tpu", "slurm")
+BACKENDS = ("local", "inprocess", "gpus", "tpu", "slurm")
 _SWEEP = flags.DEFINE_string("sweep", None, "Sweep file (Python with get_sweep()).")
 _ROOT = flags.DEFINE_string("root", None, "Directory holding one workdir per run and the manifest.")
 _BACKEND = flags.DEFINE_enum("backend", "local", BACKENDS, "Where the runs go.")
@@ -59,6 +60,43 @@ def run_local(commands: list[list[str]], dry_run: bool) -> None:
     print(f"[{i}/{len(commands)}] {shlex.join(command)}", flush=True)
     if not dry_run:
       subprocess.run(command, check=True)
+
+
+def run_inprocess(runs: list[grid.Run], root: epath.Path, dry_run: bool = False,
+                  progress=print) -> dict[str, str]:
+  """Trains each run here in turn; returns {name: finished | failed: why}.
+
+  Every config is built and validated before the first run starts, so a typo in the sweep fails in
+  one line at once; a run that diverges is recorded as failed and the sweep goes on.
+  """
+  import jax  # noqa: PLC0415  (the other backends never load JAX in the launcher)
+
+  from cbs import validation  # noqa: PLC0415
+
+  configs = []
+  for r in runs:
+    try:
+      config = grid.load_config(r.config, r.overrides)
+      validation.validate(config, jax.device_count(), jax.process_count())
+    except (ValueError, validation.ConfigError) as e:
+      raise ValueError(f"run {r.name}: {e}") from None
+    configs.append(config)
+  from cbs import train  # noqa: PLC0415
+
+  status = {}
+  for i, (r, config) in enumerate(zip(runs, configs), 1):
+    progress(f"[{i}/{len(runs)}] {r.name}")
+    if dry_run:
+      continue
+    if config.compile_cache_dir:
+      jax.config.update("jax_compilation_cache_dir", os.path.expanduser(config.compile_cache_dir))
+    try:
+      train.train_and_evaluate(config, str(root / r.name))
+      status[r.name] = "finished"
+    except train.NonFiniteError as e:
+      status[r.name] = f"failed: {e}"
+      progress(f"run {r.name} failed: {e}")
+  return status
 
 
 def run_gpus(commands: list[list[str]], dry_run: bool) -> None:
@@ -123,6 +161,12 @@ def main(argv: list[str]) -> None:
   commands = [python_command(r, root / r.name) for r in todo]
   if _BACKEND.value == "local":
     run_local(commands, _DRY_RUN.value)
+  elif _BACKEND.value == "inprocess":
+    try:
+      run_inprocess(todo, root, _DRY_RUN.value)
+    except ValueError as e:
+      print(f"launch.sweep: {e}", file=sys.stderr)
+      sys.exit(2)
   elif _BACKEND.value == "gpus":
     run_gpus(commands, _DRY_RUN.value)
   elif _BACKEND.value == "tpu":

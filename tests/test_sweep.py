@@ -46,6 +46,23 @@ def test_local_sweep_runs_writes_the_manifest_and_skips_finished_runs(tmp_path):
   assert all((pathlib.Path(r["workdir"]) / "metrics.jsonl").exists() for r in manifest["runs"])
   again = sweep([f"--sweep={path}", f"--root={tmp_path / 'root'}", "--backend=local"])
   assert "2 runs, 2 finished, 0 to run" in again.stdout
+  # The in-process backend builds the same configs from the overrides: identical training.
+  inprocess = sweep([f"--sweep={path}", f"--root={tmp_path / 'inproc'}", "--backend=inprocess"])
+  assert inprocess.returncode == 0, inprocess.stderr[-2000:]
+  def losses(root, name):
+    lines = (tmp_path / root / name / "metrics.jsonl").read_text().splitlines()
+    return [[r.get("loss"), r.get("eval_loss")] for r in map(json.loads, lines)]
+
+  for run in manifest["runs"]:
+    assert losses("root", run["name"]) == losses("inproc", run["name"])
+
+
+def test_inprocess_sweep_rejects_a_bad_override_before_running(tmp_path):
+  path = write_sweep(tmp_path / "s.py", {"batch.size": [16], "optimizer.lrr": [1e-3]})
+  result = sweep([f"--sweep={path}", f"--root={tmp_path / 'root'}", "--backend=inprocess"])
+  assert result.returncode == 2
+  assert "no key 'optimizer.lrr'" in result.stderr.strip().splitlines()[-1]
+  assert not list((tmp_path / "root").glob("*/config.json"))
 
 
 @pytest.mark.parametrize("backend,extra,expected", [
