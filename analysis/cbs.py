@@ -96,13 +96,15 @@ def cmd_fit(args) -> None:
 
 
 def build_report(root: str, out: str, b_opt: int, threshold: float, metric: str,
-                 target: float | None, samples: int, command: str) -> tuple[list, dict]:
+                 target: float | None, samples: int, command: str,
+                 budgets: list[int] = ()) -> tuple[list, dict]:
   """Blocks of the report and the results dict (also written as results.json)."""
   all_runs = runs_lib.load_sweep(root)
   if not all_runs:
     raise ValueError(f"no run under {root} has started (no config.json in any workdir)")
   os.makedirs(out, exist_ok=True)
-  groups = measure.measure(all_runs, b_opt, threshold, metric, target)
+  measured = runs_lib.at_budgets(all_runs, budgets) if budgets else all_runs
+  groups = measure.measure(measured, b_opt, threshold, metric, target)
   laws = measure.scaling(groups, b_opt, threshold, samples)
   blocks = [report_lib.heading("Critical batch size report", 1),
             report_lib.code(command),
@@ -140,7 +142,7 @@ def build_report(root: str, out: str, b_opt: int, threshold: float, metric: str,
                                  for r in g["runs"]])]
     if g["unreached"]:
       blocks.append(report_lib.paragraph("Never reached the target: " + ", ".join(g["unreached"])))
-    members = [r for r in all_runs if runs_lib.group_name(r) == g["name"] and not r.adaptive]
+    members = [r for r in measured if runs_lib.group_name(r) == g["name"] and not r.adaptive]
     blocks.append(report_lib.image(plots.loss_curves(members, g, metric,
                                                      os.path.join(out, f"loss_curves_{i}.png")),
                                    f"{g['name']}: eval loss of the best run per batch size"))
@@ -154,8 +156,29 @@ def build_report(root: str, out: str, b_opt: int, threshold: float, metric: str,
           *r["steps"]] for r in comparison["rows"]]),
         report_lib.image(plots.schedules(all_runs, metric, os.path.join(out, "schedules.png")),
                          "Batch size and eval loss of adaptive (solid) and constant (dashed) runs")]
+  probes = {}
+  for i, r in enumerate(all_runs):
+    path = os.path.join(r.workdir, "probes", "probe.json")
+    if not os.path.exists(path):
+      continue
+    with open(path) as f:
+      probes[r.name] = probe = json.load(f)
+    blocks += [report_lib.heading(f"Local critical batch size: {r.name}"),
+               report_lib.paragraph(
+                   f"Branches of {probe['branch_tokens']:,} tokens at k x B (lr x k^"
+                   f"{probe['lr_exponent']}); k* = largest k within {probe['eps']} of every "
+                   "smaller k (Merrill et al. 2025). The noise scale is the run's own online "
+                   "estimate B_simple (batch.gns_every or an adaptive schedule)."),
+               report_lib.table(["tokens", "batch", "k*", "local CBS", "noise scale B_simple",
+                                 "losses by k"],
+                                [[p["tokens"], p["batch"], p["k_star"], p["local_cbs"],
+                                  p["grad_noise_scale"],
+                                  " ".join(f"{k:g}:{v:.4f}" for k, v in zip(p["k"], p["losses"]))]
+                                 for p in probe["points"]]),
+               report_lib.image(plots.local_cbs(r, probe, os.path.join(out, f"local_cbs_{i}.png")),
+                                "Local CBS (probes), online noise scale and the run's batch size")]
   results = {"command": command, "root": root, "groups": groups, "scaling": laws,
-             "schedules": comparison}
+             "schedules": comparison, "probes": probes}
   return blocks, results
 
 
@@ -171,8 +194,9 @@ def write_table_csv(groups: list[dict], path: str) -> None:
 def cmd_report(args, argv: list[str]) -> dict:
   out = args.out or os.path.join(args.root, "report")
   command = "python -m analysis.cbs " + shlex.join(argv)
+  budgets = [int(float(d)) for d in args.budgets.split(",")] if args.budgets else []
   blocks, results = build_report(args.root, out, args.b_opt, args.threshold, args.ewa,
-                                 args.target, args.bootstrap, command)
+                                 args.target, args.bootstrap, command, budgets)
   md, html_path = report_lib.write(blocks, out, "Critical batch size report")
   with open(os.path.join(out, "results.json"), "w") as f:
     json.dump(results, f, indent=2, default=float)
@@ -204,6 +228,9 @@ def parser() -> argparse.ArgumentParser:
   rep.add_argument("--ewa", default="best",
                    help="eval loss used: best (raw and every EWA), none (raw) or an EWA decay")
   rep.add_argument("--target", type=float, default=None, help="target loss (default: reference)")
+  rep.add_argument("--budgets", default="",
+                   help="comma-separated data budgets D (tokens) measured from the same constant-LR "
+                        "runs, instead of each run's data_budget_tokens")
   return p
 
 

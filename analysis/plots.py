@@ -104,3 +104,20 @@ def schedules(runs: list[runs_lib.Run], metric: str, path: str) -> str:
   axes[2].set(xlabel="steps", ylabel="eval loss", xscale="log", title="loss vs steps")
   axes[0].legend(fontsize=6)
   return _save(fig, path)
+
+
+def local_cbs(run: runs_lib.Run, probe: dict, path: str) -> str:
+  """Probed local CBS over training, the online noise-scale estimate, and the batch the run used."""
+  fig, ax = plt.subplots(figsize=SIZE)
+  points = probe["points"]
+  ax.plot([p["tokens"] for p in points], [p["local_cbs"] for p in points], "o-", color="C0",
+          label=f"local CBS (branching, eps={probe['eps']})")
+  gns = [(r["tokens"], r["grad_noise_scale"]) for r in run.train
+         if r.get("grad_noise_scale", 0) > 0 and np.isfinite(r["grad_noise_scale"])]
+  if gns:
+    ax.plot(*zip(*gns), ".", color="C1", alpha=0.5, ms=3, label="gradient noise scale (online)")
+  ax.step([r["tokens"] for r in run.train], [r["batch_size"] for r in run.train], where="post",
+          color="k", lw=1, label="batch size of the run")
+  ax.set(xlabel="tokens", ylabel="sequences", yscale="log", title=f"{run.name}: local CBS")
+  ax.legend(fontsize=7)
+  return _save(fig, path)

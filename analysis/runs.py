@@ -84,6 +84,16 @@ def load_sweep(root) -> list[Run]:
   return runs
 
 
+def at_budgets(runs: list[Run], budgets: list[int]) -> list[Run]:
+  """Each run once per data budget D, as if its config had named that D.
+
+  Valid for constant-LR runs (the paper's protocol): their curves do not depend on the run length,
+  so one run trained to the largest D measures the target and the steps of every smaller D.
+  """
+  return [dataclasses.replace(r, config={**r.config, "data_budget_tokens": int(d)})
+          for d in budgets for r in runs]
+
+
 def metric_names(metric: str, available: list[str]) -> list[str]:
   """Eval keys a metric choice stands for: best (raw and every EWA), none (raw), or an EWA name."""
   if metric == "best":

@@ -27,6 +27,14 @@ class Checkpoints:
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
+  def all_steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
+  def progress(self, step: int) -> dict:
+    """The host-side record of one checkpoint (tokens, data position, batch state), no arrays."""
+    return self._manager.restore(step, args=ocp.args.Composite(
+        progress=ocp.args.JsonRestore())).progress
+
   def save(self, step: int, state: Any, progress: dict, config: dict) -> None:
     """Starts writing in the background; `wait` blocks until it is complete."""
     self._manager.save(step, args=ocp.args.Composite(

@@ -1,17 +1,21 @@
 """Optimizers: optax transforms with a unit learning rate, scaled by the host's lr(tokens) each step.
 
 In every optimizer here the learning rate is optax's last scaling, and decoupled weight decay comes
-before it, so `lr * update(lr=1)` is the optimizer at learning rate `lr`, with no schedule inside the
-optimizer state (the schedule is a function of tokens and lives in `schedules.py`). Weight decay
-applies to matrices only (ndim >= 2): decaying norm scales towards zero fights the normalisation.
-This module builds transforms and applies updates; it does not choose learning rates.
+just before it, so `lr * (update(lr=1) - wd * param)` is the optimizer at learning rate `lr`, with no
+schedule inside the optimizer state (the schedule is a function of tokens and lives in
+`schedules.py`). The decay coefficient is a step argument too, so it can follow the batch size
+(`weight_decay_at`). Weight decay applies to matrices only (ndim >= 2): decaying norm scales towards
+zero fights the normalisation. This module builds transforms and applies updates; it does not
+choose learning rates.
 """
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
 NAMES = ("adamw", "adam", "sgd", "lion", "adafactor", "signum")
+DECAYING = ("adamw", "lion", "adafactor", "signum")  # the others have no decoupled weight decay
 
 
 def _decay_mask(params):
@@ -19,7 +23,7 @@ def _decay_mask(params):
 
 
 def _base(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  wd = cfg.weight_decay
+  wd = 0.0  # applied in `apply_updates`, with the step's coefficient
   if cfg.name == "adamw":
     return optax.adamw(1.0, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=wd, mask=_decay_mask)
   if cfg.name == "adam":
@@ -44,8 +48,30 @@ def make(opt_cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
   return base
 
 
-def apply_updates(tx: optax.GradientTransformation, grads, opt_state, params, lr: jax.Array):
-  """One update at learning rate `lr` (a traced scalar); parameters keep their dtypes."""
+def apply_updates(tx: optax.GradientTransformation, grads, opt_state, params, lr: jax.Array,
+                  weight_decay: jax.Array | float = 0.0):
+  """One update at learning rate `lr` with decoupled decay `weight_decay` (traced scalars).
+
+  Parameters keep their dtypes.
+  """
   updates, opt_state = tx.update(grads, opt_state, params)
-  updates = jax.tree.map(lambda u, p: (lr * u).astype(p.dtype), updates, params)
+
+  def scaled(u, p):
+    decay = weight_decay * p if p.ndim >= 2 else jnp.zeros_like(p)
+    return (lr * (u - decay)).astype(p.dtype)  # u already points downhill
+
+  updates = jax.tree.map(scaled, updates, params)
   return optax.apply_updates(params, updates), opt_state
+
+
+def weight_decay_at(opt_cfg: ml_collections.ConfigDict, step_tokens: int, peak_lr: float,
+                    train_tokens: int) -> float:
+  """The decay coefficient of a step: `weight_decay`, or the one that keeps the AdamW timescale.
+
+  With `wd_timescale` = tau (a fraction of the run), lambda = B / (eta tau D) (Bergsma et al. 2025,
+  Power Lines), B the step's tokens, D the run's tokens and eta the peak learning rate at this batch
+  size: the weights stay an average over the same fraction of the run when the batch grows.
+  """
+  if opt_cfg.wd_timescale > 0:
+    return step_tokens / (peak_lr * opt_cfg.wd_timescale * train_tokens)
+  return opt_cfg.weight_decay

@@ -76,7 +76,8 @@ def gradients(params: nnx.State, graphdef: nnx.GraphDef, batch: Batch, groups: i
   return grads, metrics
 
 
-def train_step(state: dict, batch: Batch, lr: jax.Array, ewa_taus: dict[str, jax.Array], *,
+def train_step(state: dict, batch: Batch, lr: jax.Array, weight_decay: jax.Array,
+               ewa_taus: dict[str, jax.Array], *,
                graphdef: nnx.GraphDef, tx: optax.GradientTransformation, groups: int = 1,
                data_parallel: int = 1, statistics: str = "none",
                skip_nonfinite: bool = False) -> tuple[dict, Metrics]:
@@ -86,7 +87,8 @@ def train_step(state: dict, batch: Batch, lr: jax.Array, ewa_taus: dict[str, jax
   `nonfinite` (0/1) reports it either way.
   """
   grads, metrics = gradients(state["params"], graphdef, batch, groups, data_parallel, statistics)
-  params, opt = optim.apply_updates(tx, grads, state["opt"], state["params"], lr)
+  params, opt = optim.apply_updates(tx, grads, state["opt"], state["params"], lr,
+                                    weight_decay)
   new_state = {"params": params, "opt": opt, "ewa": ewa.update(state["ewa"], params, ewa_taus)}
   finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
   if skip_nonfinite:

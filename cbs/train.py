@@ -10,11 +10,13 @@ import json
 import signal
 import threading
 import time
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 from absl import logging
 from etils import epath
 
@@ -88,6 +90,56 @@ def evaluate(eval_fn, state: train_state.State, batches: list, batch_sharding,
           for key, parts in sums.items()}
 
 
+def step_compiler(config: ml_collections.ConfigDict, layout: train_state.Layout,
+                  tx: optax.GradientTransformation, mesh, rules) -> Callable:
+  """key (batch, groups, statistics) -> the train step compiled ahead of time for that layout.
+
+  Shardings are explicit and the state is donated, so a step updates it in place.
+  """
+  replicated = sharding.replicated(mesh)
+  batch_sharding = sharding.batch_sharding(mesh, rules)
+  data_parallel = sharding.data_parallel_size(mesh, rules)
+  ewa_abstract = {name: jax.ShapeDtypeStruct((), jnp.float32) for name in ewa.names(config.ewa)}
+  seq_len = config.data.seq_len
+
+  def compile_step(key: controller_lib.StepKey):
+    size, groups, statistics = key
+    step_fn = jax.jit(
+        functools.partial(step_lib.train_step, graphdef=layout.graphdef, tx=tx, groups=groups,
+                          data_parallel=data_parallel, statistics=statistics,
+                          skip_nonfinite=config.train.on_nonfinite == "skip"),
+        in_shardings=(layout.shardings, batch_sharding, replicated, replicated, replicated),
+        out_shardings=(layout.shardings, replicated),
+        donate_argnums=0)
+    batch = {name: jax.ShapeDtypeStruct((size, seq_len), dtype, sharding=batch_sharding)
+             for name, dtype in (("inputs", jnp.int32), ("targets", jnp.int32),
+                                 ("weights", jnp.float32))}
+    scalar = jax.ShapeDtypeStruct((), jnp.float32)
+    return step_fn.lower(layout.abstract, batch, scalar, scalar, ewa_abstract).compile()
+
+  return compile_step
+
+
+def branch_from(config: ml_collections.ConfigDict, abstract_state) -> tuple[dict, dict]:
+  """State and progress of another run's checkpoint (`train.init_from`, `train.init_step`).
+
+  The branch continues that run's weights, optimizer state, averages, token count and data
+  position exactly; its own config decides the batch size and learning rate from there on.
+  """
+  parent = checkpoint.Checkpoints(config.train.init_from, keep=1_000_000)
+  step = config.train.init_step if config.train.init_step >= 0 else parent.latest_step()
+  if step is None or step not in parent.all_steps():
+    raise validation.ConfigError(
+        f"train.init_from={config.train.init_from!r} has no checkpoint at step "
+        f"{config.train.init_step} (it has {parent.all_steps()})")
+  state, progress = parent.restore(step, abstract_state)
+  parent.close()
+  logging.info("branched from %s at step %d (%s tokens)", config.train.init_from, step,
+               f"{progress['tokens']:,}")
+  return state, {k: progress[k] for k in ("step", "tokens", "seed", "data", "skipped_steps")
+                 if k in progress}
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        stop_after_steps: int | None = None) -> dict:
   """Trains until `config.train_tokens` (or for `stop_after_steps` more steps, then checkpoints).
@@ -120,24 +172,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   # ---- Compiled steps -----------------------------------------------------------------------------
   replicated = sharding.replicated(mesh)
   data_parallel = sharding.data_parallel_size(mesh, rules)
-  ewa_abstract = {name: jax.ShapeDtypeStruct((), jnp.float32) for name in ewa.names(config.ewa)}
-
-  def compile_step(key: controller_lib.StepKey):
-    """Ahead-of-time compile of the train step for one (batch, groups, statistics) key."""
-    size, groups, statistics = key
-    step_fn = jax.jit(
-        functools.partial(step_lib.train_step, graphdef=layout.graphdef, tx=tx, groups=groups,
-                          data_parallel=data_parallel, statistics=statistics,
-                          skip_nonfinite=config.train.on_nonfinite == "skip"),
-        in_shardings=(layout.shardings, batch_sharding, replicated, replicated),
-        out_shardings=(layout.shardings, replicated),
-        donate_argnums=0)
-    batch = {name: jax.ShapeDtypeStruct((size, seq_len), dtype, sharding=batch_sharding)
-             for name, dtype in (("inputs", jnp.int32), ("targets", jnp.int32),
-                                 ("weights", jnp.float32))}
-    return step_fn.lower(layout.abstract, batch, jax.ShapeDtypeStruct((), jnp.float32),
-                         ewa_abstract).compile()
-
+  compile_step = step_compiler(config, layout, tx, mesh, rules)
   controller = controller_lib.Controller(config.batch, data_parallel, compile_step)
   eval_step = jax.jit(
       functools.partial(step_lib.eval_step, graphdef=layout.graphdef),
@@ -147,7 +182,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   # ---- Init or restore ----------------------------------------------------------------------------
   checkpoints = checkpoint.Checkpoints(workdir, config.checkpoint.keep)
   restored = checkpoints.restore_latest(layout.abstract)
-  if restored is None:
+  fresh = restored is None
+  if fresh and config.train.init_from:
+    state, progress = branch_from(config, layout.abstract)
+    data.train.set_state(progress["data"])
+    if is_main_host:
+      metrics.drop_records_after(workdir, progress["step"])
+  elif fresh:
     state = train_state.create(config, data.vocab_size, layout, mesh, rules)
     progress = {"step": 0, "tokens": 0, "seed": config.seed}
     if is_main_host:
@@ -168,11 +209,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   writer = metrics.make_writer(workdir, is_main_host)
   config_json = config.to_dict()
-  if progress["step"] == 0:
+  if fresh:
     if is_main_host:
       run_info = {"config": config_json, "params": counts, "floors": data.floors}
       (workdir / "config.json").write_text(json.dumps(run_info, indent=2))
-    writer.write_scalars(0, {"tokens": 0, **{f"floor_{k}": v for k, v in data.floors.items()}})
+    writer.write_scalars(progress["step"], {"tokens": progress["tokens"],
+                                            **{f"floor_{k}": v for k, v in data.floors.items()}})
 
   # ---- Loop ---------------------------------------------------------------------------------------
   step, tokens = progress["step"], progress["tokens"]
@@ -187,13 +229,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     batch_size = controller.before_step(step, tokens)
     step_tokens = batch_size * seq_len
     lr = float(lr_at(tokens)) * controller.lr_multiplier()
+    wd = optim.weight_decay_at(config.optimizer, step_tokens,
+                               config.optimizer.lr * controller.lr_multiplier(), config.train_tokens)
     train_step = controller.step_fn()
     batch = sharding.to_global(data.train.next_batch(batch_size), batch_sharding)
-    state, step_metrics = train_step(state, batch, np.float32(lr), ewa.taus(config.ewa, step_tokens))
+    state, step_metrics = train_step(state, batch, np.float32(lr), np.float32(wd),
+                                     ewa.taus(config.ewa, step_tokens))
     tokens_before, tokens = tokens, tokens + step_tokens
     step += 1
     steps_this_run += 1
-    record = {"tokens": tokens, "batch_size": batch_size, "lr": lr,
+    record = {"tokens": tokens, "batch_size": batch_size, "lr": lr, "weight_decay": wd,
               "accum_steps": controller.key(batch_size)[1],
               **{k: step_metrics[k] for k in _LOGGED}}
     if controller.wants_statistics(step):  # the one host read between log points: a decision

@@ -43,6 +43,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
   _check_name("schedule.name", config.schedule.name, schedules.NAMES)
   _check_name("data.source", config.data.source, data.SOURCES)
   _check_name("model.dtype", config.model.dtype, ("float32", "bfloat16"))
+  _check_name("model.remat", config.model.remat, ("none", *models.REMAT_POLICIES))
   _check_name("train.on_nonfinite", config.train.on_nonfinite, ("stop", "skip"))
   for key in ("train_tokens", "batch.size", "data.seq_len", "optimizer.lr", "eval.batch_size",
               "eval.tokens", "log.every_steps", "checkpoint.keep"):
@@ -53,9 +54,17 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
   _require(config.data_budget_tokens >= 0,
            f"data_budget_tokens={config.data_budget_tokens!r} must be >= 0 (0 = train_tokens)")
   for key in ("eval.every_tokens", "checkpoint.every_tokens", "schedule.warmup_tokens",
-              "optimizer.weight_decay", "optimizer.clip", "train.stop_loss"):
+              "optimizer.weight_decay", "optimizer.wd_timescale", "optimizer.clip",
+              "train.stop_loss"):
     section, name = key.split(".")
     _require(config[section][name] >= 0, f"{key}={config[section][name]!r} must be >= 0")
+  opt = config.optimizer
+  _require(not (opt.weight_decay > 0 and opt.wd_timescale > 0),
+           f"optimizer.weight_decay={opt.weight_decay} and optimizer.wd_timescale="
+           f"{opt.wd_timescale}: set one of them (the timescale derives the decay)")
+  _require(opt.name in optim.DECAYING or not (opt.weight_decay > 0 or opt.wd_timescale > 0),
+           f"optimizer.name={opt.name!r} has no weight decay; use one of "
+           f"{', '.join(optim.DECAYING)} with weight_decay / wd_timescale")
   _require(config.schedule.warmup_tokens <= config.train_tokens,
            f"schedule.warmup_tokens={config.schedule.warmup_tokens} is longer than the run "
            f"(train_tokens={config.train_tokens})")

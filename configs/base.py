@@ -31,6 +31,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.dtype = "float32"  # compute dtype: float32 | bfloat16 (parameters always float32)
   c.model.norm_eps = 1e-5  # epsilon of LayerNorm / RMSNorm
   c.model.rope_theta = 10_000.0  # RoPE base frequency
+  c.model.remat = "none"  # recompute each block in the backward pass: none | full | dots (keep matmuls)
 
   c.data = ml_collections.ConfigDict()
   c.data.source = "synthetic"  # synthetic (embedded, no download) | text_files | tfds | seqio
@@ -57,8 +58,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.batch.max_size = -1  # cap for growing schedules; -1 = batch.size
   c.batch.microbatch = -1  # sequences per device per accumulation step; -1 = batch.size / data-parallel
   c.batch.round = "multiple"  # sizes allowed: multiple (of microbatch x data-parallel) | pow2 (x 2^k)
-  c.batch.schedule = "constant"  # constant | ramp | norm | inner_product | augmented | gns
+  c.batch.schedule = "constant"  # constant | ramp | measured | norm | inner_product | augmented | gns
   c.batch.ramp = ()  # ramp: stages ((tokens, size), ...): from `tokens` on, train at `size`
+  c.batch.probe_file = ""  # measured: a cbs.probe result (RUN/probes/probe.json) to ramp along
   c.batch.ramp_tokens = 0  # ramp: if > 0, grow linearly from batch.size to max_size over these tokens
   c.batch.eta = 0.1  # norm test: passes if gradient variance / batch <= eta^2 |g|^2
   c.batch.theta = 0.1  # inner-product test tolerance (inner_product, augmented)
@@ -66,6 +68,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.batch.gns_k = 1.0  # gns: grow towards k x the gradient noise scale B_simple
   c.batch.test_interval = 1  # adaptive schedules test every this many steps (until the cap)
   c.batch.stats_ema = 0.0  # EMA decay of the test statistics before taking ratios; 0 = none
+  c.batch.gns_every = 0  # also estimate the gradient noise scale every this many steps (logged as
+  # grad_noise_scale) in runs that do not test, e.g. constant ones; costs a split microbatch. 0 = off
   c.batch.lr_scaling = "none"  # lr on growth, relative to batch.size: none | sqrt | linear
   c.batch.precompile = True  # compile the next likely batch layout in a background thread
 
@@ -92,6 +96,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.optimizer.b2 = 0.95  # second-moment decay (lion: its interpolation decay)
   c.optimizer.eps = 1e-8  # Adam epsilon
   c.optimizer.weight_decay = 0.0  # decoupled weight decay, multiplied by the learning rate
+  # AdamW timescale tau = B / (lr wd D) as a fraction of the run (Bergsma et al. 2025); > 0 derives
+  # the weight decay at every step from the batch size, peak lr and train_tokens (instead of
+  # weight_decay), so a growing batch keeps the same averaging horizon. 0 = off.
+  c.optimizer.wd_timescale = 0.0
   c.optimizer.clip = 1.0  # global gradient-norm clipping threshold; 0 = off
   c.optimizer.nesterov = False  # Nesterov momentum (sgd only)
 
@@ -119,6 +127,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict()
   c.train.on_nonfinite = "stop"  # NaN/Inf loss or gradient: stop (error, keep last checkpoint) | skip
   c.train.stop_loss = 0.0  # finish early once an eval loss (raw or any EWA) is <= this; 0 = off
+  c.train.init_from = ""  # start from another run's checkpoint (its workdir); used by cbs.probe
+  c.train.init_step = -1  # the step of that checkpoint; -1 = its latest
   c.train.allow_config_change = False  # resume a workdir whose model/data config differs from this
 
   c.log = ml_collections.ConfigDict()

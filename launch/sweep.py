@@ -12,8 +12,6 @@ after another inside this process (no per-run interpreter start and imports: sma
 sbatch array whose tasks start multi-node runs with `srun` (jax.distributed reads Slurm's layout).
 """
 
-import concurrent.futures
-import json
 import os
 import shlex
 import subprocess
@@ -23,6 +21,7 @@ from absl import app
 from absl import flags
 from etils import epath
 
+from launch import backends
 from launch import grid
 
 BACKENDS = ("local", "inprocess", "gpus", "tpu", "slurm")
@@ -39,89 +38,6 @@ _NODES = flags.DEFINE_integer("nodes", 1, "slurm: nodes per run.")
 _SLURM_ARGS = flags.DEFINE_string("slurm_args", "", "slurm: extra #SBATCH options, e.g. '--time=24:00:00'.")
 
 
-def is_finished(workdir: epath.Path) -> bool:
-  return (workdir / "done.json").exists()
-
-
-def write_manifest(root: epath.Path, sweep_path: str, runs: list[grid.Run]) -> None:
-  entries = [{"name": r.name, "workdir": str(root / r.name), "config": r.config,
-              "overrides": r.overrides,
-              "status": "finished" if is_finished(root / r.name) else "pending"} for r in runs]
-  root.mkdir(parents=True, exist_ok=True)
-  (root / "manifest.json").write_text(json.dumps({"sweep": sweep_path, "runs": entries}, indent=2))
-
-
-def python_command(run: grid.Run, workdir: epath.Path, python: str = sys.executable) -> list[str]:
-  return [python, *run.args(str(workdir))]
-
-
-def run_local(commands: list[list[str]], dry_run: bool) -> None:
-  for i, command in enumerate(commands, 1):
-    print(f"[{i}/{len(commands)}] {shlex.join(command)}", flush=True)
-    if not dry_run:
-      subprocess.run(command, check=True)
-
-
-def run_inprocess(runs: list[grid.Run], root: epath.Path, dry_run: bool = False,
-                  progress=print) -> dict[str, str]:
-  """Trains each run here in turn; returns {name: finished | failed: why}.
-
-  Every config is built and validated before the first run starts, so a typo in the sweep fails in
-  one line at once; a run that diverges is recorded as failed and the sweep goes on.
-  """
-  import jax  # noqa: PLC0415  (the other backends never load JAX in the launcher)
-
-  from cbs import validation  # noqa: PLC0415
-
-  configs = []
-  for r in runs:
-    try:
-      config = grid.load_config(r.config, r.overrides)
-      validation.validate(config, jax.device_count(), jax.process_count())
-    except (ValueError, validation.ConfigError) as e:
-      raise ValueError(f"run {r.name}: {e}") from None
-    configs.append(config)
-  from cbs import train  # noqa: PLC0415
-
-  status = {}
-  for i, (r, config) in enumerate(zip(runs, configs), 1):
-    progress(f"[{i}/{len(runs)}] {r.name}")
-    if dry_run:
-      continue
-    if config.compile_cache_dir:
-      jax.config.update("jax_compilation_cache_dir", os.path.expanduser(config.compile_cache_dir))
-    try:
-      train.train_and_evaluate(config, str(root / r.name))
-      status[r.name] = "finished"
-    except train.NonFiniteError as e:
-      status[r.name] = f"failed: {e}"
-      progress(f"run {r.name} failed: {e}")
-  return status
-
-
-def run_gpus(commands: list[list[str]], dry_run: bool) -> None:
-  total = _NUM_GPUS.value or len(subprocess.run(["nvidia-smi", "-L"], capture_output=True,
-                                                text=True, check=True).stdout.splitlines())
-  slots = [",".join(str(g) for g in range(s, s + _GPUS_PER_RUN.value))
-           for s in range(0, total - _GPUS_PER_RUN.value + 1, _GPUS_PER_RUN.value)]
-  if not slots:
-    raise app.UsageError(f"--gpus_per_run={_GPUS_PER_RUN.value} exceeds the {total} GPUs")
-  free = list(slots)
-
-  def launch(command):
-    devices = free.pop()
-    try:
-      print(f"CUDA_VISIBLE_DEVICES={devices} {shlex.join(command)}", flush=True)
-      if not dry_run:
-        subprocess.run(command, check=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": devices})
-    finally:
-      free.append(devices)
-
-  with concurrent.futures.ThreadPoolExecutor(len(slots)) as pool:
-    for future in [pool.submit(launch, c) for c in commands]:
-      future.result()
-
-
 def run_tpu(commands: list[list[str]], dry_run: bool) -> None:
   if not (_TPU.value and _ZONE.value):
     raise app.UsageError("--backend=tpu needs --tpu and --zone")
@@ -132,7 +48,7 @@ def run_tpu(commands: list[list[str]], dry_run: bool) -> None:
   steps = [ssh + [setup]] + [
       ssh + ["cd cbs && " + shlex.join([".venv/bin/python", *c[1:],
                                         "--config.mesh.distributed=True"])] for c in commands]
-  run_local(steps, dry_run)
+  backends.run_local(steps, dry_run)
 
 
 def slurm_script(commands: list[list[str]], root: epath.Path) -> str:
@@ -152,23 +68,26 @@ def main(argv: list[str]) -> None:
   except ValueError as e:
     print(f"launch.sweep: {e}", file=sys.stderr)
     sys.exit(2)
-  write_manifest(root, _SWEEP.value, runs)
-  todo = [r for r in runs if not is_finished(root / r.name)]
+  backends.write_manifest(root, _SWEEP.value, runs)
+  todo = [r for r in runs if not backends.is_finished(root / r.name)]
   print(f"{len(runs)} runs, {len(runs) - len(todo)} finished, {len(todo)} to run "
         f"(manifest: {root / 'manifest.json'})", flush=True)
   if not todo:
     return
-  commands = [python_command(r, root / r.name) for r in todo]
+  commands = [backends.python_command(r, root / r.name) for r in todo]
   if _BACKEND.value == "local":
-    run_local(commands, _DRY_RUN.value)
+    backends.run_local(commands, _DRY_RUN.value)
   elif _BACKEND.value == "inprocess":
     try:
-      run_inprocess(todo, root, _DRY_RUN.value)
+      backends.run_inprocess(todo, root, _DRY_RUN.value)
     except ValueError as e:
       print(f"launch.sweep: {e}", file=sys.stderr)
       sys.exit(2)
   elif _BACKEND.value == "gpus":
-    run_gpus(commands, _DRY_RUN.value)
+    try:
+      backends.run_gpus(commands, _DRY_RUN.value, _NUM_GPUS.value, _GPUS_PER_RUN.value)
+    except ValueError as e:
+      raise app.UsageError(str(e)) from None
   elif _BACKEND.value == "tpu":
     run_tpu(commands, _DRY_RUN.value)
   else:
@@ -177,7 +96,7 @@ def main(argv: list[str]) -> None:
     print(script, flush=True)
     if not _DRY_RUN.value:
       subprocess.run(["sbatch", str(root / "sweep.sbatch")], check=True)
-  write_manifest(root, _SWEEP.value, runs)
+  backends.write_manifest(root, _SWEEP.value, runs)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,8 @@ def run_ours(c, params, grads):
   tx = optim.make(c)
   state = tx.init(params)
   for lr, g in zip(LRS, grads):
-    params, state = optim.apply_updates(tx, g, state, params, jnp.float32(lr))
+    wd = c.weight_decay if c.name in optim.DECAYING else 0.0
+    params, state = optim.apply_updates(tx, g, state, params, jnp.float32(lr), jnp.float32(wd))
   return params
 
 
@@ -104,3 +105,16 @@ def test_adafactor_decreases_a_quadratic():
 def test_unknown_optimizer_is_named():
   with pytest.raises(ValueError, match="optimizer.name='adamx' is not one of"):
     optim.make(cfg("adamx"))
+
+
+def test_weight_decay_from_the_timescale_follows_the_batch_size():
+  c = cfg("adamw", wd_timescale=0.2)
+  tokens, lr, run = 64 * 512, 1e-3, 10**9
+  assert optim.weight_decay_at(c, tokens, lr, run) == pytest.approx(32768 / (1e-3 * 0.2 * 1e9))
+  # Batch doubles at the same lr: lambda doubles, so lr * lambda * steps-per-run stays fixed.
+  assert optim.weight_decay_at(c, 2 * tokens, lr, run) == pytest.approx(0.32768)
+  # Batch doubles with sqrt lr scaling: lambda grows by 2 / sqrt(2).
+  assert optim.weight_decay_at(c, 2 * tokens, lr * 2 ** 0.5, run) == pytest.approx(0.16384 * 2 ** 0.5)
+  timescale = lambda t, eta: (t / (eta * optim.weight_decay_at(c, t, eta, run))) / run
+  assert timescale(tokens, lr) == pytest.approx(timescale(4 * tokens, 3 * lr)) == pytest.approx(0.2)
+  assert optim.weight_decay_at(cfg("adamw", weight_decay=0.05, wd_timescale=0.0), tokens, lr, run) == 0.05

@@ -50,8 +50,14 @@ class Controller:
   def size(self) -> int:
     return self.state["size"]
 
+  def growing(self, size: int | None = None) -> bool:
+    """Whether an adaptive test may still grow the batch."""
+    return (self._cfg.schedule in schedules.ADAPTIVE
+            and (self.size if size is None else size) < self._cap)
+
   def testing(self, size: int | None = None) -> bool:
-    return self._statistics != "none" and (self.size if size is None else size) < self._cap
+    """Whether the step computes gradient statistics: to grow the batch, or to monitor the noise."""
+    return self._statistics != "none" and (self.growing(size) or self._cfg.gns_every > 0)
 
   def key(self, size: int) -> StepKey:
     accumulation = layout_lib.make(size, self._microbatch, self._unit // self._microbatch).accumulation
@@ -96,20 +102,23 @@ class Controller:
 
   def _candidate(self) -> int:
     """The size most likely to come next: the next ramp stage, or double the current size."""
-    if self._cfg.schedule == "ramp" and self._cfg.ramp_tokens <= 0:
-      later = [self._round(size) for _, size in self._cfg.ramp if self._round(size) > self.size]
+    if self._cfg.schedule in schedules.STAGEWISE and self._cfg.ramp_tokens <= 0:
+      later = [self._round(size) for _, size in schedules.stages(self._cfg)
+               if self._round(size) > self.size]
       return min(later, default=self.size)
     return self._round(2 * self.size)
 
   # ---- decisions -----------------------------------------------------------------------------------
   def before_step(self, step: int, tokens: int) -> int:
     """Applies the token schedule; returns this step's batch size."""
-    if self._cfg.schedule == "ramp":
-      self._switch(step, tokens, self._round(schedules.scheduled_size(self._cfg, tokens)), "ramp")
+    if self._cfg.schedule in schedules.STAGEWISE:
+      self._switch(step, tokens, self._round(schedules.scheduled_size(self._cfg, tokens)),
+                   self._cfg.schedule)
     return self.size
 
   def wants_statistics(self, step: int) -> bool:
-    return self.testing() and step % self._cfg.test_interval == 0
+    interval = self._cfg.test_interval if self.growing() else self._cfg.gns_every
+    return self.testing() and step % interval == 0
 
   def observe(self, step: int, tokens: int, metrics: dict) -> None:
     """Updates the smoothed statistics from one step's sums and grows the batch if a test fails."""
@@ -125,6 +134,10 @@ class Controller:
           orth, current["grad_sq_norm"], group_size, self._cfg.nu)
     smoothed = stats_lib.smooth(self.state["smoothed"], current, self._cfg.stats_ema)
     self.state["smoothed"] = smoothed
+    if not self.growing():  # monitoring only (batch.gns_every): log the noise scale
+      self.last_statistics = {"grad_noise_scale": stats_lib.noise_scale(
+          smoothed["trace"], smoothed["true_sq_norm"])}
+      return
     requested = schedules.requested_size(self._cfg, smoothed)
     self.last_statistics = {
         "grad_noise_scale": stats_lib.noise_scale(smoothed["trace"], smoothed["true_sq_norm"]),

@@ -2,42 +2,76 @@
 
 Every schedule is monotone non-decreasing and capped at `batch.max_size`: the controller keeps the
 largest size asked for so far. `ramp` is stagewise (`batch.ramp` = ((tokens, size), ...)) or linear
-in tokens (`batch.ramp_tokens` > 0, from `batch.size` to `batch.max_size`). The adaptive schedules
-ask for the batch their test says the current noise needs (see `statistics.py`).
+in tokens (`batch.ramp_tokens` > 0, from `batch.size` to `batch.max_size`). `measured` is the
+stagewise ramp that a `cbs.probe` result implies (`batch.probe_file`): from each probed token count
+on, the local critical batch size measured there (never decreasing). The adaptive schedules ask for
+the batch their test says the current noise needs (see `statistics.py`).
 """
 
+import functools
+import json
 import math
 
 import ml_collections
 
 from cbs.batching import statistics
 
-NAMES = ("constant", "ramp", "norm", "inner_product", "augmented", "gns")
+NAMES = ("constant", "ramp", "measured", "norm", "inner_product", "augmented", "gns")
+STAGEWISE = ("ramp", "measured")
 ADAPTIVE = ("norm", "inner_product", "augmented", "gns")
 LR_SCALINGS = {"none": 0.0, "sqrt": 0.5, "linear": 1.0}
 
 
 def max_size(batch_cfg: ml_collections.ConfigDict) -> int:
-  """`batch.max_size`, where -1 means the initial size (no growth)."""
-  return batch_cfg.size if batch_cfg.max_size == -1 else batch_cfg.max_size
+  """`batch.max_size`; -1 means the initial size (no growth), or the last measured stage."""
+  if batch_cfg.max_size != -1:
+    return batch_cfg.max_size
+  if batch_cfg.schedule == "measured":
+    return max(batch_cfg.size, measured_stages(batch_cfg.probe_file)[-1][1])
+  return batch_cfg.size
 
 
 def statistics_needed(batch_cfg: ml_collections.ConfigDict) -> str:
   """What the step must compute: none, the two norm sums, or also per-group inner products."""
   if batch_cfg.schedule in ("inner_product", "augmented"):
     return "full"
-  return "norm" if batch_cfg.schedule in ADAPTIVE else "none"
+  return "norm" if batch_cfg.schedule in ADAPTIVE or batch_cfg.gns_every > 0 else "none"
+
+
+@functools.lru_cache(maxsize=8)
+def measured_stages(probe_file: str) -> tuple[tuple[int, int], ...]:
+  """((tokens, size), ...) from a probe result: each point's local CBS, as a running maximum."""
+  from etils import epath  # noqa: PLC0415
+
+  try:
+    points = json.loads(epath.Path(probe_file).read_text())["points"]
+    stages, size = [], 0
+    for p in sorted(points, key=lambda p: p["tokens"]):
+      size = max(size, int(p["local_cbs"]))
+      stages.append((int(p["tokens"]), size))
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise ValueError(f"batch.probe_file={probe_file!r} is not a cbs.probe result "
+                     f"(probes/probe.json): {type(e).__name__}: {e}") from None
+  if not stages:
+    raise ValueError(f"batch.probe_file={probe_file!r} holds no probed points")
+  return tuple(stages)
+
+
+def stages(batch_cfg: ml_collections.ConfigDict) -> tuple:
+  if batch_cfg.schedule == "measured":
+    return measured_stages(batch_cfg.probe_file)
+  return tuple(batch_cfg.ramp)
 
 
 def scheduled_size(batch_cfg: ml_collections.ConfigDict, tokens: int) -> int:
   """The size a token-indexed schedule asks for (the initial size for adaptive ones)."""
-  if batch_cfg.schedule != "ramp":
+  if batch_cfg.schedule not in STAGEWISE:
     return batch_cfg.size
-  if batch_cfg.ramp_tokens > 0:
+  if batch_cfg.schedule == "ramp" and batch_cfg.ramp_tokens > 0:
     fraction = min(tokens / batch_cfg.ramp_tokens, 1.0)
     return int(batch_cfg.size + fraction * (max_size(batch_cfg) - batch_cfg.size))
   size = batch_cfg.size
-  for start, stage_size in batch_cfg.ramp:
+  for start, stage_size in stages(batch_cfg):
     if tokens >= start:
       size = stage_size
   return size
@@ -71,6 +105,10 @@ def validate(batch_cfg: ml_collections.ConfigDict) -> None:
   for key in ("eta", "theta", "nu", "gns_k", "test_interval"):
     if not batch_cfg[key] > 0:
       raise ValueError(f"batch.{key}={batch_cfg[key]} must be positive")
+  if batch_cfg.schedule == "measured":
+    measured_stages(batch_cfg.probe_file)  # raises if missing or malformed
+  if batch_cfg.gns_every < 0:
+    raise ValueError(f"batch.gns_every={batch_cfg.gns_every} must be >= 0 (0 = off)")
   if not 0 <= batch_cfg.stats_ema < 1:
     raise ValueError(f"batch.stats_ema={batch_cfg.stats_ema} must be in [0, 1)")
   previous = -math.inf, 0

@@ -9,9 +9,9 @@ import numpy as np
 from flax import nnx
 
 from cbs.models.sizes import PAPER_SIZES
-from cbs.models.transformer import NAMES, Dims, Transformer, dims
+from cbs.models.transformer import NAMES, REMAT_POLICIES, Dims, Transformer, dims
 
-__all__ = ["NAMES", "PAPER_SIZES", "Dims", "build_model", "dims", "param_counts"]
+__all__ = ["NAMES", "PAPER_SIZES", "REMAT_POLICIES", "Dims", "build_model", "dims", "param_counts"]
 
 
 def build_model(model_cfg: ml_collections.ConfigDict, vocab_size: int,

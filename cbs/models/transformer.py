@@ -9,6 +9,7 @@ This module resolves the config's shape knobs (`-1` = the variant's default) and
 import dataclasses
 import math
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 from flax import nnx
@@ -63,6 +64,12 @@ def dims(model_cfg: ml_collections.ConfigDict, vocab_size: int) -> Dims:
   return Dims(model_cfg.num_layers, d, heads, kv_heads, d_head, mlp_dim, vocab)
 
 
+REMAT_POLICIES = {
+    "full": None,  # keep only each block's input
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # keep weight matmul outputs
+}
+
+
 class Block(nnx.Module):
   """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
 
@@ -100,11 +107,15 @@ class Transformer(nnx.Module):
     self.unembed = None if self.tied else layers.param(
         rngs, (dm.d_model, dm.vocab_size), ("embed", "vocab"), std)
     self.dtype = _DTYPES[cfg.dtype]
+    self.remat = cfg.get("remat", "none")
 
   def __call__(self, tokens_BxL):
     x_BxLxD = self.embed[...].astype(self.dtype)[tokens_BxL]
+    apply = lambda block, x: block(x)
+    if self.remat != "none":  # trade compute for activation memory
+      apply = nnx.remat(apply, policy=REMAT_POLICIES[self.remat], prevent_cse=False)
     for block in self.blocks:
-      x_BxLxD = block(x_BxLxD)
+      x_BxLxD = apply(block, x_BxLxD)
     x_BxLxD = self.final_norm(x_BxLxD)
     if self.tied:
       logits_BxLxV = x_BxLxD @ self.embed[...].astype(self.dtype).T

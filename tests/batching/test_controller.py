@@ -114,3 +114,34 @@ def test_state_round_trips_through_json():
                                                       control.state["smoothed"]["trace"])
   control.close()
   restored.close()
+
+
+def test_constant_run_monitors_the_noise_scale_without_growing():
+  control = controller_lib.Controller(batch_cfg(max_size=-1, gns_every=5), 1, StubCompiler())
+  assert control.key(16) == (16, 2, "norm") and control.testing()
+  assert [s for s in range(1, 16) if control.wants_statistics(s)] == [5, 10, 15]
+  # B_simple = trace / |G|^2 with |G|^2 = grad_sq - trace / batch: 10 / (1 - 10 / 16).
+  control.observe(5, 100, noisy_metrics(trace=10.0, grad_sq=1.0, groups=2, group_size=8))
+  assert control.last_statistics["grad_noise_scale"] == pytest.approx(10 / (1 - 10 / 16))
+  assert control.size == 16 and not control.get_state()["history"]
+  quiet = controller_lib.Controller(batch_cfg(max_size=-1), 1, StubCompiler())
+  assert quiet.key(16) == (16, 1, "none") and not quiet.wants_statistics(5)
+  control.close()
+  quiet.close()
+
+
+def test_measured_schedule_ramps_along_a_probe_result(tmp_path):
+  probe = tmp_path / "probe.json"
+  probe.write_text('{"points": [{"tokens": 300, "local_cbs": 64}, {"tokens": 100, "local_cbs": 32},'
+                   ' {"tokens": 500, "local_cbs": 48}]}')
+  cfg = batch_cfg(schedule="measured", probe_file=str(probe), max_size=-1)
+  schedules.validate(cfg)
+  # Sorted by tokens, never decreasing: the 48 measured at 500 tokens keeps the 64 before it.
+  assert schedules.stages(cfg) == ((100, 32), (300, 64), (500, 64))
+  control = controller_lib.Controller(cfg, 1, StubCompiler())
+  sizes = [control.before_step(s, t) for s, t in enumerate((0, 99, 100, 299, 300, 600))]
+  assert sizes == [16, 16, 32, 32, 64, 64]
+  control.close()
+  (tmp_path / "bad.json").write_text("{}")
+  with pytest.raises(ValueError, match="is not a cbs.probe result"):
+    schedules.validate(batch_cfg(schedule="measured", probe_file=str(tmp_path / "bad.json")))

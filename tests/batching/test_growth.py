@@ -60,3 +60,17 @@ def test_resumed_run_makes_the_same_decisions(norm_run, tmp_path):
   resumed, whole = train_records(tmp_path), train_records(workdir)
   assert [r["batch_size"] for r in resumed] == [r["batch_size"] for r in whole]
   assert [r["loss"] for r in resumed] == [r["loss"] for r in whole]
+
+
+def test_weight_decay_timescale_follows_the_growing_batch(norm_run, tmp_path):
+  _, progress = norm_run
+  stages = [(0, 32)] + [(h["tokens"], h["new"]) for h in progress["batch"]["history"]]
+  config = growing_config(schedule="ramp", ramp=tuple(stages), lr_scaling="sqrt")
+  config.optimizer.wd_timescale = 0.25
+  train.train_and_evaluate(config, str(tmp_path))
+  for r in train_records(tmp_path):
+    peak_lr = config.optimizer.lr * (r["batch_size"] / 32) ** 0.5
+    expected = r["batch_size"] * 64 / (peak_lr * 0.25 * config.train_tokens)
+    assert r["weight_decay"] == pytest.approx(expected, rel=1e-6)
+  decays = {r["batch_size"]: r["weight_decay"] for r in train_records(tmp_path)}
+  assert decays[128] / decays[32] == pytest.approx(2.0)  # 4x the batch over 2x the lr

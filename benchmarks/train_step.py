@@ -1,0 +1,179 @@
+"""Throughput, MFU, compile time and memory of the train step; prints one JSON object.
+
+    python benchmarks/train_step.py [--sizes=tiny,20m,85m] [--dtype=float32] [--remat=none]
+        [--compile_config=1.2b] [--steps=5]
+
+- `peak_flops`: this machine's measured dense matmul throughput in the benchmark's dtype (4096^2
+  x 4096^2 matmuls, best of several) on CPU; on GPU/TPU the chip's published dense peak
+  (H100 SXM bf16 989 TFLOP/s), the denominator of MFU.
+- per size: steady tokens/s of the compiled step on one device (batch x 512 tokens; tiny: its 64),
+  model FLOPs per token (`cbs.flops`: 6 x matmul params + causal attention), MFU, compile seconds
+  and the compiled program's memory (arguments + temporaries, from XLA's memory analysis).
+- `data_parallel`: tokens/s of the 20m step on an 8-device data-parallel mesh over the same step on
+  one device (on CPU the 8 devices are fake and share the cores: this checks overhead, not speedup).
+- `compile`: the `--compile_config` paper model (default 1.2b) lowered and compiled ahead of time
+  for an 8-device fake mesh with FSDP, cold (empty persistent cache) and warm (from the cache).
+"""
+
+import os
+import sys
+
+if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                             + " --xla_force_host_platform_device_count=8").strip()
+
+import json  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+
+from cbs import flops  # noqa: E402
+from cbs import optim  # noqa: E402
+from cbs import sharding  # noqa: E402
+from cbs import train  # noqa: E402
+from cbs import train_state  # noqa: E402
+from configs import cbs_paper  # noqa: E402
+from configs import tiny  # noqa: E402
+
+_SIZES = flags.DEFINE_list("sizes", ["tiny", "20m", "85m"], "Models to time.")
+_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
+_REMAT = flags.DEFINE_string("remat", "none", "model.remat policy.")
+_STEPS = flags.DEFINE_integer("steps", 5, "Timed steps per size (after one warm-up step).")
+_COMPILE = flags.DEFINE_string("compile_config", "1.2b", "Paper size compiled for 8 fake devices.")
+_DATA_PARALLEL = flags.DEFINE_bool("data_parallel", True, "Time the 8-device data-parallel step.")
+
+CHIP_PEAKS = {"NVIDIA H100 80GB HBM3": 989e12, "NVIDIA H100": 989e12, "NVIDIA H200": 989e12}
+VOCAB = 32_000
+
+
+def measured_matmul_peak(dtype) -> float:
+  n = 4096 if jax.devices()[0].platform != "cpu" else 2048
+  a = jnp.ones((n, n), dtype)
+  matmul = jax.jit(lambda x, y: x @ y)
+  matmul(a, a).block_until_ready()
+  best = 0.0
+  for _ in range(5):
+    start = time.perf_counter()
+    matmul(a, a).block_until_ready()
+    best = max(best, 2 * n ** 3 / (time.perf_counter() - start))
+  return best
+
+
+def peak_flops(dtype) -> tuple[float, str]:
+  device = jax.devices()[0]
+  if device.platform == "cpu":
+    return measured_matmul_peak(dtype), "measured matmul"
+  for name, peak in CHIP_PEAKS.items():
+    if device.device_kind.startswith(name):
+      return peak, f"{device.device_kind} dense bf16"
+  return measured_matmul_peak(dtype), f"measured matmul on {device.device_kind}"
+
+
+def size_config(size: str):
+  if size == "tiny":
+    c = tiny.get_config()
+    c.batch.size, vocab = 32, 32
+  else:
+    c = cbs_paper.get_config("tiny")  # the protocol's optimizer; the model is replaced below
+    if size == "20m":
+      c.model.update(dict(num_layers=6, d_model=512, num_heads=8))
+    else:
+      c.model.update({k: v for k, v in cbs_paper.c4.get_config(f"tfds,{size}").model.items()})
+    c.data.seq_len, c.batch.size, vocab = 512, 4, VOCAB
+  c.model.dtype, c.model.remat = _DTYPE.value, _REMAT.value
+  c.compile_cache_dir = ""
+  return c, vocab
+
+
+def build(config, vocab: int, devices):
+  config.mesh.data = len(devices)
+  mesh = sharding.make_mesh(config.mesh, devices)
+  rules = sharding.logical_rules(config.mesh)
+  tx = optim.make(config.optimizer)
+  layout = train_state.layout(config, vocab, tx, mesh, rules)
+  return mesh, rules, tx, layout
+
+
+def time_step(config, vocab: int, devices) -> dict:
+  mesh, rules, tx, layout = build(config, vocab, devices)
+  start = time.perf_counter()
+  compiled = train.step_compiler(config, layout, tx, mesh, rules)((config.batch.size, 1, "none"))
+  compile_seconds = time.perf_counter() - start
+  state = train_state.create(config, vocab, layout, mesh, rules)
+  rng = np.random.default_rng(0)
+  shape = (config.batch.size, config.data.seq_len)
+  host = {"inputs": rng.integers(0, vocab, shape, dtype=np.int32),
+          "targets": rng.integers(0, vocab, shape, dtype=np.int32),
+          "weights": np.ones(shape, np.float32)}
+  batch = sharding.to_global(host, sharding.batch_sharding(mesh, rules))
+  taus = {name: np.float32(0.99) for name in compiled.args_info[0][4]}
+  lr, wd = np.float32(1e-3), np.float32(0.0)
+  state, metrics = compiled(state, batch, lr, wd, taus)  # warm-up
+  jax.block_until_ready(metrics)
+  start = time.perf_counter()
+  for _ in range(_STEPS.value):
+    state, metrics = compiled(state, batch, lr, wd, taus)
+  jax.block_until_ready(metrics)
+  seconds = (time.perf_counter() - start) / _STEPS.value
+  memory = compiled.memory_analysis()
+  tokens = config.batch.size * config.data.seq_len
+  return {"tokens_per_step": tokens, "step_seconds": seconds, "tokens_per_sec": tokens / seconds,
+          "compile_seconds": compile_seconds,
+          "memory_bytes": None if memory is None else int(
+              memory.argument_size_in_bytes + memory.temp_size_in_bytes
+              + memory.output_size_in_bytes - memory.alias_size_in_bytes)}
+
+
+def compile_times(size: str) -> dict:
+  config = cbs_paper.get_config(size)
+  config.mesh.update(dict(data=8, fsdp=True))
+  config.model.remat = _REMAT.value
+  mesh, rules, tx, layout = build(config, VOCAB, jax.devices()[:8])
+  compile_step = train.step_compiler(config, layout, tx, mesh, rules)
+  out = {"config": f"configs/cbs_paper.py:{size}", "devices": 8, "fsdp": True}
+  with tempfile.TemporaryDirectory() as cache:
+    jax.config.update("jax_compilation_cache_dir", cache)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    for kind in ("cold_seconds", "warm_seconds"):
+      jax.clear_caches()
+      start = time.perf_counter()
+      compile_step((config.batch.size, 1, "none"))
+      out[kind] = time.perf_counter() - start
+    jax.config.update("jax_compilation_cache_dir", None)
+  return out
+
+
+def main(argv):
+  del argv
+  dtype = jnp.bfloat16 if _DTYPE.value == "bfloat16" else jnp.float32
+  peak, peak_source = peak_flops(dtype)
+  result = {"backend": jax.devices()[0].platform, "device": jax.devices()[0].device_kind,
+            "dtype": _DTYPE.value, "remat": _REMAT.value, "peak_flops": peak,
+            "peak_source": peak_source, "sizes": {}}
+  for size in _SIZES.value:
+    config, vocab = size_config(size)
+    timing = time_step(config, vocab, jax.devices()[:1])
+    per_token = flops.train_flops_per_token(config.model, vocab, config.data.seq_len)
+    result["sizes"][size] = {**timing, "flops_per_token": per_token,
+                             "mfu": per_token * timing["tokens_per_sec"] / peak}
+    print(json.dumps({size: result["sizes"][size]}), file=sys.stderr, flush=True)
+  if _DATA_PARALLEL.value and len(jax.devices()) >= 8:
+    config, vocab = size_config("20m")
+    config.batch.size = 8
+    one = time_step(config, vocab, jax.devices()[:1])
+    eight = time_step(config, vocab, jax.devices()[:8])
+    result["data_parallel"] = {"model": "20m", "batch": 8, "tokens_per_sec_1": one["tokens_per_sec"],
+                               "tokens_per_sec_8": eight["tokens_per_sec"],
+                               "ratio": eight["tokens_per_sec"] / one["tokens_per_sec"]}
+  if _COMPILE.value:
+    result["compile"] = compile_times(_COMPILE.value)
+  print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,164 @@
+"""Local critical batch size by branching (Merrill et al. 2025): `python -m cbs.probe`.
+
+    python -m cbs.probe --workdir=RUN --at_tokens=T1,T2 --k=0.5,1,2,4,8 --branch_tokens=N
+        [--eps=0.01] [--lr_exponent=0.5] [--backend=inprocess|local|gpus|slurm]
+
+From RUN's checkpoint at (the last one at or before) each token count, branches runs at k x B with
+the learning rate scaled by k^lr_exponent (sqrt for Adam), each trained N more tokens on the same
+data stream. A branch's loss is its raw-weight loss on the run's fixed held-out set at the end
+(every branch is scored on the same examples, which removes the sampling noise a train-loss
+average would keep). k* is the largest k whose loss stays within eps of every smaller k's; the
+local CBS is k* x B. Branches are ordinary runs under RUN/probes (resumable, skipped once
+finished); the result goes to RUN/probes/probe.json next to the run's online noise-scale estimate.
+"""
+
+import json
+import math
+import sys
+
+from absl import app
+from absl import flags
+from etils import epath
+
+from cbs import checkpoint
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "The run to probe.")
+_AT = flags.DEFINE_list("at_tokens", None, "Token counts to branch at (the checkpoint at or before).")
+_K = flags.DEFINE_list("k", ["0.5", "1", "2", "4", "8"], "Batch multipliers.")
+_BRANCH = flags.DEFINE_integer("branch_tokens", None, "Tokens each branch trains.")
+_EPS = flags.DEFINE_float("eps", 0.01, "Loss tolerance of k*.")
+_LR_EXPONENT = flags.DEFINE_float("lr_exponent", 0.5, "Branch lr = lr x k^this (0.5: Adam, 1: SGD).")
+_BACKEND = flags.DEFINE_enum("backend", "inprocess", ("inprocess", "local", "gpus"),
+                             "Where the branches run (launch.sweep's backends).")
+
+
+def k_star(ks: list[float], losses: list[float], eps: float) -> float:
+  """The largest k whose loss is within eps of the loss of every smaller k."""
+  order = sorted(range(len(ks)), key=lambda i: ks[i])
+  best = ks[order[0]]
+  for n, i in enumerate(order):
+    if all(losses[i] <= losses[j] + eps for j in order[:n]):
+      best = ks[i]
+  return best
+
+
+def flatten(config: dict, prefix: str = "") -> dict:
+  out = {}
+  for key, value in config.items():
+    if isinstance(value, dict):
+      out.update(flatten(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
+
+
+def checkpoint_points(workdir: epath.Path, at_tokens: list[int]) -> list[dict]:
+  """For each token count, the last checkpoint at or before it: step, tokens, batch size."""
+  ckpts = checkpoint.Checkpoints(workdir, keep=1_000_000)
+  progress = {s: ckpts.progress(s) for s in ckpts.all_steps()}
+  ckpts.close()
+  points = []
+  for t in at_tokens:
+    before = [s for s, p in progress.items() if p["tokens"] <= t]
+    if not before:
+      raise ValueError(f"--at_tokens={t}: {workdir} has no checkpoint at or before it "
+                       f"(checkpoints at tokens {sorted(p['tokens'] for p in progress.values())})")
+    step = max(before)
+    points.append({"step": step, "tokens": progress[step]["tokens"],
+                   "batch": int(progress[step]["batch"]["size"])})
+  return points
+
+
+def branch_runs(workdir: epath.Path, parent: dict, point: dict, ks: list[float],
+                branch_tokens: int, lr_exponent: float):
+  """launch.grid Runs of one branch point: the parent's config with the branch's overrides."""
+  from configs import base  # noqa: PLC0415
+  from launch import grid  # noqa: PLC0415
+
+  batch_cfg = parent["batch"]
+  lr_now = parent["optimizer"]["lr"] * (point["batch"] / batch_cfg["size"]) ** {
+      "none": 0.0, "sqrt": 0.5, "linear": 1.0}[batch_cfg["lr_scaling"]]
+  defaults = flatten(json.loads(json.dumps(base.get_config().to_dict())))
+  inherited = {k: v for k, v in flatten(parent).items() if defaults.get(k, not v) != v}
+  runs = []
+  for k in ks:
+    size = int(round(k * point["batch"]))
+    overrides = {**inherited, "batch.size": size, "batch.max_size": -1,
+                 "batch.schedule": "constant", "batch.lr_scaling": "none", "batch.ramp": [],
+                 "batch.gns_every": 0, "optimizer.lr": lr_now * k ** lr_exponent,
+                 "train_tokens": point["tokens"] + branch_tokens, "data_budget_tokens": 0,
+                 "eval.every_tokens": branch_tokens, "checkpoint.every_tokens": branch_tokens,
+                 "train.init_from": str(workdir), "train.init_step": point["step"],
+                 "train.stop_loss": 0.0}
+    runs.append(grid.Run(f"tokens={point['tokens']},k={k:g}", base.__file__, overrides))
+  return runs
+
+
+def branch_loss(workdir: epath.Path) -> float:
+  evals = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()
+           if '"eval_loss"' in line]
+  return float(evals[-1]["eval_loss"]) if evals else math.nan
+
+
+def online_noise_scale(workdir: epath.Path, tokens: int) -> float:
+  """The run's logged gradient noise scale nearest before `tokens` (nan if it logged none)."""
+  best = math.nan
+  for line in (workdir / "metrics.jsonl").read_text().splitlines():
+    r = json.loads(line)
+    if "grad_noise_scale" in r and r["tokens"] <= tokens:
+      best = r["grad_noise_scale"]
+  return best
+
+
+def probe(workdir: str, at_tokens: list[int], ks: list[float], branch_tokens: int, eps: float,
+          lr_exponent: float, backend: str) -> dict:
+  from launch import backends  # noqa: PLC0415
+
+  workdir = epath.Path(workdir)
+  if not (workdir / "config.json").exists():
+    raise ValueError(f"--workdir={workdir} holds no run (no config.json)")
+  if branch_tokens is None or branch_tokens <= 0 or not ks or min(ks) <= 0:
+    raise ValueError(f"--branch_tokens={branch_tokens} and --k={ks} must be positive")
+  parent = json.loads((workdir / "config.json").read_text())["config"]
+  root = workdir / "probes"
+  points = checkpoint_points(workdir, at_tokens)
+  runs = [r for p in points for r in branch_runs(workdir, parent, p, ks, branch_tokens, lr_exponent)]
+  backends.write_manifest(root, "cbs.probe", runs)
+  todo = [r for r in runs if not backends.is_finished(root / r.name)]
+  if backend == "inprocess":
+    backends.run_inprocess(todo, root)
+  else:
+    commands = [backends.python_command(r, root / r.name) for r in todo]
+    {"local": backends.run_local, "gpus": backends.run_gpus}[backend](commands, False)
+  backends.write_manifest(root, "cbs.probe", runs)
+  results = []
+  for p in points:
+    losses = [branch_loss(root / f"tokens={p['tokens']},k={k:g}") for k in ks]
+    star = k_star(ks, losses, eps)
+    results.append({**p, "k": ks, "losses": losses, "k_star": star, "local_cbs": star * p["batch"],
+                    "grad_noise_scale": online_noise_scale(workdir, p["tokens"])})
+  out = {"workdir": str(workdir), "branch_tokens": branch_tokens, "eps": eps,
+         "lr_exponent": lr_exponent, "points": results}
+  (root / "probe.json").write_text(json.dumps(out, indent=2))
+  return out
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  try:
+    result = probe(_WORKDIR.value, [int(float(t)) for t in _AT.value], [float(k) for k in _K.value],
+                   _BRANCH.value, _EPS.value, _LR_EXPONENT.value, _BACKEND.value)
+  except ValueError as e:
+    print(f"cbs.probe: {e}", file=sys.stderr)
+    sys.exit(2)
+  print(f"{'tokens':>12} {'batch':>6} {'k*':>5} {'local CBS':>10} {'noise scale':>12}  losses by k")
+  for p in result["points"]:
+    losses = " ".join(f"{k:g}:{v:.4f}" for k, v in zip(p["k"], p["losses"]))
+    print(f"{p['tokens']:>12,} {p['batch']:>6} {p['k_star']:>5g} {p['local_cbs']:>10g} "
+          f"{p['grad_noise_scale']:>12.4g}  {losses}")
+  print(f"written: {epath.Path(_WORKDIR.value) / 'probes' / 'probe.json'}")
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["workdir", "at_tokens", "branch_tokens"])
+  app.run(main)

@@ -1,0 +1,83 @@
+"""Local-CBS probes: k* on known losses, branches that start from the exact checkpoint state."""
+
+import json
+
+import numpy as np
+import pytest
+
+from analysis import cbs as cbs_report
+from cbs import metrics
+from cbs import probe
+from cbs import train
+from configs import tiny
+
+
+@pytest.mark.parametrize("losses,eps,expected", [
+    ([3.00, 3.005, 3.009, 3.05], 0.01, 4),  # 8 is 0.05 worse than 1
+    ([3.00, 3.005, 3.02, 3.009], 0.01, 8),  # 4 fails, 8 is within eps of 1, 2 and 4
+    ([3.10, 3.00, 2.99, 3.20], 0.01, 4),  # being better than a smaller k is fine
+    ([3.0, 3.0, 3.0, 3.0], 0.0, 8),
+    ([3.0, 3.2, 3.3, 3.4], 0.01, 1),
+])
+def test_k_star_is_the_largest_k_within_eps_of_every_smaller_k(losses, eps, expected):
+  ks = [1, 2, 4, 8]
+  assert probe.k_star(ks, losses, eps) == expected
+  assert probe.k_star(ks[::-1], losses[::-1], eps) == expected  # order given does not matter
+
+
+def parent_config():
+  c = tiny.get_config()
+  c.compile_cache_dir = ""
+  c.mesh.data = 1
+  c.batch.update(dict(size=16, gns_every=2))
+  c.train_tokens = 30 * 16 * 64
+  c.schedule.warmup_tokens = 2048
+  c.eval.update(dict(every_tokens=10 * 16 * 64, tokens=2048))
+  c.checkpoint.update(dict(every_tokens=10 * 16 * 64, keep=10))
+  c.log.every_steps = 1
+  return c
+
+
+def test_probe_branches_from_the_checkpoints_and_reports_the_local_cbs(tmp_path):
+  run = tmp_path / "run"
+  train.train_and_evaluate(parent_config(), str(run))
+  result = probe.probe(str(run), [10 * 1024 + 5, 20 * 1024], [1.0, 2.0], 4 * 1024, 0.01, 0.5,
+                       "inprocess")
+  points = result["points"]
+  assert [(p["step"], p["tokens"], p["batch"]) for p in points] == [(10, 10240, 16), (20, 20480, 16)]
+  parent = {r["step"]: r for r in metrics.read_records(run) if "loss" in r}
+  for p in points:
+    # k = 1 continues the parent exactly: same weights, optimizer state, data and learning rate.
+    branch = [r for r in metrics.read_records(run / "probes" / f"tokens={p['tokens']},k=1")
+              if "loss" in r]
+    assert [r["step"] for r in branch] == [p["step"] + 1 + i for i in range(4)]
+    np.testing.assert_allclose([r["loss"] for r in branch],
+                               [parent[r["step"]]["loss"] for r in branch], rtol=1e-6)
+    doubled = [r for r in metrics.read_records(run / "probes" / f"tokens={p['tokens']},k=2")
+               if "loss" in r]
+    assert [r["batch_size"] for r in doubled] == [32, 32]
+    assert doubled[0]["lr"] == pytest.approx(parent[p["step"] + 1]["lr"] * 2 ** 0.5)
+    assert p["k_star"] in (1.0, 2.0) and p["local_cbs"] == p["k_star"] * 16
+    assert np.isfinite(p["losses"]).all() and p["grad_noise_scale"] > 0
+  on_disk = json.loads((run / "probes" / "probe.json").read_text())
+  assert on_disk["points"][1]["local_cbs"] == points[1]["local_cbs"]
+  # The sweep report shows the probe next to the online noise scale.
+  (tmp_path / "manifest.json").write_text(json.dumps(
+      {"sweep": "one run", "runs": [{"name": "run", "workdir": str(run)}]}))
+  assert cbs_report.main(["report", "--root", str(tmp_path), "--b_opt", "16", "--bootstrap", "0"]) == 0
+  md = (tmp_path / "report" / "report.md").read_text()
+  assert "## Local critical batch size: run" in md and "(local_cbs_0.png)" in md
+  assert (tmp_path / "report" / "local_cbs_0.png").stat().st_size > 5000
+  # A second call finds every branch finished and trains nothing.
+  again = probe.probe(str(run), [10 * 1024 + 5, 20 * 1024], [1.0, 2.0], 4 * 1024, 0.01, 0.5,
+                      "inprocess")
+  assert again["points"] == json.loads(json.dumps(points))
+
+
+def test_probe_names_a_token_count_before_any_checkpoint(tmp_path):
+  run = tmp_path / "run"
+  c = parent_config()
+  c.train_tokens = 10 * 16 * 64
+  train.train_and_evaluate(c, str(run))
+  with pytest.raises(ValueError, match="no checkpoint at or before it"):
+    probe.probe(str(run), [100], [1.0, 2.0], 1024, 0.01, 0.5, "inprocess")

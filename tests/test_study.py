@@ -1,0 +1,45 @@
+"""The reduced studies end to end: runs, reuse on rerun, report, CBS inside the swept range."""
+
+import json
+import math
+import pathlib
+
+from launch import study
+
+
+def test_quick_cbs_study_reports_a_cbs_inside_the_swept_range(tmp_path, capsys):
+  root = tmp_path / "cbs"
+  assert study.main(["cbs", "--quick", "--root", str(root)]) == 0
+  out = capsys.readouterr().out
+  assert "3/3 runs done" in out and "report: " in out
+  results = json.loads((root / "report" / "results.json").read_text())
+  groups = results["groups"]
+  assert [g["tokens"] for g in groups] == study.QUICK.budgets
+  for g in groups:
+    assert math.isfinite(g["cbs"]) and study.QUICK.batches[0] <= g["cbs"] <= study.QUICK.batches[-1]
+    assert not g["unreached"]
+  assert "tokens" in results["scaling"]
+  html = (root / "report" / "report.html").read_text()
+  assert html.count("data:image/png;base64,") >= 2 + len(groups)
+  # A rerun trains nothing and reproduces the table.
+  assert study.main(["cbs", "--quick", "--root", str(root)]) == 0
+  assert capsys.readouterr().out.count("reused") == 3
+  again = json.loads((root / "report" / "results.json").read_text())["groups"]
+  assert [g["cbs"] for g in again] == [g["cbs"] for g in groups]
+
+
+def test_quick_adaptive_study_compares_schedules_at_equal_tokens(tmp_path):
+  root = tmp_path / "adaptive"
+  assert study.main(["adaptive", "--quick", "--root", str(root)]) == 0
+  table = json.loads((root / "report" / "results.json").read_text())["schedules"]
+  rows = {r["run"]: r for r in table["rows"]}
+  assert set(rows) == {"batch.size=4,optimizer.lr=0.00106", "batch.size=16,optimizer.lr=0.00212",
+                       "schedule=ramp", "schedule=norm"}
+  assert rows["schedule=ramp"]["final_batch"] == 16 and rows["schedule=ramp"]["initial_batch"] == 4
+  assert rows["schedule=norm"]["final_batch"] > 4
+  for r in rows.values():
+    assert all(math.isfinite(v) for v in r["losses"])
+    # At equal tokens, a bigger batch has taken fewer steps.
+  assert rows["batch.size=16,optimizer.lr=0.00212"]["steps"][-1] < rows[
+      "batch.size=4,optimizer.lr=0.00106"]["steps"][-1]
+  assert pathlib.Path(root / "report" / "schedules.png").stat().st_size > 10_000
