@@ -97,14 +97,14 @@ def cmd_fit(args) -> None:
 
 def build_report(root: str, out: str, b_opt: int, threshold: float, metric: str,
                  target: float | None, samples: int, command: str,
-                 budgets: list[int] = ()) -> tuple[list, dict]:
+                 budgets: list[int] = (), skip_cbs: bool = False) -> tuple[list, dict]:
   """Blocks of the report and the results dict (also written as results.json)."""
   all_runs = runs_lib.load_sweep(root)
   if not all_runs:
     raise ValueError(f"no run under {root} has started (no config.json in any workdir)")
   os.makedirs(out, exist_ok=True)
   measured = runs_lib.at_budgets(all_runs, budgets) if budgets else all_runs
-  groups = measure.measure(measured, b_opt, threshold, metric, target)
+  groups = [] if skip_cbs else measure.measure(measured, b_opt, threshold, metric, target)
   laws = measure.scaling(groups, b_opt, threshold, samples)
   blocks = [report_lib.heading("Critical batch size report", 1),
             report_lib.code(command),
@@ -115,7 +115,7 @@ def build_report(root: str, out: str, b_opt: int, threshold: float, metric: str,
                 f" CBS = largest batch within {threshold:.0%} of linear scaling from B_opt={b_opt}: "
                 f"from the fit steps = a + b/B, B* = (1+t) B_opt + t b/a; 'points' applies the "
                 "rule to the measured points.")]
-  if groups:
+  if any(g["best"] for g in groups):
     blocks += [report_lib.heading("CBS per model and data budget"), report_lib.table(
         ["group", "N", "D (tokens)", "target loss", "a (S_min)", "b", "B_noise", "CBS (fit)",
          "CBS (points)", "rmse log", "not reached"],
@@ -191,13 +191,14 @@ def write_table_csv(groups: list[dict], path: str) -> None:
         writer.writerow([g["name"], row["batch_size"], row["steps"], g["n_params"], g["tokens"]])
 
 
-def cmd_report(args, argv: list[str]) -> dict:
+def cmd_report(args, argv: list[str], extra_blocks=lambda out: []) -> dict:
+  """Writes the report of a sweep root; `extra_blocks(out_dir)` appends sections (the testbed)."""
   out = args.out or os.path.join(args.root, "report")
   command = "python -m analysis.cbs " + shlex.join(argv)
   budgets = [int(float(d)) for d in args.budgets.split(",")] if args.budgets else []
   blocks, results = build_report(args.root, out, args.b_opt, args.threshold, args.ewa,
-                                 args.target, args.bootstrap, command, budgets)
-  md, html_path = report_lib.write(blocks, out, "Critical batch size report")
+                                 args.target, args.bootstrap, command, budgets, args.skip_cbs)
+  md, html_path = report_lib.write(blocks + extra_blocks(out), out, "Critical batch size report")
   with open(os.path.join(out, "results.json"), "w") as f:
     json.dump(results, f, indent=2, default=float)
   write_table_csv(results["groups"], os.path.join(out, "cbs_table.csv"))
@@ -228,6 +229,8 @@ def parser() -> argparse.ArgumentParser:
   rep.add_argument("--ewa", default="best",
                    help="eval loss used: best (raw and every EWA), none (raw) or an EWA decay")
   rep.add_argument("--target", type=float, default=None, help="target loss (default: reference)")
+  rep.add_argument("--skip_cbs", action="store_true",
+                   help="only the schedule comparison and probes (e.g. a root of adaptive runs)")
   rep.add_argument("--budgets", default="",
                    help="comma-separated data budgets D (tokens) measured from the same constant-LR "
                         "runs, instead of each run's data_budget_tokens")

@@ -121,3 +121,35 @@ def local_cbs(run: runs_lib.Run, probe: dict, path: str) -> str:
   ax.set(xlabel="tokens", ylabel="sequences", yscale="log", title=f"{run.name}: local CBS")
   ax.legend(fontsize=7)
   return _save(fig, path)
+
+
+def theory(result: dict, path: str) -> str:
+  """Testbed CBS vs data size: expected-risk and simulated points, fits, the predicted slope."""
+  fig, ax = plt.subplots(figsize=SIZE)
+  budgets = np.array(result["budgets"], dtype=float)
+  for i, name in enumerate(("expected", "simulated")):
+    part = result[name]
+    cbs = [part["groups"][str(d)]["cbs"] for d in result["budgets"]]
+    ax.plot(budgets, cbs, "o", color=f"C{i}", label=f"{name} risk")
+    ax.plot(budgets, part["d"] * budgets ** part["exponent"], color=f"C{i}",
+            label=f"fit D^{part['exponent']:.2f}")
+  anchor = result["expected"]["groups"][str(result["budgets"][0])]["cbs"]
+  gamma = result["predicted_exponent"]
+  ax.plot(budgets, anchor * (budgets / budgets[0]) ** gamma, "k--", label=f"predicted D^{gamma:.2f}")
+  ax.set(xscale="log", yscale="log", xlabel="data size D (samples)", ylabel="CBS (samples)",
+         title="Least-squares testbed")
+  ax.legend(fontsize=8)
+  return _save(fig, path)
+
+
+def coord_check(widths, sizes: dict, path: str) -> str:
+  """RMS change of the last hidden state and of the logits vs width, per parameterization."""
+  fig, axes = plt.subplots(1, 2, figsize=(2 * SIZE[0], SIZE[1]))
+  for ax, key in zip(axes, ("hidden", "logits")):
+    for i, (param, rows) in enumerate(sizes.items()):
+      ax.plot(widths, [r[key] for r in rows], "o-", color=f"C{i}", label=param)
+    ax.set(xscale="log", yscale="log", xlabel="width d_model",
+           ylabel=f"RMS change of the {key} after 3 Adam steps", title=key)
+    ax.legend()
+  fig.suptitle("Coordinate check: muP keeps update sizes stable across widths")
+  return _save(fig, path)

@@ -33,6 +33,7 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 from cbs import flops  # noqa: E402
+from cbs import models  # noqa: E402
 from cbs import optim  # noqa: E402
 from cbs import sharding  # noqa: E402
 from cbs import train  # noqa: E402
@@ -94,7 +95,7 @@ def build(config, vocab: int, devices):
   config.mesh.data = len(devices)
   mesh = sharding.make_mesh(config.mesh, devices)
   rules = sharding.logical_rules(config.mesh)
-  tx = optim.make(config.optimizer)
+  tx = optim.make(config.optimizer, models.hidden_lr_scale(config.model))
   layout = train_state.layout(config, vocab, tx, mesh, rules)
   return mesh, rules, tx, layout
 

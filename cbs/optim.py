@@ -40,12 +40,32 @@ def _base(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
   raise ValueError(f"optimizer.name={cfg.name!r} is not one of: {', '.join(NAMES)}")
 
 
-def make(opt_cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """The configured optimizer at unit learning rate, after global-norm clipping if `clip > 0`."""
-  base = _base(opt_cfg)
-  if opt_cfg.clip > 0:
-    return optax.chain(optax.clip_by_global_norm(opt_cfg.clip), base)
-  return base
+def _is_hidden(path, leaf) -> bool:
+  """A matrix other than the input/output embeddings (muP's "matrix-like" parameters)."""
+  return leaf.ndim >= 2 and getattr(path[0], "key", None) not in ("embed", "unembed")
+
+
+def scale_hidden(factor: float) -> optax.GradientTransformation:
+  """Multiplies the updates of hidden matrices by `factor` (muP's per-layer Adam learning rate)."""
+
+  def update(updates, state, params=None):
+    del params
+    return jax.tree_util.tree_map_with_path(
+        lambda path, u: u * factor if _is_hidden(path, u) else u, updates), state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def make(opt_cfg: ml_collections.ConfigDict, hidden_lr_scale: float = 1.0) -> optax.GradientTransformation:
+  """The configured optimizer at unit learning rate, after global-norm clipping if `clip > 0`.
+
+  `hidden_lr_scale` multiplies the updates of hidden matrices (muP; 1 = standard).
+  """
+  parts = [optax.clip_by_global_norm(opt_cfg.clip)] if opt_cfg.clip > 0 else []
+  parts.append(_base(opt_cfg))
+  if hidden_lr_scale != 1.0:
+    parts.append(scale_hidden(hidden_lr_scale))
+  return parts[0] if len(parts) == 1 else optax.chain(*parts)
 
 
 def apply_updates(tx: optax.GradientTransformation, grads, opt_state, params, lr: jax.Array,

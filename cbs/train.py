@@ -162,7 +162,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   mesh = sharding.make_mesh(config.mesh)
   rules = sharding.logical_rules(config.mesh)
   batch_sharding = sharding.batch_sharding(mesh, rules)
-  tx = optim.make(config.optimizer)
+  tx = optim.make(config.optimizer, models.hidden_lr_scale(config.model))
   layout = train_state.layout(config, data.vocab_size, tx, mesh, rules)
   lr_at = schedules.make(config.schedule, config.optimizer.lr, config.train_tokens)
   counts = models.param_counts(config.model, data.vocab_size)

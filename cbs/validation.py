@@ -44,6 +44,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
   _check_name("data.source", config.data.source, data.SOURCES)
   _check_name("model.dtype", config.model.dtype, ("float32", "bfloat16"))
   _check_name("model.remat", config.model.remat, ("none", *models.REMAT_POLICIES))
+  _check_name("model.param", config.model.param, models.PARAMETERIZATIONS)
+  _require(config.model.base_width > 0, f"model.base_width={config.model.base_width} must be positive")
   _check_name("train.on_nonfinite", config.train.on_nonfinite, ("stop", "skip"))
   for key in ("train_tokens", "batch.size", "data.seq_len", "optimizer.lr", "eval.batch_size",
               "eval.tokens", "log.every_steps", "checkpoint.keep"):

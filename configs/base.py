@@ -31,6 +31,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.dtype = "float32"  # compute dtype: float32 | bfloat16 (parameters always float32)
   c.model.norm_eps = 1e-5  # epsilon of LayerNorm / RMSNorm
   c.model.rope_theta = 10_000.0  # RoPE base frequency
+  # sp (standard) | mup (maximal update parameterization, Yang et al. 2022: embedding init and Adam
+  # lr of vectors fixed, hidden-matrix Adam lr x base_width / d_model, logits x base_width / d_model,
+  # attention scores / d_head); equal to sp at d_model = base_width.
+  c.model.param = "sp"
+  c.model.base_width = 256  # muP: the width whose hyper-parameters transfer
   c.model.remat = "none"  # recompute each block in the backward pass: none | full | dots (keep matmuls)
 
   c.data = ml_collections.ConfigDict()

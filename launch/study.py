@@ -9,6 +9,9 @@ the largest D and fix the target; every other run stops at the target (`train.st
 capped at the steps the best run of its batch size needed so far, since f(B) is a minimum over the
 learning rates (a run slower than that cannot be the minimum, for this D or any smaller one).
 
+With `--theory` the report gains the least-squares testbed (`analysis.theory`): SGD on power-law
+linear regression, its CBS against data size next to the predicted exponent.
+
 `adaptive` compares the norm-test schedule (Lau et al. 2024) with a small and a large constant batch
 and a stagewise ramp at equal tokens, and writes the comparison table and plots.
 
@@ -100,7 +103,20 @@ def train(run: grid.Run, root: str, progress: Progress) -> runs_lib.Run:
   return runs_lib.load_run(workdir, run.name)
 
 
-def cbs_study(root: str, plan: Plan, bootstrap: int = 1000) -> dict:
+def theory_blocks(out: str) -> list:
+  """The least-squares testbed's section (analysis.theory with its defaults)."""
+  from analysis import theory  # noqa: PLC0415
+  from cbs.theory import least_squares  # noqa: PLC0415
+
+  print("[study] least-squares testbed: SGD on power-law linear regression ...", flush=True)
+  result = theory.run(least_squares.Problem())
+  print(f"[study] testbed CBS ~ D^{result['simulated']['exponent']:.2f} (simulated), "
+        f"D^{result['expected']['exponent']:.2f} (expected risk), predicted "
+        f"D^{result['predicted_exponent']:.2f}", flush=True)
+  return theory.write(result, out)
+
+
+def cbs_study(root: str, plan: Plan, bootstrap: int = 1000, with_theory: bool = False) -> dict:
   base = base_overrides(plan)
   seq_len = grid.load_config(CONFIG, {}).data.seq_len
   references = [make_run(plan.b_opt, m * lr_center(plan.b_opt), {**base, "train_tokens": plan.max_budget})
@@ -133,7 +149,8 @@ def cbs_study(root: str, plan: Plan, bootstrap: int = 1000) -> dict:
   backends.write_manifest(epath.Path(root), "launch.study cbs", planned)
   argv = ["report", "--root", root, "--b_opt", str(plan.b_opt),
           "--budgets", ",".join(str(d) for d in plan.budgets), "--bootstrap", str(bootstrap)]
-  results = cbs_analysis.cmd_report(cbs_analysis.parser().parse_args(argv), argv)
+  results = cbs_analysis.cmd_report(cbs_analysis.parser().parse_args(argv), argv,
+                                    theory_blocks if with_theory else lambda out: [])
   law = results["scaling"].get("tokens")
   if law:
     lo, hi = law["exponent_ci"]
@@ -162,7 +179,7 @@ def adaptive_study(root: str, plan: Plan, tokens: int) -> dict:
   progress = Progress(len(runs))
   for r in runs:
     train(r, root, progress)
-  argv = ["report", "--root", root, "--b_opt", str(small), "--target", "1e-9", "--bootstrap", "0"]
+  argv = ["report", "--root", root, "--skip_cbs", "--bootstrap", "0"]
   return cbs_analysis.cmd_report(cbs_analysis.parser().parse_args(argv), argv)
 
 
@@ -171,13 +188,15 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("study", choices=("cbs", "adaptive"))
   p.add_argument("--root", default="", help="where runs and the report go (default ./study/<name>)")
   p.add_argument("--quick", action="store_true", help="a reduced study (the test suite's)")
+  p.add_argument("--theory", action="store_true",
+                 help="cbs: also run the least-squares testbed and add it to the report")
   args = p.parse_args(argv)
   plan = QUICK if args.quick else FULL
   root = os.path.abspath(args.root or os.path.join("study", args.study + ("_quick" * args.quick)))
   os.makedirs(root, exist_ok=True)
   start = time.monotonic()
   if args.study == "cbs":
-    results = cbs_study(root, plan, bootstrap=200 if args.quick else 1000)
+    results = cbs_study(root, plan, bootstrap=200 if args.quick else 1000, with_theory=args.theory)
     summary = {"cbs": {g["name"]: g.get("cbs") for g in results["groups"]},
                "scaling": results["scaling"]}
   else:

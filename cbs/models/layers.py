@@ -58,8 +58,9 @@ class Attention(nnx.Module):
 
   def __init__(self, d_model: int, num_heads: int, num_kv_heads: int, d_head: int, *,
                qk_norm: bool, norm_eps: float, rope_theta: float, depth_scale: float, dtype,
-               rngs: nnx.Rngs):
+               rngs: nnx.Rngs, scale: float | None = None):
     in_std = 1.0 / math.sqrt(d_model)
+    self.scale = scale  # of the scores; None = 1/sqrt(d_head)
     self.q = param(rngs, (d_model, num_heads, d_head), ("embed", "heads", "head_dim"), in_std)
     self.k = param(rngs, (d_model, num_kv_heads, d_head), ("embed", "kv_heads", "head_dim"), in_std)
     self.v = param(rngs, (d_model, num_kv_heads, d_head), ("embed", "kv_heads", "head_dim"), in_std)
@@ -79,7 +80,8 @@ class Attention(nnx.Module):
       q_BxLxHxK, k_BxLxGxK = self.q_norm(q_BxLxHxK), self.k_norm(k_BxLxGxK)
     q_BxLxHxK = rope(q_BxLxHxK, self.rope_theta)
     k_BxLxGxK = rope(k_BxLxGxK, self.rope_theta)
-    out_BxLxHxK = jax.nn.dot_product_attention(q_BxLxHxK, k_BxLxGxK, v_BxLxGxK, is_causal=True)
+    out_BxLxHxK = jax.nn.dot_product_attention(q_BxLxHxK, k_BxLxGxK, v_BxLxGxK, is_causal=True,
+                                               scale=self.scale)
     return jnp.einsum("blhk,hkd->bld", out_BxLxHxK, cast(self.o))
 
 

@@ -17,6 +17,12 @@ from flax import nnx
 from cbs.models import layers
 
 NAMES = ("paper", "llama")
+PARAMETERIZATIONS = ("sp", "mup")
+
+
+def hidden_lr_scale(model_cfg: ml_collections.ConfigDict) -> float:
+  """muP's Adam learning-rate factor of hidden matrices: base_width / width (1 under SP)."""
+  return model_cfg.base_width / model_cfg.d_model if model_cfg.get("param", "sp") == "mup" else 1.0
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -81,7 +87,8 @@ class Block(nnx.Module):
     self.attn_norm = layers.Norm(dm.d_model, norm, cfg.norm_eps)
     self.attn = layers.Attention(dm.d_model, dm.num_heads, dm.num_kv_heads, dm.d_head,
                                  qk_norm=paper, norm_eps=cfg.norm_eps, rope_theta=cfg.rope_theta,
-                                 depth_scale=depth_scale, dtype=dtype, rngs=rngs)
+                                 depth_scale=depth_scale, dtype=dtype, rngs=rngs,
+                                 scale=1.0 / dm.d_head if cfg.get("param", "sp") == "mup" else None)
     self.mlp_norm = layers.Norm(dm.d_model, norm, cfg.norm_eps)
     self.mlp = layers.Mlp(dm.d_model, dm.mlp_dim, "gelu" if paper else "swiglu",
                           depth_scale=depth_scale, dtype=dtype, rngs=rngs)
@@ -100,7 +107,12 @@ class Transformer(nnx.Module):
     if cfg.name == "paper" and cfg.tie_embeddings:
       raise ValueError("model.tie_embeddings=True: the paper model has untied embeddings")
     std = 1.0 / math.sqrt(dm.d_model)
-    self.embed = layers.param(rngs, (dm.vocab_size, dm.d_model), ("vocab", "embed"), std)
+    mup = cfg.get("param", "sp") == "mup"
+    # muP: the embedding's init does not shrink with width, the logits are scaled by
+    # base_width / width (at base width both equal the standard parameterization).
+    embed_std = 1.0 / math.sqrt(cfg.base_width) if mup else std
+    self.output_scale = cfg.base_width / dm.d_model if mup else 1.0
+    self.embed = layers.param(rngs, (dm.vocab_size, dm.d_model), ("vocab", "embed"), embed_std)
     self.blocks = nnx.List([Block(cfg, dm, rngs) for _ in range(dm.num_layers)])
     self.final_norm = layers.Norm(dm.d_model, "layernorm" if cfg.name == "paper" else "rmsnorm",
                                   cfg.norm_eps)
@@ -109,16 +121,20 @@ class Transformer(nnx.Module):
     self.dtype = _DTYPES[cfg.dtype]
     self.remat = cfg.get("remat", "none")
 
-  def __call__(self, tokens_BxL):
+  def features(self, tokens_BxL):
+    """The residual stream after the last block, before the final norm (muP coordinate checks)."""
     x_BxLxD = self.embed[...].astype(self.dtype)[tokens_BxL]
     apply = lambda block, x: block(x)
     if self.remat != "none":  # trade compute for activation memory
       apply = nnx.remat(apply, policy=REMAT_POLICIES[self.remat], prevent_cse=False)
     for block in self.blocks:
       x_BxLxD = apply(block, x_BxLxD)
-    x_BxLxD = self.final_norm(x_BxLxD)
+    return x_BxLxD
+
+  def __call__(self, tokens_BxL):
+    x_BxLxD = self.final_norm(self.features(tokens_BxL))
     if self.tied:
       logits_BxLxV = x_BxLxD @ self.embed[...].astype(self.dtype).T
     else:
       logits_BxLxV = x_BxLxD @ self.unembed[...].astype(self.dtype)
-    return logits_BxLxV.astype(jnp.float32)
+    return (logits_BxLxV * self.output_scale).astype(jnp.float32)

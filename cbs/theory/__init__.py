@@ -1,0 +1,1 @@
+"""Fast testbeds for critical-batch-size hypotheses (minutes on a CPU)."""
