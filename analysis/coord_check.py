@@ -44,10 +44,10 @@ def update_sizes(param: str, width: int, steps: int = 3, lr: float = 1e-2,
   state, p = tx.init(params), params
   for _ in range(steps):
     p, state = update(p, state)
-  before, after = nnx.merge(graphdef, params), nnx.merge(graphdef, p)
+  outputs = jax.jit(lambda q: (nnx.merge(graphdef, q).features(tokens), nnx.merge(graphdef, q)(tokens)))
+  (h0, l0), (h1, l1) = outputs(params), outputs(p)
   rms = lambda x: float(jnp.sqrt(jnp.mean(jnp.square(x))))
-  return {"hidden": rms(after.features(tokens) - before.features(tokens)),
-          "logits": rms(after(tokens) - before(tokens))}
+  return {"hidden": rms(h1 - h0), "logits": rms(l1 - l0)}
 
 
 def main(argv: list[str] | None = None) -> int:
