@@ -26,7 +26,7 @@ LRS = tuple(float(x) for x in np.geomspace(0.01, 1.0, 9))
 BUDGETS = (2_048, 4_096, 8_192, 16_384)
 
 
-def run(problem: ls.Problem, batches=BATCHES, lrs=LRS, budgets=BUDGETS, seeds: int = 8,
+def run(problem: ls.Problem, batches=BATCHES, lrs=LRS, budgets=BUDGETS, seeds: int = 16,
         threshold: float = 0.2) -> dict:
   """Both measurements and their fits; the simulation runs each batch only as long as needed."""
   longest = max(budgets) // batches[0]
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--a", type=float, default=2.0)
   parser.add_argument("--b", type=float, default=2.0)
   parser.add_argument("--noise", type=float, default=1.0)
-  parser.add_argument("--seeds", type=int, default=8)
+  parser.add_argument("--seeds", type=int, default=16)
   args = parser.parse_args(argv)
   if not (args.a > 1 and args.b > 1 and args.dim > 1 and args.seeds > 0):
     print(f"analysis.theory: need a > 1, b > 1, dim > 1, seeds > 0 (got a={args.a}, b={args.b}, "

@@ -3,7 +3,7 @@
     python -m cbs.probe --workdir=RUN --at_tokens=T1,T2 --k=0.5,1,2,4,8 --branch_tokens=N
         [--eps=0.01] [--lr_exponent=0.5] [--backend=inprocess|local|gpus|slurm]
 
-From RUN's checkpoint at (the last one at or before) each token count, branches runs at k x B with
+From RUN's checkpoint nearest to each token count, branches runs at k x B with
 the learning rate scaled by k^lr_exponent (sqrt for Adam), each trained N more tokens on the same
 data stream. A branch's loss is its raw-weight loss on the run's fixed held-out set at the end
 (every branch is scored on the same examples, which removes the sampling noise a train-loss
@@ -23,7 +23,7 @@ from etils import epath
 from cbs import checkpoint
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run to probe.")
-_AT = flags.DEFINE_list("at_tokens", None, "Token counts to branch at (the checkpoint at or before).")
+_AT = flags.DEFINE_list("at_tokens", None, "Token counts to branch at (the nearest checkpoint).")
 _K = flags.DEFINE_list("k", ["0.5", "1", "2", "4", "8"], "Batch multipliers.")
 _BRANCH = flags.DEFINE_integer("branch_tokens", None, "Tokens each branch trains.")
 _EPS = flags.DEFINE_float("eps", 0.01, "Loss tolerance of k*.")
@@ -53,17 +53,19 @@ def flatten(config: dict, prefix: str = "") -> dict:
 
 
 def checkpoint_points(workdir: epath.Path, at_tokens: list[int]) -> list[dict]:
-  """For each token count, the last checkpoint at or before it: step, tokens, batch size."""
+  """For each token count, the checkpoint nearest to it: step, tokens, batch size.
+
+  Checkpoints land on the first step past each `checkpoint.every_tokens`, so a requested round
+  number is rarely hit exactly; the probe reports the tokens it actually branched at.
+  """
   ckpts = checkpoint.Checkpoints(workdir, keep=1_000_000)
   progress = {s: ckpts.progress(s) for s in ckpts.all_steps()}
   ckpts.close()
   points = []
+  if not progress:
+    raise ValueError(f"--workdir={workdir} has no checkpoint to branch from")
   for t in at_tokens:
-    before = [s for s, p in progress.items() if p["tokens"] <= t]
-    if not before:
-      raise ValueError(f"--at_tokens={t}: {workdir} has no checkpoint at or before it "
-                       f"(checkpoints at tokens {sorted(p['tokens'] for p in progress.values())})")
-    step = max(before)
+    step = min(progress, key=lambda s: (abs(progress[s]["tokens"] - t), s))
     points.append({"step": step, "tokens": progress[step]["tokens"],
                    "batch": int(progress[step]["batch"]["size"])})
   return points

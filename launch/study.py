@@ -174,7 +174,8 @@ def adaptive_study(root: str, plan: Plan, tokens: int) -> dict:
                                              "batch.schedule": "ramp", "batch.ramp": stages}),
           grid.Run("schedule=norm", CONFIG, {**base, **grow, "batch.size": small,
                                              "optimizer.lr": lr_center(small),
-                                             "batch.schedule": "norm", "batch.eta": 0.1})]
+                                             "batch.schedule": "norm", "batch.eta": 0.5,
+                                             "batch.stats_ema": 0.9})]
   backends.write_manifest(epath.Path(root), "launch.study adaptive", runs)
   progress = Progress(len(runs))
   for r in runs:

@@ -74,10 +74,10 @@ def test_probe_branches_from_the_checkpoints_and_reports_the_local_cbs(tmp_path)
   assert again["points"] == json.loads(json.dumps(points))
 
 
-def test_probe_names_a_token_count_before_any_checkpoint(tmp_path):
-  run = tmp_path / "run"
-  c = parent_config()
-  c.train_tokens = 10 * 16 * 64
-  train.train_and_evaluate(c, str(run))
-  with pytest.raises(ValueError, match="no checkpoint at or before it"):
-    probe.probe(str(run), [100], [1.0, 2.0], 1024, 0.01, 0.5, "inprocess")
+def test_probe_rejects_bad_arguments_before_training(tmp_path):
+  with pytest.raises(ValueError, match="holds no run"):
+    probe.probe(str(tmp_path / "nothing"), [100], [1.0, 2.0], 1024, 0.01, 0.5, "inprocess")
+  (tmp_path / "run").mkdir()
+  (tmp_path / "run" / "config.json").write_text("{}")
+  with pytest.raises(ValueError, match="must be positive"):
+    probe.probe(str(tmp_path / "run"), [100], [0.0, 2.0], 1024, 0.01, 0.5, "inprocess")
