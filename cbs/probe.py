@@ -8,13 +8,16 @@ the learning rate scaled by k^lr_exponent (sqrt for Adam), each trained N more t
 data stream. A branch's loss is its raw-weight loss on the run's fixed held-out set at the end
 (every branch is scored on the same examples, which removes the sampling noise a train-loss
 average would keep). k* is the largest k whose loss stays within eps of every smaller k's; the
-local CBS is k* x B. Branches are ordinary runs under RUN/probes (resumable, skipped once
-finished); the result goes to RUN/probes/probe.json next to the run's online noise-scale estimate.
+local CBS is k* x B; next to it goes the median of the run's online noise-scale estimate over the
+last 20% of tokens before the branch point. Branches are ordinary runs under RUN/probes (resumable,
+skipped once finished); the result goes to RUN/probes/probe.json.
 """
 
 import json
 import math
 import sys
+
+import numpy as np
 
 from absl import app
 from absl import flags
@@ -102,14 +105,18 @@ def branch_loss(workdir: epath.Path) -> float:
   return float(evals[-1]["eval_loss"]) if evals else math.nan
 
 
-def online_noise_scale(workdir: epath.Path, tokens: int) -> float:
-  """The run's logged gradient noise scale nearest before `tokens` (nan if it logged none)."""
-  best = math.nan
+def online_noise_scale(workdir: epath.Path, tokens: int, window: float = 0.2) -> float:
+  """Median of the run's logged gradient noise scale over [(1 - window) T, T] (nan if none).
+
+  Single-step estimates are noisy; the median over the stretch of training before the branch
+  point is what the probe compares with.
+  """
+  values = []
   for line in (workdir / "metrics.jsonl").read_text().splitlines():
     r = json.loads(line)
-    if "grad_noise_scale" in r and r["tokens"] <= tokens:
-      best = r["grad_noise_scale"]
-  return best
+    if "grad_noise_scale" in r and (1 - window) * tokens <= r["tokens"] <= tokens:
+      values.append(r["grad_noise_scale"])
+  return float(np.median(values)) if values else math.nan
 
 
 def probe(workdir: str, at_tokens: list[int], ks: list[float], branch_tokens: int, eps: float,

@@ -126,7 +126,7 @@ class Transformer(nnx.Module):
     x_BxLxD = self.embed[...].astype(self.dtype)[tokens_BxL]
     apply = lambda block, x: block(x)
     if self.remat != "none":  # trade compute for activation memory
-      apply = nnx.remat(apply, policy=REMAT_POLICIES[self.remat], prevent_cse=False)
+      apply = nnx.remat(apply, policy=REMAT_POLICIES[self.remat])
     for block in self.blocks:
       x_BxLxD = apply(block, x_BxLxD)
     return x_BxLxD
