@@ -201,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = {"cbs": {g["name"]: g.get("cbs") for g in results["groups"]},
                "scaling": results["scaling"]}
   else:
-    summary = {"schedules": adaptive_study(root, plan, tokens=plan.max_budget * 2)["schedules"]}
+    tokens = plan.max_budget * (1 if args.quick else 2)
+    summary = {"schedules": adaptive_study(root, plan, tokens=tokens)["schedules"]}
   with open(os.path.join(root, "study.json"), "w") as f:
     json.dump({"study": args.study, "quick": args.quick, "plan": dataclasses.asdict(plan),
                "wall_seconds": time.monotonic() - start, **summary}, f, indent=2)

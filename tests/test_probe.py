@@ -41,10 +41,9 @@ def parent_config():
 def test_probe_branches_from_the_checkpoints_and_reports_the_local_cbs(tmp_path):
   run = tmp_path / "run"
   train.train_and_evaluate(parent_config(), str(run))
-  result = probe.probe(str(run), [10 * 1024 + 5, 20 * 1024], [1.0, 2.0], 4 * 1024, 0.01, 0.5,
-                       "inprocess")
+  result = probe.probe(str(run), [20 * 1024 - 700], [1.0, 2.0], 4 * 1024, 0.01, 0.5, "inprocess")
   points = result["points"]
-  assert [(p["step"], p["tokens"], p["batch"]) for p in points] == [(10, 10240, 16), (20, 20480, 16)]
+  assert [(p["step"], p["tokens"], p["batch"]) for p in points] == [(20, 20480, 16)]  # nearest
   parent = {r["step"]: r for r in metrics.read_records(run) if "loss" in r}
   for p in points:
     # k = 1 continues the parent exactly: same weights, optimizer state, data and learning rate.
@@ -60,7 +59,7 @@ def test_probe_branches_from_the_checkpoints_and_reports_the_local_cbs(tmp_path)
     assert p["k_star"] in (1.0, 2.0) and p["local_cbs"] == p["k_star"] * 16
     assert np.isfinite(p["losses"]).all() and p["grad_noise_scale"] > 0
   on_disk = json.loads((run / "probes" / "probe.json").read_text())
-  assert on_disk["points"][1]["local_cbs"] == points[1]["local_cbs"]
+  assert on_disk["points"][0]["local_cbs"] == points[0]["local_cbs"]
   # The sweep report shows the probe next to the online noise scale.
   (tmp_path / "manifest.json").write_text(json.dumps(
       {"sweep": "one run", "runs": [{"name": "run", "workdir": str(run)}]}))
@@ -69,8 +68,7 @@ def test_probe_branches_from_the_checkpoints_and_reports_the_local_cbs(tmp_path)
   assert "## Local critical batch size: run" in md and "(local_cbs_0.png)" in md
   assert (tmp_path / "report" / "local_cbs_0.png").stat().st_size > 5000
   # A second call finds every branch finished and trains nothing.
-  again = probe.probe(str(run), [10 * 1024 + 5, 20 * 1024], [1.0, 2.0], 4 * 1024, 0.01, 0.5,
-                      "inprocess")
+  again = probe.probe(str(run), [20 * 1024 - 700], [1.0, 2.0], 4 * 1024, 0.01, 0.5, "inprocess")
   assert again["points"] == json.loads(json.dumps(points))
 
 

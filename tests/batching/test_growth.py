@@ -62,10 +62,10 @@ def test_resumed_run_makes_the_same_decisions(norm_run, tmp_path):
   assert [r["loss"] for r in resumed] == [r["loss"] for r in whole]
 
 
-def test_weight_decay_timescale_follows_the_growing_batch(norm_run, tmp_path):
-  _, progress = norm_run
-  stages = [(0, 32)] + [(h["tokens"], h["new"]) for h in progress["batch"]["history"]]
-  config = growing_config(schedule="ramp", ramp=tuple(stages), lr_scaling="sqrt")
+def test_weight_decay_timescale_follows_the_growing_batch(tmp_path):
+  stages = ((0, 32), (4 * 32 * 64, 64), (4 * 32 * 64 + 6 * 64 * 64, 128))  # as the norm run grows
+  config = growing_config(schedule="ramp", ramp=stages, lr_scaling="sqrt")
+  config.mesh.data, config.mesh.fsdp = 1, False  # one device: this checks the host-side rule
   config.optimizer.wd_timescale = 0.25
   train.train_and_evaluate(config, str(tmp_path))
   for r in train_records(tmp_path):
