@@ -109,12 +109,14 @@ def smooth(curves: np.ndarray, width: float = 0.1) -> np.ndarray:
   The first crossing of a noisy curve comes early by chance, more so at small batches (noisier
   steps), which would bias the CBS down; a window proportional to t removes that at no lag.
   """
-  logs = np.log(curves)
+  with np.errstate(divide="ignore", invalid="ignore"):  # diverged curves stay inf / nan
+    logs = np.log(curves)
   sums = np.concatenate([np.zeros((logs.shape[0], 1)), np.cumsum(logs, axis=1)], axis=1)
   t = np.arange(logs.shape[1])
   lo = np.maximum(0, (t * (1 - width / 2)).astype(int))
   hi = np.minimum(logs.shape[1], (t * (1 + width / 2)).astype(int) + 1)
-  return np.exp((sums[:, hi] - sums[:, lo]) / (hi - lo))
+  with np.errstate(invalid="ignore"):
+    return np.exp((sums[:, hi] - sums[:, lo]) / (hi - lo))
 
 
 def first_crossing(risk: np.ndarray, target: float) -> float:
