@@ -138,10 +138,18 @@ def build_report(root: str, out: str, b_opt: int, threshold: float, metric: str,
                report_lib.table(["run", "batch", "lr", "steps to target", "tokens to target",
                                  "eval", "last eval step", "finished"],
                                 [[r["run"], r["batch_size"], r["lr"], r["steps"], r["tokens"],
-                                  r["metric"] or "not reached", r["final_step"], r["finished"]]
+                                  r["metric"] or ("capped before the target" if r["capped"]
+                                                  else "not reached"),
+                                  r["final_step"], r["finished"]]
                                  for r in g["runs"]])]
-    if g["unreached"]:
-      blocks.append(report_lib.paragraph("Never reached the target: " + ", ".join(g["unreached"])))
+    capped = [r["run"] for r in g["runs"] if r["capped"]]
+    never = [name for name in g["unreached"] if name not in capped]
+    if never:
+      blocks.append(report_lib.paragraph("Never reached the target: " + ", ".join(never)))
+    if capped:
+      blocks.append(report_lib.paragraph(
+          "Stopped at their token cap before the target (slower than the best learning rate of "
+          "their batch size, so not the minimum): " + ", ".join(capped)))
     members = [r for r in measured if runs_lib.group_name(r) == g["name"] and not r.adaptive]
     blocks.append(report_lib.image(plots.loss_curves(members, g, metric,
                                                      os.path.join(out, f"loss_curves_{i}.png")),
@@ -205,7 +213,8 @@ def cmd_report(args, argv: list[str], extra_blocks=lambda out: []) -> dict:
   for g in results["groups"]:
     print(f"{g['name']}: target {g['target']:.4f}, CBS {g.get('cbs', math.nan):.1f} sequences "
           f"(a={g.get('a', math.nan):.4g}, b={g.get('b', math.nan):.4g}; "
-          f"{len(g['unreached'])} run(s) never reached the target)")
+          f"not reached: {sum(not r['capped'] for r in g['runs'] if not r['reached'])} run(s), "
+          f"capped before the target: {sum(r['capped'] for r in g['runs'])})")
   print(f"report: {html_path}\n        {md}")
   return results
 

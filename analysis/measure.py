@@ -38,6 +38,10 @@ def measure_group(group: list[runs_lib.Run], b_opt: int, metric: str,
     rows.append({"run": r.name, "batch_size": r.batch_size, "lr": r.config["optimizer"]["lr"],
                  "steps": steps, "tokens": steps * r.batch_size * r.seq_len, "metric": key,
                  "reached": not math.isnan(steps), "finished": r.finished,
+                 # a run told to stop at the target that finished without it ran out of tokens:
+                 # the study caps runs that can no longer be the minimum of their batch size
+                 "capped": (r.finished and math.isnan(steps)
+                            and r.config.get("train", {}).get("stop_loss", 0) > 0),
                  "final_step": r.evals[-1]["step"] if r.evals else 0})
   best = {}
   for row in rows:
