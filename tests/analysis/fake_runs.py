@@ -23,13 +23,14 @@ def steps_to(target: float, batch: int, b_noise: float) -> float:
 
 def write_run(root: pathlib.Path, name: str, batch: int, b_noise: float, steps: int,
               budget: int, eval_every: int = 10, lr: float = 1e-3, n_params: int = N_PARAMS,
-              schedule: str = "constant", batch_at=None) -> pathlib.Path:
+              schedule: str = "constant", batch_at=None, stop_loss: float = 0.0) -> pathlib.Path:
   """A finished run dir with train records every step and evals every `eval_every` steps."""
   workdir = root / name
   workdir.mkdir(parents=True)
   config = {"train_tokens": steps * batch * SEQ_LEN, "data_budget_tokens": budget,
             "model": {"d_model": n_params}, "data": {"seq_len": SEQ_LEN},
-            "batch": {"size": batch, "schedule": schedule}, "optimizer": {"lr": lr}}
+            "batch": {"size": batch, "schedule": schedule}, "optimizer": {"lr": lr},
+            "train": {"stop_loss": stop_loss}}
   (workdir / "config.json").write_text(json.dumps(
       {"config": config, "params": {"non_embedding": n_params, "total": n_params}}))
   lines, tokens = [], 0
