@@ -113,23 +113,27 @@ def loss_at(evals: list[dict], key: str, position: float, axis: str = "tokens") 
   return float(np.exp(np.interp(position, xs, np.log(ys))))
 
 
-def crossing(evals: list[dict], key: str, target: float, axis: str = "step") -> float:
-  """First step (or token count) at which the loss reaches `target`; nan if it never does.
+def first_crossing(xs, losses, target: float) -> float:
+  """First x at which the loss reaches `target`; nan if it never does.
 
-  Interpolates log-loss linearly between the two evaluations that bracket the first crossing.
+  Interpolates log-loss linearly between the two points that bracket the first crossing (the
+  quantisation of steps by the eval schedule would otherwise bias steps to target upwards).
   """
-  previous = None
-  for r in evals:
-    if key not in r:
-      continue
-    if r[key] <= target:
-      if previous is None:
-        return float(r[axis])
-      (x0, y0), (x1, y1) = previous, (r[axis], r[key])
-      fraction = (math.log(y0) - math.log(target)) / (math.log(y0) - math.log(y1))
-      return float(x0 + fraction * (x1 - x0))
-    previous = (r[axis], r[key])
-  return math.nan
+  losses = np.asarray(losses, dtype=np.float64)
+  below = np.nonzero(losses <= target)[0]
+  if below.size == 0:
+    return math.nan
+  i = int(below[0])
+  if i == 0:
+    return float(xs[0])
+  y0, y1 = math.log(losses[i - 1]), math.log(losses[i])
+  return float(xs[i - 1] + (y0 - math.log(target)) / (y0 - y1) * (xs[i] - xs[i - 1]))
+
+
+def crossing(evals: list[dict], key: str, target: float, axis: str = "step") -> float:
+  """First step (or token count) at which the eval loss `key` reaches `target`; nan if never."""
+  points = [r for r in evals if key in r]
+  return first_crossing([r[axis] for r in points], [r[key] for r in points], target)
 
 
 def best_crossing(run: Run, target: float, metric: str, axis: str = "step") -> tuple[float, str]:

@@ -19,11 +19,36 @@ import numpy as np
 from analysis import fits
 from analysis import plots
 from analysis import report as report_lib
+from analysis import runs as runs_lib
 from cbs.theory import least_squares as ls
 
 BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 LRS = tuple(float(x) for x in np.geomspace(0.01, 1.0, 9))
 BUDGETS = (2_048, 4_096, 8_192, 16_384)
+
+
+def first_crossing(curve: np.ndarray, target: float) -> float:
+  """Steps (1-based) until a risk curve reaches `target`, interpolated as for real runs."""
+  return runs_lib.first_crossing(np.arange(1, curve.shape[0] + 1), curve, target)
+
+
+def cbs_rows(curves: dict[int, np.ndarray], budgets: list[int], dim: int) -> list[dict]:
+  """Steps to target per data budget D (samples) and batch: rows of `analysis.cbs fit`'s CSV.
+
+  `curves[B]` is the risk per (lr, step) at batch B, the first (smallest) B being B_opt. The target
+  for D is the best risk B_opt reaches after D samples; f(B) is the minimum over learning rates.
+  """
+  b_opt = min(curves)
+  rows = []
+  for d in budgets:
+    target = float(np.nanmin(curves[b_opt][:, d // b_opt - 1]))
+    for b in sorted(curves):
+      found = [first_crossing(curve, target) for curve in curves[b]]
+      found = [s for s in found if not math.isnan(s)]
+      if found:
+        rows.append({"group": f"D={d}", "batch_size": b, "steps": min(found), "tokens": d,
+                     "n_params": dim, "target": target})
+  return rows
 
 
 def run(problem: ls.Problem, batches=BATCHES, lrs=LRS, budgets=BUDGETS, seeds: int = 16,
@@ -34,7 +59,7 @@ def run(problem: ls.Problem, batches=BATCHES, lrs=LRS, budgets=BUDGETS, seeds: i
   lowest = min(float(np.nanmin(expected[batches[0]][:, d // batches[0] - 1])) for d in budgets)
   simulated = {}
   for b in batches:
-    needed = [ls.first_crossing(c, lowest) for c in expected[b]]
+    needed = [first_crossing(c, lowest) for c in expected[b]]
     needed = [n for n in needed if not math.isnan(n)]
     steps = longest if b == batches[0] or not needed else min(longest, int(2 * min(needed)) + 20)
     simulated[b] = ls.smooth(ls.simulate(problem, lrs, b, steps, seeds=seeds))
@@ -42,7 +67,7 @@ def run(problem: ls.Problem, batches=BATCHES, lrs=LRS, budgets=BUDGETS, seeds: i
          "predicted_exponent": problem.predicted_exponent(), "batches": list(batches),
          "lrs": list(lrs), "budgets": list(budgets), "seeds": seeds}
   for name, curves in (("expected", expected), ("simulated", simulated)):
-    rows = ls.cbs_rows(curves, list(budgets), problem.dim)
+    rows = cbs_rows(curves, list(budgets), problem.dim)
     groups = {}
     for d in budgets:
       mine = [r for r in rows if r["tokens"] == d]

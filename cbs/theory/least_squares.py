@@ -21,7 +21,6 @@ eta_max sigma^2 tr(H) / (2 R_T). The reference run's best risk after D samples b
 
 import dataclasses
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
@@ -117,34 +116,3 @@ def smooth(curves: np.ndarray, width: float = 0.1) -> np.ndarray:
   hi = np.minimum(logs.shape[1], (t * (1 + width / 2)).astype(int) + 1)
   with np.errstate(invalid="ignore"):
     return np.exp((sums[:, hi] - sums[:, lo]) / (hi - lo))
-
-
-def first_crossing(risk: np.ndarray, target: float) -> float:
-  """Steps (1-based, log-linear interpolation) until risk <= target; nan if never."""
-  below = np.nonzero(risk <= target)[0]
-  if below.size == 0:
-    return math.nan
-  i = int(below[0])
-  if i == 0:
-    return 1.0
-  r0, r1 = math.log(risk[i - 1]), math.log(risk[i])
-  return i + (r0 - math.log(target)) / (r0 - r1)
-
-
-def cbs_rows(curves: dict[int, np.ndarray], budgets: list[int], dim: int) -> list[dict]:
-  """Steps to target per data budget D (samples) and batch: rows of `analysis.cbs fit`'s CSV.
-
-  `curves[B]` is the risk per (lr, step) at batch B, the first (smallest) B being B_opt. The target
-  for D is the best risk B_opt reaches after D samples; f(B) is the minimum over learning rates.
-  """
-  b_opt = min(curves)
-  rows = []
-  for d in budgets:
-    target = float(np.nanmin(curves[b_opt][:, d // b_opt - 1]))
-    for b in sorted(curves):
-      found = [first_crossing(curve, target) for curve in curves[b]]
-      found = [s for s in found if not math.isnan(s)]
-      if found:
-        rows.append({"group": f"D={d}", "batch_size": b, "steps": min(found), "tokens": d,
-                     "n_params": dim, "target": target})
-  return rows

@@ -31,7 +31,7 @@ def test_adam_with_averaging_runs_and_learns():
 
 def test_crossing_and_smoothing():
   curve = np.array([[8.0, 4.0, 2.0, 1.0]])
-  assert ls.first_crossing(curve[0], 2 * np.sqrt(2)) == pytest.approx(2.5)  # steps 2 and 3
+  assert theory.first_crossing(curve[0], 2 * np.sqrt(2)) == pytest.approx(2.5)  # steps 2 and 3
   np.testing.assert_allclose(ls.smooth(curve, width=0.0), curve)
 
 
