@@ -1,7 +1,7 @@
 """Local critical batch size by branching (Merrill et al. 2025): `python -m cbs.probe`.
 
     python -m cbs.probe --workdir=RUN --at_tokens=T1,T2 --k=0.5,1,2,4,8 --branch_tokens=N
-        [--eps=0.01] [--lr_exponent=0.5] [--backend=inprocess|local|gpus|slurm]
+        [--eps=0.01] [--lr_exponent=0.5] [--backend=inprocess|local|gpus]
 
 From RUN's checkpoint nearest to each token count, branches runs at k x B with
 the learning rate scaled by k^lr_exponent (sqrt for Adam), each trained N more tokens on the same
@@ -18,12 +18,13 @@ import math
 import sys
 
 import numpy as np
-
 from absl import app
 from absl import flags
 from etils import epath
 
 from cbs import checkpoint
+from cbs import metrics
+from cbs.batching import schedules as batch_schedules
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run to probe.")
 _AT = flags.DEFINE_list("at_tokens", None, "Token counts to branch at (the nearest checkpoint).")
@@ -81,8 +82,8 @@ def branch_runs(workdir: epath.Path, parent: dict, point: dict, ks: list[float],
   from launch import grid  # noqa: PLC0415
 
   batch_cfg = parent["batch"]
-  lr_now = parent["optimizer"]["lr"] * (point["batch"] / batch_cfg["size"]) ** {
-      "none": 0.0, "sqrt": 0.5, "linear": 1.0}[batch_cfg["lr_scaling"]]
+  lr_now = parent["optimizer"]["lr"] * (point["batch"] / batch_cfg["size"]) ** (
+      batch_schedules.LR_SCALINGS[batch_cfg["lr_scaling"]])
   defaults = flatten(json.loads(json.dumps(base.get_config().to_dict())))
   inherited = {k: v for k, v in flatten(parent).items() if defaults.get(k, not v) != v}
   runs = []
@@ -100,22 +101,18 @@ def branch_runs(workdir: epath.Path, parent: dict, point: dict, ks: list[float],
 
 
 def branch_loss(workdir: epath.Path) -> float:
-  evals = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()
-           if '"eval_loss"' in line]
+  evals = [r for r in metrics.read_records(workdir) if "eval_loss" in r]
   return float(evals[-1]["eval_loss"]) if evals else math.nan
 
 
-def online_noise_scale(workdir: epath.Path, tokens: int, window: float = 0.2) -> float:
-  """Median of the run's logged gradient noise scale over [(1 - window) T, T] (nan if none).
+def online_noise_scale(records: list[dict], tokens: int, window: float = 0.2) -> float:
+  """Median of a run's logged gradient noise scale over [(1 - window) T, T] (nan if none).
 
   Single-step estimates are noisy; the median over the stretch of training before the branch
   point is what the probe compares with.
   """
-  values = []
-  for line in (workdir / "metrics.jsonl").read_text().splitlines():
-    r = json.loads(line)
-    if "grad_noise_scale" in r and (1 - window) * tokens <= r["tokens"] <= tokens:
-      values.append(r["grad_noise_scale"])
+  values = [r["grad_noise_scale"] for r in records
+            if "grad_noise_scale" in r and (1 - window) * tokens <= r["tokens"] <= tokens]
   return float(np.median(values)) if values else math.nan
 
 
@@ -140,12 +137,13 @@ def probe(workdir: str, at_tokens: list[int], ks: list[float], branch_tokens: in
     commands = [backends.python_command(r, root / r.name) for r in todo]
     {"local": backends.run_local, "gpus": backends.run_gpus}[backend](commands, False)
   backends.write_manifest(root, "cbs.probe", runs)
+  records = metrics.read_records(workdir)
   results = []
   for p in points:
     losses = [branch_loss(root / f"tokens={p['tokens']},k={k:g}") for k in ks]
     star = k_star(ks, losses, eps)
     results.append({**p, "k": ks, "losses": losses, "k_star": star, "local_cbs": star * p["batch"],
-                    "grad_noise_scale": online_noise_scale(workdir, p["tokens"])})
+                    "grad_noise_scale": online_noise_scale(records, p["tokens"])})
   out = {"workdir": str(workdir), "branch_tokens": branch_tokens, "eps": eps,
          "lr_exponent": lr_exponent, "points": results}
   (root / "probe.json").write_text(json.dumps(out, indent=2))
