@@ -83,7 +83,8 @@ def format_fit(result: dict) -> str:
 
 
 def cmd_fit(args) -> None:
-  result = fit_table(read_table(args.csv), args.b_opt, args.threshold, args.bootstrap)
+  table = read_table(args.csv)
+  result = fit_table(table, args.b_opt, args.threshold, args.bootstrap)
   print(format_fit(result))
   if args.json:
     with open(args.json, "w") as f:
@@ -91,7 +92,7 @@ def cmd_fit(args) -> None:
   if args.plot:
     groups = [{"name": n, "best": [{"batch_size": b, "steps": s} for b, s in
                                    zip(g["batch_sizes"], g["steps"])], "b_opt": args.b_opt,
-               **result["groups"][n]} for n, g in read_table(args.csv).items()]
+               **result["groups"][n]} for n, g in table.items()]
     plots.steps_vs_batch(groups, args.plot)
 
 

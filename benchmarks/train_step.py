@@ -38,6 +38,7 @@ from cbs import optim  # noqa: E402
 from cbs import sharding  # noqa: E402
 from cbs import train  # noqa: E402
 from cbs import train_state  # noqa: E402
+from configs import c4  # noqa: E402
 from configs import cbs_paper  # noqa: E402
 from configs import tiny  # noqa: E402
 
@@ -84,7 +85,7 @@ def size_config(size: str):
     if size == "20m":
       c.model.update(dict(num_layers=6, d_model=512, num_heads=8))
     else:
-      c.model.update({k: v for k, v in cbs_paper.c4.get_config(f"tfds,{size}").model.items()})
+      c.model.update({k: v for k, v in c4.get_config(f"tfds,{size}").model.items()})
     c.data.seq_len, c.batch.size, vocab = 512, 4, VOCAB
   c.model.dtype, c.model.remat = _DTYPE.value, _REMAT.value
   c.compile_cache_dir = ""

@@ -228,9 +228,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   while tokens < config.train_tokens:
     batch_size = controller.before_step(step, tokens)
     step_tokens = batch_size * seq_len
-    lr = float(lr_at(tokens)) * controller.lr_multiplier()
-    wd = optim.weight_decay_at(config.optimizer, step_tokens,
-                               config.optimizer.lr * controller.lr_multiplier(), config.train_tokens)
+    lr_multiplier = controller.lr_multiplier()
+    lr = float(lr_at(tokens)) * lr_multiplier
+    wd = optim.weight_decay_at(config.optimizer, step_tokens, config.optimizer.lr * lr_multiplier,
+                               config.train_tokens)
     train_step = controller.step_fn()
     batch = sharding.to_global(data.train.next_batch(batch_size), batch_sharding)
     state, step_metrics = train_step(state, batch, np.float32(lr), np.float32(wd),
@@ -277,7 +278,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       writer.write_scalars(step, {"tokens": tokens, **losses})
       logging.info("eval at step %d: %s", step,
                    "  ".join(f"{k} {v:.4f}" for k, v in losses.items()))
-      if config.train.stop_loss > 0 and min(losses.values()) <= config.train.stop_loss:  # a CBS run reached its target
+      if config.train.stop_loss > 0 and min(losses.values()) <= config.train.stop_loss:
+        # a CBS run reached its target
         logging.info("eval loss %.4f <= train.stop_loss %.4f: finishing", min(losses.values()),
                      config.train.stop_loss)
         done = stopping = checkpoint_due = True
