@@ -5,7 +5,8 @@ just before it, so `lr * (update(lr=1) - wd * param)` is the optimizer at learni
 schedule inside the optimizer state (the schedule is a function of tokens and lives in
 `schedules.py`). The decay coefficient is a step argument too, so it can follow the batch size
 (`weight_decay_at`). Weight decay applies to matrices only (ndim >= 2): decaying norm scales towards
-zero fights the normalisation. This module builds transforms and applies updates; it does not
+zero fights the normalisation; parameters of scanned blocks (under the state key `layers`) carry a
+leading layer axis that does not count. This module builds transforms and applies updates; it does not
 choose learning rates.
 """
 
@@ -14,12 +15,23 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from cbs.models.transformer import LAYERS
+
 NAMES = ("adamw", "adam", "sgd", "lion", "adafactor", "signum")
 DECAYING = ("adamw", "lion", "adafactor", "signum")  # the others have no decoupled weight decay
 
 
+STACKED = LAYERS  # top-level state key of scanned blocks, whose leaves have a leading layer axis
+
+
+def is_matrix(path, leaf) -> bool:
+  """Whether a parameter is a matrix (decayed, muP-scaled) rather than a vector (norm scales)."""
+  stacked = getattr(path[0], "key", None) == STACKED if path else False
+  return leaf.ndim - stacked >= 2
+
+
 def _decay_mask(params):
-  return jax.tree.map(lambda p: p.ndim >= 2, params)
+  return jax.tree_util.tree_map_with_path(is_matrix, params)
 
 
 def _base(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -42,7 +54,7 @@ def _base(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
 
 def _is_hidden(path, leaf) -> bool:
   """A matrix other than the input/output embeddings (muP's "matrix-like" parameters)."""
-  return leaf.ndim >= 2 and getattr(path[0], "key", None) not in ("embed", "unembed")
+  return is_matrix(path, leaf) and getattr(path[0], "key", None) not in ("embed", "unembed")
 
 
 def scale_hidden(factor: float) -> optax.GradientTransformation:
@@ -76,11 +88,11 @@ def apply_updates(tx: optax.GradientTransformation, grads, opt_state, params, lr
   """
   updates, opt_state = tx.update(grads, opt_state, params)
 
-  def scaled(u, p):
-    decay = weight_decay * p if p.ndim >= 2 else jnp.zeros_like(p)
+  def scaled(path, u, p):
+    decay = weight_decay * p if is_matrix(path, p) else jnp.zeros_like(p)
     return (lr * (u - decay)).astype(p.dtype)  # u already points downhill
 
-  updates = jax.tree.map(scaled, updates, params)
+  updates = jax.tree_util.tree_map_with_path(scaled, updates, params)
   return optax.apply_updates(params, updates), opt_state
 
 

@@ -49,6 +49,8 @@ def logical_rules(mesh_cfg: ml_collections.ConfigDict) -> Rules:
   for name, axis in rules:
     if axis not in (None, *AXES):
       raise ValueError(f"mesh.rules maps {name!r} to {axis!r}; mesh axes are {AXES} or None")
+  if "layers" not in dict(rules):  # scanned blocks' stacked axis: never split
+    rules += (("layers", None),)
   return rules + (("embed", "data" if mesh_cfg.fsdp else None),)
 
 

@@ -10,6 +10,7 @@ import math
 import os
 import pathlib
 
+import jax
 import ml_collections
 from etils import epath
 
@@ -45,6 +46,12 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
   _check_name("model.dtype", config.model.dtype, ("float32", "bfloat16"))
   _check_name("model.remat", config.model.remat, ("none", *models.REMAT_POLICIES))
   _check_name("model.param", config.model.param, models.PARAMETERIZATIONS)
+  _check_name("model.attention", config.model.attention, models.ATTENTION)
+  if config.model.attention == "cudnn":
+    _require(jax.default_backend() == "gpu", f"model.attention='cudnn' needs a GPU (this backend "
+             f"is {jax.default_backend()}); use auto, einsum or xla")
+    _require(config.model.dtype == "bfloat16", f"model.attention='cudnn' with model.dtype="
+             f"{config.model.dtype!r}: cuDNN flash attention computes in 16 bits; use bfloat16")
   _require(config.model.base_width > 0, f"model.base_width={config.model.base_width} must be positive")
   _check_name("train.on_nonfinite", config.train.on_nonfinite, ("stop", "skip"))
   for key in ("train_tokens", "batch.size", "data.seq_len", "optimizer.lr", "eval.batch_size",
@@ -96,7 +103,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
              "microbatch into two groups, so it must be even")
 
 
-_PERFORMANCE_ONLY = ("data.prefetch:",)  # knobs that change speed, not what is trained
+_PERFORMANCE_ONLY = ("data.prefetch:", "model.remat:", "model.attention:")  # knobs that change speed, not what is trained
 
 
 def _differences(old, new, prefix: str) -> list[str]:

@@ -36,6 +36,8 @@ def get_config() -> ml_collections.ConfigDict:
   # attention scores / d_head); equal to sp at d_model = base_width.
   c.model.param = "sp"
   c.model.base_width = 256  # muP: the width whose hyper-parameters transfer
+  c.model.attention = "auto"  # auto | einsum | xla | cudnn (auto: cudnn on GPUs in bf16, else einsum)
+  c.model.scan_layers = False  # one scanned block: compile time independent of depth
   c.model.remat = "none"  # recompute each block in the backward pass: none | full | dots (keep matmuls)
 
   c.data = ml_collections.ConfigDict()
@@ -91,6 +93,7 @@ def get_config() -> ml_collections.ConfigDict:
       ("kv_heads", "model"),
       ("vocab", "model"),
       ("head_dim", None),
+      ("layers", None),  # the stacked axis of scanned blocks (model.scan_layers)
   )
   c.mesh.distributed = False  # call jax.distributed.initialize() (multi-host: TPU pods, Slurm)
 

@@ -30,6 +30,7 @@ def get_config(spec: str = "tfds,tiny") -> ml_collections.ConfigDict:
   else:
     c = base.get_config()
     c.model.update(PAPER_SIZES[size])
+    c.model.scan_layers = True  # 12-24 blocks compiled once (1.2b on 8 devices: 40 s -> 6 s)
     c.data.seq_len = 512
   c.data.source = source
   c.data.vocab = vocab.T5_VOCAB

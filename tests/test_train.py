@@ -98,3 +98,14 @@ def test_training_closes_most_of_the_gap_to_the_loss_floor(tmp_path):
   # Cannot beat the exact Bayes-optimal loss of the held-out set, and must beat guessing by a lot.
   assert floors["eval_bayes_loss"] - 0.01 < final
   assert final < floors["entropy_rate"] + 0.6 * (uniform - floors["entropy_rate"])
+
+
+def test_scanned_layers_train_sharded_and_resume_like_one_device(tmp_path):
+  one, sharded = small_config(5), small_config(5, data=4, model=2, fsdp=True)
+  one.model.scan_layers = sharded.model.scan_layers = True
+  train.train_and_evaluate(one, str(tmp_path / "one"))
+  assert train.train_and_evaluate(sharded, str(tmp_path / "sharded"), stop_after_steps=2)["step"] == 2
+  train.train_and_evaluate(sharded, str(tmp_path / "sharded"))
+  for key in ("loss", "eval_loss_ewa_0.99"):
+    np.testing.assert_allclose([r[key] for r in records(tmp_path / "sharded", key)],
+                               [r[key] for r in records(tmp_path / "one", key)], rtol=2e-5)

@@ -8,11 +8,13 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from cbs.models.layers import ATTENTION
 from cbs.models.sizes import PAPER_SIZES
 from cbs.models.transformer import (NAMES, PARAMETERIZATIONS, REMAT_POLICIES, Dims, Transformer,
                                     dims, hidden_lr_scale)
 
-__all__ = ["NAMES", "PAPER_SIZES", "PARAMETERIZATIONS", "REMAT_POLICIES", "hidden_lr_scale", "Dims", "build_model", "dims", "param_counts"]
+__all__ = ["ATTENTION", "NAMES", "PAPER_SIZES", "PARAMETERIZATIONS", "REMAT_POLICIES", "Dims",
+           "build_model", "dims", "hidden_lr_scale", "param_counts"]
 
 
 def build_model(model_cfg: ml_collections.ConfigDict, vocab_size: int,

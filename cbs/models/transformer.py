@@ -17,6 +17,7 @@ from flax import nnx
 from cbs.models import layers
 
 NAMES = ("paper", "llama")
+LAYERS = "layers"  # logical axis (and state key) of the stacked parameters of scanned blocks
 PARAMETERIZATIONS = ("sp", "mup")
 
 
@@ -88,7 +89,9 @@ class Block(nnx.Module):
     self.attn = layers.Attention(dm.d_model, dm.num_heads, dm.num_kv_heads, dm.d_head,
                                  qk_norm=paper, norm_eps=cfg.norm_eps, rope_theta=cfg.rope_theta,
                                  depth_scale=depth_scale, dtype=dtype, rngs=rngs,
-                                 scale=1.0 / dm.d_head if cfg.get("param", "sp") == "mup" else None)
+                                 scale=1.0 / dm.d_head if cfg.get("param", "sp") == "mup" else None,
+                                 implementation=layers.attention_implementation(
+                                     cfg.get("attention", "auto"), jax.default_backend(), dtype))
     self.mlp_norm = layers.Norm(dm.d_model, norm, cfg.norm_eps)
     self.mlp = layers.Mlp(dm.d_model, dm.mlp_dim, "gelu" if paper else "swiglu",
                           depth_scale=depth_scale, dtype=dtype, rngs=rngs)
@@ -96,6 +99,17 @@ class Block(nnx.Module):
   def __call__(self, x_BxLxD):
     x_BxLxD = x_BxLxD + self.attn(self.attn_norm(x_BxLxD))
     return x_BxLxD + self.mlp(self.mlp_norm(x_BxLxD))
+
+
+def _stacked_blocks(cfg: ml_collections.ConfigDict, dm: Dims, rngs: nnx.Rngs) -> Block:
+  """`num_layers` independently initialised blocks as one Block of stacked parameters."""
+
+  @nnx.split_rngs(splits=dm.num_layers)
+  @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: LAYERS})
+  def create(rngs: nnx.Rngs) -> Block:
+    return Block(cfg, dm, rngs)
+
+  return create(rngs)
 
 
 class Transformer(nnx.Module):
@@ -113,7 +127,11 @@ class Transformer(nnx.Module):
     embed_std = 1.0 / math.sqrt(cfg.base_width) if mup else std
     self.output_scale = cfg.base_width / dm.d_model if mup else 1.0
     self.embed = layers.param(rngs, (dm.vocab_size, dm.d_model), ("vocab", "embed"), embed_std)
-    self.blocks = nnx.List([Block(cfg, dm, rngs) for _ in range(dm.num_layers)])
+    self.scan = cfg.get("scan_layers", False)
+    if self.scan:  # one Block whose parameters carry a leading `layers` axis
+      self.layers = _stacked_blocks(cfg, dm, rngs)
+    else:
+      self.blocks = nnx.List([Block(cfg, dm, rngs) for _ in range(dm.num_layers)])
     self.final_norm = layers.Norm(dm.d_model, "layernorm" if cfg.name == "paper" else "rmsnorm",
                                   cfg.norm_eps)
     self.unembed = None if self.tied else layers.param(
@@ -127,6 +145,9 @@ class Transformer(nnx.Module):
     apply = lambda block, x: block(x)
     if self.remat != "none":  # trade compute for activation memory
       apply = nnx.remat(apply, policy=REMAT_POLICIES[self.remat])
+    if self.scan:  # traced and compiled once for all layers: compile time independent of depth
+      return nnx.scan(lambda x, block: apply(block, x), in_axes=(nnx.Carry, 0),
+                      out_axes=nnx.Carry)(x_BxLxD, self.layers)
     for block in self.blocks:
       x_BxLxD = apply(block, x_BxLxD)
     return x_BxLxD
@@ -134,7 +155,9 @@ class Transformer(nnx.Module):
   def __call__(self, tokens_BxL):
     x_BxLxD = self.final_norm(self.features(tokens_BxL))
     if self.tied:
-      logits_BxLxV = x_BxLxD @ self.embed[...].astype(self.dtype).T
+      unembed_DxV = self.embed[...].astype(self.dtype).T
     else:
-      logits_BxLxV = x_BxLxD @ self.unembed[...].astype(self.dtype)
+      unembed_DxV = self.unembed[...].astype(self.dtype)
+    logits_NxV = x_BxLxD.reshape(-1, x_BxLxD.shape[-1]) @ unembed_DxV  # 2-D: see layers.Attention
+    logits_BxLxV = logits_NxV.reshape(*tokens_BxL.shape, -1)
     return (logits_BxLxV * self.output_scale).astype(jnp.float32)
