@@ -5,9 +5,9 @@ just before it, so `lr * (update(lr=1) - wd * param)` is the optimizer at learni
 schedule inside the optimizer state (the schedule is a function of tokens and lives in
 `schedules.py`). The decay coefficient is a step argument too, so it can follow the batch size
 (`weight_decay_at`). Weight decay applies to matrices only (ndim >= 2): decaying norm scales towards
-zero fights the normalisation; parameters of scanned blocks (under the state key `layers`) carry a
-leading layer axis that does not count. This module builds transforms and applies updates; it does not
-choose learning rates.
+zero fights the normalisation; parameters of scanned blocks (under the state key `layers`) carry
+a leading layer axis that does not count. This module builds transforms and applies updates; it
+does not choose learning rates.
 """
 
 import jax
@@ -21,12 +21,9 @@ NAMES = ("adamw", "adam", "sgd", "lion", "adafactor", "signum")
 DECAYING = ("adamw", "lion", "adafactor", "signum")  # the others have no decoupled weight decay
 
 
-STACKED = LAYERS  # top-level state key of scanned blocks, whose leaves have a leading layer axis
-
-
 def is_matrix(path, leaf) -> bool:
   """Whether a parameter is a matrix (decayed, muP-scaled) rather than a vector (norm scales)."""
-  stacked = getattr(path[0], "key", None) == STACKED if path else False
+  stacked = getattr(path[0], "key", None) == LAYERS if path else False  # leading layer axis
   return leaf.ndim - stacked >= 2
 
 

@@ -103,7 +103,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
              "microbatch into two groups, so it must be even")
 
 
-_PERFORMANCE_ONLY = ("data.prefetch:", "model.remat:", "model.attention:")  # knobs that change speed, not what is trained
+# Knobs that change speed, not what is trained: a run may resume with another value.
+_PERFORMANCE_ONLY = ("data.prefetch:", "model.remat:", "model.attention:")
 
 
 def _differences(old, new, prefix: str) -> list[str]:
