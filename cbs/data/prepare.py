@@ -28,15 +28,6 @@ from cbs.data import prepared
 from cbs.data import text_files
 from cbs.data import vocab as vocab_lib
 
-_FILES = flags.DEFINE_list("files", None, "Training text: globs or paths (.txt, .jsonl, .parquet).")
-_EVAL_FILES = flags.DEFINE_list("eval_files", [], "Held-out files; empty = the last of --files.")
-_VOCAB = flags.DEFINE_string("vocab", None, "byte, a SentencePiece model or a tokenizer.json.")
-_OUTPUT = flags.DEFINE_string("output", None, "Directory to write (local or gs://).")
-_TEXT_FIELD = flags.DEFINE_string("text_field", "text", "Field / column holding the text.")
-_RECORD_TOKENS = flags.DEFINE_integer("record_tokens", 4096, "Tokens per ArrayRecord record.")
-_SHARD_TOKENS = flags.DEFINE_integer("shard_tokens", 1 << 28, "Tokens per shard file.")
-_WORKERS = flags.DEFINE_integer("workers", 0, "Tokenizing processes; 0 = one per CPU core.")
-
 _worker_vocab = None
 
 
@@ -161,26 +152,43 @@ def prepare(files: Sequence[str], vocab_spec: str, output: str, eval_files: Sequ
   return manifest
 
 
-def main(argv: list[str]) -> None:
+def _define_flags() -> dict:
+  """The command's flags, defined only when it runs (the library functions need none)."""
+  return {
+      "files": flags.DEFINE_list("files", None, "Training text: globs or paths (.txt, .jsonl, "
+                                 ".parquet)."),
+      "eval_files": flags.DEFINE_list("eval_files", [], "Held-out files; empty = the last of "
+                                      "--files."),
+      "vocab_spec": flags.DEFINE_string("vocab", None, "byte, a SentencePiece model or a "
+                                        "tokenizer.json."),
+      "output": flags.DEFINE_string("output", None, "Directory to write (local or gs://)."),
+      "text_field": flags.DEFINE_string("text_field", "text", "Field / column holding the text."),
+      "record_tokens": flags.DEFINE_integer("record_tokens", 4096, "Tokens per ArrayRecord record."),
+      "shard_tokens": flags.DEFINE_integer("shard_tokens", 1 << 28, "Tokens per shard file."),
+      "workers": flags.DEFINE_integer("workers", 0, "Tokenizing processes; 0 = one per CPU core."),
+  }
+
+
+def main(argv: list[str], flag_values: dict) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  for name, value in (("files", _FILES.value), ("vocab", _VOCAB.value), ("output", _OUTPUT.value)):
-    if not value:
-      print(f"cbs.data.prepare: --{name} is required", file=sys.stderr)
+  values = {name: flag.value for name, flag in flag_values.items()}
+  for name, flag in (("files", "files"), ("vocab_spec", "vocab"), ("output", "output")):
+    if not values[name]:
+      print(f"cbs.data.prepare: --{flag} is required", file=sys.stderr)
       sys.exit(2)
   try:
-    manifest = prepare(_FILES.value, _VOCAB.value, _OUTPUT.value, _EVAL_FILES.value,
-                       _TEXT_FIELD.value, _RECORD_TOKENS.value, _SHARD_TOKENS.value,
-                       _WORKERS.value, command=" ".join(["python -m cbs.data.prepare", *sys.argv[1:]]))
+    manifest = prepare(**values, command=" ".join(["python -m cbs.data.prepare", *sys.argv[1:]]))
   except ValueError as e:  # bad files, vocabularies and data: the user's to fix
     print(f"cbs.data.prepare: {e}", file=sys.stderr)
     sys.exit(2)
   for split, info in manifest["splits"].items():
     print(f"{split}: {info['tokens']:,} tokens, {info['documents']:,} documents, "
           f"{len(info['shards'])} shards")
-  print(f"wrote {_OUTPUT.value}; train with --config.data.source=prepared "
-        f"--config.data.prepared_dir={_OUTPUT.value}")
+  print(f"wrote {values['output']}; train with --config.data.source=prepared "
+        f"--config.data.prepared_dir={values['output']}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _flag_values = _define_flags()
+  app.run(lambda argv: main(argv, _flag_values))
