@@ -15,14 +15,12 @@ import json
 import numpy as np
 from etils import epath
 
+from cbs.data.stream import DataError
+
 SUFFIXES = (".txt", ".jsonl", ".parquet")
 JSONL_PIECE_BYTES = 64 << 20  # large enough to stream well, small enough to spread over hosts
 
 Cursor = list[int]  # [epoch, piece index in this host's order, byte offset / row]
-
-
-class DataError(ValueError):
-  """Bad data found while reading: names the file and the position."""
 
 
 def resolve(files: str | Sequence[str]) -> list[epath.Path]:
