@@ -13,6 +13,7 @@ Pieces of the files are tokenized in parallel worker processes and written in fi
 from collections.abc import Iterator, Sequence
 import concurrent.futures
 import json
+import multiprocessing
 import os
 import shutil
 import sys
@@ -91,9 +92,17 @@ class _ShardWriter:
 
 def _tokenized(pieces: Sequence[text_files.Piece], text_field: str, vocab_spec: str, workers: int,
                progress: tqdm.tqdm) -> Iterator[tuple[np.ndarray, int]]:
-  """Tokens of each piece, in order, computed `workers` pieces at a time."""
+  """Tokens of each piece, in order, computed `workers` pieces at a time (1: in this process)."""
+  if workers == 1:
+    _init_worker(vocab_spec)
+    for piece in pieces:
+      yield _tokenize_piece(piece, text_field)
+      progress.update()
+    return
+  # Fresh interpreters, not forks: a fork of a process with threads (TensorFlow's) can deadlock.
   with concurrent.futures.ProcessPoolExecutor(workers, initializer=_init_worker,
-                                              initargs=(vocab_spec,)) as pool:
+                                              initargs=(vocab_spec,),
+                                              mp_context=multiprocessing.get_context("spawn")) as pool:
     window = []
     for piece in pieces:
       window.append(pool.submit(_tokenize_piece, piece, text_field))
