@@ -195,3 +195,22 @@ def test_bad_data_is_reported_in_one_line_with_the_file_and_position(tmp_path):
     assert run.returncode == 2, (name, stderr[-2000:])
     assert last.startswith(cases[name][1]), (name, last)
     assert "Traceback" not in stderr, (name, stderr[-2000:])
+
+
+def test_a_checkpoint_of_another_host_count_is_refused_in_one_line(tmp_path):
+  from cbs import checkpoint
+  from cbs import train
+  config = tiny.get_config()
+  config.update(dict(train_tokens=2 * 32 * 64, compile_cache_dir=""))
+  config.schedule.warmup_tokens, config.eval.every_tokens, config.mesh.data = 0, 0, 1
+  train.train_and_evaluate(config, str(tmp_path))
+  data_item = tmp_path / "checkpoints" / "2" / "data"
+  own = data_item / "process_0-of-1.json"
+  for host in range(2):  # as if two hosts had written it
+    (data_item / f"process_{host}-of-2.json").write_text(own.read_text())
+  own.unlink()
+  config.train_tokens *= 2
+  with pytest.raises(checkpoint.HostCountError, match=r"^checkpoint 2 was written by 2 host\(s\) "
+                     r"and this run has 1: .* resume it on the same number of hosts$"):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert (tmp_path / "checkpoints" / "2").exists()  # nothing set aside
