@@ -73,5 +73,6 @@ def host_examples(split: PreparedSplit, seq_len: int, seed: int, process_index: 
                   process_count: int, prefetch: int) -> grain.IterDataset:
   """This host's share of the endlessly repeated, per-epoch shuffled examples, read ahead by grain."""
   shuffled = split.examples(seq_len).shuffle(seed=seed).repeat()
+  prefetch = max(prefetch, 1)
   return shuffled[process_index::process_count].to_iter_dataset(
-      grain.ReadOptions(num_threads=READ_THREADS, prefetch_buffer_size=max(prefetch, 1)))
+      grain.ReadOptions(num_threads=min(READ_THREADS, prefetch), prefetch_buffer_size=prefetch))

@@ -6,6 +6,8 @@ access. The held-out set comes from the validation split (prepared, TFDS, seqio)
 `data.eval_files` (text files; by default the last training file, which is then not trained on).
 """
 
+import itertools
+
 import grain
 import ml_collections
 
@@ -32,17 +34,11 @@ def _file_split(data_cfg: ml_collections.ConfigDict):
   return paths[:-1], paths[-1:]
 
 
-def _tokenized(read, vocabulary, chunk: int = 256):
-  """A reader of (cursor, text) turned into a reader of (cursor, token ids), `chunk` texts a call."""
+def _tokenized(read, vocabulary):
+  """A reader of (cursor, text) turned into a reader of (cursor, token ids)."""
   def read_tokens(cursor):
-    batch = []
-    for item in read(cursor):
-      batch.append(item)
-      if len(batch) == chunk:
-        yield from zip((c for c, _ in batch), vocab_lib.encode_batch([t for _, t in batch], vocabulary))
-        batch = []
-    if batch:
-      yield from zip((c for c, _ in batch), vocab_lib.encode_batch([t for _, t in batch], vocabulary))
+    cursors, texts = itertools.tee(read(cursor))  # holds at most one encoding chunk of items
+    return zip((c for c, _ in cursors), vocab_lib.encode_documents((t for _, t in texts), vocabulary))
   return read_tokens
 
 
