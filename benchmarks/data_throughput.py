@@ -12,6 +12,7 @@ ArrayRecord shards - so the benchmark runs offline.
 
 import json
 import pathlib
+import sys
 import tempfile
 import time
 
@@ -22,14 +23,16 @@ from absl import app
 from absl import logging
 from absl import flags
 
-from cbs import data as data_lib
-from cbs import metrics
-from cbs import train
-from cbs.data import prepare
-from cbs.data import text_files
-from cbs.data import train_vocab
-from configs import tiny
-from tests.data import corpus
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # the test corpus generator
+
+from cbs import data as data_lib  # noqa: E402
+from cbs import metrics  # noqa: E402
+from cbs import train  # noqa: E402
+from cbs.data import prepare  # noqa: E402
+from cbs.data import text_files  # noqa: E402
+from cbs.data import train_vocab  # noqa: E402
+from configs import tiny  # noqa: E402
+from tests.data import corpus  # noqa: E402
 
 _SECONDS = flags.DEFINE_float("seconds", 5.0, "Measuring time per source.")
 
