@@ -13,6 +13,8 @@ import math
 import numpy as np
 from etils import epath
 
+from cbs import records
+
 EVAL_PREFIX = "eval_loss"
 
 
@@ -46,23 +48,21 @@ class Run:
     return sorted({k for r in self.evals for k in r if k.startswith(EVAL_PREFIX)})
 
 
-def read_jsonl(path: epath.Path) -> list[dict]:
-  """Records of metrics.jsonl, the last write of each step winning (a resumed run rewrites)."""
-  records: dict[tuple[int, bool], dict] = {}
-  for line in path.read_text().splitlines():
-    if line.strip():
-      r = json.loads(line)
-      key = (r["step"], any(k.startswith(EVAL_PREFIX) for k in r))
-      records[key] = {**records.get(key, {}), **r}
-  return [records[k] for k in sorted(records)]
+def read_metrics(workdir: epath.Path) -> list[dict]:
+  """A run's metrics records, the last write of each step winning (a resumed run rewrites)."""
+  merged: dict[tuple[int, bool], dict] = {}
+  for r in records.read_records(workdir):
+    key = (r["step"], any(k.startswith(EVAL_PREFIX) for k in r))
+    merged[key] = {**merged.get(key, {}), **r}
+  return [merged[k] for k in sorted(merged)]
 
 
 def load_run(workdir, name: str | None = None) -> Run:
   workdir = epath.Path(workdir)
   info = json.loads((workdir / "config.json").read_text())
-  records = read_jsonl(workdir / "metrics.jsonl") if (workdir / "metrics.jsonl").exists() else []
-  evals = [r for r in records if any(k.startswith(EVAL_PREFIX) for k in r)]
-  train = [r for r in records if "loss" in r]
+  read = read_metrics(workdir)
+  evals = [r for r in read if any(k.startswith(EVAL_PREFIX) for k in r)]
+  train = [r for r in read if "loss" in r]
   return Run(name=name or workdir.name, workdir=str(workdir), config=info["config"],
              n_params=int(info["params"]["non_embedding"]), evals=evals, train=train,
              finished=(workdir / "done.json").exists())

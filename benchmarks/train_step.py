@@ -54,31 +54,15 @@ _STEPS = flags.DEFINE_integer("steps", 5, "Least timed steps per size (after one
 _COMPILE = flags.DEFINE_string("compile_config", "1.2b", "Paper size compiled for 8 fake devices.")
 _DATA_PARALLEL = flags.DEFINE_bool("data_parallel", True, "Time the 8-device data-parallel step.")
 
-CHIP_PEAKS = {"NVIDIA H100 80GB HBM3": 989e12, "NVIDIA H100": 989e12, "NVIDIA H200": 989e12}
 VOCAB = 32_000
 
 
-def measured_matmul_peak(dtype) -> float:
-  n = 4096 if jax.devices()[0].platform != "cpu" else 2048
-  a = jnp.ones((n, n), dtype)
-  matmul = jax.jit(lambda x, y: x @ y)
-  matmul(a, a).block_until_ready()
-  best = 0.0
-  for _ in range(10):
-    start = time.perf_counter()
-    matmul(a, a).block_until_ready()
-    best = max(best, 2 * n ** 3 / (time.perf_counter() - start))
-  return best
-
-
 def peak_flops(dtype) -> tuple[float, str]:
-  device = jax.devices()[0]
-  if device.platform == "cpu":
-    return measured_matmul_peak(dtype), "measured matmul"
-  for name, peak in CHIP_PEAKS.items():
-    if device.device_kind.startswith(name):
-      return peak, f"{device.device_kind} dense bf16"
-  return measured_matmul_peak(dtype), f"measured matmul on {device.device_kind}"
+  """The MFU denominator: a chip's published peak, or this machine's best matmul of 10."""
+  peak, source = flops.device_peak_flops(jnp.dtype(dtype).name)
+  if source.startswith("measured"):
+    return flops.measured_matmul_peak(dtype), source
+  return peak, source
 
 
 def size_config(size: str):
@@ -186,7 +170,7 @@ def main(argv):
   if _COMPILE.value:
     result["compile"] = compile_times(_COMPILE.value)
   if result["peak_source"].startswith("measured"):  # the machine's best moment: a conservative MFU
-    end_peak = measured_matmul_peak(dtype)
+    end_peak = flops.measured_matmul_peak(dtype)
     if end_peak > peak:
       result["peak_flops"] = end_peak
       for timing in result["sizes"].values():

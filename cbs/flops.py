@@ -8,9 +8,21 @@ averaged over a sequence of S tokens it attends to (S + 1) / 2, giving 6 L d_att
 train step (d_attn = heads x head width). This is the count used by MFU in `benchmarks/`.
 """
 
+import functools
+import time
+
+import jax
+import jax.numpy as jnp
 import ml_collections
 
 from cbs import models
+
+# Published dense bf16 peaks per chip (FLOP/s), by the start of `device.device_kind`.
+CHIP_PEAKS = {
+    "NVIDIA H100": 989e12, "NVIDIA H200": 989e12, "NVIDIA GH200": 989e12, "NVIDIA A100": 312e12,
+    "NVIDIA L4": 121e12, "TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12,
+    "TPU v5p": 459e12, "TPU v5": 459e12, "TPU v6 lite": 918e12, "TPU v6e": 918e12,
+}
 
 
 def matmul_params(model_cfg: ml_collections.ConfigDict, vocab_size: int) -> int:
@@ -26,3 +38,31 @@ def train_flops_per_token(model_cfg: ml_collections.ConfigDict, vocab_size: int,
   dm = models.dims(model_cfg, vocab_size)
   attention = 6 * dm.num_layers * dm.num_heads * dm.d_head * (seq_len + 1)
   return 6 * matmul_params(model_cfg, vocab_size) + attention
+
+
+def measured_matmul_peak(dtype=jnp.float32, n: int = 2048, repeats: int = 10) -> float:
+  """The best dense matmul throughput (FLOP/s) of one local device over `repeats` tries."""
+  a = jnp.ones((n, n), dtype)
+  matmul = jax.jit(lambda x, y: x @ y)
+  matmul(a, a).block_until_ready()
+  best = 0.0
+  for _ in range(repeats):
+    start = time.perf_counter()
+    matmul(a, a).block_until_ready()
+    best = max(best, 2 * n ** 3 / (time.perf_counter() - start))
+  return best
+
+
+@functools.cache
+def device_peak_flops(dtype_name: str = "float32") -> tuple[float, str]:
+  """Peak FLOP/s of one local device and where the figure comes from.
+
+  The chip's published dense bf16 peak on known GPUs and TPUs; elsewhere (CPUs, unknown chips) a
+  short matmul measurement on this machine, taken once per process.
+  """
+  device = jax.local_devices()[0]
+  for name, peak in CHIP_PEAKS.items():
+    if device.platform != "cpu" and device.device_kind.startswith(name):
+      return peak, f"{device.device_kind} dense bf16"
+  return (measured_matmul_peak(jnp.dtype(dtype_name), n=1024, repeats=5),
+          f"measured matmul on {device.device_kind}")

@@ -1,10 +1,10 @@
 """Where metrics go: TensorBoard and `WORKDIR/metrics.jsonl` through clu writers, plus progress lines.
 
-`metrics.jsonl` holds one JSON object per `write_scalars` call, `{"step": ..., **scalars}`: train
-records carry `tokens, batch_size, loss, lr, grad_norm, tokens_per_sec`, eval records
-`tokens, eval_loss, eval_loss_ewa_<name>`. The analysis reads only this file, so it must never hold
-two records for one step and kind: a resumed run first drops what the lost steps wrote. Only host 0
-writes.
+`metrics.jsonl` (see `records`) holds one JSON object per `write_scalars` call: train records carry
+`tokens, batch_size, loss, lr, grad_norm, tokens_per_sec` and the `perf_*` figures at log points,
+eval records `tokens, eval_loss, eval_loss_ewa_<name>`. The analysis reads only these records, so
+they must never hold two records for one step and kind: a resumed run first drops what the lost
+steps wrote. Only host 0 writes.
 """
 
 import json
@@ -12,19 +12,17 @@ import math
 import time
 from collections.abc import Mapping
 
-import tensorflow as tf
-from absl import logging
-from clu import metric_writers
-from etils import epath
+from cbs import quiet_tensorflow  # noqa: F401  (before clu, which imports TensorFlow)
+from absl import logging  # noqa: E402
+from clu import metric_writers  # noqa: E402
+from etils import epath  # noqa: E402
 
-# TensorFlow only writes summaries and reads data here; the accelerators belong to JAX.
-tf.config.set_visible_devices([], "GPU")
-
-METRICS_FILE = "metrics.jsonl"
-
+from cbs import records  # noqa: E402
+from cbs import tensorboard  # noqa: E402
+from cbs.records import drop_records_after, read_records  # noqa: E402,F401  (the loop's API)
 
 class JsonlWriter(metric_writers.MetricWriter):
-  """Scalars as JSON lines; appends locally, rewrites the whole file on object stores.
+  """Scalars as JSON lines: appended to one local file, or one new object per flush.
 
   Only scalars belong in the analysis file; images, histograms and the rest are accepted and left to
   TensorBoard, which receives the same calls.
@@ -32,8 +30,9 @@ class JsonlWriter(metric_writers.MetricWriter):
 
   def __init__(self, path: epath.PathLike):
     self._path = epath.Path(path)
-    self._append = not str(path).startswith(("gs://", "s3://"))
-    self._lines = [] if self._append or not self._path.exists() else self._path.read_text().splitlines()
+    self._append = not records.on_object_store(path)
+    parts = [] if self._append else records.parts(self._path.parent)
+    self._next_part = int(parts[-1].stem) + 1 if parts else 0
     self._pending: list[str] = []
 
   def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
@@ -52,12 +51,15 @@ class JsonlWriter(metric_writers.MetricWriter):
   def flush(self) -> None:
     if not self._pending:
       return
+    text = "".join(line + "\n" for line in self._pending)
     if self._append:
       with self._path.open("a") as f:
-        f.write("".join(line + "\n" for line in self._pending))
+        f.write(text)
     else:
-      self._lines += self._pending
-      self._path.write_text("".join(line + "\n" for line in self._lines))
+      directory = self._path.parent / records.PARTS_DIR
+      directory.mkdir(parents=True, exist_ok=True)
+      (directory / f"{self._next_part:08d}.jsonl").write_text(text)
+      self._next_part += 1
     self._pending = []
 
   def close(self) -> None:
@@ -69,30 +71,15 @@ def _plain(value) -> float | int:
   return value if isinstance(value, int) else float(value)
 
 
-def read_records(workdir: epath.PathLike) -> list[dict]:
-  """All records of a run's metrics file (empty if there is none yet)."""
-  path = epath.Path(workdir) / METRICS_FILE
-  if not path.exists():
-    return []
-  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def drop_records_after(workdir: epath.PathLike, step: int) -> None:
-  """Forgets what steps after a restored checkpoint wrote, so a resumed run adds each step once."""
-  path = epath.Path(workdir) / METRICS_FILE
-  records = read_records(workdir)
-  kept = [r for r in records if r["step"] <= step]
-  if len(kept) < len(records):
-    path.write_text("".join(json.dumps(r) + "\n" for r in kept))
-
-
 def make_writer(workdir: epath.PathLike, is_main_host: bool) -> metric_writers.MetricWriter:
-  """TensorBoard event files in the workdir (asynchronous) and the JSON-lines file."""
+  """TensorBoard events by step and by tokens (asynchronous) and the JSON-lines records."""
   if not is_main_host:
     return metric_writers.MultiWriter([])
+  workdir = epath.Path(workdir)
   return metric_writers.MultiWriter([
-      metric_writers.AsyncWriter(metric_writers.SummaryWriter(str(workdir))),
-      JsonlWriter(epath.Path(workdir) / METRICS_FILE),
+      metric_writers.AsyncMultiWriter([tensorboard.EventWriter(workdir),
+                                       tensorboard.TokensWriter(workdir / tensorboard.TOKENS_RUN)]),
+      JsonlWriter(workdir / records.METRICS_FILE),
   ])
 
 
@@ -104,13 +91,15 @@ class Progress:
     self._start_tokens = start_tokens
     self._start_time = time.monotonic()
 
-  def line(self, step: int, tokens: int, loss: float, tokens_per_sec: float) -> str:
+  def line(self, step: int, tokens: int, loss: float, tokens_per_sec: float,
+           mfu: float | None = None) -> str:
     elapsed = time.monotonic() - self._start_time
     done = tokens - self._start_tokens
     eta = (self._total - tokens) * elapsed / done if done > 0 else math.inf
+    utilisation = f"  MFU {100 * mfu:.1f}%" if mfu is not None else ""
     return (f"step {step}  tokens {_short(tokens)}/{_short(self._total)} "
             f"({100 * tokens / self._total:.1f}%)  loss {loss:.4f}  "
-            f"{_short(tokens_per_sec)} tok/s  ETA {_duration(eta)}")
+            f"{_short(tokens_per_sec)} tok/s{utilisation}  ETA {_duration(eta)}")
 
   def log(self, *args) -> None:
     logging.info(self.line(*args))
@@ -129,3 +118,36 @@ def _duration(seconds: float) -> str:
   minutes, secs = divmod(int(seconds), 60)
   hours, minutes = divmod(minutes, 60)
   return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def floor_gaps(losses: Mapping[str, float], floors: Mapping[str, float]) -> str:
+  """How far the best eval loss is above each known loss floor, for the console."""
+  if not floors or not losses:
+    return ""
+  best = min(losses.values())
+  return "  (best " + ", ".join(f"{best - value:+.4f} over {name}"
+                                for name, value in floors.items()) + ")"
+
+
+def hyperparameters(config) -> dict[str, bool | int | float | str]:
+  """The config values that differ from `configs/base.py`: what a sweep or a user chose.
+
+  They go to TensorBoard's HParams dashboard, where runs are filtered and compared by them.
+  """
+  from configs import base  # the defaults every config starts from
+  defaults = _flatten(base.get_config().to_dict())
+  chosen = {}
+  for key, value in _flatten(config.to_dict()).items():
+    if value != defaults.get(key, object()):
+      chosen[key] = value if isinstance(value, (bool, int, float, str)) else json.dumps(value)
+  return chosen
+
+
+def _flatten(tree: Mapping, prefix: str = "") -> dict:
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, Mapping):
+      flat.update(_flatten(value, f"{prefix}{key}."))
+    else:
+      flat[f"{prefix}{key}"] = value
+  return flat

@@ -23,9 +23,11 @@ from etils import epath
 from cbs import checkpoint
 from cbs import data as data_lib
 from cbs import ewa
+from cbs import flops
 from cbs import metrics
 from cbs import models
 from cbs import optim
+from cbs import perf
 from cbs import schedules
 from cbs import sharding
 from cbs import step as step_lib
@@ -216,17 +218,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       (workdir / "config.json").write_text(json.dumps(run_info, indent=2))
     writer.write_scalars(progress["step"], {"tokens": progress["tokens"],
                                             **{f"floor_{k}": v for k, v in data.floors.items()}})
+    writer.write_hparams(metrics.hyperparameters(config))
+  if data.floors:
+    logging.info("loss floors of the data: %s", "  ".join(
+        f"{name} {value:.4f}" for name, value in data.floors.items()))
 
   # ---- Loop ---------------------------------------------------------------------------------------
   step, tokens = progress["step"], progress["tokens"]
   progress_log = metrics.Progress(config.train_tokens, tokens)
   pending: list[tuple[int, dict]] = []
-  last_log_time, last_log_tokens = time.monotonic(), tokens
+  peak, peak_source = flops.device_peak_flops(config.model.dtype)
+  meter = perf.Meter(tokens, flops.train_flops_per_token(config.model, data.vocab_size, seq_len),
+                     peak, mesh.devices.size)
+  logging.info("MFU against %s FLOP/s per device (%s)", f"{peak:.3g}", peak_source)
+  profile = perf.ProfileWindow(workdir, config.profile.start_tokens, config.profile.steps, tokens)
   steps_this_run = 0
   skipped = progress.get("skipped_steps", 0)
   stop_request = StopRequest()
   controller.prepare(controller.size)
   while tokens < config.train_tokens:
+    waited = time.monotonic()
     batch_size = controller.before_step(step, tokens)
     step_tokens = batch_size * seq_len
     lr_multiplier = controller.lr_multiplier()
@@ -234,9 +245,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     wd = optim.weight_decay_at(config.optimizer, step_tokens, config.optimizer.lr * lr_multiplier,
                                config.train_tokens)
     train_step = controller.step_fn()
+    meter.stalled(time.monotonic() - waited)  # a layout still compiling (start, resume, switch)
     batch = sharding.to_global(data.train.next_batch(batch_size), batch_sharding)
+    meter.excluded(profile.before_step(tokens))
     state, step_metrics = train_step(state, batch, np.float32(lr), np.float32(wd),
                                      ewa.taus(config.ewa, step_tokens))
+    meter.excluded(profile.after_step(state))
+    meter.step()
     tokens_before, tokens = tokens, tokens + step_tokens
     step += 1
     steps_this_run += 1
@@ -256,11 +271,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
     if step % config.log.every_steps == 0 or stopping or eval_due or checkpoint_due:
       fetched = jax.device_get(pending)
-      now = time.monotonic()
-      tokens_per_sec = (tokens - last_log_tokens) / max(now - last_log_time, 1e-9)
+      performance = meter.read(tokens)
+      tokens_per_sec = performance["tokens_per_sec"]
       for s, record in fetched:
         skipped += int(record["nonfinite"])
-        writer.write_scalars(s, {**record, "tokens_per_sec": tokens_per_sec, "skipped_steps": skipped})
+        figures = performance if s == step else {"tokens_per_sec": tokens_per_sec}
+        writer.write_scalars(s, {**record, **figures, "skipped_steps": skipped})
       writer.flush()
       bad = [(s, r["tokens"]) for s, r in fetched if r["nonfinite"]]
       if bad and config.train.on_nonfinite == "stop":
@@ -272,14 +288,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             f"non-finite loss or gradient at step {bad[0][0]} ({bad[0][1]:,} tokens); the latest "
             f"complete checkpoint is step {checkpoints.latest_step()} in {workdir} "
             "(set train.on_nonfinite=skip to skip such steps)")
-      progress_log.log(step, tokens, float(fetched[-1][1]["loss"]), tokens_per_sec)
-      pending, last_log_time, last_log_tokens = [], now, tokens
+      progress_log.log(step, tokens, float(fetched[-1][1]["loss"]), tokens_per_sec,
+                       performance["perf_mfu"])
+      pending = []
 
     if eval_due:
+      started = time.monotonic()
       losses = evaluate(eval_step, state, data.eval_batches, batch_sharding, config.ewa)
+      meter.evaluating(time.monotonic() - started)
       writer.write_scalars(step, {"tokens": tokens, **losses})
-      logging.info("eval at step %d: %s", step,
-                   "  ".join(f"{k} {v:.4f}" for k, v in losses.items()))
+      logging.info("eval at step %d: %s%s", step,
+                   "  ".join(f"{k} {v:.4f}" for k, v in losses.items()),
+                   metrics.floor_gaps(losses, data.floors))
       if config.train.stop_loss > 0 and min(losses.values()) <= config.train.stop_loss:
         # a CBS run reached its target
         logging.info("eval loss %.4f <= train.stop_loss %.4f: finishing", min(losses.values()),
@@ -295,6 +315,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     if stopping:
       break
 
+  profile.stop(state)
   checkpoints.wait()
   checkpoints.close()
   controller.close()

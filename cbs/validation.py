@@ -57,11 +57,13 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
   require(config.model.base_width > 0, f"model.base_width={config.model.base_width} must be positive")
   _check_name("train.on_nonfinite", config.train.on_nonfinite, ("stop", "skip"))
   for key in ("train_tokens", "batch.size", "data.seq_len", "optimizer.lr", "eval.batch_size",
-              "eval.tokens", "log.every_steps", "checkpoint.keep"):
+              "eval.tokens", "log.every_steps", "checkpoint.keep", "profile.steps"):
     value = config
     for part in key.split("."):
       value = value[part]
     require(value > 0, f"{key}={value!r} must be positive")
+  require(config.profile.start_tokens >= -1, f"profile.start_tokens={config.profile.start_tokens!r}"
+          " must be >= 0, or -1 (off)")
   require(config.data_budget_tokens >= 0,
            f"data_budget_tokens={config.data_budget_tokens!r} must be >= 0 (0 = train_tokens)")
   for key in ("eval.every_tokens", "checkpoint.every_tokens", "schedule.warmup_tokens",

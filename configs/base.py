@@ -146,4 +146,8 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.log = ml_collections.ConfigDict()
   c.log.every_steps = 10  # train metrics are fetched from the device only this often
+
+  c.profile = ml_collections.ConfigDict()
+  c.profile.start_tokens = -1  # capture a jax.profiler trace from this token count on; -1 = off
+  c.profile.steps = 5  # steps in the trace (WORKDIR/plugins/profile, TensorBoard's profile tab)
   return c

@@ -1,0 +1,126 @@
+"""What a run shows: grouped TensorBoard tags, a token-axis stream, HParams, profiles, live MFU,
+metrics on object stores without rewrites, and a console without error-looking lines."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from etils import epath
+from tensorboard.backend.event_processing import event_accumulator
+
+from cbs import flops
+from cbs import metrics
+from cbs import records
+from cbs import tensorboard
+from cbs import train
+from configs import tiny
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+STEP_TOKENS = 32 * 64
+
+
+def small_config():
+  c = tiny.get_config()
+  c.compile_cache_dir = ""
+  c.mesh.data = 1
+  c.train_tokens = 24 * STEP_TOKENS
+  c.schedule.warmup_tokens = 0
+  c.eval.every_tokens, c.eval.tokens = 8 * STEP_TOKENS, 4096
+  c.log.every_steps = 4
+  c.optimizer.lr = 2e-3  # differs from configs/base.py: an hyper-parameter of this run
+  c.profile.start_tokens, c.profile.steps = 10 * STEP_TOKENS, 2
+  return c
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("run")
+  train.train_and_evaluate(small_config(), str(workdir), stop_after_steps=12)
+  train.train_and_evaluate(small_config(), str(workdir))  # resumed: compiles again
+  return workdir
+
+
+def accumulator(path):
+  loaded = event_accumulator.EventAccumulator(str(path))
+  loaded.Reload()
+  return loaded
+
+
+def test_tensorboard_groups_tags_and_keeps_a_token_axis_stream(run):
+  by_step = accumulator(run)
+  scalars = by_step.Tags()["scalars"]
+  for expected in ("train/loss", "train/lr", "eval/loss", "eval/loss_ewa_0.99", "batch/size",
+                   "perf/tokens_per_sec", "perf/mfu", "perf/step_time", "data/floor_entropy_rate"):
+    assert expected in scalars
+  losses = [r["loss"] for r in records.read_records(run) if "loss" in r]
+  np.testing.assert_allclose([e.value for e in by_step.Scalars("train/loss")], losses, rtol=1e-6)
+  by_tokens = accumulator(run / tensorboard.TOKENS_RUN)
+  evals = [r for r in records.read_records(run) if "eval_loss" in r]
+  assert [e.step for e in by_tokens.Scalars("eval/loss")] == [r["tokens"] for r in evals]
+  assert [e.step for e in by_tokens.Scalars("train/loss")][:2] == [STEP_TOKENS, 2 * STEP_TOKENS]
+
+
+def test_hyper_parameters_reach_the_hparams_dashboard(run):
+  from tensorboard.plugins.hparams import plugin_data_pb2
+  content = accumulator(run).PluginTagToContent("hparams")
+  start = plugin_data_pb2.HParamsPluginData.FromString(
+      content["_hparams_/session_start_info"]).session_start_info
+  assert start.hparams["optimizer.lr"].number_value == pytest.approx(2e-3)
+  assert start.hparams["batch.size"].number_value == 32  # tiny's, not base's
+  assert "optimizer.b2" not in start.hparams  # left at the default
+
+
+def test_a_profile_window_writes_a_trace(run):
+  traces = list((run / "plugins" / "profile").glob("*/*.xplane.pb"))
+  assert len(traces) == 1 and traces[0].stat().st_size > 0
+
+
+def test_throughput_after_a_resume_excludes_the_compile_and_mfu_follows_from_it(run):
+  logged = [r for r in records.read_records(run) if "perf_mfu" in r]
+  resumed = next(r for r in logged if r["step"] > 12)
+  assert resumed["perf_compile_stall_seconds"] > 0  # the resumed process compiled its step ...
+  later = np.median([r["tokens_per_sec"] for r in logged if r["step"] > resumed["step"]])
+  assert resumed["tokens_per_sec"] > 0.4 * later  # ... and that wait is not counted as training
+  peak, _ = flops.device_peak_flops("float32")
+  per_token = flops.train_flops_per_token(small_config().model, 32, 64)  # tiny: 32 symbols
+  for r in logged:
+    assert r["perf_flops_per_sec"] == pytest.approx(r["tokens_per_sec"] * per_token, rel=1e-9)
+    assert r["perf_mfu"] == pytest.approx(r["perf_flops_per_sec"] / peak, rel=1e-9)
+
+
+def test_metrics_on_an_object_store_are_written_once_and_read_back_in_order(tmp_path,
+                                                                            monkeypatch):
+  monkeypatch.setattr(records, "on_object_store", lambda path: True)
+  written = []
+  original = epath.Path.write_text
+  monkeypatch.setattr(epath.Path, "write_text",
+                      lambda self, text, **kw: written.append(len(text)) or original(self, text, **kw))
+  writer = metrics.JsonlWriter(tmp_path / records.METRICS_FILE)
+  lines = []
+  for step in range(1, 51):
+    writer.write_scalars(step, {"loss": 1.0 / step})
+    writer.flush()
+    lines.append(json.dumps({"step": step, "loss": 1.0 / step}) + "\n")
+  assert sum(written) == sum(map(len, lines))  # O(N) bytes for N flushes: nothing rewritten
+  assert [r["step"] for r in records.read_records(tmp_path)] == list(range(1, 51))
+  assert not (tmp_path / records.METRICS_FILE).exists()
+  records.drop_records_after(tmp_path, 30)  # a resume from step 30
+  resumed = metrics.JsonlWriter(tmp_path / records.METRICS_FILE)
+  resumed.write_scalars(31, {"loss": 0.5})
+  resumed.flush()
+  assert [r["step"] for r in records.read_records(tmp_path)] == list(range(1, 32))
+
+
+def test_the_quick_start_console_has_no_line_that_looks_like_an_error(tmp_path):
+  done = subprocess.run(
+      [sys.executable, "-m", "cbs.main", "--config=configs/tiny.py", f"--workdir={tmp_path}",
+       f"--config.train_tokens={4 * STEP_TOKENS}", "--config.schedule.warmup_tokens=0",
+       "--config.eval.tokens=4096"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-3000:]
+  for noise in ("E0000", "cuInit", "oneDNN", "absl::InitializeLog", "Traceback"):
+    assert noise not in done.stderr
+  assert "loss floors of the data: entropy_rate" in done.stderr
+  assert "over entropy_rate" in done.stderr  # the gap to the floor at each eval
