@@ -29,9 +29,12 @@ import time
 from etils import epath
 
 from analysis import cbs as cbs_analysis
+from analysis import measure
 from analysis import runs as runs_lib
-from launch import grid
 from launch import backends
+from launch import grid
+from launch import outcome
+from launch import two_phase
 
 CONFIG = "configs/cbs_paper.py:tiny"
 
@@ -96,7 +99,7 @@ class Progress:
 
 def train(run: grid.Run, root: str, progress: Progress) -> runs_lib.Run:
   workdir = os.path.join(root, run.name)
-  reused = backends.is_finished(epath.Path(workdir))
+  reused = outcome.is_settled(epath.Path(workdir))
   if not reused:
     backends.run_inprocess([run], epath.Path(root), progress=lambda _: None)
   progress.finished(run.name, not reused)
@@ -128,24 +131,17 @@ def cbs_study(root: str, plan: Plan, bootstrap: int = 1000, with_theory: bool = 
   print(f"[study] {total} runs: batch sizes {list(plan.batches)} x {len(plan.lr_multipliers)} "
         f"learning rates; data budgets {plan.budgets} tokens; root {root}", flush=True)
   done = [train(r, root, progress) for r in references]
-  target = min(runs_lib.loss_after(r, plan.max_budget, "best") for r in done)
+  target = measure.target_loss(done, plan.max_budget)
   print(f"[study] target loss at D={plan.max_budget:,} tokens: {target:.4f}", flush=True)
-  best_steps = min(s for s in (runs_lib.best_crossing(r, target, "best")[0] for r in done)
-                   if not math.isnan(s))  # the best reference reaches the target by definition
   for batch in plan.batches[1:]:
-    batch_best = math.inf
     for m in plan.lr_multipliers:
-      cap = batch_best if batch_best < math.inf else 1.1 * best_steps  # f(B) <= f(smaller B)
-      every = base["eval.every_tokens"]
-      tokens = int(math.ceil(cap * batch * seq_len / every) + 1) * every  # one eval past the cap
+      cap = measure.step_cap(done, batch, target)  # the best reference reaches the target
+      tokens = two_phase.capped_tokens(cap, batch, seq_len, base["eval.every_tokens"])
       run = make_run(batch, m * lr_center(batch),
                      {**base, "train_tokens": tokens, "train.stop_loss": round(target, 6)})
       planned.append(run)
       backends.write_manifest(epath.Path(root), "launch.study cbs", planned)
-      steps, _ = runs_lib.best_crossing(train(run, root, progress), target, "best")
-      batch_best = min(batch_best, steps) if not math.isnan(steps) else batch_best
-    if batch_best < math.inf:
-      best_steps = batch_best
+      done.append(train(run, root, progress))
   backends.write_manifest(epath.Path(root), "launch.study cbs", planned)
   argv = ["report", "--root", root, "--b_opt", str(plan.b_opt),
           "--budgets", ",".join(str(d) for d in plan.budgets), "--bootstrap", str(bootstrap)]

@@ -2,12 +2,16 @@
 
 import json
 import pathlib
+import shlex
 import subprocess
 import sys
 
 import pytest
 
+from analysis import measure
+from analysis import runs as runs_lib
 from launch import grid
+from tests.analysis import fake_runs
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -78,3 +82,83 @@ def test_dry_runs_print_commands_and_run_nothing(tmp_path, backend, extra, expec
   assert result.returncode == 0, result.stderr[-2000:]
   assert expected in result.stdout and "--config.batch.size=32" in result.stdout
   assert not list((tmp_path / "root").glob("*/metrics.jsonl"))
+
+
+# Steps to the target of the authors' released 151M runs (B_opt = 256, context 512): the fewest
+# steps over their sweep at each batch size. With a 20% threshold this curve's CBS is about 955.
+RELEASED_151M = {64: 96_000, 128: 49_000, 256: 24_000, 512: 12_000, 1024: 7_128, 2048: 4_350,
+                 4096: 2_940, 8192: 2_400, 16384: 2_300}
+RELEASED_CBS = 955
+
+
+def slurm_runs(script: str) -> dict[str, dict]:
+  """{workdir name: {flag: value}} of the runs an sbatch array script starts."""
+  body = script.split("<<'CBS_RUNS'\n")[1].split("\nCBS_RUNS")[0]
+  runs = {}
+  for line in body.splitlines():
+    flags = dict(a[2:].split("=", 1) for a in shlex.split(line) if a.startswith("--") and "=" in a)
+    runs[pathlib.Path(flags["workdir"]).name] = flags
+  return runs
+
+
+def test_two_phase_sweep_reaches_the_target_at_every_batch_and_measures_the_released_cbs(tmp_path):
+  path = tmp_path / "s.py"
+  path.write_text(
+      "def get_sweep():\n"
+      "  return {'config': 'configs/cbs_paper.py:151m',\n"
+      f"          'axes': {{'batch.size': {list(RELEASED_151M)}, 'optimizer.lr': [1e-3, 3.16e-3]}},\n"
+      "          'two_phase': {'b_opt': 256}}\n")
+  root = tmp_path / "root"
+  args = [f"--sweep={path}", f"--root={root}", "--backend=slurm", "--dry_run"]
+  first = sweep(args)
+  assert first.returncode == 0, first.stderr[-2000:]
+  assert "phase 1 (reference batch 256): 2 runs, 0 finished, 0 failed, 2 to run" in first.stdout
+  assert "phase 2 (16 runs) starts once the reference runs have ended" in first.stdout
+  assert set(slurm_runs((root / "phase1.sbatch").read_text())) == {
+      "batch.size=256,optimizer.lr=0.001", "batch.size=256,optimizer.lr=0.00316"}
+  # Phase 1 ends: both reference runs trained to D; the faster one sets the target at D.
+  target, seq_len = 3.0, 512
+  budget = RELEASED_151M[256] * 256 * seq_len
+  for lr, reach in ((0.001, 30_000), (0.00316, RELEASED_151M[256])):
+    fake_runs.write_target_run(root, f"batch.size=256,optimizer.lr={lr}", 256, reach, target,
+                               budget, RELEASED_151M[256], eval_every=120, lr=lr)
+  second = sweep(args)
+  assert second.returncode == 0, second.stderr[-2000:]
+  assert "target loss 3:" in second.stdout
+  phase2 = slurm_runs((root / "phase2.sbatch").read_text())
+  assert len(phase2) == 16
+  for name, flags in phase2.items():
+    batch = int(name.split(",")[0].split("=")[1])
+    assert float(flags["config.train.stop_loss"]) == target
+    assert int(flags["config.data_budget_tokens"]) == budget
+    assert RELEASED_151M[batch] * batch * seq_len <= int(flags["config.train_tokens"]) <= 8 * budget
+  assert int(phase2["batch.size=16384,optimizer.lr=0.001"]["config.train_tokens"]) == 8 * budget
+  # A finished run at 512 caps its batch's other run at its steps (plus one eval), and the next
+  # batch at 1.1 x those steps: slower runs cannot be the minimum.
+  every = 120 * 256 * seq_len
+  name = "batch.size=512,optimizer.lr=0.001"
+  fake_runs.write_target_run(root, name, 512, RELEASED_151M[512], target, budget, 8 * RELEASED_151M[512],
+                             eval_every=60, stop_loss=target)
+  assert sweep(args).returncode == 0
+  capped = slurm_runs((root / "phase2.sbatch").read_text())
+  assert name not in capped
+  tokens_512 = int(capped["batch.size=512,optimizer.lr=0.00316"]["config.train_tokens"])
+  assert 12_000 * 512 * seq_len < tokens_512 <= 12_000 * 512 * seq_len + 2 * every
+  tokens_1024 = int(capped["batch.size=1024,optimizer.lr=0.001"]["config.train_tokens"])
+  assert 13_200 * 1024 * seq_len < tokens_1024 <= 13_200 * 1024 * seq_len + 2 * every
+  # Phase 2 ends with the released steps (the other learning rate 30% slower, stopped at its cap);
+  # the analysis of the root measures the curve's CBS.
+  for batch, reach in RELEASED_151M.items():
+    if batch == 256:
+      continue
+    for lr, slower in ((0.00316, 1.0), (0.001, 1.3)):
+      name = f"batch.size={batch},optimizer.lr={lr}"
+      if not (root / name).exists():
+        steps = int(1.2 * reach) if slower > 1 else 8 * reach
+        fake_runs.write_target_run(root, name, batch, int(slower * reach), target, budget, steps,
+                                   eval_every=max(1, reach // 200), lr=lr, stop_loss=target)
+  last = sweep(args)
+  assert "phase 2 (other batch sizes): 16 runs, 16 finished, 0 failed, 0 to run" in last.stdout
+  (group,) = measure.measure(runs_lib.load_sweep(root), b_opt=256)
+  assert [b["steps"] for b in group["best"]] == pytest.approx(list(RELEASED_151M.values()), rel=1e-3)
+  assert abs(group["cbs"] - RELEASED_CBS) < 5 and group["cbs_raw"] == 1024
