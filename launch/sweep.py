@@ -105,12 +105,16 @@ def launch(runs: list[grid.Run], root: epath.Path, phase: str, resolve: backends
            on_end) -> None:
   """Starts the runs of one phase that are neither finished nor failed, on the chosen backend."""
   statuses = [outcome.status(root / r.name) for r in runs]
-  todo = [r for r, s in zip(runs, statuses) if s not in ("finished", "failed")]
+  skipped = ("finished",) if _RETRY_FAILED.value else ("finished", "failed")
+  todo = [r for r, s in zip(runs, statuses) if s not in skipped]
   print(f"{phase + ': ' if phase else ''}{len(runs)} runs, {statuses.count('finished')} finished, "
         f"{statuses.count('failed')} failed, {len(todo)} to run "
         f"(manifest: {root / 'manifest.json'})", flush=True)
   if not todo:
     return
+  if not _DRY_RUN.value:
+    for r in todo:
+      outcome.clear_failure(root / r.name)
   backend = _BACKEND.value
   if backend == "local":
     backends.run_local(todo, root, _DRY_RUN.value, resolve, on_end)
@@ -132,9 +136,6 @@ def run_sweep(root: epath.Path, path: str) -> None:
   sweep = grid.load(path)
   runs = grid.expand(sweep)
   protocol = two_phase.spec(sweep, path)
-  if _RETRY_FAILED.value:
-    for r in runs:
-      outcome.clear_failure(root / r.name)
   if protocol is None:
     def manifest():
       backends.write_manifest(root, path, runs)

@@ -41,24 +41,39 @@ def test_grid_names_are_deterministic_and_readable(tmp_path):
   assert runs[1].overrides["optimizer.lr"] == 3e-3 and runs[1].overrides["mesh.data"] == 1
 
 
-def test_local_sweep_runs_writes_the_manifest_and_skips_finished_runs(tmp_path):
-  path = write_sweep(tmp_path / "s.py", {"batch.size": [16, 32]})
-  first = sweep([f"--sweep={path}", f"--root={tmp_path / 'root'}", "--backend=local"])
+def test_local_sweep_records_a_diverging_run_goes_on_and_skips_settled_runs(tmp_path):
+  path = write_sweep(tmp_path / "s.py", {"optimizer.lr": [1e30, 3.16e-3]})
+  diverging, good = "optimizer.lr=1e+30", "optimizer.lr=0.00316"
+  root = tmp_path / "root"
+  first = sweep([f"--sweep={path}", f"--root={root}", "--backend=local"])
   assert first.returncode == 0, first.stderr[-2000:]
-  manifest = json.loads((tmp_path / "root" / "manifest.json").read_text())
-  assert [r["status"] for r in manifest["runs"]] == ["finished", "finished"]
-  assert all((pathlib.Path(r["workdir"]) / "metrics.jsonl").exists() for r in manifest["runs"])
-  again = sweep([f"--sweep={path}", f"--root={tmp_path / 'root'}", "--backend=local"])
-  assert "2 runs, 2 finished, 0 to run" in again.stdout
-  # The in-process backend builds the same configs from the overrides: identical training.
-  one = write_sweep(tmp_path / "one.py", {"batch.size": [32]})
-  inprocess = sweep([f"--sweep={one}", f"--root={tmp_path / 'inproc'}", "--backend=inprocess"])
+  assert f"run {diverging} failed: cbs: non-finite loss or gradient at step" in first.stdout
+  manifest = {r["name"]: r for r in json.loads((root / "manifest.json").read_text())["runs"]}
+  assert [manifest[n]["status"] for n in (diverging, good)] == ["failed", "finished"]
+  failed = json.loads((root / diverging / "failed.json").read_text())
+  assert failed["exit_code"] == 1 and failed["reason"].startswith("cbs: non-finite loss")
+  assert manifest[diverging]["reason"] == failed["reason"]
+  assert (root / good / "done.json").exists()
+  again = sweep([f"--sweep={path}", f"--root={root}", "--backend=local"])
+  assert "2 runs, 1 finished, 1 failed, 0 to run" in again.stdout and "[1/" not in again.stdout
+  status = sweep([f"--root={root}", "--status"])
+  table = {line.split()[0]: line.split() for line in status.stdout.splitlines()[1:3]}
+  assert table[diverging][1:3] == ["failed", "6,144"] and table[diverging][4:6] == ["cbs:", "non-finite"]
+  assert table[good][1:3] == ["finished", "6,144"] and 2 < float(table[good][3]) < 6
+  assert status.stdout.strip().endswith("1 finished, 1 failed")
+  retry = sweep([f"--sweep={path}", f"--root={root}", "--backend=local", "--retry_failed", "--dry_run"])
+  assert "2 runs, 1 finished, 1 failed, 1 to run" in retry.stdout and "[1/1]" in retry.stdout
+  assert (root / diverging / "failed.json").exists()  # a dry run changes nothing
+  # The in-process backend records the same failure and trains the same run identically.
+  inprocess = sweep([f"--sweep={path}", f"--root={tmp_path / 'inproc'}", "--backend=inprocess"])
   assert inprocess.returncode == 0, inprocess.stderr[-2000:]
+  assert "non-finite loss" in json.loads((tmp_path / "inproc" / diverging / "failed.json").read_text())["reason"]
+
   def losses(root, name):
     lines = (tmp_path / root / name / "metrics.jsonl").read_text().splitlines()
     return [[r.get("loss"), r.get("eval_loss")] for r in map(json.loads, lines)]
 
-  assert losses("root", "batch.size=32") == losses("inproc", "batch.size=32")
+  assert losses("root", good) == losses("inproc", good)
 
 
 def test_inprocess_sweep_rejects_a_bad_override_before_running(tmp_path):
