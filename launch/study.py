@@ -75,7 +75,8 @@ def base_overrides(plan: Plan) -> dict:
   return {"mesh.data": 1, "data_budget_tokens": plan.max_budget,
           "schedule.warmup_tokens": plan.max_budget // 20, "ewa.decays": [0.99, 0.998],
           "eval.tokens": plan.eval_tokens, "eval.batch_size": 32,
-          "eval.every_tokens": plan.max_budget // plan.evals_per_budget,
+          "eval.every_tokens": plan.max_budget // plan.evals_per_budget, "eval.per_doubling": 0,
+          "eval.dense_from_tokens": 0,
           "checkpoint.every_tokens": 10 * plan.max_budget, "log.every_steps": 100}
 
 
