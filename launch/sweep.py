@@ -101,13 +101,16 @@ def run_slurm(runs: list[grid.Run], root: epath.Path, resolve: backends.Resolve,
     subprocess.run(["sbatch", str(root / name)], check=True)
 
 
-def launch(runs: list[grid.Run], root: epath.Path, phase: str, resolve: backends.Resolve,
-           on_end) -> None:
-  """Starts the runs of one phase that are neither finished nor failed, on the chosen backend."""
+def launch(runs: list[grid.Run], root: epath.Path, label: str, script: str,
+           resolve: backends.Resolve, on_end) -> None:
+  """Starts the runs of one phase that are neither finished nor failed, on the chosen backend.
+
+  `script` names the sbatch file of the slurm backend; `on_end` runs after each run has ended.
+  """
   statuses = [outcome.status(root / r.name) for r in runs]
   skipped = ("finished",) if _RETRY_FAILED.value else ("finished", "failed")
   todo = [r for r, s in zip(runs, statuses) if s not in skipped]
-  print(f"{phase + ': ' if phase else ''}{len(runs)} runs, {statuses.count('finished')} finished, "
+  print(f"{label}{len(runs)} runs, {statuses.count('finished')} finished, "
         f"{statuses.count('failed')} failed, {len(todo)} to run "
         f"(manifest: {root / 'manifest.json'})", flush=True)
   if not todo:
@@ -129,27 +132,27 @@ def launch(runs: list[grid.Run], root: epath.Path, phase: str, resolve: backends
   elif backend == "tpu":
     run_tpu(todo, root, resolve, on_end)
   else:
-    run_slurm(todo, root, resolve, f"{phase.split(' (')[0].replace(' ', '') or 'sweep'}.sbatch")
+    run_slurm(todo, root, resolve, script)
 
 
 def run_sweep(root: epath.Path, path: str) -> None:
   sweep = grid.load(path)
   runs = grid.expand(sweep)
   protocol = two_phase.spec(sweep, path)
-  if protocol is None:
-    def manifest():
-      backends.write_manifest(root, path, runs)
-    manifest()
-    launch(runs, root, "", lambda r: r, manifest)
-    manifest()
-    return
-  reference, others = two_phase.split(runs, protocol.b_opt)
   goal = None
 
   def manifest():
-    backends.write_manifest(root, path, runs, two_phase.manifest_section(goal, protocol))
+    extra = two_phase.manifest_section(goal, protocol) if protocol else None
+    backends.write_manifest(root, path, runs, extra)
+
   manifest()
-  launch(reference, root, f"phase 1 (reference batch {protocol.b_opt})", lambda r: r, manifest)
+  if protocol is None:
+    launch(runs, root, "", "sweep.sbatch", lambda r: r, manifest)
+    manifest()
+    return
+  reference, others = two_phase.split(runs, protocol.b_opt)
+  launch(reference, root, f"phase 1 (reference batch {protocol.b_opt}): ", "phase1.sbatch",
+         lambda r: r, manifest)
   goal = two_phase.target(root, reference, protocol.metric)
   manifest()
   if goal is None:
@@ -158,8 +161,8 @@ def run_sweep(root: epath.Path, path: str) -> None:
     return
   print(f"target loss {goal.loss:.6g}: the best reference loss after D={goal.budget:,} tokens; "
         f"phase 2 runs stop at it, within {protocol.cap:g} x D tokens", flush=True)
-  launch(others, root, "phase 2 (other batch sizes)", two_phase.Phase2(root, runs, goal, protocol),
-         manifest)
+  launch(others, root, "phase 2 (other batch sizes): ", "phase2.sbatch",
+         two_phase.Phase2(root, runs, goal, protocol), manifest)
   manifest()
 
 

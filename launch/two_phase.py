@@ -9,6 +9,7 @@ no longer be the minimum of its batch (`analysis.measure.step_cap`, from the run
 """
 
 import dataclasses
+import json
 import math
 
 from etils import epath
@@ -99,10 +100,14 @@ class Phase2:
 
   def __call__(self, run: grid.Run) -> grid.Run:
     batch, goal = batch_of(run), self.goal
-    tokens = int(self.spec.cap * goal.budget)
-    steps = measure.step_cap(self.finished(), batch, goal.loss, self.spec.metric)
-    if math.isfinite(steps):
-      tokens = min(tokens, capped_tokens(steps, batch, goal.seq_len, goal.eval_every))
+    started = self.root / run.name / "config.json"
+    if started.exists():  # a resumed run keeps its length (a shorter cap could end it unfinished)
+      tokens = json.loads(started.read_text())["config"]["train_tokens"]
+    else:
+      tokens = int(self.spec.cap * goal.budget)
+      steps = measure.step_cap(self.finished(), batch, goal.loss, self.spec.metric)
+      if math.isfinite(steps):
+        tokens = min(tokens, capped_tokens(steps, batch, goal.seq_len, goal.eval_every))
     return dataclasses.replace(run, overrides={
         **run.overrides, "train_tokens": tokens, "data_budget_tokens": goal.budget,
         "train.stop_loss": round(goal.loss, 6)})

@@ -3,6 +3,7 @@
 import json
 import pathlib
 import shlex
+import shutil
 import subprocess
 import sys
 
@@ -161,6 +162,16 @@ def test_two_phase_sweep_reaches_the_target_at_every_batch_and_measures_the_rele
   assert 12_000 * 512 * seq_len < tokens_512 <= 12_000 * 512 * seq_len + 2 * every
   tokens_1024 = int(capped["batch.size=1024,optimizer.lr=0.001"]["config.train_tokens"])
   assert 13_200 * 1024 * seq_len < tokens_1024 <= 13_200 * 1024 * seq_len + 2 * every
+  # The tpu backend starts the same runs; a started (preempted) run resumes with its own length.
+  started = root / "batch.size=2048,optimizer.lr=0.001"
+  started.mkdir()
+  (started / "config.json").write_text(json.dumps({"config": {"train_tokens": 123_456_789}}))
+  tpu = sweep([*args[:2], "--backend=tpu", "--tpu=pod", "--zone=z", "--dry_run"])
+  lines = {n: next(line for line in tpu.stdout.splitlines() if f"--workdir={root / n} " in line)
+           for n in ("batch.size=1024,optimizer.lr=0.001", started.name)}
+  assert f"--config.train_tokens={tokens_1024} " in lines["batch.size=1024,optimizer.lr=0.001"]
+  assert "--config.train_tokens=123456789 " in lines[started.name]
+  shutil.rmtree(started)
   # Phase 2 ends with the released steps (the other learning rate 30% slower, stopped at its cap);
   # the analysis of the root measures the curve's CBS.
   for batch, reach in RELEASED_151M.items():
