@@ -4,7 +4,7 @@ A sweep file opts in with `"two_phase": {"b_opt": 256, "cap": 8}`. Phase 1 train
 batch B_opt (all its learning rates, b2, EWA decays) to the data budget D; the target is the best
 loss they reach after D tokens (`analysis.measure.target_loss`, from their run directories). Phase 2
 runs every other batch with `train.stop_loss=<target>` and up to `cap x D` tokens (a batch of 16384
-needs about 6.4 D at 151M), capped further, as the study does, at the steps after which a run can
+needs about 6.3 D at 151M), capped further, as the study does, at the steps after which a run can
 no longer be the minimum of its batch (`analysis.measure.step_cap`, from the runs finished so far).
 """
 

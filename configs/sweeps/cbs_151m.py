@@ -2,7 +2,7 @@
 
 Phase 1 trains batch 256 (the paper's B_opt) with every learning rate and b2 to D; their best loss
 after D tokens, over the raw weights and every EWA decay, is the target. Phase 2 trains every other
-batch size until it reaches the target, within 8 D (batch 16384 needs about 6.4 D). Append `,xK` to
+batch size until it reaches the target, within 8 D (batch 16384 needs about 6.3 D). Append `,xK` to
 the config's size to measure at K times the Chinchilla budget.
 """
 
