@@ -1,8 +1,9 @@
 """When a run evaluates: a fixed token cadence, or log-spaced token counts, denser where it matters.
 
 Steps to a target loss are interpolated between the two evals that bracket the crossing, so the
-error is set by the evals' spacing *relative* to the crossing: log-spaced points (`eval.per_doubling`
-per doubling of tokens) give every run length and batch size the same relative resolution, and a
+error is set by the evals' spacing *relative* to the crossing: log-spaced points
+(`eval.per_doubling` per doubling of tokens) give every run length and batch size the same relative
+resolution, and a
 dense window (`eval.dense_from_tokens` on, `eval.dense_per_doubling` per doubling) refines it where
 the crossing is expected, near the data budget, as the CBS paper evaluates more often near the end.
 """

@@ -1,7 +1,8 @@
 """Where runs go: this process, local subprocesses, or local GPUs; and the sweep's manifest.
 
 Flag-free, so the sweep, study and probe commands share it. Every backend ends a run the same way
-(`outcome`): a failure is recorded in the run's `failed.json` and the manifest, and the others go on.
+(`outcome`): a failure is recorded in the run's `failed.json` and the manifest, and the others go
+on.
 A run's overrides may be completed just before it starts (`resolve`: the second phase of a CBS sweep
 caps a run by the runs finished so far).
 """
@@ -124,7 +125,8 @@ def run_gpus(runs: list[grid.Run], root: epath.Path, dry_run: bool = False, num_
       print(f"CUDA_VISIBLE_DEVICES={devices} {shlex.join(command)}", flush=True)
     try:
       if not dry_run:
-        outcome.attempt(command, root / run.name, env={**os.environ, "CUDA_VISIBLE_DEVICES": devices})
+        outcome.attempt(command, root / run.name,
+                        env={**os.environ, "CUDA_VISIBLE_DEVICES": devices})
         with lock:
           report(run, root)
           on_end()

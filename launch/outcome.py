@@ -70,8 +70,9 @@ def attempt(command: list[str], workdir: epath.Path, env: dict | None = None) ->
       last = line
   code = process.wait()
   if code != 0:
-    reason = last if code > 0 and last else "; ".join(filter(None, [last.strip(), _exit_reason(code)]))
-    record_failure(workdir, reason, code)
+    if code < 0 or not last:
+      last = "; ".join(filter(None, [last.strip(), _exit_reason(code)]))
+    record_failure(workdir, last, code)
   return status(workdir)
 
 

@@ -3,15 +3,17 @@
 
 `cbs` measures the critical batch size of a model on its data (Zhang et al. 2024, Definition 1), by
 default the tiny model on the embedded language; `--config` and `--config.KEY=VALUE` put any model
-and data under the same protocol (e.g. text files and a SentencePiece model: `data.source=text_files`,
-`data.files`, `data.vocab`), the study's own knobs (batch sizes, learning rates, budgets, run
-lengths) staying the study's. It runs a sweep over powers-of-two batch sizes with a learning-rate grid per batch,
-EWA on, then `analysis.cbs report` at several data budgets D from the same constant-LR runs (their
-curves do not depend on the run length), ending with the CBS table and the report path. To stay in
-minutes on a CPU it prunes work that cannot change the answer: reference runs (batch B_opt) train to
-the largest D and fix the target; every other run stops at the target (`train.stop_loss`), and is
-capped at the steps the best run of its batch size needed so far, since f(B) is a minimum over the
-learning rates (a run slower than that cannot be the minimum, for this D or any smaller one).
+and data under the same protocol (e.g. text files and a SentencePiece model:
+`data.source=text_files`, `data.files`, `data.vocab`), the study's own knobs (batch sizes, learning
+rates, budgets, run lengths) staying the study's. It runs a sweep over powers-of-two batch sizes
+with a learning-rate grid per batch, EWA on, then `analysis.cbs report` at several data budgets D
+from the same constant-LR runs (their curves do not depend on the run length), ending with the CBS
+table and the report path. To stay in minutes on a CPU it prunes work that cannot change the
+answer, as two-phase sweeps do (`launch.two_phase`): reference runs (batch B_opt) train to the
+largest D and fix the target; every other run stops at the target (`train.stop_loss`), and is
+capped at the steps the best run of its batch size needed so far (`analysis.measure.step_cap`),
+since f(B) is a minimum over the learning rates (a run slower than that cannot be the minimum, for
+this D or any smaller one).
 
 With `--theory` the report gains the least-squares testbed (`analysis.theory`): SGD on power-law
 linear regression, its CBS against data size next to the predicted exponent.
@@ -19,7 +21,8 @@ linear regression, its CBS against data size next to the predicted exponent.
 `adaptive` compares the norm-test schedule (Lau et al. 2024) with a small and a large constant batch
 and a stagewise ramp at equal tokens, and writes the comparison table and plots.
 
-Rerunning a study reuses every finished run (their workdirs hold done.json).
+Rerunning a study reuses every finished or failed run (their workdirs hold done.json or
+failed.json).
 """
 
 import argparse
@@ -169,7 +172,8 @@ def adaptive_study(root: str, plan: Plan, tokens: int, config: str = CONFIG,
                    user: dict | None = None) -> dict:
   """Norm test vs constant small / large batches vs a stagewise ramp, all for `tokens` tokens."""
   small, large = plan.batches[0], plan.batches[-1]
-  base = {**base_overrides(plan), **(user or {}), "train_tokens": tokens, "data_budget_tokens": tokens,
+  base = {**base_overrides(plan), **(user or {}), "train_tokens": tokens,
+          "data_budget_tokens": tokens,
           "eval.every_tokens": tokens // plan.evals_per_budget,
           "schedule.warmup_tokens": tokens // 20}
   stages = [[int(tokens * k / len(plan.batches)), b] for k, b in enumerate(plan.batches) if k]
@@ -214,7 +218,8 @@ def check_root(root: str, setup: dict) -> None:
     with open(manifest) as f:
       before = json.load(f).get("setup", setup)
     if before != setup:
-      raise ValueError(f"--root={root} holds a study of {before}, not {setup}; choose another --root")
+      raise ValueError(f"--root={root} holds a study of {before}, not {setup}; "
+                       "choose another --root")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -226,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--theory", action="store_true",
                  help="cbs: also run the least-squares testbed and add it to the report")
   p.add_argument("--config", default=CONFIG,
-                 help=f"the model and data to study (default {CONFIG}); then --config.KEY=VALUE ...")
+                 help=f"the model and data to study (default {CONFIG}); "
+                 "then --config.KEY=VALUE ...")
   args, extra = p.parse_known_args(argv)
   plan = QUICK if args.quick else FULL
   name = args.study + ("" if args.config == CONFIG else

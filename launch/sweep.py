@@ -6,7 +6,8 @@ reads it), skips finished and failed runs (`--retry_failed` retries the failed o
 rest, which resume from their own checkpoints (a preempted run goes on where it stopped). A run that
 fails (diverges, crashes, runs out of memory, exits non-zero) is recorded in its `failed.json` with
 the last line of its error, and the sweep goes on. `--dry_run` prints the exact commands or scripts
-and runs nothing; `--status` prints every run's status, tokens and last loss from the run directories.
+and runs nothing; `--status` prints every run's status, tokens and last loss from the run
+directories.
 
 A sweep file with a `two_phase` section is a CBS measurement (`two_phase.py`): the reference batch
 runs first; once it has finished the target is known and the other batches run to it. One command
@@ -41,7 +42,8 @@ _SWEEP = flags.DEFINE_string("sweep", None, "Sweep file (Python with get_sweep()
 _ROOT = flags.DEFINE_string("root", None, "Directory holding one workdir per run and the manifest.")
 _BACKEND = flags.DEFINE_enum("backend", "local", BACKENDS, "Where the runs go.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the commands or scripts; run nothing.")
-_STATUS = flags.DEFINE_bool("status", False, "Print each run's status, tokens and last loss; run nothing.")
+_STATUS = flags.DEFINE_bool("status", False,
+                            "Print each run's status, tokens and last loss; run nothing.")
 _RETRY_FAILED = flags.DEFINE_bool("retry_failed", False,
                                   "Run failed runs again (from their last checkpoint).")
 _NUM_GPUS = flags.DEFINE_integer("num_gpus", 0, "gpus: GPUs to use (0 = count them with nvidia-smi).")

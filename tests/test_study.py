@@ -61,7 +61,7 @@ def test_quick_cbs_study_on_the_users_config_and_text_files(tmp_path, capsys):
   assert [g["tokens"] for g in groups] == study.QUICK.budgets
   assert all(math.isfinite(g["cbs"]) for g in groups)
   run = json.loads((root / "batch.size=4,optimizer.lr=0.00177" / "config.json").read_text())
-  assert run["config"]["data"]["source"] == "text_files" and run["config"]["data"]["vocab"] == "byte"
+  assert (run["config"]["data"]["source"], run["config"]["data"]["vocab"]) == ("text_files", "byte")
   assert json.loads((root / "study.json").read_text())["config"] == "configs/tiny.py"
   # The root now belongs to this model and data; a bad key is named in one line.
   assert study.main(["cbs", "--quick", "--root", str(root)]) == 2

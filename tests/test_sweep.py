@@ -12,6 +12,7 @@ import pytest
 from analysis import measure
 from analysis import runs as runs_lib
 from launch import grid
+from launch import outcome
 from tests.analysis import fake_runs
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -59,22 +60,40 @@ def test_local_sweep_records_a_diverging_run_goes_on_and_skips_settled_runs(tmp_
   assert "2 runs, 1 finished, 1 failed, 0 to run" in again.stdout and "[1/" not in again.stdout
   status = sweep([f"--root={root}", "--status"])
   table = {line.split()[0]: line.split() for line in status.stdout.splitlines()[1:3]}
-  assert table[diverging][1:3] == ["failed", "6,144"] and table[diverging][4:6] == ["cbs:", "non-finite"]
+  assert table[diverging][1:3] == ["failed", "6,144"]
+  assert table[diverging][4:6] == ["cbs:", "non-finite"]
   assert table[good][1:3] == ["finished", "6,144"] and 2 < float(table[good][3]) < 6
   assert status.stdout.strip().endswith("1 finished, 1 failed")
-  retry = sweep([f"--sweep={path}", f"--root={root}", "--backend=local", "--retry_failed", "--dry_run"])
+  retry = sweep([f"--sweep={path}", f"--root={root}", "--backend=local", "--retry_failed",
+                 "--dry_run"])
   assert "2 runs, 1 finished, 1 failed, 1 to run" in retry.stdout and "[1/1]" in retry.stdout
   assert (root / diverging / "failed.json").exists()  # a dry run changes nothing
   # The in-process backend records the same failure and trains the same run identically.
   inprocess = sweep([f"--sweep={path}", f"--root={tmp_path / 'inproc'}", "--backend=inprocess"])
   assert inprocess.returncode == 0, inprocess.stderr[-2000:]
-  assert "non-finite loss" in json.loads((tmp_path / "inproc" / diverging / "failed.json").read_text())["reason"]
+  failed = json.loads((tmp_path / "inproc" / diverging / "failed.json").read_text())
+  assert "non-finite loss" in failed["reason"]
 
   def losses(root, name):
     lines = (tmp_path / root / name / "metrics.jsonl").read_text().splitlines()
     return [[r.get("loss"), r.get("eval_loss")] for r in map(json.loads, lines)]
 
   assert losses("root", good) == losses("inproc", good)
+
+
+@pytest.mark.parametrize("script,reason,code", [
+    ("echo starting; echo 'RuntimeError: boom' >&2; exit 3", "RuntimeError: boom", 3),
+    ("echo 'allocating' >&2; kill -9 $$", "allocating; killed by SIGKILL (exit code -9)", -9),
+])
+def test_a_remote_run_records_its_own_failure(tmp_path, script, reason, code):
+  """The wrapper of tpu and slurm runs: a crash or a kill (the out-of-memory killer) is recorded."""
+  workdir = tmp_path / "run"
+  result = subprocess.run([sys.executable, "-m", "launch.outcome", f"--workdir={workdir}", "--",
+                           "bash", "-c", script], cwd=ROOT, text=True, capture_output=True,
+                          check=False)
+  assert result.returncode == 1
+  assert json.loads((workdir / "failed.json").read_text()) == {"reason": reason, "exit_code": code}
+  assert outcome.status(workdir) == "failed"
 
 
 def test_inprocess_sweep_rejects_a_bad_override_before_running(tmp_path):
@@ -122,7 +141,8 @@ def test_two_phase_sweep_reaches_the_target_at_every_batch_and_measures_the_rele
   path.write_text(
       "def get_sweep():\n"
       "  return {'config': 'configs/cbs_paper.py:151m',\n"
-      f"          'axes': {{'batch.size': {list(RELEASED_151M)}, 'optimizer.lr': [1e-3, 3.16e-3]}},\n"
+      f"          'axes': {{'batch.size': {list(RELEASED_151M)},\n"
+      "                   'optimizer.lr': [1e-3, 3.16e-3]},\n"
       "          'two_phase': {'b_opt': 256}}\n")
   root = tmp_path / "root"
   args = [f"--sweep={path}", f"--root={root}", "--backend=slurm", "--dry_run"]
@@ -153,8 +173,8 @@ def test_two_phase_sweep_reaches_the_target_at_every_batch_and_measures_the_rele
   # batch at 1.1 x those steps: slower runs cannot be the minimum.
   every = 120 * 256 * seq_len
   name = "batch.size=512,optimizer.lr=0.001"
-  fake_runs.write_target_run(root, name, 512, RELEASED_151M[512], target, budget, 8 * RELEASED_151M[512],
-                             eval_every=60, stop_loss=target)
+  fake_runs.write_target_run(root, name, 512, RELEASED_151M[512], target, budget,
+                             8 * RELEASED_151M[512], eval_every=60, stop_loss=target)
   assert sweep(args).returncode == 0
   capped = slurm_runs((root / "phase2.sbatch").read_text())
   assert name not in capped
@@ -186,5 +206,6 @@ def test_two_phase_sweep_reaches_the_target_at_every_batch_and_measures_the_rele
   last = sweep(args)
   assert "phase 2 (other batch sizes): 16 runs, 16 finished, 0 failed, 0 to run" in last.stdout
   (group,) = measure.measure(runs_lib.load_sweep(root), b_opt=256)
-  assert [b["steps"] for b in group["best"]] == pytest.approx(list(RELEASED_151M.values()), rel=1e-3)
+  best_steps = [b["steps"] for b in group["best"]]
+  assert best_steps == pytest.approx(list(RELEASED_151M.values()), rel=1e-3)
   assert abs(group["cbs"] - RELEASED_CBS) < 5 and group["cbs_raw"] == 1024

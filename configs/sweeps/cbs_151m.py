@@ -1,4 +1,4 @@
-"""The CBS measurement of the 151M model at the Chinchilla budget, in two phases (`launch.two_phase`).
+"""The CBS measurement of the 151M model at the Chinchilla budget in two phases (launch.two_phase).
 
 Phase 1 trains batch 256 (the paper's B_opt) with every learning rate and b2 to D; their best loss
 after D tokens, over the raw weights and every EWA decay, is the target. Phase 2 trains every other

@@ -75,7 +75,8 @@ def write_target_run(root: pathlib.Path, name: str, batch: int, reach: int, targ
   config = {"train_tokens": steps * batch * seq_len, "data_budget_tokens": budget,
             "model": {"d_model": N_PARAMS}, "data": {"seq_len": seq_len},
             "batch": {"size": batch, "schedule": "constant"}, "optimizer": {"lr": lr},
-            "train": {"stop_loss": stop_loss}, "eval": {"every_tokens": eval_every * batch * seq_len}}
+            "train": {"stop_loss": stop_loss},
+            "eval": {"every_tokens": eval_every * batch * seq_len}}
   (workdir / "config.json").write_text(json.dumps(
       {"config": config, "params": {"non_embedding": N_PARAMS, "total": N_PARAMS}}))
   (workdir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
