@@ -2,9 +2,8 @@
 
 Flag-free, so the sweep, study and probe commands share it. Every backend ends a run the same way
 (`outcome`): a failure is recorded in the run's `failed.json` and the manifest, and the others go
-on.
-A run's overrides may be completed just before it starts (`resolve`: the second phase of a CBS sweep
-caps a run by the runs finished so far).
+on. A run's overrides may be completed just before it starts (`resolve`: the second phase of a CBS
+sweep caps a run by the runs finished so far); `on_end` is called after each run (the manifest).
 """
 
 import concurrent.futures
@@ -71,7 +70,8 @@ def run_local(runs: list[grid.Run], root: epath.Path, dry_run: bool = False,
 
 
 def run_inprocess(runs: list[grid.Run], root: epath.Path, dry_run: bool = False,
-                  progress=print, resolve: Resolve = _same) -> dict[str, str]:
+                  progress=print, resolve: Resolve = _same,
+                  on_end: Callable[[], None] = lambda: None) -> dict[str, str]:
   """Trains each run here in turn; returns {name: status}.
 
   Every config is built and validated before the first run starts, so a typo in the sweep fails in
@@ -102,6 +102,7 @@ def run_inprocess(runs: list[grid.Run], root: epath.Path, dry_run: bool = False,
     except Exception as e:  # noqa: BLE001  (diverged, crashed, out of memory: recorded, next run)
       outcome.record_failure(root / r.name, f"{type(e).__name__}: {e}", 1)
     statuses[r.name] = report(r, root, progress)
+    on_end()
   return statuses
 
 

@@ -124,7 +124,7 @@ def launch(runs: list[grid.Run], root: epath.Path, label: str, script: str,
   if backend == "local":
     backends.run_local(todo, root, _DRY_RUN.value, resolve, on_end)
   elif backend == "inprocess":
-    backends.run_inprocess(todo, root, _DRY_RUN.value, resolve=resolve)
+    backends.run_inprocess(todo, root, _DRY_RUN.value, resolve=resolve, on_end=on_end)
   elif backend == "gpus":
     try:
       backends.run_gpus(todo, root, _DRY_RUN.value, _NUM_GPUS.value, _GPUS_PER_RUN.value, resolve,
