@@ -76,7 +76,8 @@ def target(root: epath.Path, reference: list[grid.Run], metric: str) -> Target |
   budget = done[0].data_budget
   loss = measure.target_loss(done, budget, metric)
   if math.isnan(loss):
-    raise ValueError(f"no reference run evaluated up to D={budget:,} tokens")
+    raise ValueError(f"no reference run evaluated up to D={budget:,} tokens (they train "
+                     f"{done[0].config['train_tokens']:,}): phase 1 trains to data_budget_tokens")
   return Target(loss, budget, done[0].seq_len, int(done[0].config["eval"]["every_tokens"]))
 
 

@@ -68,11 +68,10 @@ def test_local_sweep_records_a_diverging_run_goes_on_and_skips_settled_runs(tmp_
                  "--dry_run"])
   assert "2 runs, 1 finished, 1 failed, 1 to run" in retry.stdout and "[1/1]" in retry.stdout
   assert (root / diverging / "failed.json").exists()  # a dry run changes nothing
-  # The in-process backend records the same failure and trains the same run identically.
-  inprocess = sweep([f"--sweep={path}", f"--root={tmp_path / 'inproc'}", "--backend=inprocess"])
+  # The in-process backend builds the same config from the overrides: identical training.
+  one = write_sweep(tmp_path / "one.py", {"optimizer.lr": [3.16e-3]})
+  inprocess = sweep([f"--sweep={one}", f"--root={tmp_path / 'inproc'}", "--backend=inprocess"])
   assert inprocess.returncode == 0, inprocess.stderr[-2000:]
-  failed = json.loads((tmp_path / "inproc" / diverging / "failed.json").read_text())
-  assert "non-finite loss" in failed["reason"]
 
   def losses(root, name):
     lines = (tmp_path / root / name / "metrics.jsonl").read_text().splitlines()
@@ -209,3 +208,38 @@ def test_two_phase_sweep_reaches_the_target_at_every_batch_and_measures_the_rele
   best_steps = [b["steps"] for b in group["best"]]
   assert best_steps == pytest.approx(list(RELEASED_151M.values()), rel=1e-3)
   assert abs(group["cbs"] - RELEASED_CBS) < 5 and group["cbs_raw"] == 1024
+
+
+def test_inprocess_two_phase_sweep_runs_both_phases_in_one_command_despite_failures(tmp_path):
+  path = tmp_path / "s.py"
+  path.write_text(
+      "def get_sweep():\n"
+      "  return {'config': 'configs/cbs_paper.py:tiny',\n"
+      "          'fixed': {'train_tokens': 4096, 'data_budget_tokens': 4096, 'mesh.data': 1,\n"
+      "                    'schedule.warmup_tokens': 1024,\n"
+      "                    'compile_cache_dir': '', 'eval.tokens': 2048, 'eval.every_tokens': 1024,\n"
+      "                    'eval.per_doubling': 0, 'eval.dense_from_tokens': 0},\n"
+      "          'axes': {'batch.size': [8, 16], 'optimizer.lr': [3.16e-3, 1e30]},\n"
+      "          'two_phase': {'b_opt': 8}}\n")
+  root = tmp_path / "root"
+  result = sweep([f"--sweep={path}", f"--root={root}", "--backend=inprocess"])
+  assert result.returncode == 0, result.stderr[-2000:]
+  # A diverging reference run fails without holding phase 2 back; so does a diverging phase-2 run.
+  assert "phase 2 (other batch sizes): 2 runs, 0 finished, 0 failed, 2 to run" in result.stdout
+  manifest = json.loads((root / "manifest.json").read_text())
+  assert [r["status"] for r in manifest["runs"]] == ["finished", "failed"] * 2
+  for r in manifest["runs"][1::2]:
+    assert r["reason"].startswith("NonFiniteError: non-finite loss or gradient at step")
+  reference = runs_lib.load_run(root / "batch.size=8,optimizer.lr=0.00316")
+  target = measure.target_loss([reference], 4096)
+  assert manifest["two_phase"]["target"] == target
+  run = runs_lib.load_run(root / "batch.size=16,optimizer.lr=0.00316")
+  # Capped at 1.1 x the reference's 8 steps: 8.8 steps of 1024 tokens, rounded up to the eval
+  # cadence, plus one eval; within it the run stops at the first eval at or below the target.
+  assert run.config["train"]["stop_loss"] == round(target, 6)
+  assert (run.config["train_tokens"], run.config["data_budget_tokens"]) == (10 * 1024, 4096)
+  final = run.evals[-1]
+  assert run.finished and (runs_lib.loss_after(run, final["tokens"], "best") <= round(target, 6)
+                           or final["tokens"] == 10 * 1024)
+  again = sweep([f"--sweep={path}", f"--root={root}", "--backend=inprocess"])
+  assert "phase 2 (other batch sizes): 2 runs, 1 finished, 1 failed, 0 to run" in again.stdout
