@@ -141,6 +141,7 @@ def run_sweep(root: epath.Path, path: str) -> None:
   sweep = grid.load(path)
   runs = grid.expand(sweep)
   protocol = two_phase.spec(sweep, path)
+  reference, others = two_phase.split(runs, protocol.b_opt) if protocol else (runs, [])
   goal = None
 
   def manifest():
@@ -152,7 +153,6 @@ def run_sweep(root: epath.Path, path: str) -> None:
     launch(runs, root, "", "sweep.sbatch", lambda r: r, manifest)
     manifest()
     return
-  reference, others = two_phase.split(runs, protocol.b_opt)
   launch(reference, root, f"phase 1 (reference batch {protocol.b_opt}): ", "phase1.sbatch",
          lambda r: r, manifest)
   goal = two_phase.target(root, reference, protocol.metric)
