@@ -15,6 +15,30 @@ from analysis import fits
 from analysis import runs as runs_lib
 
 
+def target_loss(reference: list[runs_lib.Run], budget: float, metric: str = "best") -> float:
+  """The best loss the reference runs (batch B_opt) reach after D tokens; nan if none got there."""
+  losses = [runs_lib.loss_after(r, budget, metric) for r in reference]
+  losses = [v for v in losses if not math.isnan(v)]
+  return min(losses) if losses else math.nan
+
+
+def step_cap(done: list[runs_lib.Run], batch: int, target: float, metric: str = "best") -> float:
+  """Steps after which a run at `batch` can no longer be f(batch), the minimum over its sweep.
+
+  The fewest steps to the target of a finished run at this batch, if one got there; else 1.1 x
+  that of the largest smaller batch (f does not grow with B; 10% slack for noise); else inf.
+  """
+  best: dict[int, float] = {}
+  for r in done:
+    steps, _ = runs_lib.best_crossing(r, target, metric)
+    if not math.isnan(steps):
+      best[r.batch_size] = min(steps, best.get(r.batch_size, math.inf))
+  if batch in best:
+    return best[batch]
+  smaller = [b for b in best if b < batch]
+  return 1.1 * best[max(smaller)] if smaller else math.inf
+
+
 def measure_group(group: list[runs_lib.Run], b_opt: int, metric: str,
                   target: float | None = None) -> dict:
   """The measurement of one group; see the module docstring."""
@@ -26,12 +50,10 @@ def measure_group(group: list[runs_lib.Run], b_opt: int, metric: str,
       sizes = sorted({r.batch_size for r in constant})
       raise ValueError(f"group {runs_lib.group_name(group[0])} has no run at --b_opt={b_opt} "
                        f"(batch sizes: {sizes}); pass --b_opt or --target")
-    losses = [runs_lib.loss_after(r, budget, metric) for r in reference]
-    losses = [v for v in losses if not math.isnan(v)]
-    if not losses:
+    target = target_loss(reference, budget, metric)
+    if math.isnan(target):
       raise ValueError(f"group {runs_lib.group_name(group[0])}: no reference run at batch {b_opt} "
                        f"has evaluated up to D={budget:,} tokens yet")
-    target = min(losses)
   rows = []
   for r in sorted(constant, key=lambda r: (r.batch_size, r.name)):
     steps, key = runs_lib.best_crossing(r, target, metric, "step")

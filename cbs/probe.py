@@ -119,6 +119,7 @@ def online_noise_scale(records: list[dict], tokens: int, window: float = 0.2) ->
 def probe(workdir: str, at_tokens: list[int], ks: list[float], branch_tokens: int, eps: float,
           lr_exponent: float, backend: str) -> dict:
   from launch import backends  # noqa: PLC0415
+  from launch import outcome  # noqa: PLC0415
 
   workdir = epath.Path(workdir)
   if not (workdir / "config.json").exists():
@@ -130,12 +131,9 @@ def probe(workdir: str, at_tokens: list[int], ks: list[float], branch_tokens: in
   points = checkpoint_points(workdir, at_tokens)
   runs = [r for p in points for r in branch_runs(workdir, parent, p, ks, branch_tokens, lr_exponent)]
   backends.write_manifest(root, "cbs.probe", runs)
-  todo = [r for r in runs if not backends.is_finished(root / r.name)]
-  if backend == "inprocess":
-    backends.run_inprocess(todo, root)
-  else:
-    commands = [backends.python_command(r, root / r.name) for r in todo]
-    {"local": backends.run_local, "gpus": backends.run_gpus}[backend](commands, False)
+  todo = [r for r in runs if not outcome.is_settled(root / r.name)]
+  {"inprocess": backends.run_inprocess, "local": backends.run_local,
+   "gpus": backends.run_gpus}[backend](todo, root)
   backends.write_manifest(root, "cbs.probe", runs)
   records = metrics.read_records(workdir)
   results = []

@@ -22,6 +22,7 @@ from etils import epath
 
 from cbs import checkpoint
 from cbs import data as data_lib
+from cbs import eval_schedule
 from cbs import ewa
 from cbs import flops
 from cbs import metrics
@@ -266,7 +267,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     done = tokens >= config.train_tokens
     preempted = stop_request.is_set() or checkpoints.reached_preemption(step)
     stopping = done or preempted or steps_this_run == stop_after_steps
-    eval_due = _crossed(tokens_before, tokens, config.eval.every_tokens) or done
+    eval_due = eval_schedule.due(config.eval, tokens_before, tokens) or done
     checkpoint_due = _crossed(tokens_before, tokens, config.checkpoint.every_tokens) or stopping
 
     if step % config.log.every_steps == 0 or stopping or eval_due or checkpoint_due:

@@ -66,11 +66,17 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
           " must be >= 0, or -1 (off)")
   require(config.data_budget_tokens >= 0,
            f"data_budget_tokens={config.data_budget_tokens!r} must be >= 0 (0 = train_tokens)")
-  for key in ("eval.every_tokens", "checkpoint.every_tokens", "schedule.warmup_tokens",
+  for key in ("eval.every_tokens", "eval.per_doubling", "eval.dense_from_tokens",
+              "checkpoint.every_tokens", "schedule.warmup_tokens",
               "optimizer.weight_decay", "optimizer.wd_timescale", "optimizer.clip",
               "train.stop_loss"):
     section, name = key.split(".")
     require(config[section][name] >= 0, f"{key}={config[section][name]!r} must be >= 0")
+  require(config.eval.per_doubling == 0 or config.eval.every_tokens > 0,
+           f"eval.per_doubling={config.eval.per_doubling} needs eval.every_tokens > 0 (the first eval)")
+  require(config.eval.dense_from_tokens == 0 or config.eval.dense_per_doubling > 0,
+           f"eval.dense_per_doubling={config.eval.dense_per_doubling} must be positive when "
+           f"eval.dense_from_tokens={config.eval.dense_from_tokens} is set")
   opt = config.optimizer
   require(not (opt.weight_decay > 0 and opt.wd_timescale > 0),
            f"optimizer.weight_decay={opt.weight_decay} and optimizer.wd_timescale="

@@ -129,7 +129,13 @@ def get_config() -> ml_collections.ConfigDict:
   c.ewa.horizons_tokens = ()  # EWAs with tau = exp(-tokens_per_step / horizon): batch-invariant
 
   c.eval = ml_collections.ConfigDict()
-  c.eval.every_tokens = 5_000_000  # evaluate raw and EWA weights this often
+  c.eval.every_tokens = 5_000_000  # evaluate raw and EWA weights this often (log-spaced: first eval)
+  # > 0: evaluate at log-spaced token counts instead, every_tokens x 2^(k / per_doubling), k >= 0
+  c.eval.per_doubling = 0
+  # > 0: also evaluate at dense_from_tokens x 2^(k / dense_per_doubling): dense where steps to target
+  # are interpolated (CBS runs: near the data budget)
+  c.eval.dense_from_tokens = 0
+  c.eval.dense_per_doubling = 16
   c.eval.tokens = 1_000_000  # size of the fixed held-out set, in tokens
   c.eval.batch_size = 64  # sequences per eval step
 

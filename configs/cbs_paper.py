@@ -5,8 +5,9 @@ SPEC is `SIZE` or `SIZE,xK`: SIZE one of 85m, 151m, 302m, 604m, 1.2b (C4, contex
 non-embedding parameter), so data size varies independently of model size (K may be fractional,
 e.g. x0.5). Protocol: AdamW with b1 0.95, eps 1e-8, no weight decay, clipping 1.0; constant learning
 rate after a linear warmup from 0.1 x peak over 25% of the Chinchilla tokens (a fixed token budget,
-whatever the batch size or K); several EWA decays evaluated together; batch 256 sequences (the
-paper's B_opt) unless overridden. Sweeps override batch.size, optimizer.lr and optimizer.b2.
+whatever the batch size or K); five EWA decays evaluated together; evals log-spaced in tokens, dense
+from D/2 on; batch 256 sequences (the paper's B_opt) unless overridden. Sweeps override batch.size,
+optimizer.lr and optimizer.b2 (`configs/sweeps/cbs_151m.py`: the two-phase protocol).
 """
 
 import ml_collections
@@ -39,7 +40,14 @@ def get_config(spec: str = "tiny") -> ml_collections.ConfigDict:
                           clip=1.0))
   c.schedule.update(dict(name="constant", warmup_tokens=min(chinchilla // 4, c.train_tokens),
                          warmup_init=0.1))
-  c.ewa.decays = (0.99, 0.998, 0.999, 0.9995)
-  c.eval.every_tokens = max(c.train_tokens // 40, 1)  # dense enough to interpolate the crossing
+  c.ewa.decays = (0.99, 0.995, 0.998, 0.999, 0.9995)
+  # Evals log-spaced in tokens (4 per doubling from D/64 on) and 16 per doubling (4.4% apart) from
+  # D/2 on, where every batch crosses the target, up to the 8 D of a two-phase sweep; the paper's
+  # schedule was ad hoc (denser near the end, every 100 steps at very large batches): this one gives
+  # every batch size and run length the same relative resolution at the interpolated crossing.
+  c.eval.every_tokens = max(c.train_tokens // 64, 1)
+  c.eval.per_doubling = 4
+  c.eval.dense_from_tokens = max(c.train_tokens // 2, 1)
+  c.eval.dense_per_doubling = 16
   c.checkpoint.every_tokens = max(c.train_tokens // 10, 1)
   return c

@@ -1,7 +1,9 @@
 """Where runs go: this process, local subprocesses, or local GPUs; and the sweep's manifest.
 
-Flag-free, so the sweep, study and probe commands share it. A run's workdir is finished when it
-holds `done.json` (or `failed.json`: a diverged run that a rerun would repeat); both are skipped.
+Flag-free, so the sweep, study and probe commands share it. Every backend ends a run the same way
+(`outcome`): a failure is recorded in the run's `failed.json` and the manifest, and the others go
+on. A run's overrides may be completed just before it starts (`resolve`: the second phase of a CBS
+sweep caps a run by the runs finished so far); `on_end` is called after each run (the manifest).
 """
 
 import concurrent.futures
@@ -10,82 +12,103 @@ import os
 import shlex
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 
 from etils import epath
 
 from launch import grid
+from launch import outcome
+
+Resolve = Callable[[grid.Run], grid.Run]
 
 
-def is_finished(workdir: epath.Path) -> bool:
-  """Finished, or failed in a way a rerun would repeat (a diverged run): either way, skipped."""
-  return (workdir / "done.json").exists() or (workdir / "failed.json").exists()
+def _same(run: grid.Run) -> grid.Run:
+  return run
 
 
-def _status(workdir: epath.Path) -> str:
-  if (workdir / "failed.json").exists():
-    return "failed"
-  return "finished" if (workdir / "done.json").exists() else "pending"
-
-
-def write_manifest(root: epath.Path, sweep_path: str, runs: list[grid.Run]) -> None:
-  entries = [{"name": r.name, "workdir": str(root / r.name), "config": r.config,
-              "overrides": r.overrides,
-              "status": _status(root / r.name)} for r in runs]
+def write_manifest(root: epath.Path, sweep_path: str, runs: list[grid.Run],
+                   extra: dict | None = None) -> None:
+  """`ROOT/manifest.json`: every run with its overrides, workdir, status (and why it failed)."""
+  entries = []
+  for r in runs:
+    workdir = root / r.name
+    entry = {"name": r.name, "workdir": str(workdir), "config": r.config, "overrides": r.overrides,
+             "status": outcome.status(workdir)}
+    if entry["status"] == "failed":
+      entry["reason"] = outcome.failure(workdir).get("reason", "")
+    entries.append(entry)
   root.mkdir(parents=True, exist_ok=True)
-  (root / "manifest.json").write_text(json.dumps({"sweep": sweep_path, "runs": entries}, indent=2))
+  (root / "manifest.json").write_text(json.dumps({"sweep": sweep_path, **(extra or {}),
+                                                  "runs": entries}, indent=2))
 
 
 def python_command(run: grid.Run, workdir: epath.Path, python: str = sys.executable) -> list[str]:
   return [python, *run.args(str(workdir))]
 
 
-def run_local(commands: list[list[str]], dry_run: bool) -> None:
-  for i, command in enumerate(commands, 1):
-    print(f"[{i}/{len(commands)}] {shlex.join(command)}", flush=True)
+def report(run: grid.Run, root: epath.Path, progress=print) -> str:
+  """Prints how a run ended unless it finished, and returns its status."""
+  status = outcome.status(root / run.name)
+  if status == "failed":
+    progress(f"run {run.name} failed: {outcome.failure(root / run.name)['reason']}")
+  elif status == "started":
+    progress(f"run {run.name} stopped before its end (preempted?); rerun to resume it")
+  return status
+
+
+def run_local(runs: list[grid.Run], root: epath.Path, dry_run: bool = False,
+              resolve: Resolve = _same, on_end: Callable[[], None] = lambda: None) -> None:
+  """One after another, each in its own process."""
+  for i, r in enumerate(runs, 1):
+    command = python_command(resolve(r), root / r.name)
+    print(f"[{i}/{len(runs)}] {shlex.join(command)}", flush=True)
     if not dry_run:
-      subprocess.run(command, check=True)
+      outcome.attempt(command, root / r.name)
+      report(r, root)
+      on_end()
 
 
 def run_inprocess(runs: list[grid.Run], root: epath.Path, dry_run: bool = False,
-                  progress=print) -> dict[str, str]:
-  """Trains each run here in turn; returns {name: finished | failed: why}.
+                  progress=print, resolve: Resolve = _same,
+                  on_end: Callable[[], None] = lambda: None) -> dict[str, str]:
+  """Trains each run here in turn; returns {name: status}.
 
   Every config is built and validated before the first run starts, so a typo in the sweep fails in
-  one line at once; a run that diverges is recorded as failed and the sweep goes on.
+  one line at once; a run that diverges or crashes is recorded as failed and the sweep goes on.
   """
   import jax  # noqa: PLC0415  (the other backends never load JAX in the launcher)
 
   from cbs import validation  # noqa: PLC0415
 
-  configs = []
   for r in runs:
     try:
-      config = grid.load_config(r.config, r.overrides)
-      validation.validate(config, jax.device_count(), jax.process_count())
+      validation.validate(grid.load_config(r.config, r.overrides), jax.device_count(),
+                          jax.process_count())
     except (ValueError, validation.ConfigError) as e:
       raise ValueError(f"run {r.name}: {e}") from None
-    configs.append(config)
   from cbs import train  # noqa: PLC0415
 
-  status = {}
-  for i, (r, config) in enumerate(zip(runs, configs), 1):
+  statuses = {}
+  for i, r in enumerate(runs, 1):
     progress(f"[{i}/{len(runs)}] {r.name}")
     if dry_run:
       continue
+    config = grid.load_config(r.config, resolve(r).overrides)
     if config.compile_cache_dir:
       jax.config.update("jax_compilation_cache_dir", os.path.expanduser(config.compile_cache_dir))
     try:
       train.train_and_evaluate(config, str(root / r.name))
-      status[r.name] = "finished"
-    except train.NonFiniteError as e:
-      status[r.name] = f"failed: {e}"
-      (root / r.name / "failed.json").write_text(json.dumps({"error": str(e)}))
-      progress(f"run {r.name} failed: {e}")
-  return status
+    except Exception as e:  # noqa: BLE001  (diverged, crashed, out of memory: recorded, next run)
+      outcome.record_failure(root / r.name, f"{type(e).__name__}: {e}", 1)
+    statuses[r.name] = report(r, root, progress)
+    on_end()
+  return statuses
 
 
-def run_gpus(commands: list[list[str]], dry_run: bool, num_gpus: int = 0,
-             gpus_per_run: int = 1) -> None:
+def run_gpus(runs: list[grid.Run], root: epath.Path, dry_run: bool = False, num_gpus: int = 0,
+             gpus_per_run: int = 1, resolve: Resolve = _same,
+             on_end: Callable[[], None] = lambda: None) -> None:
   """Runs in parallel, one per group of `gpus_per_run` local GPUs (CUDA_VISIBLE_DEVICES)."""
   total = num_gpus or len(subprocess.run(["nvidia-smi", "-L"], capture_output=True,
                                          text=True, check=True).stdout.splitlines())
@@ -94,16 +117,24 @@ def run_gpus(commands: list[list[str]], dry_run: bool, num_gpus: int = 0,
   if not slots:
     raise ValueError(f"--gpus_per_run={gpus_per_run} exceeds the {total} GPUs")
   free = list(slots)
+  lock = threading.Lock()
 
-  def launch(command):
-    devices = free.pop()
-    try:
+  def launch(run):
+    with lock:  # resolved when a slot is free: it sees every run finished before it
+      devices = free.pop()
+      command = python_command(resolve(run), root / run.name)
       print(f"CUDA_VISIBLE_DEVICES={devices} {shlex.join(command)}", flush=True)
+    try:
       if not dry_run:
-        subprocess.run(command, check=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": devices})
+        outcome.attempt(command, root / run.name,
+                        env={**os.environ, "CUDA_VISIBLE_DEVICES": devices})
+        with lock:
+          report(run, root)
+          on_end()
     finally:
-      free.append(devices)
+      with lock:
+        free.append(devices)
 
   with concurrent.futures.ThreadPoolExecutor(len(slots)) as pool:
-    for future in [pool.submit(launch, c) for c in commands]:
+    for future in [pool.submit(launch, r) for r in runs]:
       future.result()

@@ -1,15 +1,25 @@
 """Runs a sweep: `python -m launch.sweep --sweep=FILE --root=DIR --backend=local|gpus|tpu|slurm`.
 
 Expands the grid of the sweep file (see `grid.py`) into `DIR/<run name>` workdirs, writes
-`DIR/manifest.json` (every run with its overrides, workdir and status; the analysis reads it), skips
-finished runs (their workdir holds `done.json`) and starts the rest, which resume from their own
-checkpoints. `--dry_run` prints the exact commands or scripts and runs nothing.
+`DIR/manifest.json` (every run with its overrides, workdir, status and why it failed; the analysis
+reads it), skips finished and failed runs (`--retry_failed` retries the failed ones) and starts the
+rest, which resume from their own checkpoints (a preempted run goes on where it stopped). A run that
+fails (diverges, crashes, runs out of memory, exits non-zero) is recorded in its `failed.json` with
+the last line of its error, and the sweep goes on. `--dry_run` prints the exact commands or scripts
+and runs nothing; `--status` prints every run's status, tokens and last loss from the run
+directories.
+
+A sweep file with a `two_phase` section is a CBS measurement (`two_phase.py`): the reference batch
+runs first; once it has finished the target is known and the other batches run to it. One command
+drives both phases: backends that wait for their runs (local, inprocess, gpus, tpu) go straight on;
+with slurm, run the same command again once the phase-1 jobs have ended.
 
 Backends: `local` runs one after another here, each in its own process; `inprocess` runs them one
-after another inside this process (no per-run interpreter start and imports: small CPU runs); `gpus` runs one per local GPU in parallel
-(`CUDA_VISIBLE_DEVICES`); `tpu` runs each on all workers of a TPU VM through `gcloud ... ssh
---worker=all` after a setup step that installs the project there; `slurm` writes and submits an
-sbatch array whose tasks start multi-node runs with `srun` (jax.distributed reads Slurm's layout).
+after another inside this process (no per-run interpreter start and imports: small CPU runs); `gpus`
+runs one per local GPU in parallel (`CUDA_VISIBLE_DEVICES`); `tpu` runs each on all workers of a TPU
+VM through `gcloud ... ssh --worker=all` after a setup step that installs the project there; `slurm`
+writes and submits an sbatch array whose tasks start multi-node runs with `srun` (jax.distributed
+reads Slurm's layout). Remote runs record their own failures (`python -m launch.outcome`).
 """
 
 import os
@@ -23,12 +33,19 @@ from etils import epath
 
 from launch import backends
 from launch import grid
+from launch import outcome
+from launch import status_table
+from launch import two_phase
 
 BACKENDS = ("local", "inprocess", "gpus", "tpu", "slurm")
 _SWEEP = flags.DEFINE_string("sweep", None, "Sweep file (Python with get_sweep()).")
 _ROOT = flags.DEFINE_string("root", None, "Directory holding one workdir per run and the manifest.")
 _BACKEND = flags.DEFINE_enum("backend", "local", BACKENDS, "Where the runs go.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the commands or scripts; run nothing.")
+_STATUS = flags.DEFINE_bool("status", False,
+                            "Print each run's status, tokens and last loss; run nothing.")
+_RETRY_FAILED = flags.DEFINE_bool("retry_failed", False,
+                                  "Run failed runs again (from their last checkpoint).")
 _NUM_GPUS = flags.DEFINE_integer("num_gpus", 0, "gpus: GPUs to use (0 = count them with nvidia-smi).")
 _GPUS_PER_RUN = flags.DEFINE_integer("gpus_per_run", 1, "gpus: GPUs given to each run.")
 _TPU = flags.DEFINE_string("tpu", "", "tpu: TPU VM name.")
@@ -38,21 +55,36 @@ _NODES = flags.DEFINE_integer("nodes", 1, "slurm: nodes per run.")
 _SLURM_ARGS = flags.DEFINE_string("slurm_args", "", "slurm: extra #SBATCH options, e.g. '--time=24:00:00'.")
 
 
-def run_tpu(commands: list[list[str]], dry_run: bool) -> None:
+def recorded(command: list[str], workdir: epath.Path, python: str) -> list[str]:
+  """A remote run's command, wrapped so that it records its own failure in its workdir."""
+  return [python, "-m", "launch.outcome", f"--workdir={workdir}", "--", python, *command[1:],
+          "--config.mesh.distributed=True"]
+
+
+def run_tpu(runs: list[grid.Run], root: epath.Path, resolve: backends.Resolve,
+            on_end) -> None:
   if not (_TPU.value and _ZONE.value):
     raise app.UsageError("--backend=tpu needs --tpu and --zone")
   ssh = ["gcloud", "compute", "tpus", "tpu-vm", "ssh", _TPU.value, f"--zone={_ZONE.value}",
          "--worker=all", "--command"]
   setup = (f"test -d cbs || git clone {_REPO.value} cbs; cd cbs && python3 -m venv .venv && "
            ".venv/bin/pip install -q -e . 'jax[tpu]'")
-  steps = [ssh + [setup]] + [
-      ssh + ["cd cbs && " + shlex.join([".venv/bin/python", *c[1:],
-                                        "--config.mesh.distributed=True"])] for c in commands]
-  backends.run_local(steps, dry_run)
+  steps = [(None, ssh + [setup])] + [(r, None) for r in runs]
+  for i, (run, command) in enumerate(steps):
+    if run:
+      inner = recorded(backends.python_command(resolve(run), root / run.name), root / run.name,
+                       ".venv/bin/python")
+      command = ssh + ["cd cbs && " + shlex.join(inner)]
+    print(f"[{i}/{len(runs)}] {shlex.join(command)}", flush=True)
+    if not _DRY_RUN.value:
+      subprocess.run(command, check=run is None)
+      if run:
+        backends.report(run, root)
+        on_end()
 
 
 def slurm_script(commands: list[list[str]], root: epath.Path) -> str:
-  lines = "\n".join(shlex.join([*c, "--config.mesh.distributed=True"]) for c in commands)
+  lines = "\n".join(shlex.join(c) for c in commands)
   options = "".join(f"#SBATCH {o}\n" for o in shlex.split(_SLURM_ARGS.value))
   return (f"#!/bin/bash\n#SBATCH --array=0-{len(commands) - 1}\n#SBATCH --nodes={_NODES.value}\n"
           f"#SBATCH --ntasks-per-node=1\n#SBATCH --output={root}/slurm-%A_%a.out\n{options}"
@@ -60,45 +92,97 @@ def slurm_script(commands: list[list[str]], root: epath.Path) -> str:
           "srun bash -c \"${RUNS[$SLURM_ARRAY_TASK_ID]}\"\n")
 
 
+def run_slurm(runs: list[grid.Run], root: epath.Path, resolve: backends.Resolve,
+              name: str) -> None:
+  commands = [recorded(backends.python_command(resolve(r), root / r.name), root / r.name,
+                       sys.executable) for r in runs]
+  script = slurm_script(commands, root)
+  (root / name).write_text(script)
+  print(script, flush=True)
+  if not _DRY_RUN.value:
+    subprocess.run(["sbatch", str(root / name)], check=True)
+
+
+def launch(runs: list[grid.Run], root: epath.Path, label: str, script: str,
+           resolve: backends.Resolve, on_end) -> None:
+  """Starts the runs of one phase that are neither finished nor failed, on the chosen backend.
+
+  `script` names the sbatch file of the slurm backend; `on_end` runs after each run has ended.
+  """
+  statuses = [outcome.status(root / r.name) for r in runs]
+  skipped = ("finished",) if _RETRY_FAILED.value else ("finished", "failed")
+  todo = [r for r, s in zip(runs, statuses) if s not in skipped]
+  print(f"{label}{len(runs)} runs, {statuses.count('finished')} finished, "
+        f"{statuses.count('failed')} failed, {len(todo)} to run "
+        f"(manifest: {root / 'manifest.json'})", flush=True)
+  if not todo:
+    return
+  if not _DRY_RUN.value:
+    for r in todo:
+      outcome.clear_failure(root / r.name)
+  backend = _BACKEND.value
+  if backend == "local":
+    backends.run_local(todo, root, _DRY_RUN.value, resolve, on_end)
+  elif backend == "inprocess":
+    backends.run_inprocess(todo, root, _DRY_RUN.value, resolve=resolve, on_end=on_end)
+  elif backend == "gpus":
+    try:
+      backends.run_gpus(todo, root, _DRY_RUN.value, _NUM_GPUS.value, _GPUS_PER_RUN.value, resolve,
+                        on_end)
+    except ValueError as e:
+      raise app.UsageError(str(e)) from None
+  elif backend == "tpu":
+    run_tpu(todo, root, resolve, on_end)
+  else:
+    run_slurm(todo, root, resolve, script)
+
+
+def run_sweep(root: epath.Path, path: str) -> None:
+  sweep = grid.load(path)
+  runs = grid.expand(sweep)
+  protocol = two_phase.spec(sweep, path)
+  reference, others = two_phase.split(runs, protocol.b_opt) if protocol else (runs, [])
+  goal = None
+
+  def manifest():
+    extra = two_phase.manifest_section(goal, protocol) if protocol else None
+    backends.write_manifest(root, path, runs, extra)
+
+  manifest()
+  if protocol is None:
+    launch(runs, root, "", "sweep.sbatch", lambda r: r, manifest)
+    manifest()
+    return
+  launch(reference, root, f"phase 1 (reference batch {protocol.b_opt}): ", "phase1.sbatch",
+         lambda r: r, manifest)
+  goal = two_phase.target(root, reference, protocol.metric)
+  manifest()
+  if goal is None:
+    print(f"phase 2 ({len(others)} runs) starts once the reference runs have ended: run this "
+          "command again then", flush=True)
+    return
+  print(f"target loss {goal.loss:.6g}: the best reference loss after D={goal.budget:,} tokens; "
+        f"phase 2 runs stop at it, within {protocol.cap:g} x D tokens", flush=True)
+  launch(others, root, "phase 2 (other batch sizes): ", "phase2.sbatch",
+         two_phase.Phase2(root, runs, goal, protocol), manifest)
+  manifest()
+
+
 def main(argv: list[str]) -> None:
   del argv
   root = epath.Path(_ROOT.value if "://" in _ROOT.value else os.path.abspath(_ROOT.value))
   try:
-    runs = grid.expand(grid.load(_SWEEP.value))
-  except ValueError as e:
+    if _STATUS.value:
+      print(status_table.render(root))
+      return
+    if not _SWEEP.value:
+      raise ValueError("--sweep=FILE is required (or --status to read the root)")
+    run_sweep(root, _SWEEP.value)
+  except (ValueError, FileNotFoundError) as e:
     print(f"launch.sweep: {e}", file=sys.stderr)
     sys.exit(2)
-  backends.write_manifest(root, _SWEEP.value, runs)
-  todo = [r for r in runs if not backends.is_finished(root / r.name)]
-  print(f"{len(runs)} runs, {len(runs) - len(todo)} finished, {len(todo)} to run "
-        f"(manifest: {root / 'manifest.json'})", flush=True)
-  if not todo:
-    return
-  commands = [backends.python_command(r, root / r.name) for r in todo]
-  if _BACKEND.value == "local":
-    backends.run_local(commands, _DRY_RUN.value)
-  elif _BACKEND.value == "inprocess":
-    try:
-      backends.run_inprocess(todo, root, _DRY_RUN.value)
-    except ValueError as e:
-      print(f"launch.sweep: {e}", file=sys.stderr)
-      sys.exit(2)
-  elif _BACKEND.value == "gpus":
-    try:
-      backends.run_gpus(commands, _DRY_RUN.value, _NUM_GPUS.value, _GPUS_PER_RUN.value)
-    except ValueError as e:
-      raise app.UsageError(str(e)) from None
-  elif _BACKEND.value == "tpu":
-    run_tpu(commands, _DRY_RUN.value)
-  else:
-    script = slurm_script(commands, root)
-    (root / "sweep.sbatch").write_text(script)
-    print(script, flush=True)
-    if not _DRY_RUN.value:
-      subprocess.run(["sbatch", str(root / "sweep.sbatch")], check=True)
-  backends.write_manifest(root, _SWEEP.value, runs)
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["sweep", "root"])
+  flags.mark_flags_as_required(["root"])
   app.run(main)

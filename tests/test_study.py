@@ -5,6 +5,7 @@ import math
 import pathlib
 
 from launch import study
+from tests.data import corpus
 
 
 def test_quick_cbs_study_reports_a_cbs_inside_the_swept_range(tmp_path, capsys):
@@ -42,3 +43,29 @@ def test_quick_adaptive_study_compares_schedules_at_equal_tokens(tmp_path):
   # At equal tokens, a bigger batch has taken fewer steps.
   assert rows[large]["steps"][-1] < rows["schedule=norm"]["steps"][-1] < rows[small]["steps"][-1]
   assert pathlib.Path(root / "report" / "schedules.png").stat().st_size > 10_000
+
+
+def test_quick_cbs_study_on_the_users_config_and_text_files(tmp_path, capsys):
+  for f in range(2):
+    (tmp_path / f"part{f}.jsonl").write_text("".join(
+        json.dumps({"text": corpus.document(f * 300 + i)}) + "\n" for i in range(300)))
+  (tmp_path / "held_out.jsonl").write_text("".join(
+      json.dumps({"text": corpus.document(10_000 + i)}) + "\n" for i in range(60)))
+  root = tmp_path / "cbs"
+  args = ["cbs", "--quick", "--root", str(root), "--config=configs/tiny.py",
+          "--config.data.source=text_files", f"--config.data.files={tmp_path}/part*.jsonl",
+          f"--config.data.eval_files={tmp_path}/held_out.jsonl"]
+  assert study.main(args) == 0
+  assert "report: " in capsys.readouterr().out
+  groups = json.loads((root / "report" / "results.json").read_text())["groups"]
+  assert [g["tokens"] for g in groups] == study.QUICK.budgets
+  assert all(math.isfinite(g["cbs"]) for g in groups)
+  run = json.loads((root / "batch.size=4,optimizer.lr=0.00177" / "config.json").read_text())
+  assert (run["config"]["data"]["source"], run["config"]["data"]["vocab"]) == ("text_files", "byte")
+  assert json.loads((root / "study.json").read_text())["config"] == "configs/tiny.py"
+  # The root now belongs to this model and data; a bad key is named in one line.
+  assert study.main(["cbs", "--quick", "--root", str(root)]) == 2
+  assert "holds a study of" in capsys.readouterr().err
+  assert study.main(["cbs", "--quick", "--root", str(tmp_path / "other"), *args[4:],
+                     "--config.data.sourcee=x"]) == 2
+  assert "no key 'data.sourcee'" in capsys.readouterr().err.strip().splitlines()[-1]

@@ -1,0 +1,32 @@
+"""`launch.sweep --status`: where every run of a sweep stands, read from its run directory alone."""
+
+import json
+
+from etils import epath
+
+from analysis import runs as runs_lib
+from launch import outcome
+
+
+def row(name: str, workdir: epath.Path) -> list[str]:
+  """run, status, tokens trained, last train loss, and why it failed."""
+  status = outcome.status(workdir)
+  records = (runs_lib.read_jsonl(workdir / "metrics.jsonl")
+             if (workdir / "metrics.jsonl").exists() else [])
+  tokens = max((r["tokens"] for r in records if "tokens" in r), default=0)
+  losses = [r["loss"] for r in records if "loss" in r]
+  return [name, status, f"{tokens:,}", f"{losses[-1]:.4f}" if losses else "-",
+          outcome.failure(workdir).get("reason", "")]
+
+
+def render(root: epath.Path) -> str:
+  manifest = root / "manifest.json"
+  if not manifest.exists():
+    raise FileNotFoundError(f"--root={root} holds no manifest.json (is it a launch.sweep root?)")
+  rows = [["run", "status", "tokens", "last loss", "reason"]]
+  rows += [row(e["name"], root / e["name"]) for e in json.loads(manifest.read_text())["runs"]]
+  widths = [max(len(r[i]) for r in rows) for i in range(4)]
+  lines = ["  ".join([*(c.ljust(w) if i != 2 else c.rjust(w) for i, (c, w) in
+                        enumerate(zip(r, widths))), r[4]]).rstrip() for r in rows]
+  counts = {s: sum(r[1] == s for r in rows[1:]) for s in outcome.STATUSES}
+  return "\n".join(lines + [", ".join(f"{n} {s}" for s, n in counts.items() if n)])
