@@ -52,7 +52,7 @@ def main(argv: list[str]) -> None:
     from cbs import train  # after validation: a bad config fails without loading TensorFlow
     try:
       train.train_and_evaluate(config, _WORKDIR.value)
-    except train.NonFiniteError as e:
+    except (train.NonFiniteError, train.checkpoint.CheckpointError) as e:
       print(f"cbs: {e}", file=sys.stderr)
       sys.exit(1)
   except validation.ConfigError as e:
