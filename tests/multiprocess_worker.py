@@ -1,5 +1,7 @@
 """One of two `jax.distributed` CPU processes (4 fake devices each) training the 8-device test run.
 
+It stops after step 2 and resumes in the same process, as a preempted multi-host job would.
+
     python -m tests.multiprocess_worker PROCESS_ID PORT WORKDIR   (from the repository root)
 """
 
@@ -19,7 +21,10 @@ def main(process_id: int, port: str, workdir: str) -> None:
   jax.distributed.initialize(coordinator_address=f"localhost:{port}", num_processes=2,
                              process_id=process_id)
   assert jax.process_count() == 2 and jax.device_count() == 8
-  train.train_and_evaluate(test_multiprocess.config(), workdir)
+  # Stopped and resumed: both hosts must take the same restore decision.
+  train.train_and_evaluate(test_multiprocess.config(), workdir, stop_after_steps=2)
+  progress = train.train_and_evaluate(test_multiprocess.config(), workdir)
+  assert (progress["resumed_from"], progress["steps_run"]) == (2, 3), progress
 
 
 if __name__ == "__main__":

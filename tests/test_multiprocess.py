@@ -1,4 +1,7 @@
-"""Two jax.distributed processes on localhost (4 CPU devices each) train like one 8-device process."""
+"""Two jax.distributed processes on localhost (4 CPU devices each) train like one 8-device process.
+
+The two processes stop after step 2 and resume (tests/multiprocess_worker.py).
+"""
 
 import pathlib
 import socket

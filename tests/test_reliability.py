@@ -10,10 +10,12 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from etils import epath
 
 from cbs import data as data_lib
 from cbs import metrics
 from cbs import train
+from cbs import validation
 from configs import tiny
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -157,3 +159,9 @@ def short_config(steps=4):
   c.checkpoint.every_tokens = STEP_TOKENS
   c.eval.every_tokens, c.eval.tokens, c.log.every_steps = 0, 4096, 1
   return c
+
+
+def test_unwritable_workdir_is_refused(tmp_path):
+  (tmp_path / "a_file").write_text("")
+  with pytest.raises(validation.ConfigError, match="cannot be written"):
+    validation.check_workdir(short_config(), epath.Path(tmp_path / "a_file" / "run"))

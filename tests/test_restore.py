@@ -30,19 +30,24 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def four_steps(tmp_path_factory):
-  """A finished unrolled run with a checkpoint at every step, and the same run trained to step 6."""
-  root = tmp_path_factory.mktemp("restore")
-  config = short_config(4)
-  config.checkpoint.keep = 4
-  train.train_and_evaluate(config, str(root / "four"))
-  train.train_and_evaluate(short_config(6), str(root / "six"))
-  return root
+def six_steps(tmp_path_factory):
+  """A finished six-step unrolled run with a checkpoint at every step."""
+  workdir = tmp_path_factory.mktemp("six")
+  config = short_config(6)
+  config.checkpoint.keep = 6
+  train.train_and_evaluate(config, str(workdir))
+  return workdir
 
 
-def copy_of(four_steps, tmp_path) -> pathlib.Path:
-  shutil.copytree(four_steps / "four", tmp_path / "run")
-  return tmp_path / "run"
+def stopped_at_4(six_steps, tmp_path) -> pathlib.Path:
+  """The run as a crash after step 4 leaves it: checkpoints 1-4 and the records of steps 1-4."""
+  run = tmp_path / "run"
+  shutil.copytree(six_steps, run)
+  for step in (5, 6):
+    shutil.rmtree(run / "checkpoints" / str(step))
+  (run / "done.json").unlink()
+  metrics.drop_records_after(run, 4)
+  return run
 
 
 def snapshot(workdir: pathlib.Path) -> dict[str, str]:
@@ -54,9 +59,9 @@ def losses(workdir):
   return [r["loss"] for r in metrics.read_records(workdir) if "loss" in r]
 
 
-def test_scanned_rerun_of_an_unrolled_run_is_refused_then_converted_and_resumed(four_steps,
+def test_scanned_rerun_of_an_unrolled_run_is_refused_then_converted_and_resumed(six_steps,
                                                                                 tmp_path):
-  run = copy_of(four_steps, tmp_path)
+  run = stopped_at_4(six_steps, tmp_path)
   before = snapshot(run)
   command = [sys.executable, "-m", "cbs.main", f"--config={ROOT / 'configs/tiny.py'}",
              f"--workdir={run}", "--config.compile_cache_dir=", "--config.mesh.data=1",
@@ -91,8 +96,8 @@ def test_scanned_rerun_of_an_unrolled_run_is_refused_then_converted_and_resumed(
   assert (progress["resumed_from"], progress["steps_run"]) == (4, 2)
   assert_each_step_once(run)
   # The same function of the same numbers: the uninterrupted unrolled run, to rounding.
-  np.testing.assert_allclose(losses(run), losses(four_steps / "six"), rtol=2e-5)
-  assert losses(run)[:4] == losses(four_steps / "six")[:4]
+  np.testing.assert_allclose(losses(run), losses(six_steps), rtol=2e-5)
+  assert losses(run)[:4] == losses(six_steps)[:4]
 
 
 @pytest.mark.parametrize("args", [[], ["--workdir=/nonexistent", "--scan_layers=maybe"],
@@ -102,11 +107,16 @@ def test_convert_rejects_bad_arguments_in_one_line(args, capsys):
   assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 
-def test_a_checkpoint_of_another_shape_is_refused_naming_array_and_key(four_steps, tmp_path):
-  run = copy_of(four_steps, tmp_path)
+def test_another_model_is_refused_and_with_allow_config_change_its_checkpoint_too(six_steps,
+                                                                                   tmp_path):
+  run = stopped_at_4(six_steps, tmp_path)
   before = snapshot(run)
   other = short_config(6)
-  other.model.d_model, other.train.allow_config_change = 32, True
+  other.model.d_model = 32
+  with pytest.raises(validation.ConfigError, match=r"holds a run with another model/data config "
+                                                   r"\(model.d_model: 64 -> 32\)"):
+    train.train_and_evaluate(other, str(run))
+  other.train.allow_config_change = True
   with pytest.raises(validation.ConfigError, match=r"checkpoint 4 in .* does not fit the "
                      r"configured model: .* is float32\[.*64.*\] in it and float32\[.*32.*\] in "
                      r"the model \(model.d_model: 64 -> 32\); nothing was changed$"):
@@ -129,23 +139,20 @@ def failing_restore(monkeypatch, failures: int, error: Exception) -> list[int]:
   return tried
 
 
-@pytest.mark.parametrize("error", [OSError(errno.EIO, "Input/output error"),
-                                   ValueError("UNAVAILABLE: GCS returned 503"), TimeoutError()])
-def test_a_transient_read_error_is_retried_and_the_latest_step_restored(four_steps, tmp_path,
-                                                                        monkeypatch, error):
-  run = copy_of(four_steps, tmp_path)
-  tried = failing_restore(monkeypatch, 1, error)
-  progress = train.train_and_evaluate(short_config(6), str(run))
-  assert tried == [4, 4]
-  assert (progress["resumed_from"], progress["steps_run"]) == (4, 2)
-  assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["4", "5", "6"]  # none aside
-  assert losses(run) == losses(four_steps / "six")
-  assert_each_step_once(run)
+def test_a_transient_read_error_is_retried_and_the_latest_step_restored(six_steps, tmp_path,
+                                                                        monkeypatch):
+  run = stopped_at_4(six_steps, tmp_path)
+  before = snapshot(run)
+  tried = failing_restore(monkeypatch, 2, OSError(errno.EIO, "Input/output error"))
+  progress = train.train_and_evaluate(short_config(4), str(run))  # 4 steps: finished once restored
+  assert tried == [4, 4, 4]
+  assert (progress["resumed_from"], progress["steps_run"], progress["step"]) == (4, 0, 4)
+  assert snapshot(run) == before  # nothing set aside
 
 
-def test_a_persistent_read_error_stops_without_renaming_anything(four_steps, tmp_path,
+def test_a_persistent_read_error_stops_without_renaming_anything(six_steps, tmp_path,
                                                                  monkeypatch):
-  run = copy_of(four_steps, tmp_path)
+  run = stopped_at_4(six_steps, tmp_path)
   before = snapshot(run)
   tried = failing_restore(monkeypatch, 1_000, OSError(errno.ETIMEDOUT, "Connection timed out"))
   with pytest.raises(checkpoint.Unreadable, match=r"checkpoint 4 in .* could not be read in 4 "
@@ -156,9 +163,9 @@ def test_a_persistent_read_error_stops_without_renaming_anything(four_steps, tmp
   assert snapshot(run) == before
 
 
-def test_a_corrupt_latest_checkpoint_is_set_aside_and_the_previous_one_used(four_steps, tmp_path,
+def test_a_corrupt_latest_checkpoint_is_set_aside_and_the_previous_one_used(six_steps, tmp_path,
                                                                             caplog):
-  run = copy_of(four_steps, tmp_path)
+  run = stopped_at_4(six_steps, tmp_path)
   for path in (run / "checkpoints" / "4" / "state").rglob("*"):
     if path.is_file() and "ocdbt.process_0" in str(path):
       path.write_bytes(b"")  # cut short, as by a full disk
@@ -167,12 +174,12 @@ def test_a_corrupt_latest_checkpoint_is_set_aside_and_the_previous_one_used(four
   assert (progress["resumed_from"], progress["steps_run"]) == (3, 3)
   assert "checkpoint 4 in" in caplog.text and "restoring step 3 instead" in caplog.text
   assert (run / "checkpoints" / "corrupt_4").is_dir()
-  assert losses(run) == losses(four_steps / "six")
+  assert losses(run) == losses(six_steps)
   assert_each_step_once(run)
 
 
-def test_no_silent_fresh_start_while_checkpoints_exist(four_steps, tmp_path):
-  run = copy_of(four_steps, tmp_path)
+def test_no_silent_fresh_start_while_checkpoints_exist(six_steps, tmp_path):
+  run = stopped_at_4(six_steps, tmp_path)
   for step in (1, 2, 3, 4):
     (run / "checkpoints" / str(step) / "progress" / "metadata").write_text("{\"step\": ")
   for _ in range(2):  # the second time every checkpoint is already set aside: still no restart
@@ -181,11 +188,11 @@ def test_no_silent_fresh_start_while_checkpoints_exist(four_steps, tmp_path):
                        r"train.restart_if_unrestorable=True to start over"):
       train.train_and_evaluate(short_config(6), str(run))
   assert len(losses(run)) == 4  # the records are left as they were
-  config = short_config(6)
+  config = short_config(2)
   config.train.restart_if_unrestorable = True
   progress = train.train_and_evaluate(config, str(run))
-  assert (progress["resumed_from"], progress["steps_run"]) == (None, 6)
-  assert losses(run) == losses(four_steps / "six")
+  assert (progress["resumed_from"], progress["steps_run"]) == (None, 2)
+  assert losses(run) == losses(six_steps)[:2]  # the old records of steps 1-4 are gone
   assert_each_step_once(run)
 
 

@@ -62,7 +62,8 @@ def test_resumed_run_reproduces_uninterrupted_metrics(single_device_run, tmp_pat
   # Simulate a crash that lost records written after the checkpoint: they must not be duplicated.
   with open(tmp_path / metrics.METRICS_FILE, "a") as f:
     f.write(json.dumps({"step": 3, "loss": -1.0}) + "\n")
-  train.train_and_evaluate(config, str(tmp_path))
+  progress = train.train_and_evaluate(config, str(tmp_path))
+  assert (progress["resumed_from"], progress["steps_run"]) == (2, 3)
   assert without_timing(tmp_path) == without_timing(single_device_run)
 
 
@@ -70,6 +71,7 @@ def test_finished_run_returns_without_training(single_device_run):
   before = metrics.read_records(single_device_run)
   progress = train.train_and_evaluate(small_config(5), str(single_device_run))
   assert progress["tokens"] == 5 * STEP_TOKENS
+  assert (progress["resumed_from"], progress["steps_run"]) == (5, 0)
   assert metrics.read_records(single_device_run) == before
 
 
@@ -105,7 +107,8 @@ def test_scanned_layers_train_sharded_and_resume_like_one_device(tmp_path):
   one.model.scan_layers = sharded.model.scan_layers = True
   train.train_and_evaluate(one, str(tmp_path / "one"))
   assert train.train_and_evaluate(sharded, str(tmp_path / "sharded"), stop_after_steps=2)["step"] == 2
-  train.train_and_evaluate(sharded, str(tmp_path / "sharded"))
+  progress = train.train_and_evaluate(sharded, str(tmp_path / "sharded"))
+  assert (progress["resumed_from"], progress["steps_run"]) == (2, 3)
   for key in ("loss", "eval_loss_ewa_0.99"):
     np.testing.assert_allclose([r[key] for r in records(tmp_path / "sharded", key)],
                                [r[key] for r in records(tmp_path / "one", key)], rtol=2e-5)

@@ -26,7 +26,8 @@ def test_tfds_run_resumed_mid_way_matches_the_uninterrupted_run(tmp_path, tfds_d
   config = text_config("tfds", tfds_dir, spm_model, steps=6)
   train.train_and_evaluate(config, str(tmp_path / "whole"))
   train.train_and_evaluate(config, str(tmp_path / "split"), stop_after_steps=3)
-  train.train_and_evaluate(config, str(tmp_path / "split"))
+  progress = train.train_and_evaluate(config, str(tmp_path / "split"))
+  assert (progress["resumed_from"], progress["steps_run"]) == (3, 3)
   assert len(losses(tmp_path / "whole")) == 6
   assert losses(tmp_path / "split") == losses(tmp_path / "whole")
 
