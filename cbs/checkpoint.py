@@ -39,7 +39,8 @@ class Incompatible(CheckpointError):
   """A checkpoint's arrays do not fit the configured model (tree, shape or dtype)."""
 
   def __init__(self, step: int, directory: epath.Path, mismatch: str, stored_keys: set[str]):
-    super().__init__(f"checkpoint {step} in {directory} does not fit the configured model: {mismatch}")
+    super().__init__(
+        f"checkpoint {step} in {directory} does not fit the configured model: {mismatch}")
     self.step, self.mismatch, self.stored_keys = step, mismatch, stored_keys
 
 
@@ -84,8 +85,8 @@ class Checkpoints:
 
   def set_aside(self) -> list[str]:
     """Names of the checkpoints an earlier restore found corrupt (`corrupt_<step>`)."""
-    directory = epath.Path(self._manager.directory)
-    return sorted(p.name for p in directory.glob("corrupt_*")) if directory.exists() else []
+    exists = self.directory.exists()
+    return sorted(p.name for p in self.directory.glob("corrupt_*")) if exists else []
 
   def restore_latest(self, abstract_state: Any) -> tuple[Any, dict] | None:
     """The newest checkpoint that restores, or None only when the run has never saved one.
@@ -101,14 +102,13 @@ class Checkpoints:
       if verdict == _OK:
         return result
       previous = steps[-i - 2] if i + 1 < len(steps) else None
-      logging.warning("checkpoint %d in %s is corrupt (%s); set aside as corrupt_%d, %s", step,
-                      self._manager.directory, result, step,
+      logging.warning("checkpoint %d in %s is corrupt (%s); set aside as %s, %s", step,
+                      self.directory, result, self._set_aside(step),
                       f"restoring step {previous} instead" if previous is not None else
                       "and no earlier checkpoint is left")
-      self._set_aside(step)
     if steps or self.set_aside():
       raise NoneRestorable(
-          f"no checkpoint in {self._manager.directory} restores (set aside: "
+          f"no checkpoint in {self.directory} restores (set aside: "
           f"{', '.join(self.set_aside())}); set train.restart_if_unrestorable=True to start over")
     return None
 
@@ -120,41 +120,41 @@ class Checkpoints:
     for attempt in range(len(RETRY_DELAYS_S) + 1):
       verdict, result = _agree(*self._attempt(step, abstract_state))
       if verdict == _INCOMPATIBLE:
-        raise result
+        raise result or Incompatible(step, self.directory, "reported by another host", set())
+      result = result or "reported by another host"
       if verdict != _TRANSIENT:
         return verdict, result
       if attempt < len(RETRY_DELAYS_S):
         logging.warning("reading checkpoint %d failed (%s); retrying in %.0f s", step, result,
                         RETRY_DELAYS_S[attempt])
         time.sleep(RETRY_DELAYS_S[attempt])
-    raise Unreadable(f"checkpoint {step} in {self._manager.directory} could not be read in "
+    raise Unreadable(f"checkpoint {step} in {self.directory} could not be read in "
                      f"{len(RETRY_DELAYS_S) + 1} attempts ({result}); nothing was changed, run "
                      "again once the storage is reachable")
 
   def _attempt(self, step: int, abstract_state: Any) -> tuple[int, Any]:
     """One try at a step: its array metadata is checked against the model before anything is read."""
     try:
-      stored = _array_metadata(epath.Path(self._manager.directory) / str(step) / "state")
+      stored = _array_metadata(self.directory / str(step) / "state")
       mismatch = describe_mismatch(stored, _flat(ocp.tree.serialize_tree(abstract_state,
                                                                          keep_empty_nodes=True)))
       if mismatch:
-        return _INCOMPATIBLE, Incompatible(step, epath.Path(self._manager.directory), mismatch,
-                                           set(stored))
+        return _INCOMPATIBLE, Incompatible(step, self.directory, mismatch, set(stored))
       return _OK, self.restore(step, abstract_state)
     except Exception as e:  # classified below: nothing is renamed without evidence of corruption
       return classify(e), f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
 
-  def _set_aside(self, step: int) -> None:
-    directory = epath.Path(self._manager.directory)
+  def _set_aside(self, step: int) -> str:
+    """Renames a corrupt step `corrupt_<step>` (`.1`, `.2` if it went bad before); the new name."""
+    aside, suffix = self.directory / f"corrupt_{step}", 1
+    while aside.exists():
+      aside, suffix = self.directory / f"corrupt_{step}.{suffix}", suffix + 1
     if jax.process_index() == 0:  # one host moves it; the others only stop listing it
-      aside = directory / f"corrupt_{step}"
-      suffix = 1
-      while aside.exists():  # the same step went bad before
-        aside, suffix = directory / f"corrupt_{step}.{suffix}", suffix + 1
-      (directory / str(step)).rename(aside)
+      (self.directory / str(step)).rename(aside)
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices(f"cbs: set aside checkpoint {step}")
     self._manager.reload()
+    return aside.name
 
   def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
     """State placed with the shardings carried by `abstract_state`, and the progress record."""
@@ -197,13 +197,14 @@ def classify(error: BaseException) -> int:
 
 
 def _agree(verdict: int, result: Any) -> tuple[int, Any]:
-  """The most serious verdict of all hosts (single host: its own), so all hosts act alike."""
-  if jax.process_count() > 1:
-    worst = int(np.max(multihost_utils.process_allgather(np.int32(verdict))))
-    if worst != verdict:
-      result = "another host failed to read it" if worst != _INCOMPATIBLE else result
-      verdict = worst
-  return verdict, result
+  """The most serious verdict of all hosts (single host: its own), so all hosts act alike.
+
+  A host that saw less keeps None as its result: the host that saw it logs the details.
+  """
+  if jax.process_count() == 1:
+    return verdict, result
+  worst = int(np.max(multihost_utils.process_allgather(np.int32(verdict))))
+  return worst, result if worst == verdict else None
 
 
 def _flat(tree: Any) -> dict[str, Any]:

@@ -78,12 +78,24 @@ def read_records(workdir: epath.PathLike) -> list[dict]:
 
 
 def drop_records_after(workdir: epath.PathLike, step: int) -> None:
-  """Forgets what steps after a restored checkpoint wrote, so a resumed run adds each step once."""
+  """Forgets what steps after a restored checkpoint wrote, so a resumed run adds each step once.
+
+  A fresh run passes its start step - 1: nothing in the file is its own. The shorter file replaces
+  the old one in one rename (an object-store write is atomic by itself), so a kill midway leaves
+  one of the two, never a cut-off file.
+  """
   path = epath.Path(workdir) / METRICS_FILE
   records = read_records(workdir)
   kept = [r for r in records if r["step"] <= step]
-  if len(kept) < len(records):
-    path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+  if len(kept) == len(records):
+    return
+  text = "".join(json.dumps(r) + "\n" for r in kept)
+  if str(path).startswith(("gs://", "s3://")):
+    path.write_text(text)
+  else:
+    staged = path.with_name(METRICS_FILE + ".tmp")
+    staged.write_text(text)
+    staged.replace(path)
 
 
 def make_writer(workdir: epath.PathLike, is_main_host: bool) -> metric_writers.MetricWriter:

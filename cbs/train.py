@@ -170,10 +170,10 @@ def _incompatible_message(error: checkpoint.Incompatible, checkpoints: checkpoin
   stored = convert_checkpoint.layout_of(error.stored_keys)
   wanted = "scanned" if config.model.scan_layers else "unrolled"
   if stored and stored != wanted:
-    workdir = epath.Path(checkpoints.directory).parent
+    scan = config.model.scan_layers
     message += (f"; convert its {stored} blocks to {wanted} ones with `python -m "
-                f"cbs.convert_checkpoint --workdir={workdir} --scan_layers={config.model.scan_layers}`"
-                f" (or resume with model.scan_layers={not config.model.scan_layers})")
+                f"cbs.convert_checkpoint --workdir={checkpoints.directory.parent} "
+                f"--scan_layers={scan}` (or resume with model.scan_layers={not scan})")
   return message + "; nothing was changed"
 
 
@@ -181,8 +181,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        stop_after_steps: int | None = None) -> dict:
   """Trains until `config.train_tokens` (or for `stop_after_steps` more steps, then checkpoints).
 
-  Returns the final progress record. Running again with the same workdir resumes from its latest
-  checkpoint; a finished run returns at once.
+  Returns the final progress record, with `resumed_from` (the restored step, None for a fresh
+  start) and `steps_run` (steps trained by this call). Running again with the same workdir resumes
+  from its latest checkpoint; a finished run returns at once.
   """
   # ---- Data -------------------------------------------------------------------------------------
   try:
@@ -232,7 +233,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     controller.set_state(progress["batch"])
     logging.info("resumed from step %d (%s tokens)", progress["step"], f"{progress['tokens']:,}")
   resumed_from = None if fresh else progress["step"]
-  if is_main_host:  # a fresh run writes its first record at its start step: nothing before is its own
+  if is_main_host:  # a fresh run writes a record at its start step: none in the file is its own
     metrics.drop_records_after(workdir, progress["step"] - 1 if fresh else progress["step"])
   if progress["tokens"] >= config.train_tokens:
     logging.info("run in %s is already finished (%s tokens); nothing to do", workdir,
