@@ -40,9 +40,8 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.get_absl_handler().addFilter(_QuietLibraries())
   config = _CONFIG.value
-  if config.mesh.distributed:
-    jax.distributed.initialize()  # finds the coordinator on TPU pods, Slurm and GKE by itself
   try:
+    start_processes(config.mesh)
     validation.validate(config, jax.device_count(), jax.process_count())
     if config.compile_cache_dir:
       jax.config.update("jax_compilation_cache_dir", os.path.expanduser(config.compile_cache_dir))
@@ -50,14 +49,49 @@ def main(argv: list[str]) -> None:
                  jax.process_count(), jax.local_device_count(), jax.device_count(),
                  jax.devices()[0].platform)
     from cbs import train  # after validation: a bad config fails without loading TensorFlow
+    from cbs import checkpoint
+    from cbs.data import stream
     try:
       train.train_and_evaluate(config, _WORKDIR.value)
-    except (train.NonFiniteError, train.checkpoint.CheckpointError) as e:
+    except (train.NonFiniteError, checkpoint.CheckpointError) as e:
       print(f"cbs: {e}", file=sys.stderr)
       sys.exit(1)
+    except stream.DataError as e:
+      print(f"cbs: bad data: {e}", file=sys.stderr)
+      sys.exit(2)
+    except checkpoint.HostCountError as e:
+      print(f"cbs: {e}", file=sys.stderr)
+      sys.exit(2)
   except validation.ConfigError as e:
     print(f"cbs: bad config: {e}", file=sys.stderr)
     sys.exit(2)
+
+
+def start_processes(mesh_cfg) -> None:
+  """Joins a multi-process run: auto-detected (`mesh.distributed`) or given by hand.
+
+  By hand (`mesh.coordinator`, `mesh.num_processes`, `mesh.process_id`) works on machines without
+  a cluster manager; on CPU the processes exchange data through gloo collectives.
+  """
+  manual = (mesh_cfg.coordinator, mesh_cfg.num_processes > 0, mesh_cfg.process_id >= 0)
+  if any(manual) and not all(manual):
+    raise validation.ConfigError(
+        f"mesh.coordinator={mesh_cfg.coordinator!r}, mesh.num_processes={mesh_cfg.num_processes}, "
+        f"mesh.process_id={mesh_cfg.process_id}: set all three (HOST:PORT, N > 0, 0 <= id < N) or "
+        "none")
+  if all(manual):
+    host, _, port = mesh_cfg.coordinator.rpartition(":")
+    validation.require(bool(host) and port.isdigit(), f"mesh.coordinator={mesh_cfg.coordinator!r} "
+                       "must be HOST:PORT")
+    validation.require(mesh_cfg.process_id < mesh_cfg.num_processes,
+                       f"mesh.process_id={mesh_cfg.process_id} must be below mesh.num_processes="
+                       f"{mesh_cfg.num_processes}")
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU only; GPUs/TPUs ignore it
+    jax.distributed.initialize(coordinator_address=mesh_cfg.coordinator,
+                               num_processes=mesh_cfg.num_processes,
+                               process_id=mesh_cfg.process_id)
+  elif mesh_cfg.distributed:
+    jax.distributed.initialize()  # finds the coordinator on TPU pods, Slurm and GKE by itself
 
 
 if __name__ == "__main__":

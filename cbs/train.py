@@ -240,6 +240,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                  f"{progress['tokens']:,}")
     checkpoints.close()
     controller.close()
+    data.train.close()
     return {**progress, "resumed_from": resumed_from, "steps_run": 0}
 
   writer = metrics.make_writer(workdir, is_main_host)
@@ -300,6 +301,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       if bad and config.train.on_nonfinite == "stop":
         checkpoints.wait()  # the last good checkpoint is complete before the run ends
         controller.close()
+        data.train.close()
         stop_request.restore()
         raise NonFiniteError(
             f"non-finite loss or gradient at step {bad[0][0]} ({bad[0][1]:,} tokens); the latest "
@@ -331,6 +333,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   checkpoints.wait()
   checkpoints.close()
   controller.close()
+  data.train.close()
   writer.flush()
   writer.close()
   stop_request.restore()

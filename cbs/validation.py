@@ -28,13 +28,15 @@ class ConfigError(ValueError):
   """A config value that cannot work; the message names the key, the value and what is allowed."""
 
 
-def _require(ok: bool, message: str) -> None:
+def require(ok: bool, message: str) -> None:
+  """Raises ConfigError(message) unless `ok`."""
   if not ok:
     raise ConfigError(message)
 
 
+
 def _check_name(key: str, value: str, allowed: tuple[str, ...]) -> None:
-  _require(value in allowed, f"{key}={value!r} is not one of: {', '.join(allowed)}")
+  require(value in allowed, f"{key}={value!r} is not one of: {', '.join(allowed)}")
 
 
 def validate(config: ml_collections.ConfigDict, num_devices: int, process_count: int = 1) -> None:
@@ -48,33 +50,33 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
   _check_name("model.param", config.model.param, models.PARAMETERIZATIONS)
   _check_name("model.attention", config.model.attention, models.ATTENTION)
   if config.model.attention == "cudnn":
-    _require(jax.default_backend() == "gpu", f"model.attention='cudnn' needs a GPU (this backend "
+    require(jax.default_backend() == "gpu", f"model.attention='cudnn' needs a GPU (this backend "
              f"is {jax.default_backend()}); use auto, einsum or xla")
-    _require(config.model.dtype == "bfloat16", f"model.attention='cudnn' with model.dtype="
+    require(config.model.dtype == "bfloat16", f"model.attention='cudnn' with model.dtype="
              f"{config.model.dtype!r}: cuDNN flash attention computes in 16 bits; use bfloat16")
-  _require(config.model.base_width > 0, f"model.base_width={config.model.base_width} must be positive")
+  require(config.model.base_width > 0, f"model.base_width={config.model.base_width} must be positive")
   _check_name("train.on_nonfinite", config.train.on_nonfinite, ("stop", "skip"))
   for key in ("train_tokens", "batch.size", "data.seq_len", "optimizer.lr", "eval.batch_size",
               "eval.tokens", "log.every_steps", "checkpoint.keep"):
     value = config
     for part in key.split("."):
       value = value[part]
-    _require(value > 0, f"{key}={value!r} must be positive")
-  _require(config.data_budget_tokens >= 0,
+    require(value > 0, f"{key}={value!r} must be positive")
+  require(config.data_budget_tokens >= 0,
            f"data_budget_tokens={config.data_budget_tokens!r} must be >= 0 (0 = train_tokens)")
   for key in ("eval.every_tokens", "checkpoint.every_tokens", "schedule.warmup_tokens",
               "optimizer.weight_decay", "optimizer.wd_timescale", "optimizer.clip",
               "train.stop_loss"):
     section, name = key.split(".")
-    _require(config[section][name] >= 0, f"{key}={config[section][name]!r} must be >= 0")
+    require(config[section][name] >= 0, f"{key}={config[section][name]!r} must be >= 0")
   opt = config.optimizer
-  _require(not (opt.weight_decay > 0 and opt.wd_timescale > 0),
+  require(not (opt.weight_decay > 0 and opt.wd_timescale > 0),
            f"optimizer.weight_decay={opt.weight_decay} and optimizer.wd_timescale="
            f"{opt.wd_timescale}: set one of them (the timescale derives the decay)")
-  _require(opt.name in optim.DECAYING or not (opt.weight_decay > 0 or opt.wd_timescale > 0),
+  require(opt.name in optim.DECAYING or not (opt.weight_decay > 0 or opt.wd_timescale > 0),
            f"optimizer.name={opt.name!r} has no weight decay; use one of "
            f"{', '.join(optim.DECAYING)} with weight_decay / wd_timescale")
-  _require(config.schedule.warmup_tokens <= config.train_tokens,
+  require(config.schedule.warmup_tokens <= config.train_tokens,
            f"schedule.warmup_tokens={config.schedule.warmup_tokens} is longer than the run "
            f"(train_tokens={config.train_tokens})")
   try:
@@ -90,15 +92,15 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
     section, name = key.split(".")
     size = config[section][name]
     multiple = math.lcm(data_parallel, process_count)
-    _require(size % multiple == 0,
+    require(size % multiple == 0,
              f"{key}={size} must be a multiple of the data-parallel size {multiple}")
   microbatch = layout.default_microbatch(config.batch.size, data_parallel, config.batch.microbatch)
   unit = microbatch * data_parallel
-  _require(config.batch.size % unit == 0,
+  require(config.batch.size % unit == 0,
            f"batch.size={config.batch.size} must be a multiple of batch.microbatch x data-parallel "
            f"= {microbatch} x {data_parallel}")
   if batch_schedules.statistics_needed(config.batch) != "none":
-    _require(config.batch.size > unit or microbatch % 2 == 0,
+    require(config.batch.size > unit or microbatch % 2 == 0,
              f"batch.microbatch={microbatch}: the {config.batch.schedule} test splits a single "
              "microbatch into two groups, so it must be even")
 
@@ -128,12 +130,12 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: epath.Path) -> Non
     existing = pathlib.Path(str(workdir)).absolute()
     while not existing.exists():
       existing = existing.parent
-    _require(existing.is_dir() and os.access(existing, os.W_OK | os.X_OK),
+    require(existing.is_dir() and os.access(existing, os.W_OK | os.X_OK),
              f"workdir {str(workdir)!r} cannot be written ({existing} is not a writable directory)")
   info = workdir / "config.json"
   if not info.exists() or config.train.allow_config_change:
     return
   changed = model_data_changes(json.loads(info.read_text())["config"], config)
-  _require(not changed, f"workdir {str(workdir)!r} holds a run with another model/data config "
+  require(not changed, f"workdir {str(workdir)!r} holds a run with another model/data config "
            f"({'; '.join(changed[:3])}); use a new workdir, or set train.allow_config_change=True "
            "to continue it anyway")

@@ -41,19 +41,20 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.remat = "none"  # recompute each block in the backward pass: none | full | dots (keep matmuls)
 
   c.data = ml_collections.ConfigDict()
-  c.data.source = "synthetic"  # synthetic (embedded, no download) | text_files | tfds | seqio
+  c.data.source = "synthetic"  # synthetic (embedded, no download) | text_files | prepared | tfds | seqio
   c.data.seq_len = 512  # tokens per training sequence (the model's context)
-  c.data.vocab = "byte"  # byte (seqio ByteVocabulary) | path of a SentencePiece model (local or gs://)
-  c.data.files = ""  # text_files: comma-separated globs of .txt (1 document each) / .jsonl (1 per line)
+  c.data.vocab = "byte"  # byte | SentencePiece .model | Hugging Face tokenizer.json (local or gs://)
+  c.data.files = ""  # text_files: comma-separated globs of .txt (1 document each), .jsonl, .parquet
+  c.data.prepared_dir = ""  # prepared: output of `python -m cbs.data.prepare` (local or gs://)
   c.data.eval_files = ""  # text_files: held-out files; "" = the last of data.files (not trained on)
-  c.data.text_field = "text"  # field holding the text in .jsonl records and TFDS examples
+  c.data.text_field = "text"  # field / column holding the text in .jsonl, .parquet and TFDS examples
   c.data.tfds_name = "c4/en:3.1.0"  # tfds (and the cbs_c4 seqio task): dataset name and version
   c.data.tfds_data_dir = ""  # tfds: directory holding prepared datasets (local or gs://); "" = default
-  c.data.train_split = "train"  # tfds / seqio: split trained on
-  c.data.eval_split = "validation"  # tfds / seqio: split of the fixed held-out set
+  c.data.train_split = "train"  # prepared / tfds / seqio: split trained on
+  c.data.eval_split = "validation"  # prepared / tfds / seqio: split of the fixed held-out set
   c.data.seqio_task = "cbs_c4"  # seqio: task or mixture; cbs_c4 = raw C4 text with data.vocab
   c.data.seqio_module = ""  # seqio: module to import that registers data.seqio_task
-  c.data.prefetch = 1024  # examples per host prepared ahead in a background thread
+  c.data.prefetch = 1024  # examples per host read ahead by grain in background threads
   c.data.synthetic = ml_collections.ConfigDict()
   c.data.synthetic.num_states = 256  # hidden states of the random automaton generating the text
   c.data.synthetic.vocab_size = 256  # tokens the automaton emits
@@ -96,6 +97,10 @@ def get_config() -> ml_collections.ConfigDict:
       ("layers", None),  # the stacked axis of scanned blocks (model.scan_layers)
   )
   c.mesh.distributed = False  # call jax.distributed.initialize() (multi-host: TPU pods, Slurm)
+  # Manual multi-process start (no cluster manager): all three set, or all left empty (auto-detect).
+  c.mesh.coordinator = ""  # HOST:PORT of process 0's coordinator service
+  c.mesh.num_processes = 0  # processes in the run
+  c.mesh.process_id = -1  # this process's index, 0 .. num_processes - 1
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "adamw"  # adamw | adam | sgd | lion | adafactor | signum

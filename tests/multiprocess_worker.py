@@ -1,31 +1,50 @@
-"""One of two `jax.distributed` CPU processes (4 fake devices each) training the 8-device test run.
+"""One process of a multi-process CPU run through the real command line (4 fake devices each).
 
-It stops after step 2 and resumes in the same process, as a preempted multi-host job would.
+    python -m tests.multiprocess_worker PAUSE_AFTER_SAVES --config=... --workdir=... \
+        --config.mesh.coordinator=localhost:PORT --config.mesh.num_processes=2 \
+        --config.mesh.process_id=I ...                        (from the repository root)
 
-    python -m tests.multiprocess_worker PROCESS_ID PORT WORKDIR   (from the repository root)
+With PAUSE_AFTER_SAVES > 0 the process stops once that many checkpoints are complete, writes
+`WORKDIR/paused_<process id>` and sleeps, so a test can SIGKILL the run at a known step.
 """
 
 import os
 import sys
+import time
 
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
 
-import jax  # noqa: E402
+from absl import app  # noqa: E402
+from etils import epath  # noqa: E402
 
-from cbs import train  # noqa: E402
-from tests import test_multiprocess  # noqa: E402
+from cbs import checkpoint  # noqa: E402
+from cbs import main as cbs_main  # noqa: E402
 
 
-def main(process_id: int, port: str, workdir: str) -> None:
-  jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  jax.distributed.initialize(coordinator_address=f"localhost:{port}", num_processes=2,
-                             process_id=process_id)
-  assert jax.process_count() == 2 and jax.device_count() == 8
-  # Stopped and resumed: both hosts must take the same restore decision.
-  train.train_and_evaluate(test_multiprocess.config(), workdir, stop_after_steps=2)
-  progress = train.train_and_evaluate(test_multiprocess.config(), workdir)
-  assert (progress["resumed_from"], progress["steps_run"]) == (2, 3), progress
+def _flag(argv: list[str], name: str) -> str:
+  return next(a.split("=", 1)[1] for a in argv if a.startswith(f"--{name}="))
+
+
+def pause_after(saves: int, marker: epath.Path) -> None:
+  """Makes the `saves`-th checkpoint save wait until it is complete, then hang forever."""
+  original = checkpoint.Checkpoints.save
+  steps = []
+
+  def save(self, step, *args, **kwargs):
+    original(self, step, *args, **kwargs)
+    steps.append(step)
+    if len(steps) == saves:
+      self.wait()
+      marker.write_text(str(step))
+      while True:
+        time.sleep(60)
+
+  checkpoint.Checkpoints.save = save
 
 
 if __name__ == "__main__":
-  main(int(sys.argv[1]), sys.argv[2], sys.argv[3])
+  pause, argv = int(sys.argv[1]), [sys.argv[0], *sys.argv[2:]]
+  if pause:
+    pause_after(pause, epath.Path(_flag(argv, "workdir")) /
+                f"paused_{_flag(argv, 'config.mesh.process_id')}")
+  app.run(cbs_main.main, argv=argv)

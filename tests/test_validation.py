@@ -56,3 +56,19 @@ def test_command_line_reports_one_line_and_writes_nothing(tmp_path):
       "cbs: bad config: optimizer.name='adamx' is not one of: adamw, adam, sgd, lion, adafactor, "
       "signum"]
   assert not workdir.exists()
+
+
+@pytest.mark.parametrize("mesh,message", [
+    ({"coordinator": "localhost:1234"}, r"mesh.coordinator='localhost:1234', mesh.num_processes=0, "
+                                        r"mesh.process_id=-1: set all three"),
+    ({"coordinator": "localhost", "num_processes": 2, "process_id": 0},
+     "mesh.coordinator='localhost' must be HOST:PORT"),
+    ({"coordinator": "localhost:1234", "num_processes": 2, "process_id": 2},
+     "mesh.process_id=2 must be below mesh.num_processes=2"),
+])
+def test_manual_multi_process_start_is_checked_before_connecting(mesh, message):
+  from cbs import main
+  config = tiny.get_config()
+  config.mesh.update(mesh)
+  with pytest.raises(validation.ConfigError, match=message):
+    main.start_processes(config.mesh)

@@ -8,7 +8,7 @@ import ml_collections
 from cbs.data import stream
 from cbs.data import synthetic_stream
 
-SOURCES = ("synthetic", "text_files", "tfds", "seqio")
+SOURCES = ("synthetic", "text_files", "prepared", "tfds", "seqio")
 
 
 def make(config: ml_collections.ConfigDict, process_index: int, process_count: int) -> stream.Data:
@@ -16,6 +16,6 @@ def make(config: ml_collections.ConfigDict, process_index: int, process_count: i
   if config.data.source == "synthetic":
     return synthetic_stream.make(config, process_index, process_count)
   if config.data.source in SOURCES:
-    from cbs.data import text_data  # imports TensorFlow, TFDS and seqio: only for real text
+    from cbs.data import text_data  # imports grain, TFDS and seqio: only for real text
     return text_data.make(config, process_index, process_count)
   raise ValueError(f"data.source={config.data.source!r} is not one of {', '.join(SOURCES)}")

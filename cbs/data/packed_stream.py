@@ -1,96 +1,61 @@
-"""A `Stream` of packed examples from any tokenized document source, prefetched in a background thread.
+"""Packed examples of any tokenized document reader, as a grain dataset with an O(1) position.
 
-The position is (examples consumed, document, token offset): restoring it restarts the document
-source at that document - no tokenization of what came before - so a resumed run continues with
-exactly the example an uninterrupted run would have read next. The prefetch thread runs ahead by at
-most `prefetch` examples; only examples handed to the training loop move the saved position.
+The reader maps a cursor (None = the start) to this host's (cursor, token ids) documents from
+there on. The iterator's state is the position of the next example - the cursor of its first
+document and the tokens of it already consumed - so restoring it reopens the reader at that
+document and continues with exactly the example an uninterrupted run would have read next, at
+the cost of one document, wherever the run stopped.
 """
 
 from collections.abc import Callable, Iterator
-import queue
-import threading
+from typing import Any
 
+import grain
 import numpy as np
 
 from cbs.data import packing
 from cbs.data import stream as stream_lib
 
-Documents = Callable[[int], Iterator[np.ndarray]]  # start document -> this host's token documents
-_END = object()
+Reader = Callable[[Any], Iterator[packing.Document]]
 
 
-class PackedStream:
-  """Exact-once stream of this host's packed examples."""
+class PackedDataset(grain.IterDataset):
+  """This host's packed examples: (tokens [seq_len + 1], number of real tokens)."""
 
-  def __init__(self, documents: Documents, seq_len: int, eos_id: int, process_index: int,
-               process_count: int, prefetch: int = 256):
-    self._documents = documents
-    self._seq_len = seq_len
-    self._eos_id = eos_id
-    self._process = (process_index, process_count)
-    self._prefetch = max(prefetch, 1)
-    self._state = {"examples": 0, "document": 0, "offset": 0}
-    self._thread = None
+  def __init__(self, read: Reader, seq_len: int, eos_id: int):
+    super().__init__()
+    self._read, self._seq_len, self._eos_id = read, seq_len, eos_id
 
-  # ---- Stream interface ---------------------------------------------------------------------------
-  def next_batch(self, global_batch: int) -> stream_lib.Batch:
-    rows = stream_lib.host_rows(global_batch, *self._process)
-    if self._thread is None:
-      self._start()
-    items = [self._take() for _ in range(rows.stop - rows.start)]
-    self._state = {"examples": self._state["examples"] + len(items), **items[-1][2]}
-    return packing.to_batch([(tokens, length) for tokens, length, _ in items])
+  def __iter__(self) -> grain.DatasetIterator:
+    return _PackedIterator(self._read, self._seq_len, self._eos_id)
+
+
+class _PackedIterator(grain.DatasetIterator):
+
+  def __init__(self, read: Reader, seq_len: int, eos_id: int):
+    super().__init__()
+    self._read, self._seq_len, self._eos_id = read, seq_len, eos_id
+    self._position = {"cursor": None, "offset": 0}
+    self._examples = None
+
+  def __next__(self) -> tuple[np.ndarray, int]:
+    if self._examples is None:
+      self._examples = packing.pack(self._read(self._position["cursor"]), self._seq_len,
+                                    self._eos_id, self._position["offset"])
+    tokens, length, self._position = next(self._examples)
+    return tokens, length
 
   def get_state(self) -> dict:
-    return dict(self._state)
+    return dict(self._position)
 
   def set_state(self, state: dict) -> None:
-    self._stop()
-    self._state = {key: int(state[key]) for key in ("examples", "document", "offset")}
-
-  # ---- prefetching --------------------------------------------------------------------------------
-  def _start(self) -> None:
-    self._queue = queue.Queue(maxsize=self._prefetch)
-    self._halt = threading.Event()
-    self._thread = threading.Thread(target=self._produce, daemon=True, name="cbs-data-prefetch")
-    self._thread.start()
-
-  def _produce(self) -> None:
-    start, offset = self._state["document"], self._state["offset"]
-    try:
-      for item in packing.pack(self._documents(start), self._seq_len, self._eos_id, start, offset):
-        if not self._put(item):
-          return
-      self._put(_END)
-    except Exception as e:  # handed to the training thread, which raises it
-      self._put(e)
-
-  def _put(self, item) -> bool:
-    while not self._halt.is_set():
-      try:
-        self._queue.put(item, timeout=0.1)
-        return True
-      except queue.Full:
-        continue
-    return False
-
-  def _take(self):
-    item = self._queue.get()
-    if item is _END:
-      raise ValueError("the training data ran out; the source should repeat (epochs)")
-    if isinstance(item, Exception):
-      raise item
-    return item
-
-  def _stop(self) -> None:
-    if self._thread is not None:
-      self._halt.set()
-      self._thread.join()
-      self._thread = None
+    self._position = {"cursor": state["cursor"], "offset": int(state["offset"])}
+    self._examples = None
 
 
-def eval_batches(documents: Iterator[np.ndarray], seq_len: int, eos_id: int, num_examples: int,
-                 eval_batch: int, process_index: int, process_count: int) -> list[stream_lib.Batch]:
+def eval_batches(documents: Iterator[packing.Document], seq_len: int, eos_id: int,
+                 num_examples: int, eval_batch: int, process_index: int,
+                 process_count: int) -> list[stream_lib.Batch]:
   """The first `num_examples` packed examples of the held-out documents, as this host's rows.
 
   Every host packs the same held-out documents and keeps its rows, so the set is identical for every
@@ -102,10 +67,4 @@ def eval_batches(documents: Iterator[np.ndarray], seq_len: int, eos_id: int, num
     examples.append((tokens, length))
     if len(examples) == num_examples:
       break
-  if not examples:
-    raise ValueError("the held-out data is empty")
-  while len(examples) % eval_batch:
-    examples.append((np.zeros(seq_len + 1, np.int32), 0))
-  rows = stream_lib.host_rows(eval_batch, process_index, process_count)
-  return [packing.to_batch(examples[start:start + eval_batch][rows])
-          for start in range(0, len(examples), eval_batch)]
+  return stream_lib.eval_batches(examples, eval_batch, process_index, process_count)

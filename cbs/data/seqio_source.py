@@ -65,10 +65,16 @@ class SeqioDocuments:
   def vocabulary(self):
     return self._task.output_features["targets"].vocabulary
 
-  def documents(self, start: int = 0, epochs: int | None = None) -> Iterator[np.ndarray]:
+  def documents(self, cursor: list[int] | None = None, epochs: int | None = None
+                ) -> Iterator[tuple[list[int], np.ndarray]]:
+    """([index], token ids) of this host's documents from `cursor` on (None = the start)."""
+    start = cursor[0] if cursor else 0
     dataset = self._task.get_dataset(sequence_length=None, split=self._split, shuffle=False,
                                      shard_info=self._shard, num_epochs=epochs,
                                      trim_output_features=False)
     batches = dataset.skip(start).map(lambda x: x["targets"]).ragged_batch(_READ_BATCH)
+    index = start
     for batch in batches.as_numpy_iterator():  # batched: tf.data's per-element cost dominates
-      yield from (np.asarray(ids, np.int32) for ids in batch)
+      for ids in batch:
+        yield [index], np.asarray(ids, np.int32)
+        index += 1

@@ -1,18 +1,26 @@
-"""The interface every data source implements, and helpers they share.
+"""The interface every data source implements, and the grain-backed stream the text sources share.
 
-A `Stream` hands out, at each step, exactly the next `global_batch` examples of a deterministic
-sequence; this host receives its contiguous share (`global_batch / process_count` rows). Its position
-is a small JSON-able dict saved in every checkpoint, so a resumed run reads the same examples as an
-uninterrupted one, also when the batch size changes between steps. Batches are dicts of numpy arrays:
-`inputs` and `targets` (int32 [b, seq_len]) and `weights` (float32 [b, seq_len], 0 on padding).
+A `Stream` hands out, at each step, this host's rows of exactly the next `global_batch` examples
+(`global_batch / process_count` rows of its own deterministic sequence), so a batch-size change
+consumes exactly a prefix of every host's sequence. Its position is a small JSON-able dict that
+each host saves and restores for itself in every checkpoint, so a resumed run reads the same
+examples as an uninterrupted one. Batches are dicts of numpy arrays: `inputs` and `targets` (int32
+[b, seq_len]) and `weights` (float32 [b, seq_len], 0 on padding).
 """
 
 import dataclasses
 from typing import Protocol
 
+import grain
 import numpy as np
 
+from cbs.data import packing
+
 Batch = dict[str, np.ndarray]
+
+
+class DataError(ValueError):
+  """Bad data found while reading (names the file and the position): the user's to fix."""
 
 
 class Stream(Protocol):
@@ -26,6 +34,9 @@ class Stream(Protocol):
 
   def set_state(self, state: dict) -> None:
     """Continue from a position returned by `get_state`."""
+
+  def close(self) -> None:
+    """Stops background readers."""
 
 
 @dataclasses.dataclass
@@ -52,3 +63,59 @@ def to_batch(tokens_NxL1: np.ndarray) -> Batch:
       "targets": tokens_NxL1[:, 1:],
       "weights": np.ones(tokens_NxL1[:, 1:].shape, np.float32),
   }
+
+
+def eval_batches(examples: list[tuple[np.ndarray, int]], eval_batch: int, process_index: int,
+                 process_count: int) -> list[Batch]:
+  """Fixed held-out examples as this host's rows of whole eval batches (padding rows masked)."""
+  if not examples:
+    raise ValueError("the held-out data is empty")
+  examples = list(examples)
+  seq_len1 = len(examples[0][0])
+  while len(examples) % eval_batch:
+    examples.append((np.zeros(seq_len1, np.int32), 0))
+  rows = host_rows(eval_batch, process_index, process_count)
+  return [packing.to_batch(examples[start:start + eval_batch][rows])
+          for start in range(0, len(examples), eval_batch)]
+
+
+class GrainStream:
+  """A `Stream` over this host's grain dataset of (tokens [seq_len + 1], real tokens) examples.
+
+  The position is the grain iterator's state after the last example handed out (read-ahead does
+  not move it); errors raised while reading surface here, in the training thread.
+  """
+
+  def __init__(self, examples: grain.IterDataset, process_index: int, process_count: int):
+    self._examples = examples
+    self._process = (process_index, process_count)
+    self._iterator = None
+    self._state = None
+
+  def _started(self) -> grain.DatasetIterator:
+    if self._iterator is None:
+      self._iterator = iter(self._examples)
+      if self._state is not None:
+        self._iterator.set_state(self._state)
+    return self._iterator
+
+  def next_batch(self, global_batch: int) -> Batch:
+    rows = host_rows(global_batch, *self._process)
+    iterator = self._started()
+    try:
+      items = [next(iterator) for _ in range(rows.stop - rows.start)]
+    except StopIteration:
+      raise DataError("the training data ran out; the source should repeat (epochs)") from None
+    return packing.to_batch(items)
+
+  def get_state(self) -> dict:
+    return self._started().get_state()
+
+  def set_state(self, state: dict) -> None:
+    self.close()
+    self._state = state
+
+  def close(self) -> None:
+    if self._iterator is not None:
+      self._iterator.close()
+      self._iterator = None

@@ -38,6 +38,9 @@ class SyntheticStream:
   def set_state(self, state: dict) -> None:
     self._position = int(state["position"])
 
+  def close(self) -> None:
+    """Nothing runs in the background: examples are computed when asked for."""
+
 
 def make(config: ml_collections.ConfigDict, process_index: int, process_count: int) -> data_lib.Data:
   cfg = config.data.synthetic

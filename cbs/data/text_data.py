@@ -1,13 +1,16 @@
-"""Real text (local files, TFDS, seqio) as packed, exact-once streams and a fixed held-out set.
+"""Real text (text files, prepared shards, TFDS, seqio) as per-host grain streams and a held-out set.
 
-Each source gives this host's tokenized documents from a start index; `packed_stream` turns them
-into examples. The held-out set comes from the validation split (TFDS, seqio) or from `data.eval_files`
-(text files; by default the last training file, which is then not trained on).
+Each document source gives this host's tokenized documents from a cursor; `packed_stream` packs
+them and grain reads ahead in a thread. Prepared shards are already tokenized and read by random
+access. The held-out set comes from the validation split (prepared, TFDS, seqio) or from
+`data.eval_files` (text files; by default the last training file, which is then not trained on).
 """
 
+import grain
 import ml_collections
 
 from cbs.data import packed_stream
+from cbs.data import prepared
 from cbs.data import seqio_source
 from cbs.data import stream as stream_lib
 from cbs.data import text_files
@@ -29,36 +32,72 @@ def _file_split(data_cfg: ml_collections.ConfigDict):
   return paths[:-1], paths[-1:]
 
 
+def _tokenized(read, vocabulary, chunk: int = 256):
+  """A reader of (cursor, text) turned into a reader of (cursor, token ids), `chunk` texts a call."""
+  def read_tokens(cursor):
+    batch = []
+    for item in read(cursor):
+      batch.append(item)
+      if len(batch) == chunk:
+        yield from zip((c for c, _ in batch), vocab_lib.encode_batch([t for _, t in batch], vocabulary))
+        batch = []
+    if batch:
+      yield from zip((c for c, _ in batch), vocab_lib.encode_batch([t for _, t in batch], vocabulary))
+  return read_tokens
+
+
+def _num_eval(config: ml_collections.ConfigDict) -> int:
+  eval_batch = config.eval.batch_size
+  return -(-max(config.eval.tokens, 1) // (config.data.seq_len * eval_batch)) * eval_batch
+
+
+def _prepared(config: ml_collections.ConfigDict, process_index: int, process_count: int):
+  d = config.data
+  train = prepared.PreparedSplit(d.prepared_dir, d.train_split)
+  held_out = prepared.PreparedSplit(d.prepared_dir, d.eval_split)
+  count = min(_num_eval(config), held_out.num_examples(d.seq_len))
+  examples = held_out.examples(d.seq_len)
+  eval_batches = stream_lib.eval_batches([examples[i] for i in range(count)],
+                                         config.eval.batch_size, process_index, process_count)
+  examples = prepared.host_examples(train, d.seq_len, config.seed, process_index, process_count,
+                                    d.prefetch)
+  stream = stream_lib.GrainStream(examples, process_index, process_count)
+  return stream_lib.Data(stream, eval_batches, vocab_lib.padded_size(train), floors={})
+
+
 def make(config: ml_collections.ConfigDict, process_index: int, process_count: int) -> stream_lib.Data:
   d = config.data
   host = (process_index, process_count)
+  if d.source == "prepared":
+    return _prepared(config, *host)
   if d.source == "text_files":
     vocabulary = vocab_lib.make(d.vocab)
     train_paths, eval_paths = _file_split(d)
     train = text_files.TextFiles(train_paths, d.text_field, config.seed, *host)
-    train_documents = lambda start: vocab_lib.encode_documents(train.documents(start), vocabulary)
-    eval_texts = text_files.TextFiles(eval_paths, d.text_field, seed=0).documents(epochs=1)
-    eval_documents = vocab_lib.encode_documents(eval_texts, vocabulary)
+    read_train = _tokenized(train.documents, vocabulary)
+    held_out = text_files.TextFiles(eval_paths, d.text_field, seed=0, shuffle=False)
+    eval_documents = _tokenized(lambda c: held_out.documents(c, epochs=1), vocabulary)(None)
   elif d.source == "tfds":
     vocabulary = vocab_lib.make(d.vocab)
     train = tfds_source.TfdsDocuments(d.tfds_name, d.tfds_data_dir, d.train_split, d.text_field,
                                       *host)
-    train_documents = lambda start: vocab_lib.encode_documents(train.documents(start), vocabulary)
+    read_train = _tokenized(train.documents, vocabulary)
     held_out = tfds_source.TfdsDocuments(d.tfds_name, d.tfds_data_dir, d.eval_split, d.text_field)
-    eval_documents = vocab_lib.encode_documents(held_out.documents(epochs=1), vocabulary)
+    eval_documents = _tokenized(lambda c: held_out.documents(c, epochs=1), vocabulary)(None)
   else:
     if d.seqio_task == seqio_source.C4_TASK:
       seqio_source.register_c4(d.vocab, d.tfds_name, d.tfds_data_dir, (d.train_split, d.eval_split))
     task = seqio_source.task(d.seqio_task, d.seqio_module)
     train = seqio_source.SeqioDocuments(task, d.train_split, *host)
-    train_documents = train.documents
+    read_train = train.documents
     eval_documents = seqio_source.SeqioDocuments(task, d.eval_split).documents(epochs=1)
     vocabulary = train.vocabulary
 
-  seq_len, eval_batch = d.seq_len, config.eval.batch_size
-  num_eval = -(-max(config.eval.tokens, 1) // (seq_len * eval_batch)) * eval_batch
-  eval_batches = packed_stream.eval_batches(eval_documents, seq_len, vocabulary.eos_id, num_eval,
-                                            eval_batch, *host)
-  stream = packed_stream.PackedStream(train_documents, seq_len, vocabulary.eos_id, *host,
-                                      prefetch=d.prefetch)
+  eval_batches = packed_stream.eval_batches(eval_documents, d.seq_len, vocabulary.eos_id,
+                                            _num_eval(config), config.eval.batch_size, *host)
+  examples = packed_stream.PackedDataset(read_train, d.seq_len, vocabulary.eos_id)
+  if d.prefetch > 0:
+    examples = grain.experimental.ThreadPrefetchIterDataset(examples,
+                                                            prefetch_buffer_size=d.prefetch)
+  stream = stream_lib.GrainStream(examples, *host)
   return stream_lib.Data(stream, eval_batches, vocab_lib.padded_size(vocabulary), floors={})

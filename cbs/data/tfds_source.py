@@ -1,14 +1,17 @@
 """Documents from a TensorFlow Datasets text dataset (e.g. `c4/en:3.1.0`), local or in a gs:// bucket.
 
-Host h of H reads the contiguous block h of the split (TFDS slicing by example index), in the
-dataset's canonical order, which for C4 is already shuffled. Starting at document k reads the slice
-from k on, which TFDS serves by skipping whole files, so a resume does not replay the data. Epochs
-repeat the block.
+Host h of H reads the contiguous block h of the split, in the dataset's canonical order, which for
+C4 is already shuffled. A position is [epoch, document index in the block]. A dataset prepared in
+the ArrayRecord file format (`tfds build --file_format=array_record`) is read by random access
+(`tfds.data_source`), so a resume costs the same at any position; other formats are read through
+tf.data from the slice starting at that document, which TFDS serves by skipping whole files.
+Epochs repeat the block.
 """
 
 from collections.abc import Iterator
 
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core import file_adapters
 
 _READ_BATCH = 256
 
@@ -49,15 +52,33 @@ class TfdsDocuments:
     self._lo, self._hi = host_block(splits[split].num_examples, process_index, process_count)
     if self._hi <= self._lo:
       raise ValueError(f"split {split!r} of {name!r} has no example for host {process_index}")
+    self.random_access = self._builder.info.file_format == file_adapters.FileFormat.ARRAY_RECORD
+    self._records = (tfds.data_source(name, split=split, data_dir=data_dir or None)
+                     if self.random_access else None)
 
-  def documents(self, start: int = 0, epochs: int | None = None) -> Iterator[str]:
-    per_epoch = self._hi - self._lo
-    epoch, skip = divmod(start, per_epoch)
+  def documents(self, cursor: list[int] | None = None, epochs: int | None = None
+                ) -> Iterator[tuple[list[int], str]]:
+    """([epoch, index], text) of this host's documents from `cursor` on (None = the start)."""
+    epoch, first = cursor if cursor else (0, 0)
     while epochs is None or epoch < epochs:
-      dataset = self._builder.as_dataset(split=f"{self._split}[{self._lo + skip}:{self._hi}]",
-                                         shuffle_files=False)
-      # Batched reads: tf.data's per-element cost, not the disk, limits an unbatched loop.
-      for batch in tfds.as_numpy(dataset.map(lambda x: x[self._text_field]).batch(_READ_BATCH)):
-        for text in batch:
-          yield text.decode("utf-8")
-      epoch, skip = epoch + 1, 0
+      for index, text in enumerate(self._texts(first), first):
+        yield [epoch, index], text
+      epoch, first = epoch + 1, 0
+
+  def _texts(self, first: int) -> Iterator[str]:
+    if self.random_access:
+      for start in range(self._lo + first, self._hi, _READ_BATCH):
+        indices = range(start, min(start + _READ_BATCH, self._hi))
+        for record in self._records.__getitems__(list(indices)):
+          yield _text(record[self._text_field])
+      return
+    dataset = self._builder.as_dataset(split=f"{self._split}[{self._lo + first}:{self._hi}]",
+                                       shuffle_files=False)
+    # Batched reads: tf.data's per-element cost, not the disk, limits an unbatched loop.
+    for batch in tfds.as_numpy(dataset.map(lambda x: x[self._text_field]).batch(_READ_BATCH)):
+      for text in batch:
+        yield _text(text)
+
+
+def _text(value) -> str:
+  return value.decode("utf-8") if isinstance(value, bytes) else str(value)

@@ -1,10 +1,11 @@
-"""Vocabularies: seqio's byte vocabulary (offline default) or any SentencePiece model, local or gs://.
+"""Vocabularies: bytes (offline default), a SentencePiece model, or a Hugging Face `tokenizer.json`.
 
-Ids follow the T5 convention that seqio uses: 0 = padding, 1 = end of sequence, so packed data and
-the loss mask mean the same thing whichever vocabulary is chosen.
+SentencePiece and bytes come from seqio and follow its T5 convention (0 = padding, 1 = end of
+sequence). A Hugging Face tokenizer keeps its own ids; its end-of-text token separates documents.
+Padding is masked out of the loss by the batch weights, so the padding id never matters.
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import seqio
@@ -12,10 +13,47 @@ from etils import epath
 
 BYTE = "byte"
 T5_VOCAB = "gs://t5-data/vocabs/cc_all.32000/sentencepiece.model"  # the public T5 vocabulary
+# End-of-document tokens of common Hugging Face tokenizers (GPT-2/NeoX, T5/Llama-2, Llama-3, ...).
+HF_EOS_TOKENS = ("<|endoftext|>", "</s>", "<|end_of_text|>", "<eos>", "<|eot_id|>", "[SEP]")
 
 
-def make(spec: str) -> seqio.Vocabulary:
-  """`byte`, or the path of a SentencePiece model; raises ValueError if it cannot be read."""
+class HuggingFaceVocabulary:
+  """A `tokenizers` model from a `tokenizer.json`, with the few methods the data layer uses."""
+
+  def __init__(self, path: str):
+    import tokenizers  # only for users of Hugging Face tokenizers
+    self.path = path
+    try:
+      self.tokenizer = tokenizers.Tokenizer.from_str(epath.Path(path).read_text())
+    except Exception as e:  # tokenizers raises a bare Exception for malformed files
+      raise ValueError(f"data.vocab={path!r} is not a readable Hugging Face tokenizer.json "
+                       f"({str(e).splitlines()[0][:200]})") from None
+    self.tokenizer.no_padding()
+    self.tokenizer.no_truncation()
+    found = [self.tokenizer.token_to_id(t) for t in HF_EOS_TOKENS]
+    found = [i for i in found if i is not None]
+    if not found:
+      raise ValueError(f"data.vocab={path!r} has none of the end-of-text tokens "
+                       f"{', '.join(HF_EOS_TOKENS)}; add one to the tokenizer")
+    self.eos_id = found[0]
+    self.vocab_size = self.tokenizer.get_vocab_size(with_added_tokens=True)
+
+  def encode(self, text: str) -> list[int]:
+    return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+  def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+    return [e.ids for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+
+  def decode(self, ids: Sequence[int]) -> str:
+    return self.tokenizer.decode(list(ids))
+
+
+def is_huggingface(spec: str) -> bool:
+  return spec.endswith(".json")
+
+
+def make(spec: str):
+  """`byte`, a SentencePiece model file or a `tokenizer.json`; raises ValueError if unreadable."""
   if spec == BYTE:
     return seqio.ByteVocabulary()
   try:
@@ -23,7 +61,10 @@ def make(spec: str) -> seqio.Vocabulary:
   except Exception as e:  # an unreachable bucket reports its own error type
     raise ValueError(f"data.vocab={spec!r} cannot be read ({type(e).__name__}: {e})") from None
   if not found:
-    raise ValueError(f"data.vocab={spec!r} is neither 'byte' nor an existing SentencePiece model file")
+    raise ValueError(f"data.vocab={spec!r} is neither 'byte' nor an existing SentencePiece model "
+                     "or Hugging Face tokenizer.json file")
+  if is_huggingface(spec):
+    return HuggingFaceVocabulary(spec)
   vocabulary = seqio.SentencePieceVocabulary(spec)
   try:
     vocabulary.vocab_size  # loads the model: a corrupt file fails here, not mid-run
@@ -32,26 +73,28 @@ def make(spec: str) -> seqio.Vocabulary:
   return vocabulary
 
 
-def encode_documents(texts: Iterator[str], vocabulary: seqio.Vocabulary,
-                     chunk: int = 256) -> Iterator[np.ndarray]:
-  """Token ids of each text, without EOS (packing adds it).
+def encode_batch(texts: Sequence[str], vocabulary) -> list[np.ndarray]:
+  """Token ids of each text, without EOS (packing adds it), in one native call where possible."""
+  if isinstance(vocabulary, HuggingFaceVocabulary):
+    return [np.asarray(ids, np.int32) for ids in vocabulary.encode_batch(texts)]
+  tokenizer = getattr(vocabulary, "tokenizer", None)  # SentencePiece: one C++ call for the batch
+  if tokenizer is not None:
+    return [np.asarray(ids, np.int32) for ids in tokenizer.encode(list(texts))]
+  return [np.asarray(vocabulary.encode(text), np.int32) for text in texts]
 
-  SentencePiece encodes `chunk` texts per call (one C++ call instead of one Python call per text).
-  """
-  tokenizer = getattr(vocabulary, "tokenizer", None)
-  if tokenizer is None:
-    for text in texts:
-      yield np.asarray(vocabulary.encode(text), np.int32)
-    return
+
+def encode_documents(texts: Iterator[str], vocabulary, chunk: int = 256) -> Iterator[np.ndarray]:
+  """Token ids of each text, encoded `chunk` texts per call."""
   batch = []
   for text in texts:
     batch.append(text)
     if len(batch) == chunk:
-      yield from (np.asarray(ids, np.int32) for ids in tokenizer.encode(batch))
+      yield from encode_batch(batch, vocabulary)
       batch = []
-  yield from (np.asarray(ids, np.int32) for ids in tokenizer.encode(batch))
+  if batch:
+    yield from encode_batch(batch, vocabulary)
 
 
-def padded_size(vocabulary: seqio.Vocabulary, multiple: int = 128) -> int:
+def padded_size(vocabulary, multiple: int = 128) -> int:
   """Embedding rows for this vocabulary: rounded up so the `vocab` axis splits over model devices."""
   return -(-vocabulary.vocab_size // multiple) * multiple

@@ -14,6 +14,13 @@ def tfds_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tfds_array_record_dir(tmp_path_factory):
+  data_dir = tmp_path_factory.mktemp("tfds_array_record")
+  corpus.prepare_tfds(data_dir, file_format="array_record")
+  return data_dir
+
+
+@pytest.fixture(scope="session")
 def jsonl_files(tmp_path_factory):
   return corpus.write_jsonl(tmp_path_factory.mktemp("jsonl"), files=3, per_file=50)
 

@@ -53,8 +53,9 @@ class BenchText(TinyText):
   NUM_TRAIN = 50_000
 
 
-def prepare_tfds(data_dir: pathlib.Path, builder: type = TinyText) -> str:
-  """Prepares the dataset into `data_dir`; returns its TFDS name."""
-  prepared = builder(data_dir=str(data_dir))
+def prepare_tfds(data_dir: pathlib.Path, builder: type = TinyText,
+                 file_format: str = "tfrecord") -> str:
+  """Prepares the dataset into `data_dir` in that file format; returns its TFDS name."""
+  prepared = builder(data_dir=str(data_dir), file_format=file_format)
   prepared.download_and_prepare()
   return f"{prepared.name}:1.0.0"

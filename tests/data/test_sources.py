@@ -1,5 +1,6 @@
 """Text files, TFDS and seqio sources: host sharding, restarts, vocabularies and clear errors."""
 
+import json
 import pathlib
 
 import numpy as np
@@ -20,20 +21,31 @@ def take(iterator, count):
 
 # ---- text files -----------------------------------------------------------------------------------
 
-def test_two_hosts_read_disjoint_documents_that_cover_each_epoch(jsonl_files):
+def texts(documents):
+  return [text for _, text in documents]
+
+
+@pytest.mark.parametrize("piece_bytes", [text_files.JSONL_PIECE_BYTES, 1000])
+def test_two_hosts_read_disjoint_documents_that_cover_each_epoch(jsonl_files, piece_bytes):
   paths = text_files.resolve(jsonl_files)
-  hosts = [text_files.TextFiles(paths, "text", seed=3, process_index=h, process_count=2)
-           for h in range(2)]
-  epoch0 = [take(host.documents(), 75) for host in hosts]
+  hosts = [text_files.TextFiles(paths, "text", seed=3, process_index=h, process_count=2,
+                                jsonl_piece_bytes=piece_bytes) for h in range(2)]
+  epoch0 = [[text for cursor, text in take(host.documents(), 150) if cursor[0] == 0]
+            for host in hosts]
   assert not set(epoch0[0]) & set(epoch0[1])
-  assert set(epoch0[0]) | set(epoch0[1]) == {corpus.document(i) for i in range(150)}
-  # The next epoch visits the files in another seeded order.
-  assert take(hosts[0].documents(start=75), 75) != epoch0[0]
+  assert sorted(epoch0[0] + epoch0[1]) == sorted(corpus.document(i) for i in range(150))
+  # The next epoch visits the pieces in another seeded order.
+  epoch1 = [text for cursor, text in take(hosts[0].documents(), 300) if cursor[0] == 1]
+  assert epoch1[:len(epoch0[0])] != epoch0[0]
 
 
-def test_starting_at_a_document_skips_exactly_that_many(jsonl_files):
-  files = text_files.TextFiles(text_files.resolve(jsonl_files), "text", seed=0)
-  assert take(files.documents(start=40), 30) == take(files.documents(), 70)[40:]
+@pytest.mark.parametrize("piece_bytes", [text_files.JSONL_PIECE_BYTES, 1000])
+def test_restarting_at_a_cursor_continues_with_that_document(jsonl_files, piece_bytes):
+  files = text_files.TextFiles(text_files.resolve(jsonl_files), "text", seed=0,
+                               jsonl_piece_bytes=piece_bytes)
+  reference = take(files.documents(), 170)  # into the second epoch
+  for k in (0, 1, 40, 99, 151):
+    assert take(files.documents(reference[k][0]), 19) == reference[k:k + 19]
 
 
 def test_txt_files_are_one_document_each(tmp_path):
@@ -46,7 +58,7 @@ def test_txt_files_are_one_document_each(tmp_path):
 @pytest.mark.parametrize("make_files,message", [
     (lambda d: [str(d / "none*.jsonl")], "matches no file"),
     (lambda d: [str(d / "x.csv")], "matches no file"),
-    (lambda d: [str(_write(d / "y.csv", "a"))], "allowed suffixes are .txt, .jsonl"),
+    (lambda d: [str(_write(d / "y.csv", "a"))], "allowed suffixes are .txt, .jsonl, .parquet"),
     (lambda d: [], "data.files is empty"),
 ])
 def test_bad_file_lists_are_named(tmp_path, make_files, message):
@@ -67,13 +79,19 @@ def test_jsonl_without_the_text_field_names_file_line_and_fields(tmp_path):
 
 # ---- TFDS -----------------------------------------------------------------------------------------
 
-def test_tfds_hosts_split_the_data_and_restart_mid_way(tfds_dir):
-  hosts = [tfds_source.TfdsDocuments("tiny_text:1.0.0", str(tfds_dir), "train", "text", h, 2)
+@pytest.mark.parametrize("file_format", ["tfrecord", "array_record"])
+def test_tfds_hosts_split_the_data_and_restart_mid_way(tfds_dir, tfds_array_record_dir,
+                                                      file_format):
+  data_dir = tfds_dir if file_format == "tfrecord" else tfds_array_record_dir
+  hosts = [tfds_source.TfdsDocuments("tiny_text:1.0.0", str(data_dir), "train", "text", h, 2)
            for h in range(2)]
+  assert all(host.random_access == (file_format == "array_record") for host in hosts)
   halves = [list(host.documents(epochs=1)) for host in hosts]
   assert len(halves[0]) == len(halves[1]) == 200
-  assert set(halves[0]) | set(halves[1]) == {corpus.document(i) for i in range(400)}
-  assert take(hosts[1].documents(start=150), 60) == halves[1][150:] + halves[1][:10]
+  assert set(texts(halves[0])) | set(texts(halves[1])) == {corpus.document(i) for i in range(400)}
+  resumed = take(hosts[1].documents(halves[1][150][0]), 60)
+  assert texts(resumed) == texts(halves[1][150:] + halves[1][:10])
+  assert resumed[50][0] == [1, 0]
 
 
 @pytest.mark.parametrize("name,split,field,message", [
@@ -116,10 +134,11 @@ def test_c4_style_seqio_task_tokenizes_the_tfds_text_in_order(tfds_dir, spm_mode
   documents = seqio_source.SeqioDocuments(task, "validation")
   vocabulary = vocab_lib.make(spm_model)
   texts = tfds_source.TfdsDocuments("tiny_text:1.0.0", str(tfds_dir), "validation", "text")
-  for ids, text in zip(documents.documents(epochs=1), texts.documents(epochs=1)):
+  for (_, ids), (_, text) in zip(documents.documents(epochs=1), texts.documents(epochs=1)):
     np.testing.assert_array_equal(ids, vocabulary.encode(text))
-  assert take(documents.documents(start=10), 5)[0].tolist() == list(
-      take(documents.documents(), 11)[10])
+  cursor, ids = take(documents.documents(), 11)[10]
+  assert cursor == [10]
+  np.testing.assert_array_equal(take(documents.documents(cursor), 1)[0][1], ids)
 
 
 def test_unknown_seqio_task_is_named():
@@ -130,7 +149,8 @@ def test_unknown_seqio_task_is_named():
 # ---- data.make for each source ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("source", ["text_files", "tfds", "seqio"])
-def test_each_source_gives_batches_and_a_held_out_set(source, jsonl_files, tfds_dir, spm_model):
+def test_each_source_gives_batches_a_held_out_set_and_resumes(source, jsonl_files, tfds_dir,
+                                                              spm_model):
   config = tiny.get_config()
   config.data.update(dict(source=source, files=",".join(jsonl_files), vocab=spm_model,
                           tfds_name="tiny_text:1.0.0", tfds_data_dir=str(tfds_dir)))
@@ -140,7 +160,13 @@ def test_each_source_gives_batches_and_a_held_out_set(source, jsonl_files, tfds_
   assert batch["inputs"].shape == (4, 64) and batch["weights"].all()
   assert data.vocab_size == 128
   assert sum(b["inputs"].shape[0] for b in data.eval_batches) == 8
-  assert data.train.get_state()["examples"] == 4
+  state = json.loads(json.dumps(data.train.get_state()))  # as a checkpoint stores it
+  expected = data.train.next_batch(8)
+  data.train.close()
+  resumed = data_lib.make(config, 0, 1)
+  resumed.train.set_state(state)
+  np.testing.assert_array_equal(resumed.train.next_batch(8)["inputs"], expected["inputs"])
+  resumed.train.close()
 
 
 def test_single_file_without_eval_files_is_refused(jsonl_files):

@@ -1,0 +1,77 @@
+"""Reads corpora tokenized once by `cbs.data.prepare`: ArrayRecord shards of one long token stream.
+
+A split is the EOS-joined token stream of its documents, stored in records of `record_tokens`
+tokens. Example i (any context length L) is tokens [i L, i L + L + 1) of the stream, the same
+windows `packing.pack` cuts, so it is read by random access in O(1). Every epoch is a seeded grain
+permutation of the examples; host h of H reads examples h, h+H, ... of it, so after any sequence
+of batch sizes the hosts together have consumed exactly a prefix of the permuted global stream,
+and a position is one integer per host.
+"""
+
+import json
+from typing import Any
+
+import grain
+import numpy as np
+from etils import epath
+
+MANIFEST = "manifest.json"
+READ_THREADS = 4
+
+
+def read_manifest(directory: str) -> dict[str, Any]:
+  """The manifest of a prepared directory; raises ValueError naming the directory if unusable."""
+  path = epath.Path(directory) / MANIFEST
+  try:
+    return json.loads(path.read_text())
+  except FileNotFoundError:
+    raise ValueError(f"data.prepared_dir={directory!r} holds no {MANIFEST} (write one with "
+                     "'python -m cbs.data.prepare --files=... --vocab=... --output=DIR')") from None
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path} is not valid JSON ({e.msg})") from None
+
+
+class PreparedSplit:
+  """Random access to the token stream of one split."""
+
+  def __init__(self, directory: str, split: str):
+    manifest = read_manifest(directory)
+    if split not in manifest["splits"]:
+      raise ValueError(f"data.prepared_dir={directory!r} has no split {split!r}; splits: "
+                       f"{', '.join(sorted(manifest['splits']))}")
+    info = manifest["splits"][split]
+    self.tokens = int(info["tokens"])
+    self.eos_id = int(manifest["eos_id"])
+    self.vocab_size = int(manifest["vocab_size"])
+    self._record_tokens = int(manifest["record_tokens"])
+    self._dtype = np.dtype(manifest["dtype"])
+    shards = [str(epath.Path(directory) / shard) for shard in info["shards"]]
+    self._records = grain.sources.ArrayRecordDataSource(shards)
+
+  def window(self, start: int, length: int) -> np.ndarray:
+    """Tokens [start, start + length) of the stream, as int32."""
+    first, last = start // self._record_tokens, (start + length - 1) // self._record_tokens
+    parts = [np.frombuffer(self._records[r], self._dtype) for r in range(first, last + 1)]
+    offset = start - first * self._record_tokens
+    return np.concatenate(parts)[offset:offset + length].astype(np.int32)
+
+  def num_examples(self, seq_len: int) -> int:
+    """Whole examples of `seq_len + 1` tokens, `seq_len` apart, in one pass over the stream."""
+    return (self.tokens - 1) // seq_len
+
+  def examples(self, seq_len: int) -> grain.MapDataset:
+    """Example i -> (tokens [seq_len + 1], seq_len + 1), in stream order."""
+    count = self.num_examples(seq_len)
+    if count < 1:
+      raise ValueError(f"the prepared split has {self.tokens} tokens, fewer than one example of "
+                       f"data.seq_len + 1 = {seq_len + 1}")
+    return grain.MapDataset.range(count).map(
+        lambda i: (self.window(i * seq_len, seq_len + 1), seq_len + 1))
+
+
+def host_examples(split: PreparedSplit, seq_len: int, seed: int, process_index: int,
+                  process_count: int, prefetch: int) -> grain.IterDataset:
+  """This host's share of the endlessly repeated, per-epoch shuffled examples, read ahead by grain."""
+  shuffled = split.examples(seq_len).shuffle(seed=seed).repeat()
+  return shuffled[process_index::process_count].to_iter_dataset(
+      grain.ReadOptions(num_threads=READ_THREADS, prefetch_buffer_size=max(prefetch, 1)))
