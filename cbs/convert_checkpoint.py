@@ -50,7 +50,7 @@ def convert(tree: Any, scan_layers: bool) -> Any:
   return out
 
 
-def _read_state(path: epath.Path) -> Any:
+def read_state(path: epath.Path) -> Any:
   """A saved state as host numpy arrays, whatever devices it was written from."""
   metadata = ocp.StandardCheckpointHandler().metadata(path).tree
   restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata)
@@ -93,7 +93,7 @@ def convert_workdir(workdir: epath.PathLike, scan_layers: bool) -> list[int]:
     target.rmtree()
   for step in steps:
     state_dir = source / str(step) / "state"
-    state = _read_state(state_dir)
+    state = read_state(state_dir)
     found = layout_of(set(_flat_keys(state)))
     if found == wanted:
       raise ValueError(f"checkpoint {step} in {source} already has {wanted} blocks")

@@ -22,7 +22,6 @@ from cbs import convert_checkpoint
 from cbs import metrics
 from cbs import train
 from cbs import validation
-from configs import tiny
 from tests.test_reliability import assert_each_step_once
 from tests.test_reliability import short_config
 
@@ -81,8 +80,8 @@ def test_scanned_rerun_of_an_unrolled_run_is_refused_then_converted_and_resumed(
 
   assert convert_checkpoint.main([f"--workdir={run}", "--scan_layers=True"]) == 0
   assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["1", "2", "3", "4"]
-  original = convert_checkpoint._read_state(run / "checkpoints.unrolled" / "4" / "state")
-  converted = convert_checkpoint._read_state(run / "checkpoints" / "4" / "state")
+  original = convert_checkpoint.read_state(run / "checkpoints.unrolled" / "4" / "state")
+  converted = convert_checkpoint.read_state(run / "checkpoints" / "4" / "state")
   for i in range(2):  # block i is index i of the stacked arrays, for params, moments and averages
     jax.tree.map(np.testing.assert_array_equal,
                  jax.tree.map(lambda a, i=i: a[i], converted["opt"][1][0]["mu"]["layers"]),
