@@ -195,7 +195,7 @@ class Checkpoints:
                      "again once the storage is reachable")
 
   def _attempt(self, step: int, abstract_state: Any) -> tuple[int, Any]:
-    """One try at a step: its array metadata is checked against the model before anything is read."""
+    """One try at a step; its array metadata is checked against the model first."""
     try:
       stored = _array_metadata(self.directory / str(step) / "state")
       mismatch = describe_mismatch(stored, _flat(ocp.tree.serialize_tree(abstract_state,
@@ -291,7 +291,8 @@ def _array_metadata(path: epath.Path) -> dict[str, Any]:
 
 def describe_mismatch(stored: dict[str, Any], wanted: dict[str, Any]) -> str:
   """How a checkpoint's arrays differ from the model's (empty if they fit): keys, shapes, dtypes."""
-  only_stored, only_wanted = _diverging(set(stored), set(wanted)), _diverging(set(wanted), set(stored))
+  only_stored = _diverging(set(stored), set(wanted))
+  only_wanted = _diverging(set(wanted), set(stored))
   if only_stored or only_wanted:
     return (f"it holds {_some(only_stored) or 'nothing more'} where the model has "
             f"{_some(only_wanted) or 'nothing'}")

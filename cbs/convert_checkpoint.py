@@ -32,7 +32,7 @@ def layout_of(keys: set[str]) -> str | None:
 
 
 def convert(tree: Any, scan_layers: bool) -> Any:
-  """The state tree (nested dicts and lists of arrays) in the other layout, wherever blocks occur."""
+  """The state tree (nested dicts and lists of arrays) in the other layout, wherever blocks are."""
   if isinstance(tree, list):
     return [convert(t, scan_layers) for t in tree]
   if not isinstance(tree, dict):
@@ -84,7 +84,8 @@ def convert_workdir(workdir: epath.PathLike, scan_layers: bool) -> list[int]:
   source, target = workdir / "checkpoints", workdir / "checkpoints.converting"
   wanted, other = ("scanned", "unrolled") if scan_layers else ("unrolled", "scanned")
   backup = workdir / f"checkpoints.{other}"
-  steps = sorted(int(p.name) for p in source.iterdir() if p.name.isdigit()) if source.exists() else []
+  names = [p.name for p in source.iterdir()] if source.exists() else []
+  steps = sorted(int(name) for name in names if name.isdigit())
   if not steps:
     raise ValueError(f"--workdir={workdir} holds no checkpoints ({source})")
   if backup.exists():
@@ -123,17 +124,17 @@ def main(argv: list[str]) -> int:
   args = dict(a.removeprefix("--").split("=", 1) for a in argv if a.startswith("--") and "=" in a)
   scan_layers = {"true": True, "false": False}.get(args.get("scan_layers", "").lower())
   if set(args) != {"workdir", "scan_layers"} or len(args) != len(argv) or scan_layers is None:
-    print(f"cbs.convert_checkpoint: got {' '.join(argv) or 'no arguments'}; usage: "
-          "python -m cbs.convert_checkpoint --workdir=DIR --scan_layers=True|False", file=sys.stderr)
+    print(f"cbs.convert_checkpoint: got {' '.join(argv) or 'no arguments'}; usage: python -m "
+          "cbs.convert_checkpoint --workdir=DIR --scan_layers=True|False", file=sys.stderr)
     return 2
   try:
     steps = convert_workdir(args["workdir"], scan_layers)
   except ValueError as e:
     print(f"cbs.convert_checkpoint: {e}", file=sys.stderr)
     return 2
-  print(f"converted checkpoints {', '.join(map(str, steps))} in {args['workdir']} to "
-        f"{'scanned' if scan_layers else 'unrolled'} blocks; the originals are in "
-        f"{epath.Path(args['workdir']) / ('checkpoints.' + ('unrolled' if scan_layers else 'scanned'))}")
+  new, old = ("scanned", "unrolled") if scan_layers else ("unrolled", "scanned")
+  print(f"converted checkpoints {', '.join(map(str, steps))} in {args['workdir']} to {new} "
+        f"blocks; the originals are in {epath.Path(args['workdir']) / f'checkpoints.{old}'}")
   return 0
 
 

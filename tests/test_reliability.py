@@ -129,11 +129,11 @@ def test_sigterm_checkpoints_exits_zero_and_resumes_exactly(tmp_path):
 
 def test_sigkill_before_and_after_a_checkpoint_and_a_partial_save_then_resume_exactly(tmp_path):
   split = tmp_path / "split"
-  for kill_at, resumed_from in ((3, None), (12, None)):  # before the first checkpoint (step 8), after
+  for kill_at in (3, 12):  # before the first checkpoint (step 8), then after it
     run = subprocess.run(cli(tmp_path, "SIGKILL", kill_at, 24, 8), cwd=ROOT, capture_output=True,
                          text=True, timeout=300, check=False)
     assert run.returncode == -signal.SIGKILL
-    assert ("resumed from" in run.stderr) == (resumed_from is not None)
+    assert "resumed from" not in run.stderr  # nothing to resume: the first kill left no checkpoint
     # Killed mid-run: the records stop before the kill step, nothing says the run finished.
     assert max(r["step"] for r in metrics.read_records(split)) == kill_at - 1
     assert not (split / "done.json").exists()

@@ -198,7 +198,7 @@ def test_no_silent_fresh_start_while_checkpoints_exist(six_steps, tmp_path):
 @pytest.mark.parametrize("error,verdict", [
     (FileNotFoundError("state/_METADATA"), checkpoint._CORRUPT),
     (json.JSONDecodeError("Expecting value", "", 0), checkpoint._CORRUPT),
-    (ValueError('OUT_OF_RANGE: Error reading "params.embed" in OCDBT database'), checkpoint._CORRUPT),
+    (ValueError('OUT_OF_RANGE: Error reading "params.embed" in OCDBT'), checkpoint._CORRUPT),
     (ValueError("DATA_LOSS: checksum mismatch"), checkpoint._CORRUPT),
     (ValueError("UNAVAILABLE: connection reset"), checkpoint._TRANSIENT),
     (ValueError("DEADLINE_EXCEEDED: read timed out"), checkpoint._TRANSIENT),
