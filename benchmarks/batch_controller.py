@@ -18,7 +18,7 @@ import numpy as np
 from absl import app
 from absl import logging
 
-from cbs import metrics
+from cbs import records
 from cbs import train
 from configs import tiny
 
@@ -35,7 +35,7 @@ def run(steps: int, **batch) -> tuple[list[dict], dict]:
   config.train_tokens = steps * config.batch.size * SEQ_LEN
   with tempfile.TemporaryDirectory() as workdir:
     progress = train.train_and_evaluate(config, workdir)
-    return [r for r in metrics.read_records(workdir) if "loss" in r], progress
+    return [r for r in records.read_records(workdir) if "loss" in r], progress
 
 
 def steady_step_seconds(records: list[dict], size: int) -> float:

@@ -26,7 +26,7 @@ from absl import flags
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # the test corpus generator
 
 from cbs import data as data_lib  # noqa: E402
-from cbs import metrics  # noqa: E402
+from cbs import records  # noqa: E402
 from cbs import train  # noqa: E402
 from cbs.data import prepare  # noqa: E402
 from cbs.data import text_files  # noqa: E402
@@ -91,7 +91,7 @@ def training_rate(workdir: pathlib.Path) -> float:
   config.train_tokens = 300 * config.batch.size * config.data.seq_len
   config.eval.every_tokens = 0
   train.train_and_evaluate(config, str(workdir))
-  return [r for r in metrics.read_records(workdir) if "tokens_per_sec" in r][-1]["tokens_per_sec"]
+  return [r for r in records.read_records(workdir) if "tokens_per_sec" in r][-1]["tokens_per_sec"]
 
 
 def main(argv):

@@ -6,19 +6,54 @@ each host's own data-stream position (`data/process_<i>-of-<n>.json`, written by
 each host reads its own shard of the data) and the resolved config. orbax writes each one into a
 temporary directory and renames it when complete, asynchronously, so training goes on while it is
 written and an interrupted save never looks like a checkpoint. Paths may be local or `gs://`.
+
+A resume never silently starts over. A checkpoint that does not restore is one of three things, each
+with its own answer: *incompatible* with the configured model (the run stops, nothing is touched),
+*corrupt* (files of that step missing or cut short: it is set aside and the previous one is used),
+or anything else - I/O errors, timeouts, object-store hiccups - which is retried with backoff and,
+if it persists, stops the run with nothing renamed.
 """
 
 import dataclasses
 import json
 import re
+import time
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
+from jax.experimental import multihost_utils
 
 _HOST_FILE = re.compile(r"process_(\d+)-of-(\d+)\.json")
+RETRY_DELAYS_S = (2.0, 8.0, 30.0)  # waits before the 2nd, 3rd and 4th attempt to read a checkpoint
+# TensorStore prefixes its errors with a status code; these mean the files themselves are bad.
+_CORRUPT_CODES = ("DATA_LOSS", "OUT_OF_RANGE", "FAILED_PRECONDITION", "NOT_FOUND")
+# Verdicts on one attempt, ordered so that the most serious one seen by any host wins.
+_OK, _TRANSIENT, _CORRUPT, _INCOMPATIBLE = range(4)
+
+
+class CheckpointError(RuntimeError):
+  """The run cannot continue from its checkpoints; the message says why in one line."""
+
+
+class Incompatible(CheckpointError):
+  """A checkpoint's arrays do not fit the configured model (tree, shape or dtype)."""
+
+  def __init__(self, step: int, directory: epath.Path, mismatch: str, stored_keys: set[str]):
+    super().__init__(
+        f"checkpoint {step} in {directory} does not fit the configured model: {mismatch}")
+    self.step, self.mismatch, self.stored_keys = step, mismatch, stored_keys
+
+
+class Unreadable(CheckpointError):
+  """A checkpoint kept failing to read for a reason that does not show it is corrupt."""
+
+
+class NoneRestorable(CheckpointError):
+  """Checkpoints exist (or were set aside) but none of them restores."""
 
 
 class HostCountError(ValueError):
@@ -77,6 +112,10 @@ class Checkpoints:
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                              enable_async_checkpointing=True))
 
+  @property
+  def directory(self) -> epath.Path:
+    return epath.Path(self._manager.directory)
+
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
@@ -106,27 +145,80 @@ class Checkpoints:
     has_item = (epath.Path(self._manager.directory) / str(step) / "data").exists()
     return {"data": HostStateRestore()} if has_item else {}
 
+  def set_aside(self) -> list[str]:
+    """Names of the checkpoints an earlier restore found corrupt (`corrupt_<step>`)."""
+    exists = self.directory.exists()
+    return sorted(p.name for p in self.directory.glob("corrupt_*")) if exists else []
+
   def restore_latest(self, abstract_state: Any) -> tuple[Any, dict] | None:
-    """The newest checkpoint that restores; an unreadable one is reported in one line and skipped.
+    """The newest checkpoint that restores, or None only when the run has never saved one.
 
     orbax never finalises a partial save, but files can still go missing or be cut short later
-    (a full disk, a half-copied run directory). A bad one is renamed `corrupt_<step>`, kept for
-    inspection, so the resumed run can write that step again.
+    (a full disk, a half-copied run directory). Such a step is renamed `corrupt_<step>`, kept for
+    inspection, so the resumed run can write that step again. Raises `Incompatible`, `Unreadable`
+    or `NoneRestorable` instead of ever returning None while checkpoints exist.
     """
-    for step in sorted(self._manager.all_steps(), reverse=True):
-      try:
-        return self.restore(step, abstract_state)
-      except HostCountError:
-        raise
-      except Exception as e:  # any read failure means: not usable, try the previous one
-        aside = epath.Path(self._manager.directory) / f"corrupt_{step}"
-        logging.warning("checkpoint %d in %s is incomplete or corrupt (%s: %s); moved to %s, "
-                        "trying the previous one", step, self._manager.directory,
-                        type(e).__name__, str(e).splitlines()[0][:200], aside)
-        if jax.process_index() == 0:  # one host moves it; the others only stop listing it
-          (epath.Path(self._manager.directory) / str(step)).rename(aside)
-        self._manager.reload()
+    steps = self.all_steps()
+    for i, step in enumerate(reversed(steps)):
+      verdict, result = self._restore_with_retries(step, abstract_state)
+      if verdict == _OK:
+        return result
+      previous = steps[-i - 2] if i + 1 < len(steps) else None
+      logging.warning("checkpoint %d in %s is corrupt (%s); set aside as %s, %s", step,
+                      self.directory, result, self._set_aside(step),
+                      f"restoring step {previous} instead" if previous is not None else
+                      "and no earlier checkpoint is left")
+    if steps or self.set_aside():
+      raise NoneRestorable(
+          f"no checkpoint in {self.directory} restores (set aside: "
+          f"{', '.join(self.set_aside())}); set train.restart_if_unrestorable=True to start over")
     return None
+
+  def _restore_with_retries(self, step: int, abstract_state: Any) -> tuple[int, Any]:
+    """(_OK, (state, progress)) or (_CORRUPT, reason); raises on the other verdicts.
+
+    Every host takes the same branch: each attempt's verdict is the most serious one of all hosts.
+    """
+    for attempt in range(len(RETRY_DELAYS_S) + 1):
+      verdict, result = _agree(*self._attempt(step, abstract_state))
+      if verdict == _INCOMPATIBLE:
+        raise result or Incompatible(step, self.directory, "reported by another host", set())
+      result = result or "reported by another host"
+      if verdict != _TRANSIENT:
+        return verdict, result
+      if attempt < len(RETRY_DELAYS_S):
+        logging.warning("reading checkpoint %d failed (%s); retrying in %.0f s", step, result,
+                        RETRY_DELAYS_S[attempt])
+        time.sleep(RETRY_DELAYS_S[attempt])
+    raise Unreadable(f"checkpoint {step} in {self.directory} could not be read in "
+                     f"{len(RETRY_DELAYS_S) + 1} attempts ({result}); nothing was changed, run "
+                     "again once the storage is reachable")
+
+  def _attempt(self, step: int, abstract_state: Any) -> tuple[int, Any]:
+    """One try at a step; its array metadata is checked against the model first."""
+    try:
+      stored = _array_metadata(self.directory / str(step) / "state")
+      mismatch = describe_mismatch(stored, _flat(ocp.tree.serialize_tree(abstract_state,
+                                                                         keep_empty_nodes=True)))
+      if mismatch:
+        return _INCOMPATIBLE, Incompatible(step, self.directory, mismatch, set(stored))
+      return _OK, self.restore(step, abstract_state)
+    except HostCountError:  # every host sees the same files: the run's setup, not the checkpoint
+      raise
+    except Exception as e:  # classified below: nothing is renamed without evidence of corruption
+      return classify(e), f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+
+  def _set_aside(self, step: int) -> str:
+    """Renames a corrupt step `corrupt_<step>` (`.1`, `.2` if it went bad before); the new name."""
+    aside, suffix = self.directory / f"corrupt_{step}", 1
+    while aside.exists():
+      aside, suffix = self.directory / f"corrupt_{step}.{suffix}", suffix + 1
+    if jax.process_index() == 0:  # one host moves it; the others only stop listing it
+      (self.directory / str(step)).rename(aside)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f"cbs: set aside checkpoint {step}")
+    self._manager.reload()
+    return aside.name
 
   def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
     """State placed with the shardings carried by `abstract_state`, and the progress record."""
@@ -138,6 +230,11 @@ class Checkpoints:
   def reached_preemption(self, step: int) -> bool:
     """Whether all hosts agreed to stop at this step (JAX's preemption sync point, multi-host)."""
     return self._manager.reached_preemption(step)
+
+  def saved_config(self, step: int) -> dict:
+    """The resolved config a checkpoint was written with."""
+    return self._manager.restore(step, args=ocp.args.Composite(
+        config=ocp.args.JsonRestore())).config
 
   def wait(self) -> None:
     self._manager.wait_until_finished()
@@ -152,3 +249,73 @@ def _with_host_data(restored) -> dict:
   if "data" in restored.keys() and restored.data is not None:
     progress["data"] = restored.data
   return progress
+
+
+def classify(error: BaseException) -> int:
+  """_CORRUPT when the error shows files of the step missing or cut short, else _TRANSIENT.
+
+  Only evidence of damage sets a checkpoint aside: anything else (I/O errors, timeouts, object-store
+  and permission errors, errors not understood) may pass, so it is retried and never renamed.
+  """
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, (FileNotFoundError, json.JSONDecodeError)):
+      return _CORRUPT
+    if str(error).startswith(_CORRUPT_CODES):
+      return _CORRUPT
+    error = error.__cause__ or error.__context__
+  return _TRANSIENT
+
+
+def _agree(verdict: int, result: Any) -> tuple[int, Any]:
+  """The most serious verdict of all hosts (single host: its own), so all hosts act alike.
+
+  A host that saw less keeps None as its result: the host that saw it logs the details.
+  """
+  if jax.process_count() == 1:
+    return verdict, result
+  worst = int(np.max(multihost_utils.process_allgather(np.int32(verdict))))
+  return worst, result if worst == verdict else None
+
+
+def _flat(tree: Any) -> dict[str, Any]:
+  """'/'-joined key path -> leaf of a serialized (dicts and lists) tree."""
+  return {"/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path): leaf
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _array_metadata(path: epath.Path) -> dict[str, Any]:
+  return _flat(ocp.StandardCheckpointHandler().metadata(path).tree)
+
+
+def describe_mismatch(stored: dict[str, Any], wanted: dict[str, Any]) -> str:
+  """How a checkpoint's arrays differ from the model's (empty if they fit): keys, shapes, dtypes."""
+  only_stored = _diverging(set(stored), set(wanted))
+  only_wanted = _diverging(set(wanted), set(stored))
+  if only_stored or only_wanted:
+    return (f"it holds {_some(only_stored) or 'nothing more'} where the model has "
+            f"{_some(only_wanted) or 'nothing'}")
+  for key in sorted(wanted):
+    have = (tuple(stored[key].shape), np.dtype(stored[key].dtype))
+    want = (tuple(wanted[key].shape), np.dtype(wanted[key].dtype))
+    if have != want:
+      return (f"{key} is {have[1]}{list(have[0])} in it and {want[1]}{list(want[0])} in the "
+              "model")
+  return ""
+
+
+def _diverging(keys: set[str], others: set[str]) -> list[str]:
+  """Each key in `keys` but not `others`, cut after its first component `others` lacks."""
+  prefixes = {"/".join(k.split("/")[:i]) for k in others for i in range(1, k.count("/") + 2)}
+  out = set()
+  for key in keys - others:
+    parts = key.split("/")
+    cut = next(i for i in range(1, len(parts) + 1) if "/".join(parts[:i]) not in prefixes)
+    out.add("/".join(parts[:cut]))
+  params = sorted(k for k in out if k.startswith("params"))  # the same shows in opt and ewa
+  return params or sorted(out)
+
+
+def _some(names: list[str]) -> str:
+  return ", ".join(names[:2]) + (f" (+{len(names) - 2} more)" if len(names) > 2 else "")

@@ -53,7 +53,7 @@ def main(argv: list[str]) -> None:
     from cbs.data import stream
     try:
       train.train_and_evaluate(config, _WORKDIR.value)
-    except train.NonFiniteError as e:
+    except (train.NonFiniteError, checkpoint.CheckpointError) as e:
       print(f"cbs: {e}", file=sys.stderr)
       sys.exit(1)
     except stream.DataError as e:

@@ -19,7 +19,6 @@ from etils import epath  # noqa: E402
 
 from cbs import records  # noqa: E402
 from cbs import tensorboard  # noqa: E402
-from cbs.records import drop_records_after, read_records  # noqa: E402,F401  (the loop's API)
 
 class JsonlWriter(metric_writers.MetricWriter):
   """Scalars as JSON lines: appended to one local file, or one new object per flush.

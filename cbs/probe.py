@@ -23,7 +23,7 @@ from absl import flags
 from etils import epath
 
 from cbs import checkpoint
-from cbs import metrics
+from cbs import records
 from cbs.batching import schedules as batch_schedules
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run to probe.")
@@ -101,7 +101,7 @@ def branch_runs(workdir: epath.Path, parent: dict, point: dict, ks: list[float],
 
 
 def branch_loss(workdir: epath.Path) -> float:
-  evals = [r for r in metrics.read_records(workdir) if "eval_loss" in r]
+  evals = [r for r in records.read_records(workdir) if "eval_loss" in r]
   return float(evals[-1]["eval_loss"]) if evals else math.nan
 
 
@@ -135,7 +135,7 @@ def probe(workdir: str, at_tokens: list[int], ks: list[float], branch_tokens: in
   {"inprocess": backends.run_inprocess, "local": backends.run_local,
    "gpus": backends.run_gpus}[backend](todo, root)
   backends.write_manifest(root, "cbs.probe", runs)
-  records = metrics.read_records(workdir)
+  records = records.read_records(workdir)
   results = []
   for p in points:
     losses = [branch_loss(root / f"tokens={p['tokens']},k={k:g}") for k in ks]

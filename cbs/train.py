@@ -21,6 +21,7 @@ from absl import logging
 from etils import epath
 
 from cbs import checkpoint
+from cbs import convert_checkpoint
 from cbs import data as data_lib
 from cbs import eval_schedule
 from cbs import ewa
@@ -29,6 +30,7 @@ from cbs import metrics
 from cbs import models
 from cbs import optim
 from cbs import perf
+from cbs import records
 from cbs import schedules
 from cbs import sharding
 from cbs import step as step_lib
@@ -143,12 +145,49 @@ def branch_from(config: ml_collections.ConfigDict, abstract_state) -> tuple[dict
                  if k in progress}
 
 
+def restore(checkpoints: checkpoint.Checkpoints, config: ml_collections.ConfigDict,
+            abstract_state) -> tuple[dict, dict] | None:
+  """The latest checkpoint's state and progress; None only for a run that never saved one.
+
+  A checkpoint that does not fit the model is the config's problem: one line naming the step, the
+  mismatch and the config keys that changed, with the conversion command for the unrolled <->
+  scanned layout. `train.restart_if_unrestorable` makes "none restores" a deliberate fresh start.
+  """
+  try:
+    return checkpoints.restore_latest(abstract_state)
+  except checkpoint.Incompatible as e:
+    raise validation.ConfigError(_incompatible_message(e, checkpoints, config)) from None
+  except checkpoint.NoneRestorable as e:
+    if not config.train.restart_if_unrestorable:
+      raise
+    logging.warning("%s: starting over from step 0 (train.restart_if_unrestorable=True)", e)
+    return None
+
+
+def _incompatible_message(error: checkpoint.Incompatible, checkpoints: checkpoint.Checkpoints,
+                          config: ml_collections.ConfigDict) -> str:
+  try:
+    changed = validation.model_data_changes(checkpoints.saved_config(error.step), config)
+  except Exception:  # the saved config only explains the mismatch; without it the mismatch stands
+    changed = []
+  message = str(error) + (f" ({'; '.join(changed[:3])})" if changed else "")
+  stored = convert_checkpoint.layout_of(error.stored_keys)
+  wanted = "scanned" if config.model.scan_layers else "unrolled"
+  if stored and stored != wanted:
+    scan = config.model.scan_layers
+    message += (f"; convert its {stored} blocks to {wanted} ones with `python -m "
+                f"cbs.convert_checkpoint --workdir={checkpoints.directory.parent} "
+                f"--scan_layers={scan}` (or resume with model.scan_layers={not scan})")
+  return message + "; nothing was changed"
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        stop_after_steps: int | None = None) -> dict:
   """Trains until `config.train_tokens` (or for `stop_after_steps` more steps, then checkpoints).
 
-  Returns the final progress record. Running again with the same workdir resumes from its latest
-  checkpoint; a finished run returns at once.
+  Returns the final progress record, with `resumed_from` (the restored step, None for a fresh
+  start) and `steps_run` (steps trained by this call). Running again with the same workdir resumes
+  from its latest checkpoint; a finished run returns at once.
   """
   # ---- Data -------------------------------------------------------------------------------------
   try:
@@ -184,32 +223,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   # ---- Init or restore ----------------------------------------------------------------------------
   checkpoints = checkpoint.Checkpoints(workdir, config.checkpoint.keep)
-  restored = checkpoints.restore_latest(layout.abstract)
+  restored = restore(checkpoints, config, layout.abstract)
   fresh = restored is None
   if fresh and config.train.init_from:
     state, progress = branch_from(config, layout.abstract)
     data.train.set_state(progress["data"])
-    if is_main_host:
-      metrics.drop_records_after(workdir, progress["step"])
   elif fresh:
     state = train_state.create(config, data.vocab_size, layout, mesh, rules)
     progress = {"step": 0, "tokens": 0, "seed": config.seed}
-    if is_main_host:
-      metrics.drop_records_after(workdir, 0)
   else:
     state, progress = restored
     data.train.set_state(progress["data"])
     controller.set_state(progress["batch"])
-    if is_main_host:
-      metrics.drop_records_after(workdir, progress["step"])
     logging.info("resumed from step %d (%s tokens)", progress["step"], f"{progress['tokens']:,}")
+  resumed_from = None if fresh else progress["step"]
+  if is_main_host:  # a fresh run writes a record at its start step: none in the file is its own
+    records.drop_records_after(workdir, progress["step"] - 1 if fresh else progress["step"])
   if progress["tokens"] >= config.train_tokens:
     logging.info("run in %s is already finished (%s tokens); nothing to do", workdir,
                  f"{progress['tokens']:,}")
+    if is_main_host and not (workdir / "done.json").exists():  # stopped between the two writes
+      (workdir / "done.json").write_text(json.dumps({"step": progress["step"],
+                                                     "tokens": progress["tokens"]}))
     checkpoints.close()
     controller.close()
     data.train.close()
-    return progress
+    return {**progress, "resumed_from": resumed_from, "steps_run": 0}
 
   writer = metrics.make_writer(workdir, is_main_host)
   config_json = config.to_dict()
@@ -285,9 +324,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         controller.close()
         data.train.close()
         stop_request.restore()
+        latest = checkpoints.latest_step()
+        kept = (f"the latest complete checkpoint is step {latest} in {workdir}" if latest is not None
+                else f"no checkpoint was written yet in {workdir}")
         raise NonFiniteError(
-            f"non-finite loss or gradient at step {bad[0][0]} ({bad[0][1]:,} tokens); the latest "
-            f"complete checkpoint is step {checkpoints.latest_step()} in {workdir} "
+            f"non-finite loss or gradient at step {bad[0][0]} ({bad[0][1]:,} tokens); {kept} "
             "(set train.on_nonfinite=skip to skip such steps)")
       progress_log.log(step, tokens, float(fetched[-1][1]["loss"]), tokens_per_sec,
                        performance["perf_mfu"])
@@ -324,13 +365,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   writer.flush()
   writer.close()
   stop_request.restore()
+  progress = {**progress, "resumed_from": resumed_from, "steps_run": steps_this_run}
   if preempted and not done:
     progress["preempted"] = True
-    logging.info("stopped by a signal at step %d (%s tokens); checkpoint complete. Run the same "
-                 "command again to resume.", step, f"{tokens:,}")
+    logging.info("stopped by a signal at step %d (%s tokens, %d steps in this process); checkpoint "
+                 "complete. Run the same command again to resume.", step, f"{tokens:,}",
+                 steps_this_run)
   else:
-    logging.info("%s at step %d (%s tokens); workdir %s",
-                 "finished" if done else "stopped", step, f"{tokens:,}", workdir)
+    logging.info("%s at step %d (%s tokens, %d steps in this process); workdir %s",
+                 "finished" if done else "stopped", step, f"{tokens:,}", steps_this_run, workdir)
   if done and is_main_host:  # sweeps skip runs that hold this marker
     (workdir / "done.json").write_text(json.dumps({"step": step, "tokens": tokens}))
   return progress

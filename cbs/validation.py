@@ -124,6 +124,14 @@ def _differences(old, new, prefix: str) -> list[str]:
   return [] if old == new else [f"{prefix}: {old!r} -> {new!r}"]
 
 
+def model_data_changes(previous: dict, config: ml_collections.ConfigDict) -> list[str]:
+  """`key: old -> new` for each model/data setting that changes what is trained."""
+  current = json.loads(json.dumps(config.to_dict()))
+  return [d for section in ("model", "data")
+          for d in _differences(previous.get(section), current.get(section), section)
+          if not d.startswith(_PERFORMANCE_ONLY)]
+
+
 def check_workdir(config: ml_collections.ConfigDict, workdir: epath.Path) -> None:
   """The workdir can be written, and any run already in it trained the same model on the same data."""
   if "://" not in str(workdir):
@@ -135,11 +143,7 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: epath.Path) -> Non
   info = workdir / "config.json"
   if not info.exists() or config.train.allow_config_change:
     return
-  previous = json.loads(info.read_text())["config"]
-  current = json.loads(json.dumps(config.to_dict()))
-  changed = [d for section in ("model", "data")
-             for d in _differences(previous.get(section), current.get(section), section)
-             if not d.startswith(_PERFORMANCE_ONLY)]
+  changed = model_data_changes(json.loads(info.read_text())["config"], config)
   require(not changed, f"workdir {str(workdir)!r} holds a run with another model/data config "
            f"({'; '.join(changed[:3])}); use a new workdir, or set train.allow_config_change=True "
            "to continue it anyway")

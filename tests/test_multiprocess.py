@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from cbs import metrics
+from cbs import records
 from cbs import train
 from cbs.data import prepare
 from configs import tiny
@@ -50,9 +50,11 @@ def start(workdir: pathlib.Path, overrides: dict, pause_after_saves: int = 0):
       stderr=subprocess.PIPE, text=True) for i in range(2)]
 
 
-def finish(workers) -> None:
+def finish(workers) -> list[str]:
+  """Waits for both processes to succeed; their logs."""
   errors = [w.communicate(timeout=300)[1] for w in workers]
   assert [w.returncode for w in workers] == [0, 0], errors[0][-3000:] + errors[1][-3000:]
+  return errors
 
 
 def kill_when_paused(workers, workdir: pathlib.Path) -> int:
@@ -73,7 +75,7 @@ def kill_when_paused(workers, workdir: pathlib.Path) -> int:
 
 def comparable(workdir: pathlib.Path) -> list[dict]:
   """Every record but the wall-clock throughput."""
-  return [{k: v for k, v in r.items() if k != "tokens_per_sec"} for r in metrics.read_records(workdir)]
+  return [{k: v for k, v in r.items() if k != "tokens_per_sec"} for r in records.read_records(workdir)]
 
 
 def test_two_processes_match_one_process_with_eight_devices(tmp_path):
@@ -81,7 +83,7 @@ def test_two_processes_match_one_process_with_eight_devices(tmp_path):
   finish(start(tmp_path / "two", overrides))
   train.train_and_evaluate(config(overrides), str(tmp_path / "one"))
   for key in ("loss", "eval_loss"):
-    two, one = ([r[key] for r in metrics.read_records(tmp_path / d) if key in r]
+    two, one = ([r[key] for r in records.read_records(tmp_path / d) if key in r]
                 for d in ("two", "one"))
     assert len(two) == len(one) > 0
     np.testing.assert_allclose(two, one, rtol=2e-5)
@@ -108,9 +110,13 @@ def test_a_killed_two_process_run_resumes_bit_for_bit(tmp_path, text_corpus, sou
   killed = start(tmp_path / "killed", overrides, pause_after_saves=2)
   step = kill_when_paused(killed, tmp_path / "killed")
   assert not (tmp_path / "killed" / "done.json").exists()  # the kill interrupted the run
-  assert max(r["step"] for r in metrics.read_records(tmp_path / "killed")) == step
-  finish(start(tmp_path / "killed", overrides))
+  assert max(r["step"] for r in records.read_records(tmp_path / "killed")) == step
+  logs = finish(start(tmp_path / "killed", overrides))
   whole, resumed = comparable(tmp_path / "whole"), comparable(tmp_path / "killed")
+  last = whole[-1]["step"]
+  for log in logs:  # both hosts restored the step the kill left, and trained only what followed
+    assert f"resumed from step {step} (" in log
+    assert f"finished at step {last} (" in log and f", {last - step} steps in this process)" in log
   assert resumed == whole  # every train and eval record, bit for bit
   assert step < whole[-1]["step"] and any("eval_loss" in r for r in whole)
   sizes = [r["batch_size"] for r in whole if "batch_size" in r]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from analysis import cbs as cbs_report
-from cbs import metrics
+from cbs import records
 from cbs import probe
 from cbs import train
 from configs import tiny
@@ -44,15 +44,15 @@ def test_probe_branches_from_the_checkpoints_and_reports_the_local_cbs(tmp_path)
   result = probe.probe(str(run), [20 * 1024 - 700], [1.0, 2.0], 4 * 1024, 0.01, 0.5, "inprocess")
   points = result["points"]
   assert [(p["step"], p["tokens"], p["batch"]) for p in points] == [(20, 20480, 16)]  # nearest
-  parent = {r["step"]: r for r in metrics.read_records(run) if "loss" in r}
+  parent = {r["step"]: r for r in records.read_records(run) if "loss" in r}
   for p in points:
     # k = 1 continues the parent exactly: same weights, optimizer state, data and learning rate.
-    branch = [r for r in metrics.read_records(run / "probes" / f"tokens={p['tokens']},k=1")
+    branch = [r for r in records.read_records(run / "probes" / f"tokens={p['tokens']},k=1")
               if "loss" in r]
     assert [r["step"] for r in branch] == [p["step"] + 1 + i for i in range(4)]
     np.testing.assert_allclose([r["loss"] for r in branch],
                                [parent[r["step"]]["loss"] for r in branch], rtol=1e-6)
-    doubled = [r for r in metrics.read_records(run / "probes" / f"tokens={p['tokens']},k=2")
+    doubled = [r for r in records.read_records(run / "probes" / f"tokens={p['tokens']},k=2")
                if "loss" in r]
     assert [r["batch_size"] for r in doubled] == [32, 32]
     assert doubled[0]["lr"] == pytest.approx(parent[p["step"] + 1]["lr"] * 2 ** 0.5)

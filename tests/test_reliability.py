@@ -1,21 +1,34 @@
-"""Preemption by signal, and the two policies for NaN/Inf, end to end."""
+"""Preemption by signal and by kill, and the two policies for NaN/Inf, end to end."""
 
+import collections
 import pathlib
 import signal
 import subprocess
 import sys
-import time
 
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 from etils import epath
 
+from cbs import data as data_lib
 from cbs import metrics
-from cbs import validation
+from cbs import records
 from cbs import train
+from cbs import validation
 from configs import tiny
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 STEP_TOKENS = 32 * 64
+
+
+def assert_each_step_once(workdir) -> None:
+  """metrics.jsonl holds at most one train, one eval and one start record per step."""
+  kinds = collections.Counter(
+      (r["step"], "train" if "loss" in r else "eval" if "eval_loss" in r else "start")
+      for r in records.read_records(workdir))
+  assert [k for k, n in kinds.items() if n > 1] == []
 
 
 def exploding_config(policy):
@@ -39,52 +52,104 @@ def test_nonfinite_stop_raises_with_step_and_keeps_the_last_good_checkpoint(tmp_
   assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["1"]
 
 
-def test_nonfinite_skip_counts_and_leaves_the_state_unchanged(tmp_path):
-  train.train_and_evaluate(exploding_config("skip"), str(tmp_path))
-  records = [r for r in metrics.read_records(tmp_path) if "loss" in r]
-  assert [r["nonfinite"] for r in records] == [0, 1, 1, 1, 1, 1]
-  assert records[-1]["skipped_steps"] == 5
-  norms = [r["param_norm"] for r in records[1:]]
-  assert len(set(norms)) == 1  # skipped updates change nothing (the step-1 params stay)
+def poison_batch(monkeypatch, at_step: int) -> None:
+  """The training batch of `at_step` gets NaN loss weights: that one step's loss is NaN."""
+  make = data_lib.make
+
+  def make_poisoned(*args):
+    data = make(*args)
+    next_batch, calls = data.train.next_batch, iter(range(1, 1_000_000))
+
+    def poisoned(size):
+      batch = next_batch(size)
+      if next(calls) == at_step:
+        batch = {**batch, "weights": np.full_like(batch["weights"], np.nan)}
+      return batch
+
+    data.train.next_batch = poisoned
+    return data
+
+  monkeypatch.setattr(data_lib, "make", make_poisoned)
 
 
-def wait_for_records(workdir: pathlib.Path, count: int, process, timeout: float = 120) -> None:
-  deadline = time.monotonic() + timeout
-  while time.monotonic() < deadline:
-    if len([r for r in metrics.read_records(workdir) if "loss" in r]) >= count:
-      return
-    assert process.poll() is None, process.stderr.read()
-    time.sleep(0.2)
-  raise TimeoutError("the run wrote no metrics in time")
+def saved_state(workdir, step):
+  return ocp.StandardCheckpointer().restore(workdir / "checkpoints" / str(step) / "state")
+
+
+def test_nonfinite_skip_leaves_params_optimizer_and_averages_bit_for_bit(tmp_path, monkeypatch):
+  poison_batch(monkeypatch, at_step=3)
+  config = short_config(5)
+  config.train.on_nonfinite = "skip"
+  config.checkpoint.keep = 10
+  train.train_and_evaluate(config, str(tmp_path))
+  records = [r for r in records.read_records(tmp_path) if "loss" in r]
+  assert [r["nonfinite"] for r in records] == [0, 0, 1, 0, 0]
+  assert records[-1]["skipped_steps"] == 1
+  assert np.isnan(records[2]["loss"]) and np.isfinite([r["loss"] for r in records[3:]]).all()
+  before, skipped, after = (saved_state(tmp_path, s) for s in (2, 3, 4))
+  assert set(before) == {"params", "opt", "ewa"}
+  jax.tree.map(np.testing.assert_array_equal, skipped, before)  # bit for bit, counts included
+  changed = jax.tree.map(lambda a, b: not np.array_equal(a, b), after["params"], before["params"])
+  assert all(jax.tree.leaves(changed))  # and the next step trains again
+
+
+def cli(tmp_path, sig: str, at_step: int, steps: int, checkpoint_steps: int) -> list[str]:
+  overrides = ["--config.compile_cache_dir=", "--config.mesh.data=1", "--config.log.every_steps=1",
+               f"--config.train_tokens={steps * STEP_TOKENS}", "--config.eval.every_tokens=0",
+               "--config.eval.tokens=4096",
+               f"--config.checkpoint.every_tokens={checkpoint_steps * STEP_TOKENS}",
+               f"--config.schedule.warmup_tokens={10 * STEP_TOKENS}"]
+  return [sys.executable, "-m", "tests.signal_worker", sig, str(at_step),
+          f"--config={ROOT / 'configs/tiny.py'}", f"--workdir={tmp_path / 'split'}", *overrides]
+
+
+def whole_run_losses(tmp_path, steps: int, checkpoint_steps: int) -> list[float]:
+  config = short_config(steps)
+  config.checkpoint.every_tokens = checkpoint_steps * STEP_TOKENS
+  config.schedule.warmup_tokens = 10 * STEP_TOKENS
+  train.train_and_evaluate(config, str(tmp_path / "whole"))
+  return [r["loss"] for r in records.read_records(tmp_path / "whole") if "loss" in r]
 
 
 def test_sigterm_checkpoints_exits_zero_and_resumes_exactly(tmp_path):
-  overrides = ["--config.compile_cache_dir=", "--config.mesh.data=1", "--config.log.every_steps=1",
-               f"--config.train_tokens={30 * STEP_TOKENS}", "--config.eval.every_tokens=0",
-               "--config.eval.tokens=4096", f"--config.checkpoint.every_tokens={1000 * STEP_TOKENS}",
-               f"--config.schedule.warmup_tokens={10 * STEP_TOKENS}"]
-  command = [sys.executable, "-m", "cbs.main", f"--config={ROOT / 'configs/tiny.py'}", *overrides]
-  run = subprocess.Popen(command + [f"--workdir={tmp_path / 'split'}"], cwd=ROOT, text=True,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-  wait_for_records(tmp_path / "split", 10, run)
-  run.send_signal(signal.SIGTERM)
-  _, stderr = run.communicate(timeout=120)
-  assert run.returncode == 0, stderr
-  assert "Run the same command again to resume" in stderr
-  stopped = len([r for r in metrics.read_records(tmp_path / "split") if "loss" in r])
-  assert 10 <= stopped < 30
-  resumed = subprocess.run(command + [f"--workdir={tmp_path / 'split'}"], cwd=ROOT,
-                           capture_output=True, text=True, timeout=300, check=False)
-  assert resumed.returncode == 0, resumed.stderr
-  config = tiny.get_config()
-  config.compile_cache_dir, config.mesh.data, config.log.every_steps = "", 1, 1
-  config.train_tokens, config.eval.every_tokens, config.eval.tokens = 30 * STEP_TOKENS, 0, 4096
-  config.checkpoint.every_tokens = 1000 * STEP_TOKENS
-  config.schedule.warmup_tokens = 10 * STEP_TOKENS
-  train.train_and_evaluate(config, str(tmp_path / "whole"))
-  losses = [[r["loss"] for r in metrics.read_records(tmp_path / d) if "loss" in r]
-            for d in ("split", "whole")]
-  assert losses[0] == losses[1]
+  # The signal is sent during step 10; the loop sees it at its next check and stops after step 11.
+  run = subprocess.run(cli(tmp_path, "SIGTERM", 10, 30, 1000), cwd=ROOT, capture_output=True,
+                       text=True, timeout=300, check=False)
+  assert run.returncode == 0, run.stderr[-2000:]
+  assert "stopped by a signal at step 11 (22,528 tokens, 11 steps in this process)" in run.stderr
+  assert sorted(p.name for p in (tmp_path / "split" / "checkpoints").iterdir()) == ["11"]
+  resumed = subprocess.run(cli(tmp_path, "SIGTERM", 0, 30, 1000), cwd=ROOT, capture_output=True,
+                           text=True, timeout=300, check=False)
+  assert resumed.returncode == 0, resumed.stderr[-2000:]
+  assert "resumed from step 11 (22,528 tokens)" in resumed.stderr
+  assert "finished at step 30 (61,440 tokens, 19 steps in this process)" in resumed.stderr
+  assert_each_step_once(tmp_path / "split")
+  split = [r["loss"] for r in records.read_records(tmp_path / "split") if "loss" in r]
+  assert split == whole_run_losses(tmp_path, 30, 1000)
+
+
+def test_sigkill_before_and_after_a_checkpoint_and_a_partial_save_then_resume_exactly(tmp_path):
+  split = tmp_path / "split"
+  for kill_at in (3, 12):  # before the first checkpoint (step 8), then after it
+    run = subprocess.run(cli(tmp_path, "SIGKILL", kill_at, 24, 8), cwd=ROOT, capture_output=True,
+                         text=True, timeout=300, check=False)
+    assert run.returncode == -signal.SIGKILL
+    assert "resumed from" not in run.stderr  # nothing to resume: the first kill left no checkpoint
+    # Killed mid-run: the records stop before the kill step, nothing says the run finished.
+    assert max(r["step"] for r in records.read_records(split)) == kill_at - 1
+    assert not (split / "done.json").exists()
+  assert sorted(p.name for p in (split / "checkpoints").iterdir()) == ["8"]
+  # A save cut off mid-way leaves only orbax's temporary directory, which must be ignored.
+  (split / "checkpoints" / "16.orbax-checkpoint-tmp-1").mkdir()
+  resumed = subprocess.run(cli(tmp_path, "SIGKILL", 0, 24, 8), cwd=ROOT, capture_output=True,
+                           text=True, timeout=300, check=False)
+  assert resumed.returncode == 0, resumed.stderr[-2000:]
+  assert "resumed from step 8 (16,384 tokens)" in resumed.stderr
+  assert "finished at step 24 (49,152 tokens, 16 steps in this process)" in resumed.stderr
+  assert_each_step_once(split)
+  records = [r for r in records.read_records(split) if "loss" in r]
+  assert [r["step"] for r in records] == list(range(1, 25))
+  assert [r["loss"] for r in records] == whole_run_losses(tmp_path, 24, 8)
 
 
 def short_config(steps=4):
@@ -97,61 +162,7 @@ def short_config(steps=4):
   return c
 
 
-def test_workdir_of_another_model_is_refused_and_left_untouched(tmp_path):
-  train.train_and_evaluate(short_config(2), str(tmp_path))
-  before = sorted(str(p) for p in tmp_path.rglob("*"))
-  other = short_config(3)
-  other.model.d_model = 32
-  with pytest.raises(validation.ConfigError, match=r"holds a run with another model/data config "
-                                                   r"\(model.d_model: 64 -> 32\)"):
-    train.train_and_evaluate(other, str(tmp_path))
-  assert sorted(str(p) for p in tmp_path.rglob("*")) == before
-  other.train.allow_config_change = True
-  validation.check_workdir(other, epath.Path(tmp_path))
-
-
 def test_unwritable_workdir_is_refused(tmp_path):
   (tmp_path / "a_file").write_text("")
   with pytest.raises(validation.ConfigError, match="cannot be written"):
     validation.check_workdir(short_config(), epath.Path(tmp_path / "a_file" / "run"))
-
-
-def test_a_corrupt_latest_checkpoint_is_skipped_and_the_run_still_matches(tmp_path):
-  train.train_and_evaluate(short_config(), str(tmp_path / "whole"))
-  split = tmp_path / "split"
-  train.train_and_evaluate(short_config(), str(split), stop_after_steps=3)
-  for path in (split / "checkpoints" / "3" / "state").rglob("*"):
-    if path.is_file():
-      path.write_bytes(b"")  # cut short, as by a full disk
-  train.train_and_evaluate(short_config(), str(split))
-  losses = [[r["loss"] for r in metrics.read_records(d) if "loss" in r]
-            for d in (split, tmp_path / "whole")]
-  assert losses[0] == losses[1]
-
-
-def test_sigkill_before_and_after_a_checkpoint_and_a_partial_save_then_resume_exactly(tmp_path):
-  overrides = ["--config.compile_cache_dir=", "--config.mesh.data=1", "--config.log.every_steps=1",
-               f"--config.train_tokens={24 * STEP_TOKENS}", "--config.eval.every_tokens=0",
-               "--config.eval.tokens=4096", f"--config.checkpoint.every_tokens={8 * STEP_TOKENS}",
-               f"--config.schedule.warmup_tokens={10 * STEP_TOKENS}"]
-  command = [sys.executable, "-m", "cbs.main", f"--config={ROOT / 'configs/tiny.py'}", *overrides,
-             f"--workdir={tmp_path / 'split'}"]
-  for records_before_kill in (3, 12):  # before the first checkpoint (step 8), then after it
-    run = subprocess.Popen(command, cwd=ROOT, text=True, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.PIPE)
-    wait_for_records(tmp_path / "split", records_before_kill, run)
-    run.kill()
-    run.wait(timeout=60)
-  # A save cut off mid-way leaves only orbax's temporary directory, which must be ignored.
-  (tmp_path / "split" / "checkpoints" / "16.orbax-checkpoint-tmp-1").mkdir()
-  resumed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                           check=False)
-  assert resumed.returncode == 0, resumed.stderr[-2000:]
-  whole = short_config(24)
-  whole.checkpoint.every_tokens = 8 * STEP_TOKENS
-  whole.schedule.warmup_tokens = 10 * STEP_TOKENS
-  train.train_and_evaluate(whole, str(tmp_path / "whole"))
-  records = [[r for r in metrics.read_records(d) if "loss" in r] for d in (tmp_path / "split",
-                                                                          tmp_path / "whole")]
-  assert [r["step"] for r in records[0]] == list(range(1, 25))
-  assert [r["loss"] for r in records[0]] == [r["loss"] for r in records[1]]

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from cbs import metrics
+from cbs import records
 from cbs import train
 from configs import tiny
 
@@ -28,11 +28,11 @@ def small_config(steps: int, **mesh):
 
 
 def records(workdir, key):
-  return [r for r in metrics.read_records(workdir) if key in r]
+  return [r for r in records.read_records(workdir) if key in r]
 
 
 def without_timing(workdir):
-  return [{k: v for k, v in r.items() if k != "tokens_per_sec"} for r in metrics.read_records(workdir)]
+  return [{k: v for k, v in r.items() if k != "tokens_per_sec"} for r in records.read_records(workdir)]
 
 
 @pytest.fixture(scope="module")
@@ -60,17 +60,19 @@ def test_resumed_run_reproduces_uninterrupted_metrics(single_device_run, tmp_pat
   progress = train.train_and_evaluate(config, str(tmp_path), stop_after_steps=2)
   assert progress["step"] == 2
   # Simulate a crash that lost records written after the checkpoint: they must not be duplicated.
-  with open(tmp_path / metrics.METRICS_FILE, "a") as f:
+  with open(tmp_path / records.METRICS_FILE, "a") as f:
     f.write(json.dumps({"step": 3, "loss": -1.0}) + "\n")
-  train.train_and_evaluate(config, str(tmp_path))
+  progress = train.train_and_evaluate(config, str(tmp_path))
+  assert (progress["resumed_from"], progress["steps_run"]) == (2, 3)
   assert without_timing(tmp_path) == without_timing(single_device_run)
 
 
 def test_finished_run_returns_without_training(single_device_run):
-  before = metrics.read_records(single_device_run)
+  before = records.read_records(single_device_run)
   progress = train.train_and_evaluate(small_config(5), str(single_device_run))
   assert progress["tokens"] == 5 * STEP_TOKENS
-  assert metrics.read_records(single_device_run) == before
+  assert (progress["resumed_from"], progress["steps_run"]) == (5, 0)
+  assert records.read_records(single_device_run) == before
 
 
 def test_metrics_file_has_the_documented_fields(single_device_run):
@@ -105,7 +107,8 @@ def test_scanned_layers_train_sharded_and_resume_like_one_device(tmp_path):
   one.model.scan_layers = sharded.model.scan_layers = True
   train.train_and_evaluate(one, str(tmp_path / "one"))
   assert train.train_and_evaluate(sharded, str(tmp_path / "sharded"), stop_after_steps=2)["step"] == 2
-  train.train_and_evaluate(sharded, str(tmp_path / "sharded"))
+  progress = train.train_and_evaluate(sharded, str(tmp_path / "sharded"))
+  assert (progress["resumed_from"], progress["steps_run"]) == (2, 3)
   for key in ("loss", "eval_loss_ewa_0.99"):
     np.testing.assert_allclose([r[key] for r in records(tmp_path / "sharded", key)],
                                [r[key] for r in records(tmp_path / "one", key)], rtol=2e-5)

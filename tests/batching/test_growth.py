@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cbs import metrics
+from cbs import records
 from cbs import train
 from configs import tiny
 
@@ -22,7 +22,7 @@ def growing_config(**batch):
 
 
 def train_records(workdir):
-  return [r for r in metrics.read_records(workdir) if "loss" in r]
+  return [r for r in records.read_records(workdir) if "loss" in r]
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +56,9 @@ def test_resumed_run_makes_the_same_decisions(norm_run, tmp_path):
   workdir, _ = norm_run
   config = growing_config()
   train.train_and_evaluate(config, str(tmp_path), stop_after_steps=5)
-  train.train_and_evaluate(config, str(tmp_path))
+  progress = train.train_and_evaluate(config, str(tmp_path))
   resumed, whole = train_records(tmp_path), train_records(workdir)
+  assert (progress["resumed_from"], progress["steps_run"]) == (5, len(whole) - 5)
   assert [r["batch_size"] for r in resumed] == [r["batch_size"] for r in whole]
   assert [r["loss"] for r in resumed] == [r["loss"] for r in whole]
 

@@ -1,6 +1,6 @@
 """Training on real text sources end to end, and resuming on them exactly."""
 
-from cbs import metrics
+from cbs import records
 from cbs import train
 from configs import tiny
 
@@ -19,14 +19,15 @@ def text_config(source, tfds_dir, spm_model, steps):
 
 
 def losses(workdir):
-  return [(r["step"], r["loss"]) for r in metrics.read_records(workdir) if "loss" in r]
+  return [(r["step"], r["loss"]) for r in records.read_records(workdir) if "loss" in r]
 
 
 def test_tfds_run_resumed_mid_way_matches_the_uninterrupted_run(tmp_path, tfds_dir, spm_model):
   config = text_config("tfds", tfds_dir, spm_model, steps=6)
   train.train_and_evaluate(config, str(tmp_path / "whole"))
   train.train_and_evaluate(config, str(tmp_path / "split"), stop_after_steps=3)
-  train.train_and_evaluate(config, str(tmp_path / "split"))
+  progress = train.train_and_evaluate(config, str(tmp_path / "split"))
+  assert (progress["resumed_from"], progress["steps_run"]) == (3, 3)
   assert len(losses(tmp_path / "whole")) == 6
   assert losses(tmp_path / "split") == losses(tmp_path / "whole")
 

@@ -1,0 +1,213 @@
+"""Which checkpoint a run resumes from: incompatible stops, transient retries, corrupt falls back.
+
+Every resume asserts the step it restored and how many steps the process then trained, so a silent
+fresh start fails; no case may rename a checkpoint without evidence that it is damaged.
+"""
+
+import errno
+import hashlib
+import json
+import logging
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from cbs import checkpoint
+from cbs import convert_checkpoint
+from cbs import records
+from cbs import train
+from cbs import validation
+from tests.test_reliability import assert_each_step_once
+from tests.test_reliability import short_config
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def six_steps(tmp_path_factory):
+  """A finished six-step unrolled run with a checkpoint at every step."""
+  workdir = tmp_path_factory.mktemp("six")
+  config = short_config(6)
+  config.checkpoint.keep = 6
+  train.train_and_evaluate(config, str(workdir))
+  return workdir
+
+
+def stopped_at_4(six_steps, tmp_path) -> pathlib.Path:
+  """The run as a crash after step 4 leaves it: checkpoints 1-4 and the records of steps 1-4."""
+  run = tmp_path / "run"
+  shutil.copytree(six_steps, run)
+  for step in (5, 6):
+    shutil.rmtree(run / "checkpoints" / str(step))
+  (run / "done.json").unlink()
+  records.drop_records_after(run, 4)
+  return run
+
+
+def snapshot(workdir: pathlib.Path) -> dict[str, str]:
+  return {str(p.relative_to(workdir)): hashlib.sha256(p.read_bytes()).hexdigest()
+          for p in sorted(workdir.rglob("*")) if p.is_file()}
+
+
+def losses(workdir):
+  return [r["loss"] for r in records.read_records(workdir) if "loss" in r]
+
+
+def test_scanned_rerun_of_an_unrolled_run_is_refused_then_converted_and_resumed(six_steps,
+                                                                                tmp_path):
+  run = stopped_at_4(six_steps, tmp_path)
+  before = snapshot(run)
+  command = [sys.executable, "-m", "cbs.main", f"--config={ROOT / 'configs/tiny.py'}",
+             f"--workdir={run}", "--config.compile_cache_dir=", "--config.mesh.data=1",
+             f"--config.train_tokens={6 * 32 * 64}", "--config.schedule.warmup_tokens=0",
+             "--config.model.scan_layers=True",
+             "--config.train.allow_config_change=True"]
+  refused = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                           check=False)
+  assert refused.returncode == 2
+  line = refused.stderr.strip().splitlines()[-1]
+  assert line == (f"cbs: bad config: checkpoint 4 in {run}/checkpoints does not fit the configured "
+                  "model: it holds params/blocks where the model has params/layers "
+                  "(model.scan_layers: False -> True); convert its unrolled blocks to scanned ones "
+                  f"with `python -m cbs.convert_checkpoint --workdir={run} --scan_layers=True` (or "
+                  "resume with model.scan_layers=False); nothing was changed")
+  assert snapshot(run) == before  # nothing renamed, dropped or written
+
+  assert convert_checkpoint.main([f"--workdir={run}", "--scan_layers=True"]) == 0
+  assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["1", "2", "3", "4"]
+  original = convert_checkpoint.read_state(run / "checkpoints.unrolled" / "4" / "state")
+  converted = convert_checkpoint.read_state(run / "checkpoints" / "4" / "state")
+  for i in range(2):  # block i is index i of the stacked arrays, for params, moments and averages
+    jax.tree.map(np.testing.assert_array_equal,
+                 jax.tree.map(lambda a, i=i: a[i], converted["opt"][1][0]["mu"]["layers"]),
+                 original["opt"][1][0]["mu"]["blocks"][str(i)])
+  jax.tree.map(np.testing.assert_array_equal, convert_checkpoint.convert(converted, False),
+               original)  # and back, bit for bit
+
+  config = short_config(6)
+  config.model.scan_layers = True  # config.json now says so: no allow_config_change needed
+  progress = train.train_and_evaluate(config, str(run))
+  assert (progress["resumed_from"], progress["steps_run"]) == (4, 2)
+  assert_each_step_once(run)
+  # The same function of the same numbers: the uninterrupted unrolled run, to rounding.
+  np.testing.assert_allclose(losses(run), losses(six_steps), rtol=2e-5)
+  assert losses(run)[:4] == losses(six_steps)[:4]
+
+
+@pytest.mark.parametrize("args", [[], ["--workdir=/nonexistent", "--scan_layers=maybe"],
+                                  ["--workdir=/nonexistent", "--scan_layers=True"]])
+def test_convert_rejects_bad_arguments_in_one_line(args, capsys):
+  assert convert_checkpoint.main(args) == 2
+  assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_another_model_is_refused_and_with_allow_config_change_its_checkpoint_too(six_steps,
+                                                                                   tmp_path):
+  run = stopped_at_4(six_steps, tmp_path)
+  before = snapshot(run)
+  other = short_config(6)
+  other.model.d_model = 32
+  with pytest.raises(validation.ConfigError, match=r"holds a run with another model/data config "
+                                                   r"\(model.d_model: 64 -> 32\)"):
+    train.train_and_evaluate(other, str(run))
+  other.train.allow_config_change = True
+  with pytest.raises(validation.ConfigError, match=r"checkpoint 4 in .* does not fit the "
+                     r"configured model: .* is float32\[.*64.*\] in it and float32\[.*32.*\] in "
+                     r"the model \(model.d_model: 64 -> 32\); nothing was changed$"):
+    train.train_and_evaluate(other, str(run))
+  assert snapshot(run) == before
+
+
+def failing_restore(monkeypatch, failures: int, error: Exception) -> list[int]:
+  """Checkpoints.restore raises `error` on its first `failures` calls; returns the steps tried."""
+  real, tried = checkpoint.Checkpoints.restore, []
+
+  def restore(self, step, abstract_state):
+    tried.append(step)
+    if len(tried) <= failures:
+      raise error
+    return real(self, step, abstract_state)
+
+  monkeypatch.setattr(checkpoint.Checkpoints, "restore", restore)
+  monkeypatch.setattr(checkpoint, "RETRY_DELAYS_S", (0.0, 0.0, 0.0))
+  return tried
+
+
+def test_a_transient_read_error_is_retried_and_the_latest_step_restored(six_steps, tmp_path,
+                                                                        monkeypatch):
+  run = stopped_at_4(six_steps, tmp_path)
+  before = snapshot(run)
+  tried = failing_restore(monkeypatch, 2, OSError(errno.EIO, "Input/output error"))
+  progress = train.train_and_evaluate(short_config(4), str(run))  # 4 steps: finished once restored
+  assert tried == [4, 4, 4]
+  assert (progress["resumed_from"], progress["steps_run"], progress["step"]) == (4, 0, 4)
+  assert snapshot(run) == before  # nothing set aside
+
+
+def test_a_persistent_read_error_stops_without_renaming_anything(six_steps, tmp_path,
+                                                                 monkeypatch):
+  run = stopped_at_4(six_steps, tmp_path)
+  before = snapshot(run)
+  tried = failing_restore(monkeypatch, 1_000, OSError(errno.ETIMEDOUT, "Connection timed out"))
+  with pytest.raises(checkpoint.Unreadable, match=r"checkpoint 4 in .* could not be read in 4 "
+                     r"attempts \(TimeoutError: \[Errno 110\] Connection timed out\); nothing was "
+                     r"changed"):
+    train.train_and_evaluate(short_config(6), str(run))
+  assert tried == [4, 4, 4, 4]
+  assert snapshot(run) == before
+
+
+def test_a_corrupt_latest_checkpoint_is_set_aside_and_the_previous_one_used(six_steps, tmp_path,
+                                                                            caplog):
+  run = stopped_at_4(six_steps, tmp_path)
+  for path in (run / "checkpoints" / "4" / "state").rglob("*"):
+    if path.is_file() and "ocdbt.process_0" in str(path):
+      path.write_bytes(b"")  # cut short, as by a full disk
+  with caplog.at_level(logging.WARNING):
+    progress = train.train_and_evaluate(short_config(6), str(run))
+  assert (progress["resumed_from"], progress["steps_run"]) == (3, 3)
+  assert "checkpoint 4 in" in caplog.text and "restoring step 3 instead" in caplog.text
+  assert (run / "checkpoints" / "corrupt_4").is_dir()
+  assert losses(run) == losses(six_steps)
+  assert_each_step_once(run)
+
+
+def test_no_silent_fresh_start_while_checkpoints_exist(six_steps, tmp_path):
+  run = stopped_at_4(six_steps, tmp_path)
+  for step in (1, 2, 3, 4):
+    (run / "checkpoints" / str(step) / "progress" / "metadata").write_text("{\"step\": ")
+  for _ in range(2):  # the second time every checkpoint is already set aside: still no restart
+    with pytest.raises(checkpoint.NoneRestorable, match=r"no checkpoint in .* restores \(set "
+                       r"aside: corrupt_1, corrupt_2, corrupt_3, corrupt_4\); set "
+                       r"train.restart_if_unrestorable=True to start over"):
+      train.train_and_evaluate(short_config(6), str(run))
+  assert len(losses(run)) == 4  # the records are left as they were
+  config = short_config(2)
+  config.train.restart_if_unrestorable = True
+  progress = train.train_and_evaluate(config, str(run))
+  assert (progress["resumed_from"], progress["steps_run"]) == (None, 2)
+  assert losses(run) == losses(six_steps)[:2]  # the old records of steps 1-4 are gone
+  assert_each_step_once(run)
+
+
+@pytest.mark.parametrize("error,verdict", [
+    (FileNotFoundError("state/_METADATA"), checkpoint._CORRUPT),
+    (json.JSONDecodeError("Expecting value", "", 0), checkpoint._CORRUPT),
+    (ValueError('OUT_OF_RANGE: Error reading "params.embed" in OCDBT'), checkpoint._CORRUPT),
+    (ValueError("DATA_LOSS: checksum mismatch"), checkpoint._CORRUPT),
+    (ValueError("UNAVAILABLE: connection reset"), checkpoint._TRANSIENT),
+    (ValueError("DEADLINE_EXCEEDED: read timed out"), checkpoint._TRANSIENT),
+    (PermissionError(errno.EACCES, "denied"), checkpoint._TRANSIENT),
+    (RuntimeError("anything not understood"), checkpoint._TRANSIENT),
+])
+def test_only_evidence_of_damage_counts_as_corrupt(error, verdict):
+  assert checkpoint.classify(error) == verdict
+  try:  # orbax wraps the TensorStore error, which stays visible as the cause
+    raise Exception("Encountered error while reading array index") from error
+  except Exception as wrapped:
+    assert checkpoint.classify(wrapped) == verdict
