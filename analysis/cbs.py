@@ -2,13 +2,15 @@
 
   python -m analysis.cbs fit --csv FILE [--b_opt 256] [--threshold 0.2] [--json OUT] [--plot PNG]
   python -m analysis.cbs report --root SWEEP_ROOT [--out DIR] [--b_opt 256] [--ewa best] [--target L]
+  python -m analysis.cbs report --runs DIR[,DIR...] [--out DIR] [--ewa best]
 
 `fit` reads `group,batch_size,steps[,n_params][,tokens]` rows (a researcher's own numbers work),
 fits steps = a + b/B per group on log steps, reports S_min = a, B_noise = b/a and the CBS
 B* = (1+t) B_opt + t b/a, and across groups fits CBS = d N^beta and CBS = d D^gamma with bootstrap
 intervals. `report` measures steps to target from the runs of a `launch.sweep` root (Zhang et al.
 2024, Definition 1), then fits the same way and writes report.md, report.html, PNGs, the table as
-CSV (re-fittable with `fit`) and results.json.
+CSV (re-fittable with `fit`) and results.json. `report --runs` reports any run directories without
+a sweep (see `run_report`).
 """
 
 import argparse
@@ -24,6 +26,7 @@ from analysis import fits
 from analysis import measure
 from analysis import plots
 from analysis import report as report_lib
+from analysis import run_report
 from analysis import runs as runs_lib
 
 
@@ -200,8 +203,23 @@ def write_table_csv(groups: list[dict], path: str) -> None:
         writer.writerow([g["name"], row["batch_size"], row["steps"], g["n_params"], g["tokens"]])
 
 
+def cmd_runs_report(args, argv: list[str]) -> dict:
+  """Writes the report of run directories given by hand (no sweep manifest)."""
+  run_dirs = [d for d in args.runs.split(",") if d]
+  out = args.out or os.path.join(run_dirs[0], "report")
+  command = "python -m analysis.cbs " + shlex.join(argv)
+  blocks, results = run_report.build(run_dirs, out, args.ewa, command)
+  md, html_path = report_lib.write(blocks, out, "Run report")
+  with open(os.path.join(out, "results.json"), "w") as f:
+    json.dump(results, f, indent=2, default=float)
+  print(f"report: {html_path}\n        {md}")
+  return results
+
+
 def cmd_report(args, argv: list[str], extra_blocks=lambda out: []) -> dict:
   """Writes the report of a sweep root; `extra_blocks(out_dir)` appends sections (the testbed)."""
+  if getattr(args, "runs", ""):
+    return cmd_runs_report(args, argv)
   out = args.out or os.path.join(args.root, "report")
   command = "python -m analysis.cbs " + shlex.join(argv)
   budgets = [int(float(d)) for d in args.budgets.split(",")] if args.budgets else []
@@ -234,7 +252,9 @@ def parser() -> argparse.ArgumentParser:
   fit.add_argument("--json", default="")
   fit.add_argument("--plot", default="", help="PNG of steps vs batch with the fits")
   rep = sub.add_parser("report", parents=[common], help="measure and report a sweep root")
-  rep.add_argument("--root", required=True)
+  where = rep.add_mutually_exclusive_group(required=True)
+  where.add_argument("--root", help="a launch.sweep root (with manifest.json)")
+  where.add_argument("--runs", help="comma-separated run directories, reported without a sweep")
   rep.add_argument("--out", default="", help="report directory (default ROOT/report)")
   rep.add_argument("--ewa", default="best",
                    help="eval loss used: best (raw and every EWA), none (raw) or an EWA decay")

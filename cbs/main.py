@@ -17,6 +17,7 @@ from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from cbs import processes  # noqa: E402
 from cbs import validation  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to an ml_collections config file.")
@@ -41,7 +42,7 @@ def main(argv: list[str]) -> None:
   logging.get_absl_handler().addFilter(_QuietLibraries())
   config = _CONFIG.value
   try:
-    start_processes(config.mesh)
+    processes.start(config.mesh)
     validation.validate(config, jax.device_count(), jax.process_count())
     if config.compile_cache_dir:
       jax.config.update("jax_compilation_cache_dir", os.path.expanduser(config.compile_cache_dir))
@@ -65,33 +66,6 @@ def main(argv: list[str]) -> None:
   except validation.ConfigError as e:
     print(f"cbs: bad config: {e}", file=sys.stderr)
     sys.exit(2)
-
-
-def start_processes(mesh_cfg) -> None:
-  """Joins a multi-process run: auto-detected (`mesh.distributed`) or given by hand.
-
-  By hand (`mesh.coordinator`, `mesh.num_processes`, `mesh.process_id`) works on machines without
-  a cluster manager; on CPU the processes exchange data through gloo collectives.
-  """
-  manual = (mesh_cfg.coordinator, mesh_cfg.num_processes > 0, mesh_cfg.process_id >= 0)
-  if any(manual) and not all(manual):
-    raise validation.ConfigError(
-        f"mesh.coordinator={mesh_cfg.coordinator!r}, mesh.num_processes={mesh_cfg.num_processes}, "
-        f"mesh.process_id={mesh_cfg.process_id}: set all three (HOST:PORT, N > 0, 0 <= id < N) or "
-        "none")
-  if all(manual):
-    host, _, port = mesh_cfg.coordinator.rpartition(":")
-    validation.require(bool(host) and port.isdigit(), f"mesh.coordinator={mesh_cfg.coordinator!r} "
-                       "must be HOST:PORT")
-    validation.require(mesh_cfg.process_id < mesh_cfg.num_processes,
-                       f"mesh.process_id={mesh_cfg.process_id} must be below mesh.num_processes="
-                       f"{mesh_cfg.num_processes}")
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU only; GPUs/TPUs ignore it
-    jax.distributed.initialize(coordinator_address=mesh_cfg.coordinator,
-                               num_processes=mesh_cfg.num_processes,
-                               process_id=mesh_cfg.process_id)
-  elif mesh_cfg.distributed:
-    jax.distributed.initialize()  # finds the coordinator on TPU pods, Slurm and GKE by itself
 
 
 if __name__ == "__main__":

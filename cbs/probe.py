@@ -135,13 +135,13 @@ def probe(workdir: str, at_tokens: list[int], ks: list[float], branch_tokens: in
   {"inprocess": backends.run_inprocess, "local": backends.run_local,
    "gpus": backends.run_gpus}[backend](todo, root)
   backends.write_manifest(root, "cbs.probe", runs)
-  records = records.read_records(workdir)
+  parent_records = records.read_records(workdir)
   results = []
   for p in points:
     losses = [branch_loss(root / f"tokens={p['tokens']},k={k:g}") for k in ks]
     star = k_star(ks, losses, eps)
     results.append({**p, "k": ks, "losses": losses, "k_star": star, "local_cbs": star * p["batch"],
-                    "grad_noise_scale": online_noise_scale(records, p["tokens"])})
+                    "grad_noise_scale": online_noise_scale(parent_records, p["tokens"])})
   out = {"workdir": str(workdir), "branch_tokens": branch_tokens, "eps": eps,
          "lr_exponent": lr_exponent, "points": results}
   (root / "probe.json").write_text(json.dumps(out, indent=2))

@@ -55,3 +55,8 @@ def drop_records_after(workdir: epath.PathLike, step: int) -> None:
       staged = path.with_name(path.name + ".tmp")
       staged.write_text(text)
       staged.replace(path)
+
+
+def without_timings(record: dict) -> dict:
+  """The record less its wall-clock figures (throughput, `perf_*`): what a rerun reproduces."""
+  return {k: v for k, v in record.items() if k != "tokens_per_sec" and not k.startswith("perf_")}

@@ -11,8 +11,7 @@ from launch import outcome
 def row(name: str, workdir: epath.Path) -> list[str]:
   """run, status, tokens trained, last train loss, and why it failed."""
   status = outcome.status(workdir)
-  records = (runs_lib.read_jsonl(workdir / "metrics.jsonl")
-             if (workdir / "metrics.jsonl").exists() else [])
+  records = runs_lib.read_metrics(workdir)
   tokens = max((r["tokens"] for r in records if "tokens" in r), default=0)
   losses = [r["loss"] for r in records if "loss" in r]
   return [name, status, f"{tokens:,}", f"{losses[-1]:.4f}" if losses else "-",

@@ -75,7 +75,7 @@ def kill_when_paused(workers, workdir: pathlib.Path) -> int:
 
 def comparable(workdir: pathlib.Path) -> list[dict]:
   """Every record but the wall-clock throughput."""
-  return [{k: v for k, v in r.items() if k != "tokens_per_sec"} for r in records.read_records(workdir)]
+  return [records.without_timings(r) for r in records.read_records(workdir)]
 
 
 def test_two_processes_match_one_process_with_eight_devices(tmp_path):

@@ -124,3 +124,16 @@ def test_the_quick_start_console_has_no_line_that_looks_like_an_error(tmp_path):
     assert noise not in done.stderr
   assert "loss floors of the data: entropy_rate" in done.stderr
   assert "over entropy_rate" in done.stderr  # the gap to the floor at each eval
+
+
+def test_any_run_directory_is_reported_without_a_manifest(run, tmp_path):
+  from analysis import cbs as cbs_cli
+  assert cbs_cli.main(["report", f"--runs={run}", f"--out={tmp_path}"]) == 0
+  results = json.loads((tmp_path / "results.json").read_text())
+  last = [r for r in records.read_records(run) if "loss" in r][-1]
+  (row,) = results["runs"]
+  assert (row["steps"], row["tokens"], row["finished"]) == (last["step"], last["tokens"], True)
+  assert row["best eval loss"] == min(r[row["eval"]] for r in records.read_records(run)
+                                      if row["eval"] in r)
+  assert (tmp_path / "runs.png").stat().st_size > 0 and (tmp_path / "report.html").exists()
+  assert cbs_cli.main(["report", f"--runs={tmp_path / 'nothing'}"]) == 2

@@ -82,10 +82,10 @@ def test_nonfinite_skip_leaves_params_optimizer_and_averages_bit_for_bit(tmp_pat
   config.train.on_nonfinite = "skip"
   config.checkpoint.keep = 10
   train.train_and_evaluate(config, str(tmp_path))
-  records = [r for r in records.read_records(tmp_path) if "loss" in r]
-  assert [r["nonfinite"] for r in records] == [0, 0, 1, 0, 0]
-  assert records[-1]["skipped_steps"] == 1
-  assert np.isnan(records[2]["loss"]) and np.isfinite([r["loss"] for r in records[3:]]).all()
+  logged = [r for r in records.read_records(tmp_path) if "loss" in r]
+  assert [r["nonfinite"] for r in logged] == [0, 0, 1, 0, 0]
+  assert logged[-1]["skipped_steps"] == 1
+  assert np.isnan(logged[2]["loss"]) and np.isfinite([r["loss"] for r in logged[3:]]).all()
   before, skipped, after = (saved_state(tmp_path, s) for s in (2, 3, 4))
   assert set(before) == {"params", "opt", "ewa"}
   jax.tree.map(np.testing.assert_array_equal, skipped, before)  # bit for bit, counts included
@@ -147,9 +147,9 @@ def test_sigkill_before_and_after_a_checkpoint_and_a_partial_save_then_resume_ex
   assert "resumed from step 8 (16,384 tokens)" in resumed.stderr
   assert "finished at step 24 (49,152 tokens, 16 steps in this process)" in resumed.stderr
   assert_each_step_once(split)
-  records = [r for r in records.read_records(split) if "loss" in r]
-  assert [r["step"] for r in records] == list(range(1, 25))
-  assert [r["loss"] for r in records] == whole_run_losses(tmp_path, 24, 8)
+  logged = [r for r in records.read_records(split) if "loss" in r]
+  assert [r["step"] for r in logged] == list(range(1, 25))
+  assert [r["loss"] for r in logged] == whole_run_losses(tmp_path, 24, 8)
 
 
 def short_config(steps=4):

@@ -27,12 +27,12 @@ def small_config(steps: int, **mesh):
   return c
 
 
-def records(workdir, key):
+def having(workdir, key):
   return [r for r in records.read_records(workdir) if key in r]
 
 
 def without_timing(workdir):
-  return [{k: v for k, v in r.items() if k != "tokens_per_sec"} for r in records.read_records(workdir)]
+  return [records.without_timings(r) for r in records.read_records(workdir)]
 
 
 @pytest.fixture(scope="module")
@@ -46,12 +46,12 @@ def single_device_run(tmp_path_factory):
                                              (4, 2, True), (2, 4, False), (2, 4, True)])
 def test_sharded_training_matches_one_device(single_device_run, tmp_path, data, model, fsdp):
   train.train_and_evaluate(small_config(5, data=data, model=model, fsdp=fsdp), str(tmp_path))
-  expected = [r["loss"] for r in records(single_device_run, "loss")]
-  got = [r["loss"] for r in records(tmp_path, "loss")]
+  expected = [r["loss"] for r in having(single_device_run, "loss")]
+  got = [r["loss"] for r in having(tmp_path, "loss")]
   assert len(got) == 5
   np.testing.assert_allclose(got, expected, rtol=2e-5)
-  np.testing.assert_allclose(records(tmp_path, "eval_loss")[-1]["eval_loss_ewa_0.99"],
-                             records(single_device_run, "eval_loss")[-1]["eval_loss_ewa_0.99"],
+  np.testing.assert_allclose(having(tmp_path, "eval_loss")[-1]["eval_loss_ewa_0.99"],
+                             having(single_device_run, "eval_loss")[-1]["eval_loss_ewa_0.99"],
                              rtol=2e-5)
 
 
@@ -76,11 +76,11 @@ def test_finished_run_returns_without_training(single_device_run):
 
 
 def test_metrics_file_has_the_documented_fields(single_device_run):
-  train_records = records(single_device_run, "loss")
+  train_records = having(single_device_run, "loss")
   for key in ("step", "tokens", "batch_size", "loss", "lr", "grad_norm", "tokens_per_sec"):
     assert key in train_records[0]
   assert [r["tokens"] for r in train_records] == [STEP_TOKENS * i for i in range(1, 6)]
-  eval_records = records(single_device_run, "eval_loss")
+  eval_records = having(single_device_run, "eval_loss")
   assert [r["step"] for r in eval_records] == [3, 5]
   assert {"eval_loss_ewa_0.9", "eval_loss_ewa_0.99"} <= set(eval_records[0])
   info = json.loads((single_device_run / "config.json").read_text())
@@ -96,7 +96,7 @@ def test_training_closes_most_of_the_gap_to_the_loss_floor(tmp_path):
   train.train_and_evaluate(config, str(tmp_path))
   floors = json.loads((tmp_path / "config.json").read_text())["floors"]
   uniform = np.log(config.data.synthetic.vocab_size)
-  final = records(tmp_path, "eval_loss")[-1]["eval_loss"]
+  final = having(tmp_path, "eval_loss")[-1]["eval_loss"]
   # Cannot beat the exact Bayes-optimal loss of the held-out set, and must beat guessing by a lot.
   assert floors["eval_bayes_loss"] - 0.01 < final
   assert final < floors["entropy_rate"] + 0.6 * (uniform - floors["entropy_rate"])

@@ -67,8 +67,8 @@ def test_command_line_reports_one_line_and_writes_nothing(tmp_path):
      "mesh.process_id=2 must be below mesh.num_processes=2"),
 ])
 def test_manual_multi_process_start_is_checked_before_connecting(mesh, message):
-  from cbs import main
+  from cbs import processes
   config = tiny.get_config()
   config.mesh.update(mesh)
   with pytest.raises(validation.ConfigError, match=message):
-    main.start_processes(config.mesh)
+    processes.start(config.mesh)
