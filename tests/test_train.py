@@ -110,5 +110,5 @@ def test_scanned_layers_train_sharded_and_resume_like_one_device(tmp_path):
   progress = train.train_and_evaluate(sharded, str(tmp_path / "sharded"))
   assert (progress["resumed_from"], progress["steps_run"]) == (2, 3)
   for key in ("loss", "eval_loss_ewa_0.99"):
-    np.testing.assert_allclose([r[key] for r in records(tmp_path / "sharded", key)],
-                               [r[key] for r in records(tmp_path / "one", key)], rtol=2e-5)
+    np.testing.assert_allclose([r[key] for r in having(tmp_path / "sharded", key)],
+                               [r[key] for r in having(tmp_path / "one", key)], rtol=2e-5)
