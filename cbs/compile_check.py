@@ -11,6 +11,7 @@ on stderr with exit code 2.
 """
 
 import dataclasses
+import functools
 import importlib.metadata
 import importlib.util
 import json
@@ -115,6 +116,8 @@ def estimate(flops: float, bytes_accessed: float, model_flops: float, chip: Chip
 
 def check(config, topology: str, slices: int = 1) -> dict:
   """Compiles every reachable layout of `config` for the topology; the report as a dict."""
+  start = time.perf_counter()
+  chip, devices = topology_devices(topology, slices)  # a bad name fails before the heavy imports
   from cbs import flops as flops_lib  # noqa: PLC0415
   from cbs import models  # noqa: PLC0415
   from cbs import optim  # noqa: PLC0415
@@ -126,8 +129,6 @@ def check(config, topology: str, slices: int = 1) -> dict:
   from cbs.batching import fit  # noqa: PLC0415
   from cbs.batching import layout as layout_lib  # noqa: PLC0415
 
-  start = time.perf_counter()
-  chip, devices = topology_devices(topology, slices)
   validation.validate(config, len(devices))
   vocab = vocab_rows(config)
   mesh = sharding.make_mesh(config.mesh, devices)
@@ -135,7 +136,8 @@ def check(config, topology: str, slices: int = 1) -> dict:
   data_parallel = sharding.data_parallel_size(mesh, rules)
   tx = optim.make(config.optimizer, models.hidden_lr_scale(config.model))
   layout = train_state.layout(config, vocab, tx, mesh, rules)
-  compile_step = train.step_compiler(config, layout, tx, mesh, rules)
+  # the layout `auto` settles on is compiled once, for the choice and for the report
+  compile_step = functools.cache(train.step_compiler(config, layout, tx, mesh, rules))
   budget = fit.budget(chip.hbm_bytes)
 
   report = {
@@ -159,21 +161,22 @@ def check(config, topology: str, slices: int = 1) -> dict:
   for size in controller.reachable_sizes():
     key = controller.key(size)
     compile_start = time.perf_counter()
-    compiled = compile_step(key)
-    compile_seconds = time.perf_counter() - compile_start
-    memory = fit.step_bytes(compiled)
+    compiled, memory = fit.compile_measured(compile_step, key)
+    entry = {"batch_size": size, "microbatch": size // (key[1] * data_parallel), "groups": key[1],
+             "statistics": key[2], "bytes": memory, "fits": fit.fits(memory, chip.hbm_bytes),
+             "fits_with_headroom": fit.fits(memory, budget),
+             "compile_seconds": round(time.perf_counter() - compile_start, 2)}
+    layouts.append(entry)
+    if compiled is None:
+      continue
     cost = compiled.cost_analysis()
     model_flops = per_token * size * config.data.seq_len / len(devices)
     scale = loop_scale(config, vocab, key[1])
     flops, bytes_accessed = cost["flops"] * scale, cost["bytes accessed"] * scale
-    layouts.append({
-        "batch_size": size, "microbatch": size // (key[1] * data_parallel), "groups": key[1],
-        "statistics": key[2], "bytes": memory, "fits": memory["total"] <= chip.hbm_bytes,
-        "fits_with_headroom": memory["total"] <= budget,
-        "xla_flops": cost["flops"], "xla_bytes_accessed": cost["bytes accessed"],
-        "loop_scale": scale, "flops": flops, "bytes_accessed": bytes_accessed,
-        "model_flops": model_flops, "estimate": estimate(flops, bytes_accessed, model_flops, chip),
-        "compile_seconds": round(compile_seconds, 2)})
+    entry.update(xla_flops=cost["flops"], xla_bytes_accessed=cost["bytes accessed"],
+                 loop_scale=scale, flops=flops, bytes_accessed=bytes_accessed,
+                 model_flops=model_flops,
+                 estimate=estimate(flops, bytes_accessed, model_flops, chip))
   controller.close()
   fitting = [entry["batch_size"] for entry in layouts if entry["fits"]]
   report.update(layouts=layouts, fits=all(entry["fits"] for entry in layouts),

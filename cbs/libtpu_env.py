@@ -3,8 +3,10 @@
 With libtpu installed, JAX tries the TPU backend at start-up on every host, and compiling for a TPU
 topology (`cbs.compile_check`) loads libtpu too; without TPU chips libtpu then prints several lines
 about TPU hosts it cannot find before JAX falls back to the CPU or GPU. Describing this host as a
-one-host slice answers libtpu's questions, so nothing is printed and nothing else changes. Hosts
-with TPU chips, or where these variables are set already, are left alone.
+one-host slice answers libtpu's questions, so nothing is printed and nothing else changes; and
+since there is no TPU to guard, several processes may load libtpu at once (its lock file would
+otherwise fail every process but the first, e.g. parallel tests). Hosts with TPU chips, or where
+these variables are set already, are left alone.
 """
 
 import importlib.util
@@ -13,7 +15,7 @@ import os
 from jax._src import hardware_utils  # JAX's own test for TPU chips on the PCI bus
 
 _NO_TPU_HOST = {"TPU_SKIP_MDS_QUERY": "1", "TPU_WORKER_HOSTNAMES": "localhost",
-                "TPU_HOST_BOUNDS": "1,1,1"}
+                "TPU_HOST_BOUNDS": "1,1,1", "ALLOW_MULTIPLE_LIBTPU_LOAD": "1"}
 
 
 def quiet_without_tpu() -> None:

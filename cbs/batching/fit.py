@@ -18,6 +18,25 @@ from cbs.batching import schedules
 HEADROOM = 0.1  # fraction of device memory left free: runtime buffers, fragmentation, the eval step
 
 
+def compile_measured(compile_step: Callable[[controller_lib.StepKey], object],
+                     key: controller_lib.StepKey) -> tuple[object | None, dict]:
+  """The compiled step of `key` and its bytes; (None, the compiler's reason) if it cannot fit.
+
+  The TPU compiler refuses a program larger than the chip's memory (RESOURCE_EXHAUSTED).
+  """
+  try:
+    compiled = compile_step(key)
+  except jax.errors.JaxRuntimeError as e:
+    if "RESOURCE_EXHAUSTED" not in str(e):
+      raise
+    return None, {"total": None, "error": str(e).splitlines()[0]}
+  return compiled, step_bytes(compiled)
+
+
+def fits(measured: dict, limit: int) -> bool:
+  return measured["total"] is not None and measured["total"] <= limit
+
+
 def step_bytes(compiled) -> dict[str, int]:
   """Per-device bytes of a compiled step; `total` counts donated (aliased) state once."""
   m = compiled.memory_analysis()
@@ -66,13 +85,14 @@ def choose(batch_cfg: ml_collections.ConfigDict, data_parallel: int,
   """
   tried = {}
 
-  def fits(microbatch: int) -> bool:
+  def fits_budget(microbatch: int) -> bool:
     controller = controller_lib.Controller(batch_cfg, data_parallel, compile_step, microbatch)
-    tried[microbatch] = step_bytes(compile_step(controller.key(controller.size)))
+    _, tried[microbatch] = compile_measured(compile_step, controller.key(controller.size))
     controller.close()
-    return tried[microbatch]["total"] <= budget(capacity_bytes)
+    return fits(tried[microbatch], budget(capacity_bytes))
 
-  return largest_fitting(candidates(batch_cfg, data_parallel), fits), dict(sorted(tried.items()))
+  chosen = largest_fitting(candidates(batch_cfg, data_parallel), fits_budget)
+  return chosen, dict(sorted(tried.items()))
 
 
 def auto_microbatch(batch_cfg: ml_collections.ConfigDict, data_parallel: int,
@@ -89,8 +109,8 @@ def auto_microbatch(batch_cfg: ml_collections.ConfigDict, data_parallel: int,
   chosen, tried = choose(batch_cfg, data_parallel, compile_step, capacity)
   if chosen is None:
     raise ValueError(f"batch.microbatch=auto: not even 1 sequence per device fits in "
-                     f"{budget(capacity) / 2**30:.1f} GiB ({tried[1]['total'] / 2**30:.1f} GiB "
-                     "needed); shard the model (mesh.fsdp, mesh.model) or use model.remat")
+                     f"{budget(capacity) / 2**30:.1f} GiB; shard the model (mesh.fsdp, mesh.model) "
+                     "or use model.remat")
   logging.info("batch.microbatch=auto: %d sequences per device (%s GiB of %.1f GiB)", chosen,
                f"{tried[chosen]['total'] / 2**30:.2f}", capacity / 2**30)
   return chosen
