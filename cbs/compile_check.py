@@ -105,13 +105,27 @@ def loop_scale(config, vocab: int, groups: int) -> float:
 
 
 def estimate(flops: float, bytes_accessed: float, model_flops: float, chip: Chip) -> dict:
-  """Roofline: the step takes as long as its compute or its HBM traffic, whichever is longer."""
+  """Roofline: the step takes at least as long as its compute and as its HBM traffic.
+
+  The bytes are XLA's count, with each loop body once (scaling them like the FLOPs would also
+  multiply the once-per-step optimizer traffic), so the HBM side is a lower bound too.
+  """
   compute, memory = flops / chip.peak_flops, bytes_accessed / chip.hbm_bandwidth
   seconds = max(compute, memory)
   return {"step_seconds": seconds, "mfu": model_flops / (seconds * chip.peak_flops),
           "bound": "compute" if compute >= memory else "hbm",
-          "how": "estimate: max(FLOPs / peak bf16 FLOP/s, bytes / HBM bandwidth) per chip; "
-                 "communication not counted"}
+          "how": "estimate, a lower bound on the step time: max(FLOPs / peak bf16 FLOP/s, "
+                 "bytes accessed (loop bodies once) / HBM bandwidth) per chip; communication "
+                 "not counted"}
+
+
+def _cost(compiled, scale: float, model_flops: float, chip: Chip) -> dict:
+  """XLA's counts (loop bodies once), the step's FLOPs, and the roofline estimate."""
+  cost = compiled.cost_analysis()
+  flops = cost["flops"] * scale
+  return {"xla_flops": cost["flops"], "loop_scale": scale, "flops": flops,
+          "bytes_accessed": cost["bytes accessed"], "model_flops": model_flops,
+          "estimate": estimate(flops, cost["bytes accessed"], model_flops, chip)}
 
 
 def check(config, topology: str, slices: int = 1) -> dict:
@@ -131,7 +145,10 @@ def check(config, topology: str, slices: int = 1) -> dict:
 
   validation.validate(config, len(devices))
   vocab = vocab_rows(config)
-  mesh = sharding.make_mesh(config.mesh, devices)
+  try:
+    mesh = sharding.make_mesh(config.mesh, devices)
+  except ValueError as e:  # e.g. a mesh that does not split evenly over the slices
+    raise UsageError(str(e)) from None
   rules = sharding.logical_rules(config.mesh)
   data_parallel = sharding.data_parallel_size(mesh, rules)
   tx = optim.make(config.optimizer, models.hidden_lr_scale(config.model))
@@ -146,6 +163,8 @@ def check(config, topology: str, slices: int = 1) -> dict:
       "headroom": fit.HEADROOM, "mesh": dict(mesh.shape), "fsdp": bool(config.mesh.fsdp),
       "params": models.param_counts(config.model, vocab)["total"], "vocab_rows": vocab,
       "seq_len": config.data.seq_len,
+      "versions": {name: importlib.metadata.version(name)
+                   for name in ("jax", "jaxlib", "libtpu", "flax")},
   }
   microbatch = None
   if config.batch.microbatch == layout_lib.AUTO:
@@ -153,7 +172,8 @@ def check(config, topology: str, slices: int = 1) -> dict:
     report["auto"] = {"chosen": microbatch, "budget_bytes": budget,
                       "tried": {str(m): b["total"] for m, b in tried.items()}}
     if microbatch is None:
-      report.update(fits=False, wall_seconds=round(time.perf_counter() - start, 2))
+      report.update(fits=False, largest_fitting_batch=None,
+                    wall_seconds=round(time.perf_counter() - start, 2))
       return report
   controller = controller_lib.Controller(config.batch, data_parallel, compile_step, microbatch)
   per_token = flops_lib.train_flops_per_token(config.model, vocab, config.data.seq_len)
@@ -162,28 +182,19 @@ def check(config, topology: str, slices: int = 1) -> dict:
     key = controller.key(size)
     compile_start = time.perf_counter()
     compiled, memory = fit.compile_measured(compile_step, key)
-    entry = {"batch_size": size, "microbatch": size // (key[1] * data_parallel), "groups": key[1],
-             "statistics": key[2], "bytes": memory, "fits": fit.fits(memory, chip.hbm_bytes),
-             "fits_with_headroom": fit.fits(memory, budget),
-             "compile_seconds": round(time.perf_counter() - compile_start, 2)}
-    layouts.append(entry)
-    if compiled is None:
-      continue
-    cost = compiled.cost_analysis()
-    model_flops = per_token * size * config.data.seq_len / len(devices)
-    scale = loop_scale(config, vocab, key[1])
-    flops, bytes_accessed = cost["flops"] * scale, cost["bytes accessed"] * scale
-    entry.update(xla_flops=cost["flops"], xla_bytes_accessed=cost["bytes accessed"],
-                 loop_scale=scale, flops=flops, bytes_accessed=bytes_accessed,
-                 model_flops=model_flops,
-                 estimate=estimate(flops, bytes_accessed, model_flops, chip))
+    layouts.append({
+        "batch_size": size, "microbatch": size // (key[1] * data_parallel), "groups": key[1],
+        "statistics": key[2], "bytes": memory, "fits": fit.fits(memory, chip.hbm_bytes),
+        "fits_with_headroom": fit.fits(memory, budget),
+        "compile_seconds": round(time.perf_counter() - compile_start, 2)})
+    if compiled is not None:
+      model_flops = per_token * size * config.data.seq_len / len(devices)
+      layouts[-1].update(_cost(compiled, loop_scale(config, vocab, key[1]), model_flops, chip))
   controller.close()
   fitting = [entry["batch_size"] for entry in layouts if entry["fits"]]
   report.update(layouts=layouts, fits=all(entry["fits"] for entry in layouts),
                 largest_fitting_batch=max(fitting, default=None),
-                wall_seconds=round(time.perf_counter() - start, 2),
-                versions={name: importlib.metadata.version(name)
-                          for name in ("jax", "jaxlib", "libtpu", "flax")})
+                wall_seconds=round(time.perf_counter() - start, 2))
   return report
 
 
