@@ -24,5 +24,8 @@ setuptools.setup(
         "numpy>=1.26",
         "matplotlib>=3.8",  # analysis plots
     ],
-    extras_require={"test": ["pytest>=8", "pytest-xdist>=3.5"]},
+    extras_require={
+        "test": ["pytest>=8", "pytest-xdist>=3.5"],
+        "tpu": ["jax[tpu]"],  # libtpu: runs on TPU VMs, and compiles for TPU slices anywhere
+    },
 )

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import jax
 import ml_collections
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 AXES = ("data", "model")
@@ -36,11 +37,23 @@ def mesh_shape(mesh_cfg: ml_collections.ConfigDict, num_devices: int) -> tuple[i
 
 
 def make_mesh(mesh_cfg: ml_collections.ConfigDict, devices: Sequence[jax.Device] | None = None) -> Mesh:
-  """A (data, model) mesh over the first data*model devices (all of them in a normal run)."""
+  """A (data, model) mesh over the first data*model devices (all of them in a normal run).
+
+  Devices of several TPU slices (multislice) are joined along `data`: only the gradient reduction
+  crosses the slower network between slices, the model axis stays inside each slice.
+  """
   devices = list(jax.devices() if devices is None else devices)
   data, model = mesh_shape(mesh_cfg, len(devices))
-  return jax.make_mesh((data, model), AXES, axis_types=(AxisType.Auto,) * 2,
-                       devices=devices[:data * model])
+  slices = len({getattr(d, "slice_index", 0) for d in devices})
+  if slices == 1:
+    return jax.make_mesh((data, model), AXES, axis_types=(AxisType.Auto,) * 2,
+                         devices=devices[:data * model])
+  if data * model != len(devices) or data % slices:
+    raise ValueError(f"mesh {data}x{model} (data x model) on {slices} slices of "
+                     f"{len(devices) // slices} devices: use every device, with mesh.data a "
+                     f"multiple of {slices}")
+  grid = mesh_utils.create_hybrid_device_mesh((data // slices, model), (slices, 1), devices)
+  return Mesh(grid, AXES, axis_types=(AxisType.Auto,) * 2)
 
 
 def logical_rules(mesh_cfg: ml_collections.ConfigDict) -> Rules:

@@ -37,6 +37,8 @@ from cbs import step as step_lib
 from cbs import train_state
 from cbs import validation
 from cbs.batching import controller as controller_lib
+from cbs.batching import fit
+from cbs.batching import layout as layout_lib
 
 
 _LOGGED = ("loss", "grad_norm", "param_norm", "nonfinite")  # step metrics written every step
@@ -215,7 +217,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   replicated = sharding.replicated(mesh)
   data_parallel = sharding.data_parallel_size(mesh, rules)
   compile_step = step_compiler(config, layout, tx, mesh, rules)
-  controller = controller_lib.Controller(config.batch, data_parallel, compile_step)
+  microbatch = None  # batch.microbatch as configured
+  if config.batch.microbatch == layout_lib.AUTO:
+    try:
+      microbatch = fit.auto_microbatch(config.batch, data_parallel, compile_step)
+    except ValueError as e:  # nothing fits: the user's to fix
+      raise validation.ConfigError(str(e)) from None
+  controller = controller_lib.Controller(config.batch, data_parallel, compile_step, microbatch)
   eval_step = jax.jit(
       functools.partial(step_lib.eval_step, graphdef=layout.graphdef),
       in_shardings=(layout.shardings["params"], batch_sharding),

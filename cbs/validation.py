@@ -102,14 +102,23 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
     multiple = math.lcm(data_parallel, process_count)
     require(size % multiple == 0,
              f"{key}={size} must be a multiple of the data-parallel size {multiple}")
-  microbatch = layout.default_microbatch(config.batch.size, data_parallel, config.batch.microbatch)
+  requested = config.batch.microbatch
+  require(requested == layout.AUTO or type(requested) is int,
+           f"batch.microbatch={requested!r} must be a number of sequences per device, -1 (the whole "
+           f"initial batch) or {layout.AUTO!r}")
+  if requested != layout.AUTO:  # auto picks among the divisors of the initial per-device batch
+    _check_microbatch(config.batch, data_parallel)
+
+
+def _check_microbatch(batch_cfg: ml_collections.ConfigDict, data_parallel: int) -> None:
+  microbatch = layout.default_microbatch(batch_cfg.size, data_parallel, batch_cfg.microbatch)
   unit = microbatch * data_parallel
-  require(config.batch.size % unit == 0,
-           f"batch.size={config.batch.size} must be a multiple of batch.microbatch x data-parallel "
+  require(batch_cfg.size % unit == 0,
+           f"batch.size={batch_cfg.size} must be a multiple of batch.microbatch x data-parallel "
            f"= {microbatch} x {data_parallel}")
-  if batch_schedules.statistics_needed(config.batch) != "none":
-    require(config.batch.size > unit or microbatch % 2 == 0,
-             f"batch.microbatch={microbatch}: the {config.batch.schedule} test splits a single "
+  if batch_schedules.statistics_needed(batch_cfg) != "none":
+    require(batch_cfg.size > unit or microbatch % 2 == 0,
+             f"batch.microbatch={microbatch}: the {batch_cfg.schedule} test splits a single "
              "microbatch into two groups, so it must be even")
 
 

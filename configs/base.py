@@ -64,7 +64,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.batch = ml_collections.ConfigDict()
   c.batch.size = 256  # global batch in sequences (the initial one when the batch grows)
   c.batch.max_size = -1  # cap for growing schedules; -1 = batch.size
-  c.batch.microbatch = -1  # sequences per device per accumulation step; -1 = batch.size / data-parallel
+  # Sequences per device per accumulation step; -1 = batch.size / data-parallel; auto = the largest
+  # whose compiled step fits the device memory with 10% to spare (TPU, GPU; -1 on CPU).
+  c.batch.microbatch = ml_collections.FieldReference(-1, field_type=object)  # int or "auto"
   c.batch.round = "multiple"  # sizes allowed: multiple (of microbatch x data-parallel) | pow2 (x 2^k)
   c.batch.schedule = "constant"  # constant | ramp | measured | norm | inner_product | augmented | gns
   c.batch.ramp = ()  # ramp: stages ((tokens, size), ...): from `tokens` on, train at `size`

@@ -27,10 +27,11 @@ class Controller:
   """Chooses each step's batch size and hands out the compiled step for it."""
 
   def __init__(self, batch_cfg: ml_collections.ConfigDict, data_parallel: int,
-               compile_step: Callable[[StepKey], Callable]):
+               compile_step: Callable[[StepKey], Callable], microbatch: int | None = None):
+    """`microbatch` (per device) replaces `batch.microbatch`: the size `batch.microbatch=auto` chose."""
     self._cfg = batch_cfg
-    self._microbatch = layout_lib.default_microbatch(batch_cfg.size, data_parallel,
-                                                     batch_cfg.microbatch)
+    self._microbatch = layout_lib.default_microbatch(
+        batch_cfg.size, data_parallel, batch_cfg.microbatch if microbatch is None else microbatch)
     self._unit = self._microbatch * data_parallel
     self._cap = self._round(schedules.max_size(batch_cfg))
     self._statistics = schedules.statistics_needed(batch_cfg)
@@ -64,6 +65,16 @@ class Controller:
     statistics = self._statistics if self.testing(size) else "none"
     groups = max(accumulation, 2) if statistics != "none" else accumulation
     return size, groups, statistics
+
+  def reachable_sizes(self) -> list[int]:
+    """Every size this run can switch to, from the current one up to the cap: one layout each."""
+    if self._cfg.schedule in schedules.STAGEWISE and self._cfg.ramp_tokens <= 0:
+      return sorted({self.size} | {self._round(size) for _, size in schedules.stages(self._cfg)
+                                   if self._round(size) > self.size})
+    sizes = [self.size]
+    while sizes[-1] < self._cap:
+      sizes.append(self._round(sizes[-1] + 1))
+    return sizes
 
   def lr_multiplier(self) -> float:
     return schedules.lr_multiplier(self._cfg, self.size)

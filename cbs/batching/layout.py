@@ -9,6 +9,7 @@ import dataclasses
 import math
 
 ROUNDINGS = ("multiple", "pow2")
+AUTO = "auto"  # batch.microbatch: chosen by compiling for the device's memory (`fit.py`)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,219 @@
+"""Does a config fit a TPU slice? `python -m cbs.compile_check --config=CONFIG --topology=v5e:4x4`.
+
+Compiles the loop's own train step (`train.step_compiler`: same mesh, shardings, FSDP / model axis,
+scanned layers, remat) for a TPU topology on this host, with no TPU and no data: libtpu (the `tpu`
+extra) compiles for compile-only devices, shapes stand in for arrays. Each layout the batch
+controller can reach (every size up to `batch.max_size`) is compiled; the JSON printed gives per-chip
+bytes against the chip's HBM, the compiled program's FLOPs and bytes accessed per step, and a
+roofline estimate of the step time and MFU (compute or HBM bound; communication not counted).
+`batch.microbatch=auto` is resolved as at run time, from the compiled sizes. Bad input is one line
+on stderr with exit code 2.
+"""
+
+import dataclasses
+import functools
+import importlib.metadata
+import importlib.util
+import json
+import os
+import re
+import sys
+import time
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to an ml_collections config file.")
+_TOPOLOGY = flags.DEFINE_string("topology", None, "TPU slice, GENERATION:SHAPE, e.g. v5e:4x4.")
+_SLICES = flags.DEFINE_integer("slices", 1, "Slices joined over the data-center network (multislice).")
+flags.mark_flags_as_required(["config", "topology"])
+
+
+@dataclasses.dataclass(frozen=True)
+class Chip:
+  """Public per-chip figures of a TPU generation (one JAX device per chip)."""
+  hbm_bytes: int
+  peak_flops: float  # dense bf16 FLOP/s
+  hbm_bandwidth: float  # bytes/s
+  chip_config: str  # libtpu's device layout: megacore = both TensorCores of a chip as one device
+
+
+CHIPS = {
+    "v4": Chip(32 * 2**30, 275e12, 1.2e12, "megacore"),
+    "v5e": Chip(16 * 2**30, 197e12, 0.819e12, "default"),
+    "v5p": Chip(95 * 2**30, 459e12, 2.765e12, "megacore"),
+    "v6e": Chip(32 * 2**30, 918e12, 1.64e12, "default"),
+}
+EXAMPLES = ("v4:2x2x2", "v5e:4x4", "v5p:2x2x4", "v6e:4x4")
+_NAME = re.compile(r"^(v4|v5e|v5p|v6e):\d+(x\d+){1,2}$")
+
+
+class UsageError(ValueError):
+  """Input this tool cannot use; the message says what is allowed."""
+
+
+def topology_devices(name: str, slices: int) -> tuple[Chip, list]:
+  """The chip and compile-only devices of `slices` slices of topology `name`."""
+  if not _NAME.match(name):
+    raise UsageError(f"--topology={name!r} is not known; use GENERATION:SHAPE with GENERATION in "
+                     f"{', '.join(CHIPS)} (e.g. {', '.join(EXAMPLES)})")
+  if slices < 1:
+    raise UsageError(f"--slices={slices} must be at least 1")
+  if importlib.util.find_spec("libtpu") is None:
+    raise UsageError("compiling for TPU needs libtpu: pip install -e '.[tpu]'")
+  import jax  # noqa: PLC0415
+  from jax.experimental import topologies  # noqa: PLC0415
+
+  chip = CHIPS[name.split(":")[0]]
+  try:
+    topology = topologies.get_topology_desc(topology_name=name, platform="tpu",
+                                            chip_config_name=chip.chip_config, num_slices=slices)
+  except jax.errors.JaxRuntimeError as e:  # a shape libtpu does not build, e.g. v5e:3x3
+    raise UsageError(f"--topology={name!r}: {str(e).splitlines()[0]}") from None
+  return chip, list(topology.devices)
+
+
+def vocab_rows(config) -> int:
+  """Embedding rows, without reading any vocabulary file (the check needs no data)."""
+  if config.model.vocab_size > 0:
+    return config.model.vocab_size
+  if config.data.source == "synthetic":
+    return config.data.synthetic.vocab_size
+  from cbs.data import vocab  # noqa: PLC0415  (imports seqio: only for text configs)
+
+  known = {vocab.BYTE: 384, vocab.T5_VOCAB: 32_128}  # `vocab.padded_size` of each
+  if config.data.vocab not in known:
+    raise UsageError(f"data.vocab={config.data.vocab!r}: its size is not known without reading it; "
+                     "add --config.model.vocab_size=ROWS (the padded vocabulary size)")
+  return known[config.data.vocab]
+
+
+def loop_scale(config, vocab: int, groups: int) -> float:
+  """Step FLOPs over those of one pass through each loop body, by `cbs.flops`.
+
+  XLA's cost analysis counts a loop body once; the step loops over `groups` microbatches and, with
+  scanned layers, over the blocks (forward and backward loops).
+  """
+  from cbs import flops as flops_lib  # noqa: PLC0415
+
+  once = config.model.copy_and_resolve_references()
+  once.num_layers = 1 if config.model.scan_layers else config.model.num_layers
+  seq_len = config.data.seq_len
+  return groups * (flops_lib.train_flops_per_token(config.model, vocab, seq_len)
+                   / flops_lib.train_flops_per_token(once, vocab, seq_len))
+
+
+def estimate(flops: float, bytes_accessed: float, model_flops: float, chip: Chip) -> dict:
+  """Roofline: the step takes at least as long as its compute and as its HBM traffic.
+
+  The bytes are XLA's count, with each loop body once (scaling them like the FLOPs would also
+  multiply the once-per-step optimizer traffic), so the HBM side is a lower bound too.
+  """
+  compute, memory = flops / chip.peak_flops, bytes_accessed / chip.hbm_bandwidth
+  seconds = max(compute, memory)
+  return {"step_seconds": seconds, "mfu": model_flops / (seconds * chip.peak_flops),
+          "bound": "compute" if compute >= memory else "hbm",
+          "how": "estimate, a lower bound on the step time: max(FLOPs / peak bf16 FLOP/s, "
+                 "bytes accessed (loop bodies once) / HBM bandwidth) per chip; communication "
+                 "not counted"}
+
+
+def _cost(compiled, scale: float, model_flops: float, chip: Chip) -> dict:
+  """XLA's counts (loop bodies once), the step's FLOPs, and the roofline estimate."""
+  cost = compiled.cost_analysis()
+  flops = cost["flops"] * scale
+  return {"xla_flops": cost["flops"], "loop_scale": scale, "flops": flops,
+          "bytes_accessed": cost["bytes accessed"], "model_flops": model_flops,
+          "estimate": estimate(flops, cost["bytes accessed"], model_flops, chip)}
+
+
+def check(config, topology: str, slices: int = 1) -> dict:
+  """Compiles every reachable layout of `config` for the topology; the report as a dict."""
+  start = time.perf_counter()
+  chip, devices = topology_devices(topology, slices)  # a bad name fails before the heavy imports
+  from cbs import flops as flops_lib  # noqa: PLC0415
+  from cbs import models  # noqa: PLC0415
+  from cbs import optim  # noqa: PLC0415
+  from cbs import sharding  # noqa: PLC0415
+  from cbs import train  # noqa: PLC0415
+  from cbs import train_state  # noqa: PLC0415
+  from cbs import validation  # noqa: PLC0415
+  from cbs.batching import controller as controller_lib  # noqa: PLC0415
+  from cbs.batching import fit  # noqa: PLC0415
+  from cbs.batching import layout as layout_lib  # noqa: PLC0415
+
+  validation.validate(config, len(devices))
+  vocab = vocab_rows(config)
+  try:
+    mesh = sharding.make_mesh(config.mesh, devices)
+  except ValueError as e:  # e.g. a mesh that does not split evenly over the slices
+    raise UsageError(str(e)) from None
+  rules = sharding.logical_rules(config.mesh)
+  data_parallel = sharding.data_parallel_size(mesh, rules)
+  tx = optim.make(config.optimizer, models.hidden_lr_scale(config.model))
+  layout = train_state.layout(config, vocab, tx, mesh, rules)
+  # the layout `auto` settles on is compiled once, for the choice and for the report
+  compile_step = functools.cache(train.step_compiler(config, layout, tx, mesh, rules))
+  budget = fit.budget(chip.hbm_bytes)
+
+  report = {
+      "topology": topology, "slices": slices, "chips": len(devices),
+      "device_kind": devices[0].device_kind, "hbm_bytes_per_chip": chip.hbm_bytes,
+      "headroom": fit.HEADROOM, "mesh": dict(mesh.shape), "fsdp": bool(config.mesh.fsdp),
+      "params": models.param_counts(config.model, vocab)["total"], "vocab_rows": vocab,
+      "seq_len": config.data.seq_len,
+      "versions": {name: importlib.metadata.version(name)
+                   for name in ("jax", "jaxlib", "libtpu", "flax")},
+  }
+  microbatch = None
+  if config.batch.microbatch == layout_lib.AUTO:
+    microbatch, tried = fit.choose(config.batch, data_parallel, compile_step, chip.hbm_bytes)
+    report["auto"] = {"chosen": microbatch, "budget_bytes": budget,
+                      "tried": {str(m): b["total"] for m, b in tried.items()}}
+    if microbatch is None:
+      report.update(fits=False, largest_fitting_batch=None,
+                    wall_seconds=round(time.perf_counter() - start, 2))
+      return report
+  controller = controller_lib.Controller(config.batch, data_parallel, compile_step, microbatch)
+  per_token = flops_lib.train_flops_per_token(config.model, vocab, config.data.seq_len)
+  layouts = []
+  for size in controller.reachable_sizes():
+    key = controller.key(size)
+    compile_start = time.perf_counter()
+    compiled, memory = fit.compile_measured(compile_step, key)
+    layouts.append({
+        "batch_size": size, "microbatch": size // (key[1] * data_parallel), "groups": key[1],
+        "statistics": key[2], "bytes": memory, "fits": fit.fits(memory, chip.hbm_bytes),
+        "fits_with_headroom": fit.fits(memory, budget),
+        "compile_seconds": round(time.perf_counter() - compile_start, 2)})
+    if compiled is not None:
+      model_flops = per_token * size * config.data.seq_len / len(devices)
+      layouts[-1].update(_cost(compiled, loop_scale(config, vocab, key[1]), model_flops, chip))
+  controller.close()
+  fitting = [entry["batch_size"] for entry in layouts if entry["fits"]]
+  report.update(layouts=layouts, fits=all(entry["fits"] for entry in layouts),
+                largest_fitting_batch=max(fitting, default=None),
+                wall_seconds=round(time.perf_counter() - start, 2))
+  return report
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  import jax  # noqa: PLC0415
+
+  from cbs import validation  # noqa: PLC0415
+
+  jax.config.update("jax_platforms", "cpu")  # this host only traces; a TPU here stays free
+  try:
+    report = check(_CONFIG.value, _TOPOLOGY.value, _SLICES.value)
+  except (UsageError, validation.ConfigError) as e:
+    print(f"cbs: {e}", file=sys.stderr)
+    sys.exit(2)
+  print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  app.run(main)

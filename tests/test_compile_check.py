@@ -1,0 +1,147 @@
+"""The TPU compile check: the tiny model's real step compiled for a v5e:2x2 slice with libtpu.
+
+Needs libtpu (the `tpu` extra, part of the test install); without it, or where libtpu cannot
+compile on this host, the compiling tests skip with the reason.
+"""
+
+import importlib.util
+import subprocess
+import sys
+
+import pytest
+
+from cbs import compile_check
+from cbs import flops as flops_lib
+from cbs import validation
+from cbs.batching import controller as controller_lib
+from cbs.batching import fit
+from configs import base
+from configs import tiny
+
+TOPOLOGY = "v5e:2x2"  # 4 chips of 16 GiB
+
+
+@pytest.fixture(scope="module")
+def tpu():
+  if importlib.util.find_spec("libtpu") is None:
+    pytest.skip("libtpu is not installed (pip install -e '.[test,tpu]')")
+  try:
+    compile_check.topology_devices(TOPOLOGY, 1)
+  except Exception as e:  # noqa: BLE001  (any libtpu failure means: cannot test here)
+    pytest.skip(f"libtpu cannot compile for {TOPOLOGY} on this host: {e}")
+
+
+def tiny_config(**batch):
+  c = tiny.get_config()
+  c.batch.update(batch)
+  return c
+
+
+def huge_config(**batch):
+  """4096 sequences per chip with 32k-row logits: ~100 GiB, far over a v5e chip's 16 GiB."""
+  config = tiny_config(size=16384, **batch)
+  config.model.vocab_size = 32768
+  return config
+
+
+def test_a_huge_microbatch_does_not_fit(tpu):
+  report = compile_check.check(huge_config(), TOPOLOGY)
+  (layout,) = report["layouts"]
+  assert (layout["batch_size"], layout["microbatch"], layout["groups"]) == (16384, 4096, 1)
+  assert not layout["fits"] and not report["fits"] and report["largest_fitting_batch"] is None
+  assert "RESOURCE_EXHAUSTED" in layout["bytes"]["error"]
+  assert report["mesh"] == {"data": 4, "model": 1} and report["device_kind"] == "TPU v5 lite"
+
+
+def test_bytes_grow_with_the_microbatch_and_auto_takes_the_largest_that_fits(tpu):
+  report = compile_check.check(huge_config(microbatch="auto"), TOPOLOGY)
+  chosen, budget = report["auto"]["chosen"], report["auto"]["budget_bytes"]
+  tried = {int(m): total for m, total in report["auto"]["tried"].items()}
+  fitting = sorted((m, total) for m, total in tried.items() if total is not None)
+  assert len(fitting) >= 2
+  assert all(a[1] < b[1] for a, b in zip(fitting, fitting[1:]))  # bytes grow with the microbatch
+  assert 1 <= chosen < 4096 and tried[chosen] <= budget  # fits with the headroom ...
+  assert tried[2 * chosen] is None or tried[2 * chosen] > budget  # ... the next candidate does not
+  assert max(m for m, total in fitting if total <= budget) == chosen
+  (layout,) = report["layouts"]
+  assert (layout["microbatch"], layout["groups"]) == (chosen, 4096 // chosen)
+  assert layout["bytes"]["total"] == tried[chosen] and layout["fits_with_headroom"]
+
+
+def test_compiled_flops_agree_with_the_model_count(tpu):
+  """XLA's count of a loop-free step (unscanned blocks, one microbatch) vs `cbs.flops`.
+
+  The model count takes matrix multiplies and attention only; the compiled program adds norms,
+  softmax, the loss and the optimizer update, so it may exceed it by up to 1.5x, never fall short.
+  """
+  config = tiny_config()
+  (layout,) = compile_check.check(config, TOPOLOGY)["layouts"]
+  per_chip = flops_lib.train_flops_per_token(config.model, 32, 64) * 32 * 64 / 4
+  assert layout["model_flops"] == pytest.approx(per_chip)
+  assert layout["loop_scale"] == 1
+  assert 1.0 <= layout["xla_flops"] / per_chip <= 1.5
+  assert layout["estimate"]["step_seconds"] > 0 and 0 < layout["estimate"]["mfu"] < 1
+
+
+def test_a_growing_batch_checks_every_layout_on_two_slices(tpu):
+  config = tiny_config(size=32, max_size=64, round="pow2", schedule="norm")
+  config.model.scan_layers = True
+  report = compile_check.check(config, TOPOLOGY, slices=2)
+  assert report["chips"] == 8 and report["mesh"] == {"data": 8, "model": 1}
+  sizes = [(entry["batch_size"], entry["groups"], entry["statistics"])
+           for entry in report["layouts"]]
+  # every size the norm test can reach: statistics (two groups at least) until the cap
+  assert sizes == [(32, 2, "norm"), (64, 2, "none")]
+  assert report["fits"] and report["largest_fitting_batch"] == 64
+  for entry in report["layouts"]:  # scanned blocks, 2 groups: each loop body counted 2 x 2 times
+    assert entry["loop_scale"] > 3
+
+
+def test_reachable_sizes_follow_rounding_and_ramps():
+  def sizes(**kw):
+    cfg = base.get_config().batch
+    cfg.update({"size": 16, "max_size": 128, **kw})
+    return controller_lib.Controller(cfg, 2, lambda key: None).reachable_sizes()
+
+  assert sizes(round="pow2", schedule="norm") == [16, 32, 64, 128]
+  assert sizes(schedule="norm", microbatch=4) == list(range(16, 129, 8))
+  assert sizes(schedule="ramp", ramp=((0, 16), (10, 48), (20, 128))) == [16, 48, 128]
+  assert sizes(max_size=-1) == [16]
+
+
+def test_bad_input_is_one_line():
+  with pytest.raises(compile_check.UsageError, match=r"'v5x:4x4' is not known; .*v4, v5e, v5p, v6e"):
+    compile_check.topology_devices("v5x:4x4", 1)
+  config = tiny_config()
+  config.data.source, config.data.vocab = "text_files", "/data/my.model"
+  with pytest.raises(compile_check.UsageError, match="--config.model.vocab_size=ROWS"):
+    compile_check.vocab_rows(config)
+  config.data.vocab = "byte"
+  assert compile_check.vocab_rows(config) == 384
+
+
+def test_missing_libtpu_names_the_extra(monkeypatch):
+  real = importlib.util.find_spec
+  monkeypatch.setattr(importlib.util, "find_spec",
+                      lambda name, *a: None if name == "libtpu" else real(name, *a))
+  with pytest.raises(compile_check.UsageError, match=r"pip install -e '\.\[tpu\]'"):
+    compile_check.topology_devices("v5e:4x4", 1)
+
+
+def test_cli_unknown_topology_exits_2_with_one_line():
+  result = subprocess.run(
+      [sys.executable, "-m", "cbs.compile_check", "--config=configs/tiny.py", "--topology=v7:2x2"],
+      capture_output=True, text=True, timeout=120)
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines()[-1].startswith("cbs: --topology='v7:2x2' is not known")
+  assert result.stdout == ""
+
+
+def test_auto_microbatch_is_validated_and_whole_batch_on_cpu():
+  config = tiny_config(microbatch="auto")
+  validation.validate(config, 8)
+  config.batch.microbatch = "big"
+  with pytest.raises(validation.ConfigError, match="batch.microbatch='big' must be"):
+    validation.validate(config, 8)
+  never = lambda key: pytest.fail("a CPU reports no memory limit: nothing to compile")  # noqa: E731
+  assert fit.auto_microbatch(tiny_config().batch, 8, never) == -1
