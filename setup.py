@@ -21,6 +21,11 @@ setuptools.setup(
         "etils[epath]>=1.7",
         "importlib_resources>=6.0",  # TFDS needs it to prepare datasets
         "sentencepiece>=0.2.0",
+        "grain>=0.2.12",  # data loading: iterators with checkpointable state, read-ahead
+        "array-record>=0.7",  # prepared shards (random access)
+        "tokenizers>=0.20",  # Hugging Face tokenizer.json vocabularies
+        "pyarrow>=15",  # Parquet corpora
+        "tqdm>=4.66",  # progress of cbs.data.prepare
         "numpy>=1.26",
         "matplotlib>=3.8",  # analysis plots
     ],
