@@ -39,8 +39,10 @@ def test_norm_test_grows_the_batch_twice_on_an_fsdp_mesh(norm_run):
   assert [(h["old"], h["new"]) for h in progress["batch"]["history"]] == [(32, 64), (64, 128)]
   tested = [r for r in train_records(workdir) if "norm_test_stat" in r]
   assert tested and all(r["grad_noise_scale"] > 0 for r in tested)
-  # 32 and 64 are split in two groups for the test; 128 (the cap, no test) is 4 microbatches of 32.
-  assert [r["accum_steps"] for r in train_records(workdir)][::5] == [2, 2, 4]
+  # Sequences per device: 4 per microbatch, so 32, 64, 128 are 1, 2, 4 accumulation steps; the
+  # test at 32 splits its microbatch in two groups.
+  assert [r["accum_steps"] for r in train_records(workdir)][::5] == [1, 2, 4]
+  assert [r["test_groups"] for r in tested] == [2] * len(tested)  # FSDP: the microbatches only
 
 
 def test_same_sizes_as_a_ramp_give_the_same_losses(norm_run, tmp_path):
