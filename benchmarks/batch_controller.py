@@ -66,7 +66,8 @@ def window_seconds(records: list[dict], skip_steps: int = 30) -> float:
 
 
 def step_costs(rounds: int) -> dict:
-  variants = {"plain": {}, "interval_10": dict(test_interval=10), "every_step": dict(test_interval=1)}
+  variants = {"plain": {}, "interval_10": dict(test_interval=10),
+              "every_step": dict(test_interval=1)}
   seconds = {name: [] for name in variants}
   for _ in range(rounds):
     for name, interval in variants.items():
@@ -115,7 +116,8 @@ def memory(groups=(2, 4, 8, 16), rows: int = 16, seq_len: int = 8, vocab: int = 
                                    statistics=stats))
     return fn.lower(state, batch, 1e-3, 0.0, {}).compile().memory_analysis().temp_size_in_bytes
 
-  return {"batch": [rows, seq_len], "parameter_bytes": 4 * sum(x.size for x in jax.tree.leaves(params)),
+  return {"batch": [rows, seq_len],
+          "parameter_bytes": 4 * sum(x.size for x in jax.tree.leaves(params)),
           "plain_step_temp_bytes": {m: temp_bytes(m, "none") for m in groups[:1]},
           "inner_product_step_temp_bytes": {m: temp_bytes(m, "full") for m in groups}}
 

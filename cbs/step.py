@@ -86,7 +86,8 @@ def _deviations(params: nnx.State, graphdef: nnx.GraphDef, grouped: Batch, grads
     grad, weight = grad_fn(params, microbatch)
     deviation = jax.tree.map(lambda x, g: x / jnp.maximum(weight, 1.0) - g, grad, grads)
     dot = _tree_dot(deviation, grads)
-    return tuple(c + v for c, v in zip(carry, (_tree_dot(deviation, deviation), dot, dot ** 2))), None
+    sums = (_tree_dot(deviation, deviation), dot, dot ** 2)
+    return tuple(c + v for c, v in zip(carry, sums)), None
 
   return jax.lax.scan(add, (zero,) * 3, grouped)[0]
 
@@ -125,7 +126,8 @@ def _group_sums(params: nnx.State, batch: Batch, *, graphdef: nnx.GraphDef, grou
   if statistics == "full":
     dev_sq, dot, dot_sq = reduce(_deviations(params, graphdef, grouped, grads, zero))
     metrics.update(group_dev_sq_norm_mean=dev_sq / total_groups,
-                   group_dot_dev_mean=dot / total_groups, group_dot_dev_sq_mean=dot_sq / total_groups)
+                   group_dot_dev_mean=dot / total_groups,
+                   group_dot_dev_sq_mean=dot_sq / total_groups)
   return grads, metrics
 
 
@@ -151,8 +153,9 @@ def gradients_with_statistics(params: nnx.State, graphdef: nnx.GraphDef, batch: 
     return _group_sums(params, batch, graphdef=graphdef, groups=groups, data_parallel=1,
                        statistics=statistics, axis=axis, devices=data_parallel)
 
-  return jax.shard_map(body, mesh=mesh, in_specs=(PartitionSpec(), PartitionSpec(axis)),
-                       out_specs=(PartitionSpec(), PartitionSpec()), axis_names={axis})(params, batch)
+  mapped = jax.shard_map(body, mesh=mesh, in_specs=(PartitionSpec(), PartitionSpec(axis)),
+                         out_specs=(PartitionSpec(), PartitionSpec()), axis_names={axis})
+  return mapped(params, batch)
 
 
 def local_groups(param_shardings, mesh: Mesh, axis: str | None) -> DeviceGroups | None:

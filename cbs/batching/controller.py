@@ -4,8 +4,8 @@ Each layout has two compiled train steps: the plain one, and the statistics vari
 returns the gradient-noise sums of M = `batch.test_groups` groups. A step runs the variant only when
 its statistics are read (every `batch.test_interval` steps while an adaptive test may still grow the
 batch, every `batch.gns_every` steps to monitor the noise), so statistics cost nothing on the other
-steps. Steps are keyed (size, microbatches in the scan, statistics); both variants of the next likely
-layout are compiled ahead of time in a background thread so a switch does not stall training.
+steps. Steps are keyed (size, microbatches in the scan, statistics); both variants of the next
+likely layout are compiled ahead of time in a background thread so a switch does not stall training.
 Switches come from the token count (ramps) or from the statistics (tests). A non-finite step's
 statistics are dropped, never averaged in. The controller's state - size, smoothed statistics,
 switch history - is JSON and goes into every checkpoint, so a resumed run makes the same decisions.
@@ -102,7 +102,7 @@ class Controller:
 
   # ---- compiled steps ------------------------------------------------------------------------------
   def prepare(self, size: int) -> None:
-    """Starts compiling the steps of `size` in the background, unless they exist or are under way."""
+    """Starts compiling the steps of `size` in the background, unless done or under way."""
     if size != self.size and not self._cfg.precompile:
       return
     for key in self.keys(size):

@@ -14,8 +14,8 @@ the means over groups of |G_j|^2, |r_j|^2, r_j . g and (r_j . g)^2 (see `cbs.ste
 
 Degrees of freedom: every variance here is a sample variance over M groups, M - 1 degrees of
 freedom. For the inner-product test it is the variance of one scalar, so with Gaussian gradients
-its estimate is (scaled) chi-square with M - 1 degrees of freedom: relative spread sqrt(2 / (M - 1)),
-about 141% at M = 2 and 37% at M = 16. The trace sums such variances over every parameter, about
+its estimate is (scaled) chi-square with M - 1 degrees of freedom: relative spread
+sqrt(2 / (M - 1)), about 141% at M = 2 and 37% at M = 16. The trace sums such variances over every parameter, about
 (M - 1) (tr Sigma)^2 / tr(Sigma^2) degrees of freedom, so the norm test is much steadier at the
 same M. Ratios are taken after smoothing (`smooth`), which adds degrees of freedom over steps.
 Pure numpy on host scalars; the device computes only the sums.

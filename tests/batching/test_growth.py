@@ -127,4 +127,5 @@ def test_testing_every_other_step_follows_the_every_step_run(tmp_path):
   assert ["norm_test_stat" in r for r in b] == [False, True] * 3
   tested = [(x, y) for x, y in zip(a, b) if "norm_test_stat" in y]
   for name in ("norm_test_stat", "grad_noise_scale"):
-    np.testing.assert_allclose([y[name] for _, y in tested], [x[name] for x, _ in tested], rtol=1e-3)
+    np.testing.assert_allclose([y[name] for _, y in tested], [x[name] for x, _ in tested],
+                               rtol=1e-3)

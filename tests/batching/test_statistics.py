@@ -87,12 +87,12 @@ def test_test_sizes_follow_their_formulas():
   g, sums, m, theta, nu = means.mean(0), group_sums(means), 4, 0.5, 0.7
   dots = means @ g
   orth = means - np.outer(dots / (g @ g), g)
-  assert statistics.inner_product_size(
-      sums["group_dot_dev_mean"], sums["group_dot_dev_sq_mean"], g @ g, 5, m, theta) == pytest.approx(
-          m * np.var(dots, ddof=1) / (theta ** 2 * (g @ g) ** 2))
-  assert statistics.orthogonality_size(
-      sums["group_dev_sq_norm_mean"], sums["group_dot_dev_sq_mean"], g @ g, 5, m, nu) == pytest.approx(
-          m * (orth ** 2).sum() / (5 - 1) / (nu ** 2 * (g @ g)))
+  inner = statistics.inner_product_size(sums["group_dot_dev_mean"], sums["group_dot_dev_sq_mean"],
+                                       g @ g, 5, m, theta)
+  assert inner == pytest.approx(m * np.var(dots, ddof=1) / (theta ** 2 * (g @ g) ** 2))
+  orthogonal = statistics.orthogonality_size(sums["group_dev_sq_norm_mean"],
+                                             sums["group_dot_dev_sq_mean"], g @ g, 5, m, nu)
+  assert orthogonal == pytest.approx(m * (orth ** 2).sum() / (5 - 1) / (nu ** 2 * (g @ g)))
   assert statistics.smooth({"a": 1.0}, {"a": 3.0}, 0.75) == {"a": 1.5}
 
 
