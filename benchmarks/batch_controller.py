@@ -1,12 +1,12 @@
 """Cost of the batch-size controller: statistics steps, switches, and what the tests' groups buy.
 
-    python benchmarks/batch_controller.py [--rounds=3]
+    python benchmarks/batch_controller.py [--blocks=30]
 
-prints JSON measured in one process on `configs/tiny.py` (batch 64 = 2 microbatches of 32):
-- `steps`: seconds per 10 steps (median over 10-step log windows after warm-up) without statistics
-  (`plain`), with the norm test every 10th step (`interval_10`) and every step (`every_step`), run
-  in alternating rounds; `overhead_*` is the median over rounds of the ratio to that round's plain
-  run, minus 1 (goal for interval 10: <= 0.01). Each test reads its sums back to the host.
+prints JSON measured in one process on `configs/tiny.py`:
+- `steps`: seconds per 10 steps of batch 64 (2 microbatches of 32) without statistics (`plain`),
+  with the norm test every 10th step (`interval_10`) and every step (`every_step`), timed in
+  alternating 10-step blocks of the compiled steps; `overhead_*` is the median over blocks of the
+  ratio to the plain block before it, minus 1 (goal for interval 10: <= 0.01).
 - `stall`: the time training waited at a 32 -> 64 switch, in steady steps of the new size: a ramp
   with the next layout compiled ahead in a background thread and without, and a norm-test switch
   (its plain and statistics variants compiled ahead).
@@ -20,6 +20,7 @@ prints JSON measured in one process on `configs/tiny.py` (batch 64 = 2 microbatc
 import functools
 import json
 import tempfile
+import time
 
 import jax
 import jax.numpy as jnp
@@ -29,23 +30,27 @@ from absl import flags
 from absl import logging
 from flax import nnx
 
+from cbs import ewa
 from cbs import metrics
 from cbs import models
 from cbs import optim
+from cbs import sharding
 from cbs import step
 from cbs import train
+from cbs import train_state
+from cbs.batching import controller as controller_lib
 from cbs.batching import statistics
 from configs import tiny
 
 SEQ_LEN = 64
-_ROUNDS = flags.DEFINE_integer("rounds", 3, "alternating rounds of the plain and tested runs")
+_BLOCKS = flags.DEFINE_integer("blocks", 30, "alternating 10-step blocks timed per variant")
 
 
-def run(steps: int, log_every: int = 1, **batch) -> tuple[list[dict], dict]:
+def run(steps: int, **batch) -> tuple[list[dict], dict]:
   config = tiny.get_config()
   config.compile_cache_dir = ""
   config.eval.every_tokens = config.checkpoint.every_tokens = 0
-  config.log.every_steps = log_every
+  config.log.every_steps = 1
   config.batch.update(batch)
   config.train_tokens = steps * config.batch.size * SEQ_LEN
   with tempfile.TemporaryDirectory() as workdir:
@@ -59,22 +64,55 @@ def steady_step_seconds(records: list[dict], size: int) -> float:
   return float(np.median(times[2:]))
 
 
-def window_seconds(records: list[dict], skip_steps: int = 30) -> float:
-  """Median seconds of the 10-step log windows after `skip_steps` (compiles, warm-up)."""
-  windows = [r for r in records if r["step"] % 10 == 0 and r["step"] > skip_steps]
-  return float(np.median([r["batch_size"] * SEQ_LEN * 10 / r["tokens_per_sec"] for r in windows]))
+def step_costs(blocks: int) -> dict:
+  """Seconds per 10 steps of one layout's compiled steps, run in alternating 10-step blocks.
 
+  Each block is what the loop runs between two log points: 10 plain steps, 9 plain steps and one
+  statistics step whose sums are read back to the host (a test every 10th step), or 10 statistics
+  steps each read back (a test every step). Alternating blocks see the same machine load.
+  """
+  config = tiny.get_config()
+  config.compile_cache_dir = ""
+  config.batch.update(size=64, microbatch=32, schedule="norm", max_size=1 << 20, eta=1e6)
+  vocab = config.data.synthetic.vocab_size
+  mesh, rules = sharding.make_mesh(config.mesh), sharding.logical_rules(config.mesh)
+  tx = optim.make(config.optimizer, models.hidden_lr_scale(config.model))
+  layout = train_state.layout(config, vocab, tx, mesh, rules)
+  compile_step = train.step_compiler(config, layout, tx, mesh, rules)
+  control = controller_lib.Controller(config.batch, sharding.data_parallel_size(mesh, rules),
+                                      compile_step)
+  steps = {tested: compile_step(control.key(64, tested)) for tested in (False, True)}
+  control.close()
+  state = train_state.create(config, vocab, layout, mesh, rules)
+  rng = np.random.default_rng(0)
+  host = {"inputs": rng.integers(0, vocab, (64, SEQ_LEN), dtype=np.int32),
+          "targets": rng.integers(0, vocab, (64, SEQ_LEN), dtype=np.int32),
+          "weights": np.ones((64, SEQ_LEN), np.float32)}
+  batch = sharding.to_global(host, sharding.batch_sharding(mesh, rules))
+  scalars = (np.float32(1e-3), np.float32(0.0), ewa.taus(config.ewa, 64 * SEQ_LEN))
+  patterns = {"plain": [False] * 10, "interval_10": [False] * 9 + [True],
+              "every_step": [True] * 10}
 
-def step_costs(rounds: int) -> dict:
-  variants = {"plain": {}, "interval_10": dict(test_interval=10),
-              "every_step": dict(test_interval=1)}
-  seconds = {name: [] for name in variants}
-  for _ in range(rounds):
-    for name, interval in variants.items():
-      tested = dict(schedule="norm", max_size=1 << 20, eta=1e6, **interval) if interval else {}
-      records, _ = run(150, log_every=10, size=64, microbatch=32, precompile=False, **tested)
-      seconds[name].append(window_seconds(records))
-  result = {f"seconds_per_10_steps_{name}": [round(s, 4) for s in v] for name, v in seconds.items()}
+  def block(pattern: list[bool]) -> float:
+    nonlocal state
+    start = time.perf_counter()
+    for tested in pattern:
+      state, step_metrics = steps[tested](state, batch, *scalars)
+      if tested:  # the controller's decision needs the sums on the host
+        jax.device_get(step_metrics)
+    jax.block_until_ready(state)
+    return time.perf_counter() - start
+
+  for pattern in patterns.values():  # warm-up
+    block(pattern)
+  seconds = {name: [] for name in patterns}
+  for _ in range(blocks):
+    for name, pattern in patterns.items():
+      seconds[name].append(block(pattern))
+  result = {"blocks": blocks, "test_groups": control.test_groups(64),
+            **{f"seconds_per_10_steps_{name}": {"median": round(float(np.median(v)), 4),
+                                                "min": round(float(np.min(v)), 4)}
+               for name, v in seconds.items()}}
   for name in ("interval_10", "every_step"):
     ratios = np.array(seconds[name]) / np.array(seconds["plain"])
     result[f"overhead_{name}"] = round(float(np.median(ratios)) - 1, 4)
@@ -91,8 +129,9 @@ def stalls() -> dict:
     switch = progress["batch"]["history"][0]
     result[f"{name}_seconds"] = switch["stall_seconds"]
     result[f"{name}_steps"] = round(switch["stall_seconds"] / steady_step_seconds(records, 64), 2)
-  # The first test, at step 60, asks for far more than the cap of 64.
-  records, progress = run(90, size=32, max_size=64, schedule="norm", eta=0.1, test_interval=60)
+  # The first test, at step 300, asks for far more than the cap of 64; until then both variants of
+  # 32 and the plain step of 64 (the cap: no more tests) compile in the background.
+  records, progress = run(330, size=32, max_size=64, schedule="norm", eta=0.1, test_interval=300)
   switch = progress["batch"]["history"][0]
   result["norm_precompiled_switch_step"] = switch["step"]
   result["norm_precompiled_seconds"] = switch["stall_seconds"]
@@ -148,7 +187,7 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   result = {"spread": spread(), "memory": memory(), "stall": stalls(),
-            "steps": step_costs(_ROUNDS.value)}
+            "steps": step_costs(_BLOCKS.value)}
   print(json.dumps(result, indent=2))
 
 
