@@ -1,6 +1,6 @@
 """Cost of the batch-size controller: statistics steps, switches, and what the tests' groups buy.
 
-    python benchmarks/batch_controller.py [--blocks=30]
+    python benchmarks/batch_controller.py [--blocks=100]
 
 prints JSON measured in one process on `configs/tiny.py`:
 - `steps`: seconds per 10 steps of batch 64 (2 microbatches of 32) without statistics (`plain`),
@@ -43,7 +43,7 @@ from cbs.batching import statistics
 from configs import tiny
 
 SEQ_LEN = 64
-_BLOCKS = flags.DEFINE_integer("blocks", 30, "alternating 10-step blocks timed per variant")
+_BLOCKS = flags.DEFINE_integer("blocks", 100, "alternating 10-step blocks timed per variant")
 
 
 def run(steps: int, **batch) -> tuple[list[dict], dict]:
