@@ -44,6 +44,7 @@ def test_ramp_schedules():
     (dict(lr_scaling="cube"), "batch.lr_scaling='cube' is not one of: none, sqrt, linear"),
     (dict(ramp=((100, 64), (50, 128))), r"batch.ramp stage \(50, 128\) must be"),
     (dict(eta=0.0), "batch.eta=0.0 must be positive"),
+    (dict(test_groups=1), r"batch.test_groups=1 must be >= 2 \(or -1 = from the layout\)"),
 ])
 def test_bad_batch_knobs_are_named(kw, message):
   with pytest.raises(ValueError, match=message):
