@@ -175,23 +175,25 @@ def check(config, topology: str, slices: int = 1) -> dict:
       report.update(fits=False, largest_fitting_batch=None,
                     wall_seconds=round(time.perf_counter() - start, 2))
       return report
-  controller = controller_lib.Controller(config.batch, data_parallel, compile_step, microbatch)
+  controller = controller_lib.Controller(config.batch, data_parallel, compile_step,
+                                         microbatch=microbatch)
   per_token = flops_lib.train_flops_per_token(config.model, vocab, config.data.seq_len)
   layouts = []
   for size in controller.reachable_sizes():
-    key = controller.key(size)
-    compile_start = time.perf_counter()
-    compiled, memory = fit.compile_measured(compile_step, key)
-    layouts.append({
-        "batch_size": size, "microbatch": size // (key[1] * data_parallel), "groups": key[1],
-        "statistics": key[2], "bytes": memory, "fits": fit.fits(memory, chip.hbm_bytes),
-        "fits_with_headroom": fit.fits(memory, budget),
-        "compile_seconds": round(time.perf_counter() - compile_start, 2)})
-    if compiled is not None:
-      model_flops = per_token * size * config.data.seq_len / len(devices)
-      layouts[-1].update(_cost(compiled, loop_scale(config, vocab, key[1]), model_flops, chip))
+    for key in controller.keys(size):  # the plain step and, where the size is tested, its variant
+      compile_start = time.perf_counter()
+      compiled, memory = fit.compile_measured(compile_step, key)
+      layouts.append({
+          "batch_size": size, "microbatch": size // (key[1] * data_parallel), "groups": key[1],
+          "statistics": key[2], "bytes": memory, "fits": fit.fits(memory, chip.hbm_bytes),
+          "fits_with_headroom": fit.fits(memory, budget),
+          "compile_seconds": round(time.perf_counter() - compile_start, 2)})
+      if compiled is not None:
+        model_flops = per_token * size * config.data.seq_len / len(devices)
+        layouts[-1].update(_cost(compiled, loop_scale(config, vocab, key[1]), model_flops, chip))
   controller.close()
-  fitting = [entry["batch_size"] for entry in layouts if entry["fits"]]
+  fitting = [size for size in {entry["batch_size"] for entry in layouts}
+             if all(e["fits"] for e in layouts if e["batch_size"] == size)]
   report.update(layouts=layouts, fits=all(entry["fits"] for entry in layouts),
                 largest_fitting_batch=max(fitting, default=None),
                 wall_seconds=round(time.perf_counter() - start, 2))

@@ -99,13 +99,15 @@ def evaluate(eval_fn, state: train_state.State, batches: list, batch_sharding,
 
 def step_compiler(config: ml_collections.ConfigDict, layout: train_state.Layout,
                   tx: optax.GradientTransformation, mesh, rules) -> Callable:
-  """key (batch, groups, statistics) -> the train step compiled ahead of time for that layout.
+  """key (batch, microbatches, statistics) -> the train step compiled ahead of time for that layout.
 
-  Shardings are explicit and the state is donated, so a step updates it in place.
+  Shardings are explicit and the state is donated, so a step updates it in place. Statistics
+  variants take the devices' local gradients as groups where `step.local_groups` allows it.
   """
   replicated = sharding.replicated(mesh)
   batch_sharding = sharding.batch_sharding(mesh, rules)
   data_parallel = sharding.data_parallel_size(mesh, rules)
+  device_groups = step_lib.local_groups(layout.shardings["params"], mesh, dict(rules).get("batch"))
   ewa_abstract = {name: jax.ShapeDtypeStruct((), jnp.float32) for name in ewa.names(config.ewa)}
   seq_len = config.data.seq_len
 
@@ -114,6 +116,7 @@ def step_compiler(config: ml_collections.ConfigDict, layout: train_state.Layout,
     step_fn = jax.jit(
         functools.partial(step_lib.train_step, graphdef=layout.graphdef, tx=tx, groups=groups,
                           data_parallel=data_parallel, statistics=statistics,
+                          device_groups=device_groups,
                           skip_nonfinite=config.train.on_nonfinite == "skip"),
         in_shardings=(layout.shardings, batch_sharding, replicated, replicated, replicated),
         out_shardings=(layout.shardings, replicated),
@@ -223,7 +226,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       microbatch = fit.auto_microbatch(config.batch, data_parallel, compile_step)
     except ValueError as e:  # nothing fits: the user's to fix
       raise validation.ConfigError(str(e)) from None
-  controller = controller_lib.Controller(config.batch, data_parallel, compile_step, microbatch)
+  local_groups = step_lib.local_groups(layout.shardings["params"], mesh,
+                                       dict(rules).get("batch")) is not None
+  controller = controller_lib.Controller(config.batch, data_parallel, compile_step, local_groups,
+                                         microbatch)
   eval_step = jax.jit(
       functools.partial(step_lib.eval_step, graphdef=layout.graphdef),
       in_shardings=(layout.shardings["params"], batch_sharding),
@@ -292,7 +298,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     lr = float(lr_at(tokens)) * lr_multiplier
     wd = optim.weight_decay_at(config.optimizer, step_tokens, config.optimizer.lr * lr_multiplier,
                                config.train_tokens)
-    train_step = controller.step_fn()
+    statistics = controller.wants_statistics(step + 1)  # the statistics variant only when read
+    train_step = controller.step_fn(statistics)
     meter.stalled(time.monotonic() - waited)  # a layout still compiling (start, resume, switch)
     batch = sharding.to_global(data.train.next_batch(batch_size), batch_sharding)
     meter.excluded(profile.before_step(tokens))
@@ -304,11 +311,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     step += 1
     steps_this_run += 1
     record = {"tokens": tokens, "batch_size": batch_size, "lr": lr, "weight_decay": wd,
-              "accum_steps": controller.key(batch_size)[1],
+              "accum_steps": controller.accumulation(batch_size),
               **{k: step_metrics[k] for k in _LOGGED}}
-    if controller.wants_statistics(step):  # the one host read between log points: a decision
-      controller.observe(step, tokens, jax.device_get(
-          {k: v for k, v in step_metrics.items() if k not in _LOGGED}))
+    if statistics:  # the one host read between log points: a decision
+      controller.observe(step, tokens, jax.device_get(step_metrics))
       record.update(controller.last_statistics)
     pending.append((step, record))
     done = tokens >= config.train_tokens

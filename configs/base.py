@@ -77,9 +77,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.batch.nu = 0.1  # orthogonality test tolerance (augmented)
   c.batch.gns_k = 1.0  # gns: grow towards k x the gradient noise scale B_simple
   c.batch.test_interval = 1  # adaptive schedules test every this many steps (until the cap)
+  c.batch.test_groups = -1  # M, gradient groups the tests use; -1 = data-parallel x accumulation, >= 2
   c.batch.stats_ema = 0.0  # EMA decay of the test statistics before taking ratios; 0 = none
   c.batch.gns_every = 0  # also estimate the gradient noise scale every this many steps (logged as
-  # grad_noise_scale) in runs that do not test, e.g. constant ones; costs a split microbatch. 0 = off
+  # grad_noise_scale) in runs that do not test, e.g. constant ones; only those steps pay. 0 = off
   c.batch.lr_scaling = "none"  # lr on growth, relative to batch.size: none | sqrt | linear
   c.batch.precompile = True  # compile the next likely batch layout in a background thread
 

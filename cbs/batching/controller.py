@@ -1,10 +1,14 @@
-"""The batch-size controller: current size, compiled step per layout, and when to switch.
+"""The batch-size controller: current size, compiled steps per layout, and when to switch.
 
-It keeps one compiled train step per (size, groups, statistics) key, compiles the next likely layout
-ahead of time in a background thread so a switch does not stall training, and decides switches from
-the token count (ramps) or from the gradient statistics the step returns (tests, every
-`batch.test_interval` steps until the cap). Its state - size, smoothed statistics, switch history -
-is JSON and goes into every checkpoint, so a resumed run makes the same decisions.
+Each layout has two compiled train steps: the plain one, and the statistics variant that also
+returns the gradient-noise sums of M = `batch.test_groups` groups. A step runs the variant only when
+its statistics are read (every `batch.test_interval` steps while an adaptive test may still grow the
+batch, every `batch.gns_every` steps to monitor the noise), so statistics cost nothing on the other
+steps. Steps are keyed (size, microbatches in the scan, statistics); both variants of the next
+likely layout are compiled ahead of time in a background thread so a switch does not stall training.
+Switches come from the token count (ramps) or from the statistics (tests). A non-finite step's
+statistics are dropped, never averaged in. The controller's state - size, smoothed statistics,
+switch history - is JSON and goes into every checkpoint, so a resumed run makes the same decisions.
 """
 
 from collections.abc import Callable
@@ -13,23 +17,27 @@ import math
 import time
 
 import ml_collections
-import numpy as np
 from absl import logging
 
 from cbs.batching import layout as layout_lib
 from cbs.batching import schedules
 from cbs.batching import statistics as stats_lib
 
-StepKey = tuple[int, int, str]  # (global batch, groups in the scan, statistics computed)
+StepKey = tuple[int, int, str]  # (global batch, microbatches in the scan, statistics computed)
 
 
 class Controller:
   """Chooses each step's batch size and hands out the compiled step for it."""
 
   def __init__(self, batch_cfg: ml_collections.ConfigDict, data_parallel: int,
-               compile_step: Callable[[StepKey], Callable], microbatch: int | None = None):
-    """`microbatch` (per device) replaces `batch.microbatch`: the size `batch.microbatch=auto` chose."""
+               compile_step: Callable[[StepKey], Callable], local_groups: bool = False,
+               microbatch: int | None = None):
+    """`local_groups`: the statistics step takes each data-parallel device's local gradient of
+    each microbatch as a group (`cbs.step.local_groups`), so M = data-parallel x microbatches.
+    `microbatch` (per device) replaces `batch.microbatch`: the size `batch.microbatch=auto` chose."""
     self._cfg = batch_cfg
+    self._data_parallel = data_parallel
+    self._group_devices = data_parallel if local_groups else 1
     self._microbatch = layout_lib.default_microbatch(
         batch_cfg.size, data_parallel, batch_cfg.microbatch if microbatch is None else microbatch)
     self._unit = self._microbatch * data_parallel
@@ -60,11 +68,36 @@ class Controller:
     """Whether the step computes gradient statistics: to grow the batch, or to monitor the noise."""
     return self._statistics != "none" and (self.growing(size) or self._cfg.gns_every > 0)
 
-  def key(self, size: int) -> StepKey:
-    accumulation = layout_lib.make(size, self._microbatch, self._unit // self._microbatch).accumulation
-    statistics = self._statistics if self.testing(size) else "none"
-    groups = max(accumulation, 2) if statistics != "none" else accumulation
-    return size, groups, statistics
+  def accumulation(self, size: int) -> int:
+    """Microbatches per step of the plain step at `size`."""
+    return layout_lib.make(size, self._microbatch, self._data_parallel).accumulation
+
+  def _test_microbatches(self, size: int) -> int:
+    """The statistics step's scan length: at least the plain step's (so no more memory), enough
+    for `batch.test_groups` groups (default: one per device and microbatch, at least 2), and
+    dividing each device's rows; at most one sequence per group and device."""
+    accumulation, rows = self.accumulation(size), size // self._data_parallel
+    wanted = self._cfg.test_groups if self._cfg.test_groups > 0 else max(
+        self._group_devices * accumulation, 2)
+    shortest = max(accumulation, math.ceil(wanted / self._group_devices))
+    return next((k for k in range(shortest, rows) if rows % k == 0), rows)
+
+  def test_groups(self, size: int) -> int:
+    """M, the groups the statistics of `size` come from."""
+    return self._group_devices * self._test_microbatches(size)
+
+  def key(self, size: int, statistics: bool = False) -> StepKey:
+    """The plain step of `size`, or its statistics variant (where `size` is tested)."""
+    if statistics and self.testing(size):
+      return size, self._test_microbatches(size), self._statistics
+    return size, self.accumulation(size), "none"
+
+  def keys(self, size: int) -> list[StepKey]:
+    """The variants a run at `size` may use, the more frequent first."""
+    if not self.testing(size):
+      return [self.key(size)]
+    every_step = self._interval(size) == 1
+    return [self.key(size, True)] if every_step else [self.key(size), self.key(size, True)]
 
   def reachable_sizes(self) -> list[int]:
     """Every size this run can switch to, from the current one up to the cap: one layout each."""
@@ -81,10 +114,13 @@ class Controller:
 
   # ---- compiled steps ------------------------------------------------------------------------------
   def prepare(self, size: int) -> None:
-    """Starts compiling the step of `size` in the background, unless it exists or is under way."""
+    """Starts compiling the steps of `size` in the background, unless done or under way."""
     if size != self.size and not self._cfg.precompile:
       return
-    key = self.key(size)
+    for key in self.keys(size):
+      self._submit(key)
+
+  def _submit(self, key: StepKey) -> None:
     if key not in self._compiled and key not in self._pending:
       self._pending[key] = self._executor.submit(self._timed_compile, key)
 
@@ -92,11 +128,13 @@ class Controller:
     start = time.perf_counter()
     return self._compile(key), time.perf_counter() - start
 
-  def step_fn(self) -> Callable:
-    """The compiled step of the current size, waiting for (or doing) its compilation if needed."""
-    key = self.key(self.size)
+  def step_fn(self, statistics: bool = False) -> Callable:
+    """The compiled step of the current size - with statistics or plain - waiting for (or doing)
+    its compilation if needed."""
+    key = self.key(self.size, statistics)
     if key not in self._compiled:
       self.prepare(self.size)
+      self._submit(key)
       start = time.perf_counter()
       self._compiled[key], compile_seconds = self._pending.pop(key).result()
       stall = time.perf_counter() - start
@@ -127,31 +165,40 @@ class Controller:
                    self._cfg.schedule)
     return self.size
 
+  def _interval(self, size: int | None = None) -> int:
+    return self._cfg.test_interval if self.growing(size) else self._cfg.gns_every
+
   def wants_statistics(self, step: int) -> bool:
-    interval = self._cfg.test_interval if self.growing() else self._cfg.gns_every
-    return self.testing() and step % interval == 0
+    """Whether step number `step` (counting from 1) runs the statistics variant."""
+    return self.testing() and step % self._interval() == 0
 
   def observe(self, step: int, tokens: int, metrics: dict) -> None:
-    """Updates the smoothed statistics from one step's sums and grows the batch if a test fails."""
-    _, groups, statistics = self.key(self.size)
+    """Updates the smoothed statistics from one statistics step and grows the batch if a test
+    fails. A non-finite step (skipped by `train.on_nonfinite=skip`) changes nothing."""
+    groups = self.test_groups(self.size)
     group_size = self.size // groups
-    current = stats_lib.noise(float(metrics["group_sq_norm_mean"]), float(metrics["grad_sq_norm"]),
-                              groups, group_size)
-    if statistics == "full":
-      dots, orth = np.asarray(metrics["group_dots"]), np.asarray(metrics["group_orth_sq_norms"])
+    m = {k: float(v) for k, v in metrics.items()}
+    current = stats_lib.noise(m["group_sq_norm_mean"], m["grad_sq_norm"], groups, group_size)
+    if self._statistics == "full":
       current["inner_product_size"] = stats_lib.inner_product_size(
-          dots, current["grad_sq_norm"], group_size, self._cfg.theta)
+          m["group_dot_dev_mean"], m["group_dot_dev_sq_mean"], m["grad_sq_norm"], groups,
+          group_size, self._cfg.theta)
       current["orthogonality_size"] = stats_lib.orthogonality_size(
-          orth, current["grad_sq_norm"], group_size, self._cfg.nu)
+          m["group_dev_sq_norm_mean"], m["group_dot_dev_sq_mean"], m["grad_sq_norm"], groups,
+          group_size, self._cfg.nu)
+    self.last_statistics = {"test_groups": groups}
+    if m.get("nonfinite", 0.0) or not stats_lib.finite(current):
+      logging.warning("step %d: non-finite gradient statistics left out of the batch-size test",
+                      step)
+      return
     smoothed = stats_lib.smooth(self.state["smoothed"], current, self._cfg.stats_ema)
     self.state["smoothed"] = smoothed
-    if not self.growing():  # monitoring only (batch.gns_every): log the noise scale
-      self.last_statistics = {"grad_noise_scale": stats_lib.noise_scale(
-          smoothed["trace"], smoothed["true_sq_norm"])}
+    self.last_statistics["grad_noise_scale"] = stats_lib.noise_scale(smoothed["trace"],
+                                                                     smoothed["true_sq_norm"])
+    if not self.growing():  # monitoring only (batch.gns_every)
       return
     requested = schedules.requested_size(self._cfg, smoothed)
-    self.last_statistics = {
-        "grad_noise_scale": stats_lib.noise_scale(smoothed["trace"], smoothed["true_sq_norm"]),
+    self.last_statistics |= {
         "norm_test_stat": stats_lib.norm_test_size(smoothed["trace"], smoothed["grad_sq_norm"],
                                                    self._cfg.eta),
         "requested_batch_size": requested,
@@ -177,7 +224,11 @@ class Controller:
             "history": [dict(h) for h in self.state["history"]]}
 
   def set_state(self, state: dict) -> None:
-    self.state = {"size": int(state["size"]), "smoothed": state["smoothed"],
+    smoothed = state["smoothed"]
+    if smoothed and not stats_lib.finite(smoothed):  # saved before NaN steps were left out
+      logging.warning("restored batch statistics %s are not finite: starting them afresh", smoothed)
+      smoothed = None
+    self.state = {"size": int(state["size"]), "smoothed": smoothed,
                   "history": [dict(h) for h in state["history"]]}
 
   def close(self) -> None:

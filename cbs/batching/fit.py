@@ -86,7 +86,8 @@ def choose(batch_cfg: ml_collections.ConfigDict, data_parallel: int,
   tried = {}
 
   def fits_budget(microbatch: int) -> bool:
-    controller = controller_lib.Controller(batch_cfg, data_parallel, compile_step, microbatch)
+    controller = controller_lib.Controller(batch_cfg, data_parallel, compile_step,
+                                           microbatch=microbatch)
     _, tried[microbatch] = compile_measured(compile_step, controller.key(controller.size))
     controller.close()
     return fits(tried[microbatch], budget(capacity_bytes))

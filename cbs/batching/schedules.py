@@ -107,6 +107,9 @@ def validate(batch_cfg: ml_collections.ConfigDict) -> None:
       raise ValueError(f"batch.{key}={batch_cfg[key]} must be positive")
   if batch_cfg.schedule == "measured":
     measured_stages(batch_cfg.probe_file)  # raises if missing or malformed
+  if batch_cfg.test_groups != -1 and batch_cfg.test_groups < 2:
+    raise ValueError(f"batch.test_groups={batch_cfg.test_groups} must be >= 2 (or -1 = from the "
+                     "layout)")
   if batch_cfg.gns_every < 0:
     raise ValueError(f"batch.gns_every={batch_cfg.gns_every} must be >= 0 (0 = off)")
   if not 0 <= batch_cfg.stats_ema < 1:

@@ -44,6 +44,7 @@ def test_ramp_schedules():
     (dict(lr_scaling="cube"), "batch.lr_scaling='cube' is not one of: none, sqrt, linear"),
     (dict(ramp=((100, 64), (50, 128))), r"batch.ramp stage \(50, 128\) must be"),
     (dict(eta=0.0), "batch.eta=0.0 must be positive"),
+    (dict(test_groups=1), r"batch.test_groups=1 must be >= 2 \(or -1 = from the layout\)"),
 ])
 def test_bad_batch_knobs_are_named(kw, message):
   with pytest.raises(ValueError, match=message):
@@ -75,14 +76,15 @@ class StubCompiler:
 def test_norm_test_grows_on_noise_and_not_without_it():
   compiler = StubCompiler()
   control = controller_lib.Controller(batch_cfg(schedule="norm", eta=0.5), 1, compiler)
-  assert control.key(16) == (16, 2, "norm")  # one microbatch: split in two groups for the test
+  # One microbatch: the plain step has no scan, the statistics variant splits it in two groups.
+  assert control.key(16) == (16, 1, "none") and control.key(16, True) == (16, 2, "norm")
   control.observe(1, 100, noisy_metrics(trace=0.0, grad_sq=1.0, groups=2, group_size=8))
   assert control.size == 16
   control.observe(2, 200, noisy_metrics(trace=10.0, grad_sq=1.0, groups=2, group_size=8))
   assert control.size == 48  # ceil(10 / 0.25) = 40, rounded up to a multiple of 16
   control.observe(3, 300, noisy_metrics(trace=1000.0, grad_sq=1.0, groups=3, group_size=16))
   assert control.size == 128 and not control.testing()
-  assert control.key(128) == (128, 8, "none")  # at the cap the statistics are switched off
+  assert control.key(128, True) == (128, 8, "none")  # at the cap the statistics are switched off
   assert [h["new"] for h in control.get_state()["history"]] == [48, 128]
   control.close()
 
@@ -118,14 +120,15 @@ def test_state_round_trips_through_json():
 
 def test_constant_run_monitors_the_noise_scale_without_growing():
   control = controller_lib.Controller(batch_cfg(max_size=-1, gns_every=5), 1, StubCompiler())
-  assert control.key(16) == (16, 2, "norm") and control.testing()
+  assert control.key(16, True) == (16, 2, "norm") and control.testing()
+  assert control.keys(16) == [(16, 1, "none"), (16, 2, "norm")]
   assert [s for s in range(1, 16) if control.wants_statistics(s)] == [5, 10, 15]
   # B_simple = trace / |G|^2 with |G|^2 = grad_sq - trace / batch: 10 / (1 - 10 / 16).
   control.observe(5, 100, noisy_metrics(trace=10.0, grad_sq=1.0, groups=2, group_size=8))
   assert control.last_statistics["grad_noise_scale"] == pytest.approx(10 / (1 - 10 / 16))
   assert control.size == 16 and not control.get_state()["history"]
   quiet = controller_lib.Controller(batch_cfg(max_size=-1), 1, StubCompiler())
-  assert quiet.key(16) == (16, 1, "none") and not quiet.wants_statistics(5)
+  assert quiet.key(16, True) == (16, 1, "none") and not quiet.wants_statistics(5)
   control.close()
   quiet.close()
 
@@ -145,3 +148,57 @@ def test_measured_schedule_ramps_along_a_probe_result(tmp_path):
   (tmp_path / "bad.json").write_text("{}")
   with pytest.raises(ValueError, match="is not a cbs.probe result"):
     schedules.validate(batch_cfg(schedule="measured", probe_file=str(tmp_path / "bad.json")))
+
+
+@pytest.mark.parametrize("data_parallel,local,size,test_groups,expected", [
+    (1, False, 16, -1, (2, 2)),  # one microbatch split in two
+    (1, False, 64, -1, (4, 4)),  # 4 accumulation steps of 16 are 4 groups
+    (1, False, 16, 3, (4, 4)),  # 3 groups do not divide 16 rows: rounded up to 4
+    (1, False, 16, 64, (16, 16)),  # at most one sequence per group
+    (4, True, 16, -1, (1, 4)),  # each device's local gradient is a group
+    (4, True, 64, -1, (4, 16)),  # data-parallel x accumulation, at no extra pass
+    (4, True, 16, 8, (2, 8)),  # more groups: each device's microbatch split in two
+    (4, False, 64, -1, (4, 4)),  # FSDP: no local groups, the microbatches only
+])
+def test_test_groups_follow_the_layout(data_parallel, local, size, test_groups, expected):
+  control = controller_lib.Controller(batch_cfg(schedule="norm", test_groups=test_groups),
+                                      data_parallel, StubCompiler(), local_groups=local)
+  assert control.accumulation(size) == size // 16
+  scan, groups = expected
+  assert control.key(size, True) == (size, scan, "norm") and control.test_groups(size) == groups
+  control.close()
+
+
+def test_statistics_variant_only_on_test_steps_and_both_compiled_ahead():
+  compiler = StubCompiler()
+  control = controller_lib.Controller(batch_cfg(schedule="norm", eta=1e6, test_interval=3), 1,
+                                      compiler)
+  control.prepare(16)
+  control.prepare(32)
+  used = [control.step_fn(control.wants_statistics(step))(None) for step in range(1, 7)]
+  assert used == [(16, 1, "none"), (16, 1, "none"), (16, 2, "norm")] * 2
+  control.close()
+  assert sorted(compiler.keys) == [(16, 1, "none"), (16, 2, "norm"), (32, 2, "none"),
+                                   (32, 2, "norm")]
+  every = controller_lib.Controller(batch_cfg(schedule="norm"), 1, StubCompiler())
+  assert every.keys(16) == [(16, 2, "norm")]  # tested every step: the plain step is never used
+  every.close()
+
+
+def test_non_finite_statistics_never_enter_the_average():
+  control = controller_lib.Controller(batch_cfg(schedule="norm", eta=0.5, stats_ema=0.9), 1,
+                                      StubCompiler())
+  control.observe(1, 10, {**noisy_metrics(trace=1.0, grad_sq=1.0, groups=2, group_size=8),
+                          "nonfinite": 0.0})
+  before = dict(control.state["smoothed"])
+  control.observe(2, 20, {"grad_sq_norm": np.nan, "group_sq_norm_mean": np.nan, "nonfinite": 1.0})
+  control.observe(3, 30, {**noisy_metrics(trace=5.0, grad_sq=1.0, groups=2, group_size=8),
+                          "nonfinite": 1.0})  # finite sums of a skipped step are left out too
+  assert control.state["smoothed"] == before and control.size == 16
+  control.observe(4, 40, noisy_metrics(trace=1000.0, grad_sq=1.0, groups=2, group_size=8))
+  assert control.size > 16  # the EMA still moves, so the batch still grows
+  restored = controller_lib.Controller(batch_cfg(schedule="norm"), 1, StubCompiler())
+  restored.set_state({"size": 16, "smoothed": {"trace": float("nan")}, "history": []})
+  assert restored.state["smoothed"] is None  # an old checkpoint's NaN average starts afresh
+  control.close()
+  restored.close()

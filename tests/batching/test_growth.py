@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from cbs import data as data_lib
 from cbs import records
 from cbs import train
 from configs import tiny
@@ -39,8 +40,10 @@ def test_norm_test_grows_the_batch_twice_on_an_fsdp_mesh(norm_run):
   assert [(h["old"], h["new"]) for h in progress["batch"]["history"]] == [(32, 64), (64, 128)]
   tested = [r for r in train_records(workdir) if "norm_test_stat" in r]
   assert tested and all(r["grad_noise_scale"] > 0 for r in tested)
-  # 32 and 64 are split in two groups for the test; 128 (the cap, no test) is 4 microbatches of 32.
-  assert [r["accum_steps"] for r in train_records(workdir)][::5] == [2, 2, 4]
+  # Sequences per device: 4 per microbatch, so 32, 64, 128 are 1, 2, 4 accumulation steps; the
+  # test at 32 splits its microbatch in two groups.
+  assert [r["accum_steps"] for r in train_records(workdir)][::5] == [1, 2, 4]
+  assert [r["test_groups"] for r in tested] == [2] * len(tested)  # FSDP: the microbatches only
 
 
 def test_same_sizes_as_a_ramp_give_the_same_losses(norm_run, tmp_path):
@@ -75,3 +78,55 @@ def test_weight_decay_timescale_follows_the_growing_batch(tmp_path):
     assert r["weight_decay"] == pytest.approx(expected, rel=1e-6)
   decays = {r["batch_size"]: r["weight_decay"] for r in train_records(tmp_path)}
   assert decays[128] / decays[32] == pytest.approx(2.0)  # 4x the batch over 2x the lr
+
+
+def test_skipped_nan_step_leaves_the_statistics_and_the_batch_still_grows(tmp_path, monkeypatch):
+  # Data parallel without FSDP: the statistics come from each device's local gradients.
+  config = growing_config(stats_ema=0.5, max_size=64, precompile=False, eta=0.3)
+  config.mesh.data, config.mesh.fsdp = 2, False
+  config.train.on_nonfinite = "skip"
+  config.train_tokens = 8 * 32 * 64
+  make_data = data_lib.make
+
+  def data_with_a_nan_batch(*args):
+    data = make_data(*args)
+    next_batch, calls = data.train.next_batch, []
+
+    def poisoned(size):
+      batch = next_batch(size)
+      calls.append(size)
+      if len(calls) == 2:  # step 2 tests the batch size: its statistics are NaN
+        batch = {**batch, "weights": np.full_like(batch["weights"], np.nan)}
+      return batch
+
+    data.train.next_batch = poisoned
+    return data
+
+  monkeypatch.setattr(data_lib, "make", data_with_a_nan_batch)
+  progress = train.train_and_evaluate(config, str(tmp_path))
+  records = train_records(tmp_path)
+  assert [r["nonfinite"] for r in records[:3]] == [0, 1, 0]
+  assert "norm_test_stat" not in records[1] and records[1]["test_groups"] == 2
+  assert [h["step"] for h in progress["batch"]["history"]] and all(
+      h["step"] > 2 for h in progress["batch"]["history"])
+  assert records[-1]["batch_size"] == 64
+  assert all(np.isfinite(v) for v in progress["batch"]["smoothed"].values())
+
+
+def test_testing_every_other_step_follows_the_every_step_run(tmp_path):
+  # No growth (eta huge): the plain steps between tests must not change the trajectory, and the
+  # statistics of the steps both runs test must agree.
+  runs = {}
+  for interval in (1, 2):
+    config = growing_config(eta=1e6, test_interval=interval, precompile=False)
+    config.mesh.data, config.mesh.fsdp = 1, False
+    config.train_tokens = 6 * 32 * 64
+    train.train_and_evaluate(config, str(tmp_path / str(interval)))
+    runs[interval] = train_records(tmp_path / str(interval))
+  a, b = runs[1], runs[2]
+  np.testing.assert_allclose([r["loss"] for r in b], [r["loss"] for r in a], rtol=2e-5)
+  assert ["norm_test_stat" in r for r in b] == [False, True] * 3
+  tested = [(x, y) for x, y in zip(a, b) if "norm_test_stat" in y]
+  for name in ("norm_test_stat", "grad_noise_scale"):
+    np.testing.assert_allclose([y[name] for _, y in tested], [x[name] for x, _ in tested],
+                               rtol=1e-3)

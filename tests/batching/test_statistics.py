@@ -12,23 +12,62 @@ from cbs.batching import statistics
 from configs import tiny
 
 
-def test_estimators_recover_known_trace_and_gradient_norm():
-  # Per-example gradients g_i ~ N(mu, diag(s^2)): tr(Sigma) = sum s^2, |G|^2 = |mu|^2.
-  rng = np.random.default_rng(0)
-  dim, groups, group_size, trials = 50, 8, 16, 400
+def group_sums(group_means_MxP: np.ndarray) -> dict:
+  """What the device returns for these groups, computed directly (means over the M groups)."""
+  g = group_means_MxP.mean(0)
+  r = group_means_MxP - g
+  return {"grad_sq_norm": g @ g, "group_sq_norm_mean": (group_means_MxP ** 2).sum(1).mean(),
+          "group_dev_sq_norm_mean": (r ** 2).sum(1).mean(), "group_dot_dev_mean": (r @ g).mean(),
+          "group_dot_dev_sq_mean": ((r @ g) ** 2).mean()}
+
+
+def requested_sizes(sums: dict, groups: int, group_size: int) -> dict:
+  noise = statistics.noise(sums["group_sq_norm_mean"], sums["grad_sq_norm"], groups, group_size)
+  return {"norm": statistics.norm_test_size(noise["trace"], sums["grad_sq_norm"], eta=0.1),
+          "inner_product": statistics.inner_product_size(
+              sums["group_dot_dev_mean"], sums["group_dot_dev_sq_mean"], sums["grad_sq_norm"],
+              groups, group_size, theta=0.1),
+          "trace": noise["trace"], "true_sq_norm": noise["true_sq_norm"]}
+
+
+def gaussian_group_means(rng, mu, s, batch: int, groups: int, trials: int) -> np.ndarray:
+  """[trials, M, P] means of M groups of per-example gradients g_i ~ N(mu, diag(s^2))."""
+  g = mu + s * rng.normal(size=(trials, groups, batch // groups, len(mu)))
+  return g.mean(axis=2)
+
+
+@pytest.mark.parametrize("groups", [2, 8, 32])
+def test_estimators_recover_known_trace_and_gradient_norm(groups):
+  # Per-example gradients g_i ~ N(mu, diag(s^2)): tr(Sigma) = sum s^2, |G|^2 = |mu|^2, any M.
+  rng = np.random.default_rng(groups)
+  dim, batch, trials = 50, 64, 400
   mu, s = rng.normal(size=dim) * 0.3, rng.uniform(0.5, 1.5, size=dim)
-  traces, true_norms = [], []
-  for _ in range(trials):
-    g = mu + s * rng.normal(size=(groups, group_size, dim))
-    group_means = g.mean(axis=1)
-    est = statistics.noise((group_means ** 2).sum(1).mean(), (g.mean(axis=(0, 1)) ** 2).sum(),
-                           groups, group_size)
-    traces.append(est["trace"])
-    true_norms.append(est["true_sq_norm"])
-  standard_error = np.std(traces) / np.sqrt(trials)
-  assert np.mean(traces) == pytest.approx((s ** 2).sum(), abs=4 * standard_error)
-  assert np.mean(true_norms) == pytest.approx((mu ** 2).sum(),
-                                              abs=4 * np.std(true_norms) / np.sqrt(trials))
+  estimates = [requested_sizes(group_sums(means), groups, batch // groups)
+               for means in gaussian_group_means(rng, mu, s, batch, groups, trials)]
+  traces = np.array([e["trace"] for e in estimates])
+  true_norms = np.array([e["true_sq_norm"] for e in estimates])
+  assert traces.mean() == pytest.approx((s ** 2).sum(), abs=4 * traces.std() / np.sqrt(trials))
+  assert true_norms.mean() == pytest.approx((mu ** 2).sum(),
+                                            abs=4 * true_norms.std() / np.sqrt(trials))
+
+
+def test_spread_of_the_requested_size_shrinks_with_the_groups():
+  # Fixed batch of 64 Gaussian per-example gradients cut into M groups; M = 64 is per-example.
+  rng = np.random.default_rng(3)
+  dim, batch, trials = 20, 64, 300
+  mu, s = rng.normal(size=dim) * 0.2, rng.uniform(0.5, 1.5, size=dim)
+  spreads = {}
+  for groups in (2, 4, 16, 64):
+    sizes = [requested_sizes(group_sums(means), groups, batch // groups)
+             for means in gaussian_group_means(rng, mu, s, batch, groups, trials)]
+    spreads[groups] = {name: np.subtract(*np.percentile([x[name] for x in sizes], [90, 10])) /
+                       np.median([x[name] for x in sizes]) for name in ("norm", "inner_product")}
+  for name in ("norm", "inner_product"):
+    widths = [spreads[m][name] for m in (2, 4, 16, 64)]
+    assert widths == sorted(widths, reverse=True), (name, widths)
+  # The inner-product variance has M - 1 degrees of freedom: at M = 2 it is a one-sample chi-square.
+  assert spreads[2]["inner_product"] > 3 * spreads[64]["inner_product"]
+  assert spreads[2]["inner_product"] > 2 * spreads[2]["norm"]
 
 
 def test_trace_equals_the_group_variance_estimator():
@@ -42,41 +81,18 @@ def test_trace_equals_the_group_variance_estimator():
 
 def test_test_sizes_follow_their_formulas():
   assert statistics.norm_test_size(trace=2.0, grad_sq_norm=0.5, eta=0.1) == pytest.approx(400)
-  dots = np.array([1.0, 2.0, 3.0])
-  assert statistics.inner_product_size(dots, 2.0, 4, 0.5) == pytest.approx(4 * 1.0 / (0.25 * 4))
-  assert statistics.orthogonality_size(np.array([1.0, 1.0, 2.0]), 2.0, 4, 1.0) == pytest.approx(
-      4 * 4.0 / 2 / 2.0)
+  # From the sums, against the formulas on the group gradients themselves.
+  rng = np.random.default_rng(4)
+  means = rng.normal(size=(5, 7)) + 1.0
+  g, sums, m, theta, nu = means.mean(0), group_sums(means), 4, 0.5, 0.7
+  dots = means @ g
+  orth = means - np.outer(dots / (g @ g), g)
+  inner = statistics.inner_product_size(sums["group_dot_dev_mean"], sums["group_dot_dev_sq_mean"],
+                                       g @ g, 5, m, theta)
+  assert inner == pytest.approx(m * np.var(dots, ddof=1) / (theta ** 2 * (g @ g) ** 2))
+  orthogonal = statistics.orthogonality_size(sums["group_dev_sq_norm_mean"],
+                                             sums["group_dot_dev_sq_mean"], g @ g, 5, m, nu)
+  assert orthogonal == pytest.approx(m * (orth ** 2).sum() / (5 - 1) / (nu ** 2 * (g @ g)))
   assert statistics.smooth({"a": 1.0}, {"a": 3.0}, 0.75) == {"a": 1.5}
 
 
-def test_scanned_step_sums_match_per_example_gradients():
-  config = tiny.get_config()
-  config.model.num_layers = 1
-  model = models.build_model(config.model, 32, nnx.Rngs(0))
-  graphdef, params = nnx.split(model)
-  rng = np.random.default_rng(2)
-  tokens = rng.integers(0, 32, size=(8, 17))
-  batch = {"inputs": jnp.asarray(tokens[:, :-1]), "targets": jnp.asarray(tokens[:, 1:]),
-           "weights": jnp.ones((8, 16), jnp.float32)}
-
-  def example_grad(inputs, targets):
-    one = {"inputs": inputs[None], "targets": targets[None], "weights": jnp.ones((1, 16))}
-    return jax.grad(lambda p: step.loss_sums(p, graphdef, one)[0] / 16)(params)
-
-  per_example = jax.vmap(example_grad)(batch["inputs"], batch["targets"])
-  flat = np.concatenate([np.asarray(x).reshape(8, -1) for x in jax.tree.leaves(per_example)], 1)
-  # 4 groups over 2 "devices": device d holds rows 4d..4d+3, group j takes rows {2j, 2j+1} of each.
-  members = [[0, 1, 4, 5], [2, 3, 6, 7]]
-  group_means = np.stack([flat[m].mean(0) for m in members])
-  g = flat.mean(0)
-  grads, metrics = step.gradients(params, graphdef, batch, groups=2, data_parallel=2,
-                                  statistics="full")
-  flat_grads = np.concatenate([np.asarray(x).ravel() for x in jax.tree.leaves(grads)])
-  np.testing.assert_allclose(flat_grads, g, rtol=1e-4, atol=1e-7)
-  assert float(metrics["grad_sq_norm"]) == pytest.approx((g ** 2).sum(), rel=1e-4)
-  assert float(metrics["group_sq_norm_mean"]) == pytest.approx(
-      (group_means ** 2).sum(1).mean(), rel=1e-4)
-  np.testing.assert_allclose(metrics["group_dots"], group_means @ g, rtol=1e-4)
-  orth = group_means - np.outer(group_means @ g / (g @ g), g)
-  np.testing.assert_allclose(metrics["group_orth_sq_norms"], (orth ** 2).sum(1), rtol=1e-3,
-                             atol=1e-6)
