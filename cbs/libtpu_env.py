@@ -12,8 +12,6 @@ these variables are set already, are left alone.
 import importlib.util
 import os
 
-from jax._src import hardware_utils  # JAX's own test for TPU chips on the PCI bus
-
 _NO_TPU_HOST = {"TPU_SKIP_MDS_QUERY": "1", "TPU_WORKER_HOSTNAMES": "localhost",
                 "TPU_HOST_BOUNDS": "1,1,1", "ALLOW_MULTIPLE_LIBTPU_LOAD": "1"}
 
@@ -22,7 +20,12 @@ def quiet_without_tpu() -> None:
   """Sets libtpu's host description where libtpu is installed but the host has no TPU chip."""
   if importlib.util.find_spec("libtpu") is None:
     return
-  if hardware_utils.num_available_tpu_chips_and_device_id()[0] > 0:
+  try:  # JAX's own test for TPU chips on the PCI bus (a private module: absent in other versions)
+    from jax._src import hardware_utils  # pylint: disable=g-import-not-at-top
+    chips = hardware_utils.num_available_tpu_chips_and_device_id()[0]
+  except (ImportError, AttributeError):
+    return
+  if chips > 0:
     return
   for name, value in _NO_TPU_HOST.items():
     os.environ.setdefault(name, value)
