@@ -20,7 +20,7 @@ from etils import epath  # noqa: E402
 from cbs import records  # noqa: E402
 from cbs import tensorboard  # noqa: E402
 
-class JsonlWriter(metric_writers.MetricWriter):
+class JsonlWriter(tensorboard.ScalarsOnlyWriter):
   """Scalars as JSON lines: appended to one local file, or one new object per flush.
 
   Only scalars belong in the analysis file; images, histograms and the rest are accepted and left to
@@ -39,13 +39,6 @@ class JsonlWriter(metric_writers.MetricWriter):
     record.update({k: _plain(v) for k, v in scalars.items()})
     self._pending.append(json.dumps(record))
 
-  def write_summaries(self, step, values, metadata=None): ...
-  def write_images(self, step, images): ...
-  def write_videos(self, step, videos): ...
-  def write_audios(self, step, audios, *, sample_rate): ...
-  def write_texts(self, step, texts): ...
-  def write_histograms(self, step, arrays, num_buckets=None): ...
-  def write_hparams(self, hparams): ...
 
   def flush(self) -> None:
     if not self._pending:
@@ -134,19 +127,5 @@ def hyperparameters(config) -> dict[str, bool | int | float | str]:
   They go to TensorBoard's HParams dashboard, where runs are filtered and compared by them.
   """
   from configs import base  # the defaults every config starts from
-  defaults = _flatten(base.get_config().to_dict())
-  chosen = {}
-  for key, value in _flatten(config.to_dict()).items():
-    if value != defaults.get(key, object()):
-      chosen[key] = value if isinstance(value, (bool, int, float, str)) else json.dumps(value)
-  return chosen
-
-
-def _flatten(tree: Mapping, prefix: str = "") -> dict:
-  flat = {}
-  for key, value in tree.items():
-    if isinstance(value, Mapping):
-      flat.update(_flatten(value, f"{prefix}{key}."))
-    else:
-      flat[f"{prefix}{key}"] = value
-  return flat
+  return {k: v if isinstance(v, (bool, int, float, str)) else json.dumps(v)
+          for k, v in base.changed(config.to_dict()).items()}

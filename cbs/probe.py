@@ -46,16 +46,6 @@ def k_star(ks: list[float], losses: list[float], eps: float) -> float:
   return best
 
 
-def flatten(config: dict, prefix: str = "") -> dict:
-  out = {}
-  for key, value in config.items():
-    if isinstance(value, dict):
-      out.update(flatten(value, f"{prefix}{key}."))
-    else:
-      out[f"{prefix}{key}"] = value
-  return out
-
-
 def checkpoint_points(workdir: epath.Path, at_tokens: list[int]) -> list[dict]:
   """For each token count, the checkpoint nearest to it: step, tokens, batch size.
 
@@ -84,8 +74,7 @@ def branch_runs(workdir: epath.Path, parent: dict, point: dict, ks: list[float],
   batch_cfg = parent["batch"]
   lr_now = parent["optimizer"]["lr"] * (point["batch"] / batch_cfg["size"]) ** (
       batch_schedules.LR_SCALINGS[batch_cfg["lr_scaling"]])
-  defaults = flatten(json.loads(json.dumps(base.get_config().to_dict())))
-  inherited = {k: v for k, v in flatten(parent).items() if defaults.get(k, not v) != v}
+  inherited = base.changed(parent)
   runs = []
   for k in ks:
     size = int(round(k * point["batch"]))

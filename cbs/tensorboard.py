@@ -3,7 +3,7 @@
 Scalars get grouped tags (`train/loss`, `eval/loss_ewa_0.99`, `batch/size`, `perf/mfu`, ...), so
 TensorBoard shows one section per kind. TensorBoard's x-axis can be the step, the relative or the
 wall time, never another scalar; runs with growing batches are compared at equal tokens, so
-`tokens_writer` keeps a second event stream (`WORKDIR/tokens/`) whose step is the token count.
+`TokensWriter` keeps a second event stream (`WORKDIR/tokens/`) whose step is the token count.
 Locally one event file is appended; on object stores (gs://, s3://), where appending means
 rewriting, every flush writes a new event file, which TensorBoard reads in name order.
 """
@@ -55,7 +55,19 @@ def _appendable(path: epath.Path) -> bool:
   return "://" not in str(path)
 
 
-class EventWriter(metric_writers.MetricWriter):
+class ScalarsOnlyWriter(metric_writers.MetricWriter):
+  """A clu writer of scalars: images, histograms and the other kinds are accepted and dropped."""
+
+  def write_hparams(self, hparams): ...
+  def write_summaries(self, step, values, metadata=None): ...
+  def write_images(self, step, images): ...
+  def write_videos(self, step, videos): ...
+  def write_audios(self, step, audios, *, sample_rate): ...
+  def write_texts(self, step, texts): ...
+  def write_histograms(self, step, arrays, num_buckets=None): ...
+
+
+class EventWriter(ScalarsOnlyWriter):
   """Scalars and hyper-parameters as TensorBoard events in `logdir`."""
 
   def __init__(self, logdir: epath.PathLike):
@@ -80,12 +92,6 @@ class EventWriter(metric_writers.MetricWriter):
     plain = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in hparams.items()}
     self._add(event_pb2.Event(wall_time=time.time(), summary=hparams_summary.hparams_pb(plain)))
 
-  def write_summaries(self, step, values, metadata=None): ...
-  def write_images(self, step, images): ...
-  def write_videos(self, step, videos): ...
-  def write_audios(self, step, audios, *, sample_rate): ...
-  def write_texts(self, step, texts): ...
-  def write_histograms(self, step, arrays, num_buckets=None): ...
 
   def flush(self) -> None:
     if not self._pending:
@@ -112,7 +118,7 @@ class EventWriter(metric_writers.MetricWriter):
       self._file = None
 
 
-class TokensWriter(metric_writers.MetricWriter):
+class TokensWriter(ScalarsOnlyWriter):
   """The main curves (loss, eval losses, learning rate, batch size) with tokens as the step."""
 
   def __init__(self, logdir: epath.PathLike):
@@ -125,14 +131,6 @@ class TokensWriter(metric_writers.MetricWriter):
     kept = {k: v for k, v in scalars.items() if k in _BY_TOKENS or k.startswith("eval_")}
     if kept:
       self._events.write_scalars(int(scalars["tokens"]), kept)
-
-  def write_hparams(self, hparams): ...
-  def write_summaries(self, step, values, metadata=None): ...
-  def write_images(self, step, images): ...
-  def write_videos(self, step, videos): ...
-  def write_audios(self, step, audios, *, sample_rate): ...
-  def write_texts(self, step, texts): ...
-  def write_histograms(self, step, arrays, num_buckets=None): ...
 
   def flush(self) -> None:
     self._events.flush()

@@ -5,6 +5,8 @@ on the command line (`--config.batch.size=64`). Durations are in tokens, never s
 batch size may change during a run.
 """
 
+import json
+
 import ml_collections
 
 
@@ -161,3 +163,25 @@ def get_config() -> ml_collections.ConfigDict:
   c.profile.start_tokens = -1  # capture a jax.profiler trace from this token count on; -1 = off
   c.profile.steps = 5  # steps in the trace (WORKDIR/plugins/profile, TensorBoard's profile tab)
   return c
+
+
+def changed(config: dict) -> dict:
+  """The keys (dotted, flat) of a config, as a plain dict, whose values differ from these defaults.
+
+  What a config file, a sweep or the command line chose: probes carry them into branches, and
+  runs show them in TensorBoard's HParams dashboard.
+  """
+  plain = json.loads(json.dumps(config))  # tuples and lists compare alike, as in config.json
+  defaults = _flat(json.loads(json.dumps(get_config().to_dict())))
+  missing = object()
+  return {k: v for k, v in _flat(plain).items() if defaults.get(k, missing) != v}
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(_flat(value, f"{prefix}{key}."))
+    else:
+      flat[f"{prefix}{key}"] = value
+  return flat
