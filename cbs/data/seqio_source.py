@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import functools
 import importlib
 
+from cbs import quiet_tensorflow  # noqa: F401  (before seqio / TFDS, which import it)
 import numpy as np
 import seqio
 

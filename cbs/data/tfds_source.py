@@ -10,6 +10,7 @@ Epochs repeat the block.
 
 from collections.abc import Iterator
 
+from cbs import quiet_tensorflow  # noqa: F401  (before seqio / TFDS, which import it)
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core import file_adapters
 

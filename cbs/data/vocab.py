@@ -7,6 +7,7 @@ Padding is masked out of the loss by the batch weights, so the padding id never 
 
 from collections.abc import Iterator, Sequence
 
+from cbs import quiet_tensorflow  # noqa: F401  (before seqio / TFDS, which import it)
 import numpy as np
 import seqio
 from etils import epath
