@@ -186,6 +186,11 @@ def _incompatible_message(error: checkpoint.Incompatible, checkpoints: checkpoin
   return message + "; nothing was changed"
 
 
+def _mark_done(workdir: epath.Path, step: int, tokens: int) -> None:
+  """`done.json`: the run reached its end; sweeps skip runs that hold it."""
+  (workdir / "done.json").write_text(json.dumps({"step": step, "tokens": tokens}))
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        stop_after_steps: int | None = None) -> dict:
   """Trains until `config.train_tokens` (or for `stop_after_steps` more steps, then checkpoints).
@@ -257,8 +262,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     logging.info("run in %s is already finished (%s tokens); nothing to do", workdir,
                  f"{progress['tokens']:,}")
     if is_main_host and not (workdir / "done.json").exists():  # stopped between the two writes
-      (workdir / "done.json").write_text(json.dumps({"step": progress["step"],
-                                                     "tokens": progress["tokens"]}))
+      _mark_done(workdir, progress["step"], progress["tokens"])
     checkpoints.close()
     controller.close()
     data.train.close()
@@ -388,6 +392,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   else:
     logging.info("%s at step %d (%s tokens, %d steps in this process); workdir %s",
                  "finished" if done else "stopped", step, f"{tokens:,}", steps_this_run, workdir)
-  if done and is_main_host:  # sweeps skip runs that hold this marker
-    (workdir / "done.json").write_text(json.dumps({"step": step, "tokens": tokens}))
+  if done and is_main_host:
+    _mark_done(workdir, step, tokens)
   return progress

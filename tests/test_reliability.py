@@ -13,7 +13,6 @@ import pytest
 from etils import epath
 
 from cbs import data as data_lib
-from cbs import metrics
 from cbs import records
 from cbs import train
 from cbs import validation

@@ -1,15 +1,9 @@
 """Noise estimators against closed forms and against per-example gradients computed independently."""
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 
-from cbs import models
-from cbs import step
 from cbs.batching import statistics
-from configs import tiny
 
 
 def group_sums(group_means_MxP: np.ndarray) -> dict:

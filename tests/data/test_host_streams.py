@@ -177,7 +177,7 @@ def test_bad_data_is_reported_in_one_line_with_the_file_and_position(tmp_path):
   pq.write_table(pa.table({"body": ["no text column"]}), tmp_path / "body.parquet")
   cases = {
       "empty": ([f"--config.data.files={','.join(map(str, empty))}"],
-                f"cbs: bad data: data.files hold no text for host 0 of 1: every document of its "
+                "cbs: bad data: data.files hold no text for host 0 of 1: every document of its "
                 "pieces is empty"),
       "corrupt": ([f"--config.data.files={tmp_path / 'corrupt.jsonl'}"],
                   f"cbs: bad data: {tmp_path / 'corrupt.jsonl'}:301 (byte {sum(map(len, lines[:300])) + 300}) "
