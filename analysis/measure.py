@@ -126,6 +126,10 @@ def measure(all_runs: list[runs_lib.Run], b_opt: int = 256, threshold: float = 0
     result = fit_group(measure_group(group, b_opt, metric, target), threshold, samples)
     result["guards"] = guards.guards(result)
     results.append(result)
+  names = collections.Counter(r["name"] for r in results)
+  for r in results:  # groups of one N and D that differ in sequence length (or model shape)
+    if names[r["name"]] > 1:
+      r["name"] += f",L={r['seq_len']}"
   return results
 
 
