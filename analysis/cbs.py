@@ -215,7 +215,12 @@ def guard_blocks(groups: list[dict]) -> list:
   """The report's first section: every failing guard as one line, or a line saying none failed."""
   if not groups:
     return []
-  lines = [f"{g['name']}: {w}" for g in groups for w in g["guards"]["warnings"]]
+  failed: dict[str, list[str]] = {}  # one line per warning, naming the groups it applies to
+  for g in groups:
+    for w in g["guards"]["warnings"]:
+      failed.setdefault(w, []).append(g["name"])
+  lines = [f"{'every group' if len(names) == len(groups) > 1 else '; '.join(names)}: {w}"
+           for w, names in failed.items()]
   checked = ("Checked per group: best learning rate of each batch size inside its grid, at least "
              f"{guards.MIN_SIDE} batch sizes on each side of the CBS, the CBS inside the batch "
              "sizes that reached the target, every batch size reached.")

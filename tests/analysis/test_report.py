@@ -127,6 +127,11 @@ def test_report_writes_tables_pngs_and_a_self_contained_html(tmp_path):
   md = (out / "report.md").read_text()
   assert md.startswith("# Critical batch size report")
   assert "python -m analysis.cbs report --root" in md and "Batch-size schedules" in md
+  # The guards open the report: the faster learning rate is the smallest swept everywhere.
+  assert md.index("## Guards") < md.index("## CBS per model")
+  assert ("- N=100k,D=410k: batch 8: best lr 0.001 is the smallest swept (0.001, 0.003), so f(8) "
+          "is overestimated: add lr 0.000333\n") in md
+  assert "95% interval" in md and "the scaling laws use the fitted CBS" in md
   images = [line[line.rindex("(") + 1:-1] for line in md.splitlines() if line.startswith("![")]
   assert len(images) == 3  # steps vs batch, loss curves, schedules
   for name in images:
@@ -141,6 +146,7 @@ def test_report_writes_tables_pngs_and_a_self_contained_html(tmp_path):
   results = json.loads((out / "results.json").read_text())
   (group,) = results["groups"]
   assert group["cbs"] == pytest.approx(1.2 * 16 + B_NOISE / 5, rel=0.03)
+  assert group["guards"]["batches"][0]["best_lr_at_grid_edge"] and group["guards"]["cbs_in_range"]
   norm = next(r for r in results["schedules"]["rows"] if r["run"] == "norm")
   assert norm["final_batch"] == 64 and norm["initial_batch"] == 8
   refit = cbs.fit_table(cbs.read_table(str(out / "cbs_table.csv")), 16, 0.2, 10)
@@ -206,3 +212,6 @@ def test_figure_legends_sit_outside_the_data(tmp_path, monkeypatch):
   assert {"steps_vs_batch.png", "cbs_vs_tokens.png", "schedules.png", "loss_curves_0.png"} <= set(
       checked)
   assert {name: len(hits) for name, hits in checked.items() if hits} == {}
+  md = (tmp_path / "report" / "report.md").read_text()
+  assert "- every group: batch 8: best lr 0.001 is the smallest swept" in md  # once, not 4 times
+  assert md.count("batch 8: best lr") == 1
