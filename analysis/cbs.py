@@ -29,6 +29,8 @@ from analysis import plots
 from analysis import report as report_lib
 from analysis import run_report
 from analysis import runs as runs_lib
+from analysis import scaling_laws
+from analysis import study_report
 
 
 def read_table(path: str) -> dict[str, dict]:
@@ -112,6 +114,10 @@ def build_report(root: str, out: str, b_opt: int, threshold: float, metric: str,
   members = [] if skip_cbs else measure.groups(measured)
   groups = [] if skip_cbs else measure.measure(measured, b_opt, threshold, metric, target, samples)
   laws = measure.scaling(groups, b_opt, threshold, samples)
+  fitted = [g for g in groups if "cbs" in g]
+  answer = {}
+  if len({g["n_params"] for g in fitted}) >= 2 and len({g["tokens"] for g in fitted}) >= 2:
+    answer = scaling_laws.answer(groups, b_opt, threshold, samples)
   blocks = [report_lib.heading("Critical batch size report", 1),
             report_lib.code(command),
             *guard_blocks(groups),
@@ -121,6 +127,8 @@ def build_report(root: str, out: str, b_opt: int, threshold: float, metric: str,
                 f"; loss: {plots.loss_label(metric)}."
                 f" CBS = largest batch within {threshold:.0%} of linear scaling from B_opt={b_opt}. "
                 f"{CBS_KINDS}")]
+  if answer:
+    blocks += study_report.answer_blocks(answer, groups, out)
   if any(g["best"] for g in groups):
     blocks += [report_lib.heading("CBS per model and data budget"), report_lib.table(
         ["group", "N", "D (tokens)", "target loss", "a (S_min)", "b", "B_noise", "CBS (fit)",
@@ -194,7 +202,7 @@ def build_report(root: str, out: str, b_opt: int, threshold: float, metric: str,
                                  for p in probe["points"]]),
                report_lib.image(plots.local_cbs(r, probe, os.path.join(out, f"local_cbs_{i}.png")),
                                 "Local CBS (probes), online noise scale and the run's batch size")]
-  results = {"command": command, "root": root, "groups": groups, "scaling": laws,
+  results = {"command": command, "root": root, "groups": groups, "scaling": laws, "answer": answer,
              "schedules": comparison, "probes": probes}
   return blocks, results
 
@@ -261,10 +269,7 @@ def cmd_report(args, argv: list[str], extra_blocks=lambda out: []) -> dict:
   budgets = [int(float(d)) for d in args.budgets.split(",")] if args.budgets else []
   blocks, results = build_report(args.root, out, args.b_opt, args.threshold, args.ewa,
                                  args.target, args.bootstrap, command, budgets, args.skip_cbs)
-  md, html_path = report_lib.write(blocks + extra_blocks(out), out, "Critical batch size report")
-  with open(os.path.join(out, "results.json"), "w") as f:
-    json.dump(results, f, indent=2, default=float)
-  write_table_csv(results["groups"], os.path.join(out, "cbs_table.csv"))
+  save(blocks + extra_blocks(out), results, out)
   for g in results["groups"]:
     print(f"{g['name']}: target {g['target']:.4f}, CBS {g.get('cbs', math.nan):.1f} sequences "
           f"(a={g.get('a', math.nan):.4g}, b={g.get('b', math.nan):.4g}; "
@@ -272,8 +277,16 @@ def cmd_report(args, argv: list[str], extra_blocks=lambda out: []) -> dict:
           f"capped before the target: {sum(r['capped'] for r in g['runs'])})")
     for warning in g["guards"]["warnings"]:
       print(f"  guard: {warning}")
-  print(f"report: {html_path}\n        {md}")
   return results
+
+
+def save(blocks: list, results: dict, out: str) -> None:
+  """report.md, report.html, results.json and the re-fittable cbs_table.csv under `out`."""
+  md, html_path = report_lib.write(blocks, out, "Critical batch size report")
+  with open(os.path.join(out, "results.json"), "w") as f:
+    json.dump(results, f, indent=2, default=float)
+  write_table_csv(results["groups"], os.path.join(out, "cbs_table.csv"))
+  print(f"report: {html_path}\n        {md}")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -1,7 +1,8 @@
 """Decoder-only transformer language models: the CBS paper's variant and a Llama-style variant.
 
-`paper` (Zhang et al. 2024): pre-LN blocks with scale-only LayerNorm, QK-LayerNorm, RoPE, GeLU MLP
-(4 d), no biases, untied input/output embeddings. `llama`: RMSNorm, SwiGLU MLP, grouped-query
+`paper` (Zhang et al. 2024, their OLMo code): pre-LN blocks with scale-only LayerNorm, QK-LayerNorm
+over whole query / key vectors, RoPE, exact-GeLU MLP (4 d), no biases, untied input/output
+embeddings, residual projections initialised with std 1/sqrt(2 fan_in (l+1)) at block l. `llama`: RMSNorm, SwiGLU MLP, grouped-query
 attention, optionally tied embeddings. Both compute in `model.dtype` and return float32 logits.
 This module resolves the config's shape knobs (`-1` = the variant's default) and stacks the layers.
 """
@@ -17,6 +18,7 @@ from flax import nnx
 from cbs.models import layers
 
 NAMES = ("paper", "llama")
+OUT_INITS = ("layer", "depth")  # see `depth_scale`
 LAYERS = "layers"  # logical axis (and state key) of the stacked parameters of scanned blocks
 PARAMETERIZATIONS = ("sp", "mup")
 
@@ -45,6 +47,10 @@ def dims(model_cfg: ml_collections.ConfigDict, vocab_size: int) -> Dims:
     raise ValueError(f"model.name={model_cfg.name!r} is not one of: {', '.join(NAMES)}")
   if model_cfg.dtype not in _DTYPES:
     raise ValueError(f"model.dtype={model_cfg.dtype!r} is not one of: {', '.join(_DTYPES)}")
+  for key, allowed in (("qk_norm", ("auto", *layers.QK_NORMS)), ("gelu", layers.GELUS),
+                       ("out_init", OUT_INITS)):
+    if model_cfg.get(key, allowed[0]) not in allowed:
+      raise ValueError(f"model.{key}={model_cfg[key]!r} is not one of: {', '.join(allowed)}")
   d, heads = model_cfg.d_model, model_cfg.num_heads
   for key in ("num_layers", "d_model", "num_heads"):
     if model_cfg[key] <= 0:
@@ -77,24 +83,40 @@ REMAT_POLICIES = {
 }
 
 
+def qk_norm(model_cfg: ml_collections.ConfigDict) -> str:
+  """`model.qk_norm` resolved: auto = full for the paper model, none for llama."""
+  choice = model_cfg.get("qk_norm", "auto")
+  return ("full" if model_cfg.name == "paper" else "none") if choice == "auto" else choice
+
+
+def depth_scale(model_cfg: ml_collections.ConfigDict, num_layers: int, layer):
+  """Extra init factor of the projections writing into the residual stream at block `layer` (from
+  0; an array under the scanned stack): 1/sqrt(2 (l+1)) (OLMo's, `layer`) or 1/sqrt(2 L) (`depth`).
+  """
+  if model_cfg.get("out_init", "layer") == "depth":
+    return 1.0 / math.sqrt(2 * num_layers)
+  return 1.0 / jnp.sqrt(2.0 * (jnp.asarray(layer, jnp.float32) + 1.0))
+
+
 class Block(nnx.Module):
   """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
 
-  def __init__(self, cfg: ml_collections.ConfigDict, dm: Dims, rngs: nnx.Rngs):
+  def __init__(self, cfg: ml_collections.ConfigDict, dm: Dims, rngs: nnx.Rngs, layer=0):
     paper = cfg.name == "paper"
     norm = "layernorm" if paper else "rmsnorm"
     dtype = _DTYPES[cfg.dtype]
-    depth_scale = 1.0 / math.sqrt(2 * dm.num_layers)
+    scale = depth_scale(cfg, dm.num_layers, layer)
     self.attn_norm = layers.Norm(dm.d_model, norm, cfg.norm_eps)
     self.attn = layers.Attention(dm.d_model, dm.num_heads, dm.num_kv_heads, dm.d_head,
-                                 qk_norm=paper, norm_eps=cfg.norm_eps, rope_theta=cfg.rope_theta,
-                                 depth_scale=depth_scale, dtype=dtype, rngs=rngs,
+                                 qk_norm=qk_norm(cfg), norm_eps=cfg.norm_eps,
+                                 rope_theta=cfg.rope_theta, depth_scale=scale, dtype=dtype, rngs=rngs,
                                  scale=1.0 / dm.d_head if cfg.get("param", "sp") == "mup" else None,
                                  implementation=layers.attention_implementation(
                                      cfg.get("attention", "auto"), jax.default_backend(), dtype))
     self.mlp_norm = layers.Norm(dm.d_model, norm, cfg.norm_eps)
     self.mlp = layers.Mlp(dm.d_model, dm.mlp_dim, "gelu" if paper else "swiglu",
-                          depth_scale=depth_scale, dtype=dtype, rngs=rngs)
+                          depth_scale=scale, dtype=dtype, rngs=rngs,
+                          gelu=cfg.get("gelu", "exact"))
 
   def __call__(self, x_BxLxD):
     x_BxLxD = x_BxLxD + self.attn(self.attn_norm(x_BxLxD))
@@ -105,11 +127,11 @@ def _stacked_blocks(cfg: ml_collections.ConfigDict, dm: Dims, rngs: nnx.Rngs) ->
   """`num_layers` independently initialised blocks as one Block of stacked parameters."""
 
   @nnx.split_rngs(splits=dm.num_layers)
-  @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: LAYERS})
-  def create(rngs: nnx.Rngs) -> Block:
-    return Block(cfg, dm, rngs)
+  @nnx.vmap(in_axes=(0, 0), out_axes=0, transform_metadata={nnx.PARTITION_NAME: LAYERS})
+  def create(rngs: nnx.Rngs, layer) -> Block:
+    return Block(cfg, dm, rngs, layer)
 
-  return create(rngs)
+  return create(rngs, jnp.arange(dm.num_layers))
 
 
 class Transformer(nnx.Module):
@@ -131,7 +153,7 @@ class Transformer(nnx.Module):
     if self.scan:  # one Block whose parameters carry a leading `layers` axis
       self.layers = _stacked_blocks(cfg, dm, rngs)
     else:
-      self.blocks = nnx.List([Block(cfg, dm, rngs) for _ in range(dm.num_layers)])
+      self.blocks = nnx.List([Block(cfg, dm, rngs, i) for i in range(dm.num_layers)])
     self.final_norm = layers.Norm(dm.d_model, "layernorm" if cfg.name == "paper" else "rmsnorm",
                                   cfg.norm_eps)
     self.unembed = None if self.tied else layers.param(
