@@ -94,9 +94,11 @@ def ablation_blocks(result: dict, n_params: int) -> list:
 
 
 def at_equal_steps(runs: list[runs_lib.Run], metric: str, fractions=(0.25, 0.5, 1.0)) -> dict:
-  """Loss of every run at equal optimizer steps (fractions of the run with the fewest steps)."""
+  """Loss of every run at equal optimizer steps: fractions of the run with the fewest steps, from
+  the first step at which every run has been evaluated."""
   horizon = min(r.evals[-1]["step"] for r in runs if r.evals)
-  points = [max(1, int(f * horizon)) for f in fractions]
+  first = max(r.evals[0]["step"] for r in runs if r.evals)
+  points = sorted({max(first, int(f * horizon)) for f in fractions})
   rows = []
   for r in runs:
     key, _ = runs_lib.best_curve(r, metric)

@@ -24,8 +24,9 @@ from launch.study_plan import Plan
 COMMAND = "python -m launch.study adaptive"
 
 
-def schedule_runs(plan: Plan, tokens: int, config: str, base: dict, d_model: int) -> dict:
-  """{run: label} for the five schedules."""
+def schedule_runs(plan: Plan, tokens: int, config: str, base: dict,
+                  d_model: int) -> list[tuple[grid.Run, str]]:
+  """(run, label) for the five schedules."""
   small, large = plan.b_opt, plan.batches[-1]
   lr = study_plan.lr_center(small, d_model)
   ladder = [b for b in plan.batches if b >= small]
@@ -37,23 +38,23 @@ def schedule_runs(plan: Plan, tokens: int, config: str, base: dict, d_model: int
            "batch.lr_scaling": "sqrt", "batch.round": "pow2"}
   ramp = {**grow, "batch.schedule": "ramp", "batch.ramp": stages, "batch.lr_scaling": "sqrt",
           "batch.round": "pow2"}
-  return {study_plan.make_run(small, lr, base, config): f"constant {small}",
-          study_plan.make_run(large, study_plan.lr_center(large, d_model), base, config):
-              f"constant {large}",
-          grid.Run("schedule=ramp", config, ramp): f"ramp {small} -> {large}",
-          grid.Run("schedule=norm_lau", config, lau): "norm test (Lau et al.: every step, eta 0.1)",
-          grid.Run("schedule=norm", config, tuned): "norm test (tuned: eta 0.5, EMA, sqrt lr)"}
+  return [(study_plan.make_run(small, lr, base, config), f"constant {small}"),
+          (study_plan.make_run(large, study_plan.lr_center(large, d_model), base, config),
+           f"constant {large}"),
+          (grid.Run("schedule=ramp", config, ramp), f"ramp {small} -> {large}"),
+          (grid.Run("schedule=norm_lau", config, lau), "norm test (Lau et al.: every step, eta 0.1)"),
+          (grid.Run("schedule=norm", config, tuned), "norm test (tuned: eta 0.5, EMA, sqrt lr)")]
 
 
 def adaptive_study(root: str, plan: Plan, tokens: int, config: str = study_plan.CONFIG,
                    user: dict | None = None) -> dict:
   user = user or {}
   base = {**study_plan.base_overrides(plan), **user, "train_tokens": tokens,
-          "data_budget_tokens": tokens, "eval.every_tokens": tokens // plan.evals_per_budget,
+          "data_budget_tokens": tokens, "eval.every_tokens": tokens // 32, "eval.per_doubling": 0,
           "schedule.warmup_tokens": tokens // 40}
   d_model = grid.load_config(config, base).model.d_model
   labelled = schedule_runs(plan, tokens, config, base, d_model)
-  runs = list(labelled)
+  runs = [r for r, _ in labelled]
   setup = {"setup": {"config": config, "overrides": user}}
   backends.write_manifest(epath.Path(root), COMMAND, runs, setup)
   costs = {r.name: study_plan.expected_cost(r.overrides["batch.size"], tokens, d_model,
@@ -65,7 +66,7 @@ def adaptive_study(root: str, plan: Plan, tokens: int, config: str = study_plan.
   out = os.path.join(root, "report")
   blocks, results = cbs_analysis.build_report(root, out, plan.b_opt, 0.2, "best", None, 0,
                                               COMMAND, skip_cbs=True)
-  labels = {r.name: label for r, label in labelled.items()}
+  labels = {r.name: label for r, label in labelled}
   finished = [r for r in done if r.evals]
   tokens_table = measure.adaptive_table(finished, "best")
   extra, frontier = study_report.adaptive_blocks(finished, labels, tokens_table, "best", out)

@@ -91,31 +91,69 @@ class Sweep:
     backends.write_manifest(epath.Path(self.root), COMMAND, self.planned, self.setup)
 
   def train_model(self, model: Model, progress: study_plan.Progress) -> list[runs_lib.Run]:
-    """References first (they fix the target), then every other batch size, smallest first."""
+    """References first (they fix the target), then every other batch size, smallest first; at
+    each batch size the learning-rate grid grows past an edge while the best rate sits on it."""
     p = self.plan
-    done = []
+    done: list[runs_lib.Run] = []
+    loss_at_d = lambda r: runs_lib.loss_after(r, p.max_budget, "best")
     for b2 in self.b2_values(model, p.b_opt):
-      for lr in self.lrs(model, p.b_opt):
-        run = self.run(model, p.b_opt, lr, b2, {"train_tokens": p.max_budget})
-        self.record(run)
-        done.append(train(run, self.root, progress))
+      self.train_grid(model, p.b_opt, b2, lambda: {"train_tokens": p.max_budget}, loss_at_d,
+                      progress, done)
     target = measure.target_loss(done, p.max_budget)
     print(f"[study] d_model={model.d_model}: target loss at D={p.max_budget:,} tokens: "
           f"{target:.4f}", flush=True)
     if math.isnan(target):
       raise ValueError(f"no reference run of d_model={model.d_model} reached D={p.max_budget:,} "
                        "tokens (see their workdirs' failed.json)")
+    steps = lambda r: runs_lib.best_crossing(r, target, "best")[0]
     for batch in (b for b in p.batches if b != p.b_opt):
+      def capped(batch=batch):  # at the best of this batch so far, or 1.1 x a smaller batch's
+        cap = measure.step_cap(done, batch, target)
+        limit = 4 * p.max_budget if math.isinf(cap) else two_phase.capped_tokens(
+            cap, batch, self.seq_len, p.budgets[0])
+        return {"train_tokens": min(limit, 16 * p.max_budget), "train.stop_loss": round(target, 6)}
       for b2 in self.b2_values(model, batch):
-        for lr in self.lrs(model, batch):
-          cap = measure.step_cap(done, batch, target)  # the best of this batch or a smaller one
-          limit = 4 * p.max_budget if math.isinf(cap) else two_phase.capped_tokens(
-              cap, batch, self.seq_len, self.base["eval.every_tokens"])
-          run = self.run(model, batch, lr, b2, {"train_tokens": min(limit, 16 * p.max_budget),
-                                                "train.stop_loss": round(target, 6)})
-          self.record(run)
-          done.append(train(run, self.root, progress))
+        self.train_grid(model, batch, b2, capped, steps, progress, done)
     return done
+
+  def train_grid(self, model: Model, batch: int, b2: float, overrides, score,
+                 progress: study_plan.Progress, done: list[runs_lib.Run]) -> None:
+    """The learning rates of one batch size (and b2), appended to `done` as they finish: the
+    planned grid, then one rate past the edge at a time while the best run (lowest `score`) sits on
+    an edge, `plan.lr_extensions` times at most. `overrides()` gives each run's run length."""
+    lrs = self.lrs(model, batch)
+    trained: list[runs_lib.Run] = []
+    for attempt in range(self.plan.lr_extensions + 1):
+      for lr in lrs:
+        extra = overrides()
+        run = self.run(model, batch, lr, b2, extra)
+        if attempt:
+          progress.add(run.name, study_plan.expected_cost(
+              batch, extra["train_tokens"], model.d_model, self.seq_len))
+        self.record(run)
+        trained.append(train(run, self.root, progress))
+        done.append(trained[-1])
+      lrs = beyond_edge(trained, score) if attempt < self.plan.lr_extensions else []
+      if not lrs:
+        return
+      print(f"[study] d_model={model.d_model}, batch {batch}: best learning rate on the grid's edge;"
+            f" adding {lrs[0]:.3g}", flush=True)
+
+
+def beyond_edge(runs: list[runs_lib.Run], score) -> list[float]:
+  """[the next learning rate past the edge] when the best run's rate is the smallest or largest
+  tried (ratio of the grid's spacing), else []; [] too when no run has a finite score."""
+  scored = [(score(r), r.config["optimizer"]["lr"]) for r in runs]
+  finite = [(s, lr) for s, lr in scored if not math.isnan(s)]
+  lrs = sorted({lr for _, lr in scored})
+  if not finite or len(lrs) < 2:
+    return []
+  best = min(finite)[1]
+  if best == lrs[-1]:
+    return [best * lrs[-1] / lrs[-2]]
+  if best == lrs[0]:
+    return [best * lrs[0] / lrs[1]]
+  return []
 
 
 def ablation_runs(plan: Plan, config: str, base: dict, model: Model) -> list[grid.Run]:
@@ -128,7 +166,7 @@ def ablation_runs(plan: Plan, config: str, base: dict, model: Model) -> list[gri
         runs.append(study_plan.make_run(
             batch, m * study_plan.lr_center(batch, model.d_model),
             {**base, **model.overrides, "schedule.name": schedule, "train_tokens": budget,
-             "data_budget_tokens": budget, "eval.every_tokens": budget // plan.evals_per_budget},
+             "data_budget_tokens": budget},
             config, f"{model.prefix}schedule.name={schedule},"))
   return runs
 

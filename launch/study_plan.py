@@ -24,11 +24,12 @@ class Plan:
   max_budget: int  # largest data budget D in tokens
   budget_divisors: tuple[int, ...]  # the report measures D = max_budget / k for each k
   eval_tokens: int
-  evals_per_budget: int
+  evals_per_doubling: int  # log-spaced evals from the smallest budget / 4 on
   ablation_width: float  # the (N, D) of the protocol ablation: this model ...
   ablation_divisor: int  # ... at D = max_budget / this
   ablation_batches: tuple[int, ...]  # cosine and WSD runs, tuned over lr_multipliers
   b2_batches: tuple[int, ...]  # small batches also swept with b2 = 0.999 (ablation model)
+  lr_extensions: int = 0  # learning rates added per batch while the best one sits at a grid edge
 
   @property
   def budgets(self) -> list[int]:
@@ -41,10 +42,10 @@ class Plan:
 
 FULL = Plan(widths=(0.5, 1.0, 2.0), batches=(2, 4, 8, 16, 32, 64, 128), b_opt=4,
             lr_multipliers=(0.5, 1.0, 2.0), max_budget=256_000, budget_divisors=(16, 8, 4, 2, 1),
-            eval_tokens=8192, evals_per_budget=32, ablation_width=1.0, ablation_divisor=2,
-            ablation_batches=(4, 16, 64), b2_batches=(2, 4))
+            eval_tokens=8192, evals_per_doubling=6, ablation_width=1.0, ablation_divisor=2,
+            ablation_batches=(4, 16, 64), b2_batches=(2, 4), lr_extensions=2)
 QUICK = Plan(widths=(0.5, 1.0), batches=(2, 4, 8, 16), b_opt=4, lr_multipliers=(1.0,),
-             max_budget=24_576, budget_divisors=(4, 2, 1), eval_tokens=2048, evals_per_budget=12,
+             max_budget=24_576, budget_divisors=(4, 2, 1), eval_tokens=2048, evals_per_doubling=4,
              ablation_width=1.0, ablation_divisor=1, ablation_batches=(8,), b2_batches=(2,))
 
 
@@ -56,11 +57,13 @@ def lr_center(batch: int, d_model: int = 64) -> float:
 
 
 def base_overrides(plan: Plan) -> dict:
-  """The study's own protocol on top of any config: constant LR, EWA, evals on a fixed token grid."""
+  """The study's own protocol on top of any config: constant LR, EWA, and evals log-spaced in
+  tokens, so a long large-batch run's crossing has the relative resolution of a short one's without
+  evaluating every few steps."""
   return {"mesh.data": 1, "data_budget_tokens": plan.max_budget,
           "schedule.warmup_tokens": plan.max_budget // 40, "ewa.decays": [0.99, 0.998],
           "eval.tokens": plan.eval_tokens, "eval.batch_size": 32,
-          "eval.every_tokens": plan.max_budget // plan.evals_per_budget, "eval.per_doubling": 0,
+          "eval.every_tokens": plan.budgets[0] // 4, "eval.per_doubling": plan.evals_per_doubling,
           "eval.dense_from_tokens": 0,
           "checkpoint.every_tokens": 10 * plan.max_budget, "log.every_steps": 100}
 
