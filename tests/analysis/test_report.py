@@ -29,6 +29,15 @@ def test_crossing_interpolates_log_loss_between_bracketing_evals():
   assert runs_lib.loss_at(evals, "eval_loss", 15, axis="step") == pytest.approx(2 * math.sqrt(2))
 
 
+def test_the_run_that_sets_the_target_at_its_last_eval_reaches_it():
+  # exp(log(y)) is one ulp above this y: the reference batch dropped out of the fit.
+  evals = [{"step": 48, "tokens": 20736, "eval_loss": 3.088438034057617},
+           {"step": 96, "tokens": 24576, "eval_loss": 3.071528673171997}]
+  target = runs_lib.loss_at(evals, "eval_loss", 24576)
+  assert target == 3.071528673171997
+  assert runs_lib.crossing(evals, "eval_loss", target) == 96
+
+
 def make_sweep(root, batches=(8, 16, 32, 64, 128, 256), b_opt=16, budget_steps=400):
   budget = b_opt * budget_steps * fake_runs.SEQ_LEN
   target = fake_runs.loss(budget_steps, b_opt, B_NOISE)
