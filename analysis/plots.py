@@ -63,7 +63,7 @@ def steps_vs_batch(groups: list[dict], path: str, metric: str | None = None) -> 
   """Steps to target vs batch size per group: the points, the a + b/B fit, linear scaling, the CBS
   with its bootstrap interval, and the runs that never reached the target (at their last step)."""
   fig, ax = _figure(width=10, height=5.2)
-  handles = []
+  handles, marked = [], False
   for i, g in enumerate(groups):
     color = f"C{i}"
     batch = np.array([r["batch_size"] for r in g["best"]], dtype=float)
@@ -73,6 +73,7 @@ def steps_vs_batch(groups: list[dict], path: str, metric: str | None = None) -> 
              if not r["reached"] and not r.get("capped") and r["final_step"] > 0]
     if never:
       ax.scatter(*zip(*never), marker="^", facecolors="none", edgecolors=color, zorder=3)
+      marked = True
     label = g["name"]
     if "cbs" in g and batch.size:
       grid = np.geomspace(batch.min() / 1.5, batch.max() * 1.5, 200)
@@ -90,9 +91,10 @@ def steps_vs_batch(groups: list[dict], path: str, metric: str | None = None) -> 
   handles += [Line2D([], [], color=gray, marker="o", ls="", label="best run per batch size"),
               Line2D([], [], color=gray, label="fit a + b/B"),
               Line2D([], [], color=gray, ls=":", label="linear scaling from B_opt"),
-              Line2D([], [], color=gray, ls="--", label="CBS (band: 95% bootstrap)"),
-              Line2D([], [], color=gray, marker="^", markerfacecolor="none", ls="",
-                     label="never reached the target\n(at its last step)")]
+              Line2D([], [], color=gray, ls="--", label="CBS (band: 95% bootstrap)")]
+  if marked:
+    handles.append(Line2D([], [], color=gray, marker="^", markerfacecolor="none", ls="",
+                          label="never reached the target\n(at its last step)"))
   ax.set_xscale("log", base=2)
   ax.set_yscale("log")
   ax.set_xlabel("batch size (sequences)")
