@@ -30,15 +30,24 @@ def _batch_guard(batch: int, rows: list[dict], default_ratio: float) -> dict:
   if not reached:
     return entry
   best = min(reached, key=lambda row: row["steps"])
-  entry.update(best_lr=best["lr"], best_run=best["run"])
-  low = default_ratio if len(lrs) < 2 else lrs[1] / lrs[0]
-  high = default_ratio if len(lrs) < 2 else lrs[-1] / lrs[-2]
-  if best["lr"] == lrs[0]:
-    entry["next_lrs"].append(_round(lrs[0] / low))
-  if best["lr"] == lrs[-1]:
-    entry["next_lrs"].append(_round(lrs[-1] * high))
+  entry.update(best_lr=best["lr"], best_run=best["run"], next_lrs=beyond_edge(lrs, best["lr"],
+                                                                            default_ratio))
   entry["best_lr_at_grid_edge"] = bool(entry["next_lrs"])
   return entry
+
+
+def beyond_edge(lrs: list[float], best_lr: float, default_ratio: float = 2.0) -> list[float]:
+  """The learning rates one step past each edge of the sorted grid `lrs` that `best_lr` sits on,
+  by the grid's own ratio there (`default_ratio` with one rate, which is both edges); [] when the
+  best is interior. Three significant digits, as run names write them."""
+  low = default_ratio if len(lrs) < 2 else lrs[1] / lrs[0]
+  high = default_ratio if len(lrs) < 2 else lrs[-1] / lrs[-2]
+  out = []
+  if best_lr == lrs[0]:
+    out.append(_round(lrs[0] / low))
+  if best_lr == lrs[-1]:
+    out.append(_round(lrs[-1] * high))
+  return out
 
 
 def _next_batch(batches: list[int], up: bool) -> int:
