@@ -117,6 +117,37 @@ class Sweep:
         self.train_grid(model, batch, b2, capped, steps, progress, done)
     return done
 
+  def extend_edges(self, model: Model, done: list[runs_lib.Run],
+                   progress: study_plan.Progress) -> list[runs_lib.Run]:
+    """Runs that move a best learning rate off its grid's edge at the smaller budgets too (the
+    grid was extended for the largest D while training; at a smaller D another rate can be best),
+    measured again after each round, up to `plan.lr_extensions` rates past the planned grid."""
+    p = self.plan
+    target = measure.target_loss([r for r in done if r.batch_size == p.b_opt], p.max_budget)
+    max_lrs = len(p.lr_multipliers) + p.lr_extensions
+    added: list[runs_lib.Run] = []
+    while p.lr_extensions:
+      groups = measure.measure(runs_lib.at_budgets(done + added, p.budgets), p.b_opt, samples=0)
+      extra = guards.lr_extensions(groups, max_lrs)
+      if not extra:
+        break
+      print(f"[study] d_model={model.d_model}: best learning rates on a grid edge at some budget; "
+            f"adding {', '.join(f'batch {b} lr {lr:g}' for b, lr in extra)}", flush=True)
+      for batch, lr in extra:
+        tokens = p.max_budget
+        overrides = {"train_tokens": p.max_budget}
+        if batch != p.b_opt:
+          cap = measure.step_cap(done + added, batch, target)
+          tokens = min(16 * p.max_budget, 4 * p.max_budget if math.isinf(cap) else
+                       two_phase.capped_tokens(cap, batch, self.seq_len, p.budgets[0]))
+          overrides = {"train_tokens": tokens, "train.stop_loss": round(target, 6)}
+        run = self.run(model, batch, lr, 0.95, overrides)
+        progress.add(run.name, study_plan.expected_cost(batch, tokens, model.d_model,
+                                                        self.seq_len))
+        self.record(run)
+        added.append(train(run, self.root, progress))
+    return added
+
   def train_grid(self, model: Model, batch: int, b2: float, overrides, score,
                  progress: study_plan.Progress, done: list[runs_lib.Run]) -> None:
     """The learning rates of one batch size (and b2), appended to `done` as they finish: the
@@ -189,6 +220,8 @@ def cbs_study(root: str, plan: Plan, bootstrap: int = 1000, theory_blocks=None,
         f"{plan.b_opt}), data budgets {plan.budgets} tokens, ablation at d_model="
         f"{ablation_model.d_model}, D={plan.ablation_budget:,}; root {root}", flush=True)
   main_runs = {m.d_model: sweep.train_model(m, progress) for m in models}
+  for m in models:
+    main_runs[m.d_model] += sweep.extend_edges(m, main_runs[m.d_model], progress)
   ablation_root = os.path.join(root, "ablation")
   backends.write_manifest(epath.Path(ablation_root), COMMAND + " (ablation)", extra, setup)
   done_extra = [train(r, ablation_root, progress) for r in extra]
