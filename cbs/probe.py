@@ -73,7 +73,7 @@ def branch_runs(workdir: epath.Path, parent: dict, point: dict, ks: list[float],
 
   batch_cfg = parent["batch"]
   lr_now = parent["optimizer"]["lr"] * (point["batch"] / batch_cfg["size"]) ** (
-      batch_schedules.LR_SCALINGS[batch_cfg["lr_scaling"]])
+      batch_schedules.LR_SCALINGS[batch_cfg["lr_scaling"]].build)
   inherited = base.changed(parent)
   runs = []
   for k in ks:

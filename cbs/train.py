@@ -31,7 +31,7 @@ from cbs import models
 from cbs import optim
 from cbs import perf
 from cbs import records
-from cbs import schedules
+from cbs import lr_schedules
 from cbs import sharding
 from cbs import step as step_lib
 from cbs import train_state
@@ -97,9 +97,9 @@ def evaluate(eval_fn, state: train_state.State, batches: list, batch_sharding,
           for key, parts in sums.items()}
 
 
-def step_compiler(config: ml_collections.ConfigDict, layout: train_state.Layout,
+def step_compiler(config: ml_collections.ConfigDict, state_layout: train_state.StateLayout,
                   tx: optax.GradientTransformation, mesh, rules) -> Callable:
-  """key (batch, microbatches, statistics) -> the train step compiled ahead of time for that layout.
+  """key (batch, microbatches, statistics) -> the train step compiled ahead of time for that state_layout.
 
   Shardings are explicit and the state is donated, so a step updates it in place. Statistics
   variants take the devices' local gradients as groups where `step.local_groups` allows it.
@@ -107,25 +107,25 @@ def step_compiler(config: ml_collections.ConfigDict, layout: train_state.Layout,
   replicated = sharding.replicated(mesh)
   batch_sharding = sharding.batch_sharding(mesh, rules)
   data_parallel = sharding.data_parallel_size(mesh, rules)
-  device_groups = step_lib.local_groups(layout.shardings["params"], mesh, dict(rules).get("batch"))
+  device_groups = step_lib.local_groups(state_layout.shardings["params"], mesh, dict(rules).get("batch"))
   ewa_abstract = {name: jax.ShapeDtypeStruct((), jnp.float32) for name in ewa.names(config.ewa)}
   seq_len = config.data.seq_len
 
   def compile_step(key: controller_lib.StepKey):
     size, groups, statistics = key
     step_fn = jax.jit(
-        functools.partial(step_lib.train_step, graphdef=layout.graphdef, tx=tx, groups=groups,
+        functools.partial(step_lib.train_step, graphdef=state_layout.graphdef, tx=tx, groups=groups,
                           data_parallel=data_parallel, statistics=statistics,
                           device_groups=device_groups,
                           skip_nonfinite=config.train.on_nonfinite == "skip"),
-        in_shardings=(layout.shardings, batch_sharding, replicated, replicated, replicated),
-        out_shardings=(layout.shardings, replicated),
+        in_shardings=(state_layout.shardings, batch_sharding, replicated, replicated, replicated),
+        out_shardings=(state_layout.shardings, replicated),
         donate_argnums=0)
     batch = {name: jax.ShapeDtypeStruct((size, seq_len), dtype, sharding=batch_sharding)
              for name, dtype in (("inputs", jnp.int32), ("targets", jnp.int32),
                                  ("weights", jnp.float32))}
     scalar = jax.ShapeDtypeStruct((), jnp.float32)
-    return step_fn.lower(layout.abstract, batch, scalar, scalar, ewa_abstract).compile()
+    return step_fn.lower(state_layout.abstract, batch, scalar, scalar, ewa_abstract).compile()
 
   return compile_step
 
@@ -156,7 +156,7 @@ def restore(checkpoints: checkpoint.Checkpoints, config: ml_collections.ConfigDi
 
   A checkpoint that does not fit the model is the config's problem: one line naming the step, the
   mismatch and the config keys that changed, with the conversion command for the unrolled <->
-  scanned layout. `train.restart_if_unrestorable` makes "none restores" a deliberate fresh start.
+  scanned state_layout. `train.restart_if_unrestorable` makes "none restores" a deliberate fresh start.
   """
   try:
     return checkpoints.restore_latest(abstract_state)
@@ -210,13 +210,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   workdir.mkdir(parents=True, exist_ok=True)
   is_main_host = jax.process_index() == 0
 
-  # ---- Mesh and state layout ----------------------------------------------------------------------
+  # ---- Mesh and state layout -----------------------------------------------------------------------
   mesh = sharding.make_mesh(config.mesh)
   rules = sharding.logical_rules(config.mesh)
   batch_sharding = sharding.batch_sharding(mesh, rules)
   tx = optim.make(config.optimizer, models.hidden_lr_scale(config.model))
-  layout = train_state.layout(config, data.vocab_size, tx, mesh, rules)
-  lr_at = schedules.make(config.schedule, config.optimizer.lr, config.train_tokens)
+  state_layout = train_state.state_layout(config, data.vocab_size, tx, mesh, rules)
+  lr_at = lr_schedules.make(config.schedule, config.optimizer.lr, config.train_tokens)
   counts = models.param_counts(config.model, data.vocab_size)
   logging.info("mesh %s, parameters %s (non-embedding %s)", dict(mesh.shape), f"{counts['total']:,}",
                f"{counts['non_embedding']:,}")
@@ -224,31 +224,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   # ---- Compiled steps -----------------------------------------------------------------------------
   replicated = sharding.replicated(mesh)
   data_parallel = sharding.data_parallel_size(mesh, rules)
-  compile_step = step_compiler(config, layout, tx, mesh, rules)
+  compile_step = step_compiler(config, state_layout, tx, mesh, rules)
   microbatch = None  # batch.microbatch as configured
   if config.batch.microbatch == layout_lib.AUTO:
     try:
       microbatch = fit.auto_microbatch(config.batch, data_parallel, compile_step)
     except ValueError as e:  # nothing fits: the user's to fix
       raise validation.ConfigError(str(e)) from None
-  local_groups = step_lib.local_groups(layout.shardings["params"], mesh,
+  local_groups = step_lib.local_groups(state_layout.shardings["params"], mesh,
                                        dict(rules).get("batch")) is not None
   controller = controller_lib.Controller(config.batch, data_parallel, compile_step, local_groups,
                                          microbatch)
   eval_step = jax.jit(
-      functools.partial(step_lib.eval_step, graphdef=layout.graphdef),
-      in_shardings=(layout.shardings["params"], batch_sharding),
+      functools.partial(step_lib.eval_step, graphdef=state_layout.graphdef),
+      in_shardings=(state_layout.shardings["params"], batch_sharding),
       out_shardings=replicated)
 
   # ---- Init or restore ----------------------------------------------------------------------------
   checkpoints = checkpoint.Checkpoints(workdir, config.checkpoint.keep)
-  restored = restore(checkpoints, config, layout.abstract)
+  restored = restore(checkpoints, config, state_layout.abstract)
   fresh = restored is None
   if fresh and config.train.init_from:
-    state, progress = branch_from(config, layout.abstract)
+    state, progress = branch_from(config, state_layout.abstract)
     data.train.set_state(progress["data"])
   elif fresh:
-    state = train_state.create(config, data.vocab_size, layout, mesh, rules)
+    state = train_state.create(config, data.vocab_size, state_layout, mesh, rules)
     progress = {"step": 0, "tokens": 0, "seed": config.seed}
   else:
     state, progress = restored

@@ -53,9 +53,6 @@ def rope(x_BxLxHxK: jax.Array, theta: float) -> jax.Array:
   return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x_BxLxHxK.dtype)
 
 
-ATTENTION = ("auto", "einsum", "xla", "cudnn")
-
-
 def attention_implementation(requested: str, platform: str, dtype) -> str:
   """`auto`: cuDNN flash attention on GPUs in 16-bit compute (it supports no float32), otherwise
   explicit einsums (the fastest of the XLA forms on CPU: 1.6x `jax.nn.dot_product_attention`'s)."""
