@@ -5,6 +5,7 @@ position) and computes the learning rate and EWA decays from the token count, so
 waits on the host and the host reads device values only at logging, eval and checkpoint points.
 """
 
+import contextlib
 import functools
 import json
 import signal
@@ -48,19 +49,25 @@ class NonFiniteError(RuntimeError):
   """The loss or gradient became NaN/Inf under `train.on_nonfinite=stop`."""
 
 
-class StopRequest:
+class StopRequest(contextlib.AbstractContextManager):
   """SIGTERM / SIGINT ask the loop to finish its step, checkpoint and return (preemption).
 
-  Installed only in the main thread (signals cannot be caught elsewhere); `restore` puts the
-  previous handlers back.
+  Installed only in the main thread (signals cannot be caught elsewhere), on entering; leaving
+  (`restore`) puts the previous handlers back.
   """
 
   def __init__(self):
     self._event = threading.Event()
     self._previous = {}
+
+  def __enter__(self) -> "StopRequest":
     if threading.current_thread() is threading.main_thread():
       for sig in (signal.SIGTERM, signal.SIGINT):
         self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self.restore()
 
   def _handle(self, signum, frame) -> None:
     del frame
@@ -137,13 +144,13 @@ def branch_from(config: ml_collections.ConfigDict, abstract_state) -> tuple[dict
   position exactly; its own config decides the batch size and learning rate from there on.
   """
   parent = checkpoint.Checkpoints(config.train.init_from, keep=1_000_000)
-  step = config.train.init_step if config.train.init_step >= 0 else parent.latest_step()
-  if step is None or step not in parent.all_steps():
-    raise validation.ConfigError(
-        f"train.init_from={config.train.init_from!r} has no checkpoint at step "
-        f"{config.train.init_step} (it has {parent.all_steps()})")
-  state, progress = parent.restore(step, abstract_state)
-  parent.close()
+  with contextlib.closing(parent):
+    step = config.train.init_step if config.train.init_step >= 0 else parent.latest_step()
+    if step is None or step not in parent.all_steps():
+      raise validation.ConfigError(
+          f"train.init_from={config.train.init_from!r} has no checkpoint at step "
+          f"{config.train.init_step} (it has {parent.all_steps()})")
+    state, progress = parent.restore(step, abstract_state)
   logging.info("branched from %s at step %d (%s tokens)", config.train.init_from, step,
                f"{progress['tokens']:,}")
   return state, {k: progress[k] for k in ("step", "tokens", "seed", "data", "skipped_steps")
@@ -197,13 +204,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   Returns the final progress record, with `resumed_from` (the restored step, None for a fresh
   start) and `steps_run` (steps trained by this call). Running again with the same workdir resumes
-  from its latest checkpoint; a finished run returns at once.
+  from its latest checkpoint; a finished run returns at once. Whatever way it ends, it leaves no
+  thread, signal handler, open checkpoint manager or writer behind.
   """
+  with contextlib.ExitStack() as resources:
+    return _train(config, workdir, stop_after_steps, resources)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: int | None,
+           resources: contextlib.ExitStack) -> dict:
+  """`train_and_evaluate`, whose resources `resources` releases on every way out."""
   # ---- Data -------------------------------------------------------------------------------------
   try:
     data = data_lib.make(config, jax.process_index(), jax.process_count())
   except ValueError as e:  # missing files, splits, fields, vocabularies: the user's to fix
     raise validation.ConfigError(str(e)) from None
+  resources.callback(data.train.close)
   seq_len = config.data.seq_len
   workdir = epath.Path(workdir)
   validation.check_workdir(config, workdir)
@@ -235,6 +251,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                                        dict(rules).get("batch")) is not None
   controller = controller_lib.Controller(config.batch, data_parallel, compile_step, local_groups,
                                          microbatch)
+  resources.callback(controller.close)
   eval_step = jax.jit(
       functools.partial(step_lib.eval_step, graphdef=state_layout.graphdef),
       in_shardings=(state_layout.shardings["params"], batch_sharding),
@@ -242,6 +259,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   # ---- Init or restore ----------------------------------------------------------------------------
   checkpoints = checkpoint.Checkpoints(workdir, config.checkpoint.keep)
+  resources.callback(checkpoints.close)
   restored = restore(checkpoints, config, state_layout.abstract)
   fresh = restored is None
   if fresh and config.train.init_from:
@@ -263,12 +281,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                  f"{progress['tokens']:,}")
     if is_main_host and not (workdir / "done.json").exists():  # stopped between the two writes
       _mark_done(workdir, progress["step"], progress["tokens"])
-    checkpoints.close()
-    controller.close()
-    data.train.close()
     return {**progress, "resumed_from": resumed_from, "steps_run": 0}
 
   writer = metrics.make_writer(workdir, is_main_host)
+  resources.callback(writer.close)
   config_json = config.to_dict()
   if fresh:
     if is_main_host:
@@ -290,9 +306,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                      peak, mesh.devices.size)
   logging.info("MFU against %s FLOP/s per device (%s)", f"{peak:.3g}", peak_source)
   profile = perf.ProfileWindow(workdir, config.profile.start_tokens, config.profile.steps, tokens)
+  resources.callback(profile.stop)
   steps_this_run = 0
   skipped = progress.get("skipped_steps", 0)
-  stop_request = StopRequest()
+  stop_request = resources.enter_context(StopRequest())
   controller.prepare(controller.size)
   while tokens < config.train_tokens:
     waited = time.monotonic()
@@ -339,9 +356,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       bad = [(s, r["tokens"]) for s, r in fetched if r["nonfinite"]]
       if bad and config.train.on_nonfinite == "stop":
         checkpoints.wait()  # the last good checkpoint is complete before the run ends
-        controller.close()
-        data.train.close()
-        stop_request.restore()
         latest = checkpoints.latest_step()
         kept = (f"the latest complete checkpoint is step {latest} in {workdir}" if latest is not None
                 else f"no checkpoint was written yet in {workdir}")
@@ -377,12 +391,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   profile.stop(state)
   checkpoints.wait()
-  checkpoints.close()
-  controller.close()
-  data.train.close()
-  writer.flush()
-  writer.close()
-  stop_request.restore()
   progress = {**progress, "resumed_from": resumed_from, "steps_run": steps_this_run}
   if preempted and not done:
     progress["preempted"] = True

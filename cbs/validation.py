@@ -48,12 +48,14 @@ class CrossCheck:
   examples: tuple[registry.Overrides, ...]
 
 
+_DEFAULTS = config_keys.flat(base.get_config())
+# Every key a config may hold, sections included (`--config.batch=...` is a key too).
+KNOWN_KEYS = frozenset(_DEFAULTS) | {k.rsplit(".", i)[0] for k in _DEFAULTS for i in (1, 2)}
+
+
 def unknown_key(key: str) -> str:
   """The refusal of a key that `configs/base.py` does not define, naming the closest one."""
   return f"{key} is not a config key{registry.closest(key, _DEFAULTS)}"
-
-
-_DEFAULTS = config_keys.flat(base.get_config())
 
 
 def check_keys(config: ml_collections.ConfigDict) -> None:
