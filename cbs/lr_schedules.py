@@ -48,28 +48,22 @@ def _rsqrt(cfg, t, span, total):
   return np.sqrt(timescale / (timescale + np.minimum(t, span)))
 
 
-def _fraction(key: str):
-  def check(config: ml_collections.ConfigDict) -> None:
-    value = registry.lookup(config, key)
-    registry.require(0 <= value <= 1, f"{key}={value!r} must be in [0, 1]")
-  return check
-
-
-def _check_rsqrt(config: ml_collections.ConfigDict) -> None:
-  value = config.schedule.rsqrt_tokens
-  registry.require(value > 0 or value == -1,
-                   f"schedule.rsqrt_tokens={value!r} must be positive, or -1 (= warmup_tokens)")
+def _check_wsd(config: ml_collections.ConfigDict) -> None:
+  s = config.schedule
+  decay = s.decay_fraction * config.train_tokens
+  registry.require(s.warmup_tokens + decay <= config.train_tokens,
+                   f"schedule.decay_fraction={s.decay_fraction}: the wsd decay ({decay:.0f} tokens) "
+                   f"and schedule.warmup_tokens={s.warmup_tokens} are longer than the run "
+                   f"(train_tokens={config.train_tokens})")
 
 
 SCHEDULES: registry.Registry[registry.Choice[Shape]] = registry.Registry("schedule.name", {
     "constant": registry.Choice(_constant),
     "linear_to_zero": registry.Choice(_linear_to_zero),
-    "cosine": registry.Choice(_cosine, _fraction("schedule.final_fraction"),
-                              ({"schedule.name": "cosine", "schedule.final_fraction": 1.5},)),
-    "wsd": registry.Choice(_wsd, _fraction("schedule.decay_fraction"),
-                           ({"schedule.name": "wsd", "schedule.decay_fraction": -0.1},)),
-    "rsqrt": registry.Choice(_rsqrt, _check_rsqrt,
-                             ({"schedule.name": "rsqrt", "schedule.rsqrt_tokens": 0},)),
+    "cosine": registry.Choice(_cosine),
+    "wsd": registry.Choice(_wsd, _check_wsd, ({"schedule.name": "wsd", "schedule.warmup_tokens": 500_000,
+                                               "schedule.decay_fraction": 0.6},)),
+    "rsqrt": registry.Choice(_rsqrt),
 }, unknown_example="cosin")
 NAMES = SCHEDULES.names
 

@@ -75,15 +75,6 @@ def _positive_warmup(config: ml_collections.ConfigDict) -> None:
           f"(train_tokens={config.train_tokens})")
 
 
-def _wsd_decay(config: ml_collections.ConfigDict) -> None:
-  s = config.schedule
-  decay = s.decay_fraction * config.train_tokens
-  require(s.name != "wsd" or s.warmup_tokens + decay <= config.train_tokens,
-          f"schedule.decay_fraction={s.decay_fraction}: the wsd decay ({decay:.0f} tokens) and "
-          f"schedule.warmup_tokens={s.warmup_tokens} are longer than the run "
-          f"(train_tokens={config.train_tokens})")
-
-
 def _log_spaced_evals(config: ml_collections.ConfigDict) -> None:
   require(config.eval.per_doubling == 0 or config.eval.every_tokens > 0,
           f"eval.per_doubling={config.eval.per_doubling} needs eval.every_tokens > 0 (the first "
@@ -151,8 +142,6 @@ def _microbatch(config: ml_collections.ConfigDict, num_devices: int) -> None:
 # Checks of several keys; those that need the device count get it from `validate`.
 CROSS_CHECKS: tuple[CrossCheck, ...] = (
     CrossCheck(_positive_warmup, ({"schedule.warmup_tokens": 5_000_000},)),
-    CrossCheck(_wsd_decay, ({"schedule.name": "wsd", "schedule.warmup_tokens": 500_000,
-                             "schedule.decay_fraction": 0.6},)),
     CrossCheck(_log_spaced_evals, ({"eval.per_doubling": 4, "eval.every_tokens": 0},)),
     CrossCheck(_one_decay, ({"optimizer.weight_decay": 0.1, "optimizer.wd_timescale": 0.2},)),
     CrossCheck(_growth_cap, ({"batch.max_size": 16},)),

@@ -46,11 +46,11 @@ def _as_config_error(check: Callable[[], object]) -> None:
 
 
 def _check_text_files(config: ml_collections.ConfigDict) -> None:
+  vocab.VOCABULARIES.check(config)
   from cbs.data import text_files  # noqa: PLC0415
   _as_config_error(lambda: text_files.resolve(config.data.files))
   if config.data.eval_files:
     _as_config_error(lambda: text_files.resolve(config.data.eval_files))
-  vocab.VOCABULARIES.check(config)
 
 
 def _check_prepared(config: ml_collections.ConfigDict) -> None:
@@ -73,12 +73,10 @@ def _check_seqio(config: ml_collections.ConfigDict) -> None:
 
 
 SOURCES: registry.Registry[Source] = registry.Registry("data.source", {
-    "synthetic": Source(_synthetic, _check_synthetic, ({"model.vocab_size": 100},)),
+    "synthetic": Source(_synthetic, _check_synthetic, ({"model.vocab_size": 16},)),
     "text_files": Source(_text, _check_text_files, (
         {"data.source": "text_files", "data.files": ""},
-        {"data.source": "text_files", "data.files": "/nonexistent/*.jsonl"},
-        {"data.source": "text_files", "data.files": "README.md,Makefile",
-         "data.eval_files": "/nonexistent/eval.jsonl"})),
+        {"data.source": "text_files", "data.files": "/nonexistent/*.jsonl"})),
     "prepared": Source(_text, _check_prepared, (
         {"data.source": "prepared"},
         {"data.source": "prepared", "data.prepared_dir": "/nonexistent"})),

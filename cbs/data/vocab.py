@@ -87,12 +87,12 @@ def _check_file(config: ml_collections.ConfigDict) -> None:
 
 
 def _check_byte(config: ml_collections.ConfigDict) -> None:
-  size = config.model.vocab_size
-  registry.require(size == -1 or size >= BYTE_VOCAB_SIZE,
-                   f"model.vocab_size={size} is smaller than the byte vocabulary ({BYTE_VOCAB_SIZE})")
+  size, rows = config.model.vocab_size, padded_rows(BYTE_VOCAB_SIZE)
+  registry.require(size == -1 or size >= rows,
+                   f"model.vocab_size={size} is smaller than the byte vocabulary ({rows} rows)")
 
 
-_TEXT = {"data.source": "text_files", "data.files": "README.md,Makefile"}
+_TEXT = {"data.source": "text_files"}  # the data sources that read text check their vocabulary
 VOCABULARIES = registry.Registry("data.vocab", {
     BYTE: registry.Choice(_byte, _check_byte, ({**_TEXT, "model.vocab_size": 100},)),
     "sentencepiece": registry.Choice(_sentencepiece, _check_file,
@@ -131,6 +131,11 @@ def encode_documents(texts: Iterator[str], vocabulary, chunk: int = 256) -> Iter
     yield from encode_batch(batch, vocabulary)
 
 
-def padded_size(vocabulary, multiple: int = 128) -> int:
-  """Embedding rows for this vocabulary: rounded up so the `vocab` axis splits over model devices."""
-  return -(-vocabulary.vocab_size // multiple) * multiple
+def padded_rows(vocab_size: int, multiple: int = 128) -> int:
+  """Embedding rows for a vocabulary: rounded up so the `vocab` axis splits over model devices."""
+  return -(-vocab_size // multiple) * multiple
+
+
+def padded_size(vocabulary) -> int:
+  """`padded_rows` of a vocabulary object."""
+  return padded_rows(vocabulary.vocab_size)
