@@ -141,7 +141,7 @@ def check(config, topology: str, slices: int = 1) -> dict:
   from cbs import validation  # noqa: PLC0415
   from cbs.batching import controller as controller_lib  # noqa: PLC0415
   from cbs.batching import fit  # noqa: PLC0415
-  from cbs.batching import state_layout as layout_lib  # noqa: PLC0415
+  from cbs.batching import layout as layout_lib  # noqa: PLC0415
 
   validation.validate(config, len(devices))
   vocab = vocab_rows(config)

@@ -121,8 +121,7 @@ def probe(workdir: str, at_tokens: list[int], ks: list[float], branch_tokens: in
   runs = [r for p in points for r in branch_runs(workdir, parent, p, ks, branch_tokens, lr_exponent)]
   backends.write_manifest(root, "cbs.probe", runs)
   todo = [r for r in runs if not outcome.is_settled(root / r.name)]
-  {"inprocess": backends.run_inprocess, "local": backends.run_local,
-   "gpus": backends.run_gpus}[backend](todo, root)
+  backends.WAITING[backend](todo, root)
   backends.write_manifest(root, "cbs.probe", runs)
   parent_records = records.read_records(workdir)
   results = []

@@ -299,7 +299,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: in
 
   # ---- Loop ---------------------------------------------------------------------------------------
   step, tokens = progress["step"], progress["tokens"]
-  progress_log = metrics.Progress(config.train_tokens, tokens)
+  progress_log = metrics.ProgressLog(config.train_tokens, tokens)
   pending: list[tuple[int, dict]] = []
   peak, peak_source = flops.device_peak_flops(config.model.dtype)
   meter = perf.Meter(tokens, flops.train_flops_per_token(config.model, data.vocab_size, seq_len),
