@@ -65,7 +65,6 @@ SCHEDULES: registry.Registry[registry.Choice[Shape]] = registry.Registry("schedu
                                                "schedule.decay_fraction": 0.6},)),
     "rsqrt": registry.Choice(_rsqrt),
 }, unknown_example="cosin")
-NAMES = SCHEDULES.names
 
 
 def make(schedule_cfg: ml_collections.ConfigDict, peak_lr: float, train_tokens: int) -> Schedule:

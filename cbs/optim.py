@@ -19,10 +19,10 @@ import optax
 from flax import nnx
 
 from cbs import registry
+from cbs.models.transformer import LAYERS as STACKED_AXIS
 
-# Logical axes that name a parameter's role: a stack of scanned blocks does not make a vector a
-# matrix, and a matrix with a vocabulary axis is an input or output embedding.
-STACKED_AXIS = "layers"
+# Logical axes that name a parameter's role: a stack of scanned blocks (STACKED_AXIS) does not make
+# a vector a matrix, and a matrix with a vocabulary axis is an input or output embedding.
 VOCAB_AXIS = "vocab"
 
 
@@ -74,7 +74,6 @@ OPTIMIZERS = registry.Registry("optimizer.name", {
     "signum": Optimizer(_signum, True, _no_nesterov("signum"),
                         ({"optimizer.name": "signum", "optimizer.nesterov": True},)),
 }, unknown_example="adamx")
-NAMES = OPTIMIZERS.names
 
 
 def logical_axes(leaf) -> tuple[str, ...] | None:
