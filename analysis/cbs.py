@@ -28,6 +28,8 @@ from analysis import plots
 from analysis import report as report_lib
 from analysis import run_report
 from analysis import runs as runs_lib
+from analysis import scaling_laws
+from analysis import study_report
 
 
 def read_table(path: str) -> dict[str, dict]:
@@ -110,6 +112,10 @@ def build_report(root: str, out: str, b_opt: int, threshold: float, metric: str,
   measured = runs_lib.at_budgets(all_runs, budgets) if budgets else all_runs
   groups = [] if skip_cbs else measure.measure(measured, b_opt, threshold, metric, target)
   laws = measure.scaling(groups, b_opt, threshold, samples)
+  fitted = [g for g in groups if "cbs" in g]
+  answer = {}
+  if len({g["n_params"] for g in fitted}) >= 2 and len({g["tokens"] for g in fitted}) >= 2:
+    answer = scaling_laws.answer(groups, b_opt, threshold, samples)
   blocks = [report_lib.heading("Critical batch size report", 1),
             report_lib.code(command),
             report_lib.paragraph(
@@ -119,6 +125,8 @@ def build_report(root: str, out: str, b_opt: int, threshold: float, metric: str,
                 f" CBS = largest batch within {threshold:.0%} of linear scaling from B_opt={b_opt}: "
                 f"from the fit steps = a + b/B, B* = (1+t) B_opt + t b/a; 'points' applies the "
                 "rule to the measured points.")]
+  if answer:
+    blocks += study_report.answer_blocks(answer, groups, out)
   if any(g["best"] for g in groups):
     blocks += [report_lib.heading("CBS per model and data budget"), report_lib.table(
         ["group", "N", "D (tokens)", "target loss", "a (S_min)", "b", "B_noise", "CBS (fit)",
@@ -189,7 +197,7 @@ def build_report(root: str, out: str, b_opt: int, threshold: float, metric: str,
                                  for p in probe["points"]]),
                report_lib.image(plots.local_cbs(r, probe, os.path.join(out, f"local_cbs_{i}.png")),
                                 "Local CBS (probes), online noise scale and the run's batch size")]
-  results = {"command": command, "root": root, "groups": groups, "scaling": laws,
+  results = {"command": command, "root": root, "groups": groups, "scaling": laws, "answer": answer,
              "schedules": comparison, "probes": probes}
   return blocks, results
 
@@ -225,17 +233,22 @@ def cmd_report(args, argv: list[str], extra_blocks=lambda out: []) -> dict:
   budgets = [int(float(d)) for d in args.budgets.split(",")] if args.budgets else []
   blocks, results = build_report(args.root, out, args.b_opt, args.threshold, args.ewa,
                                  args.target, args.bootstrap, command, budgets, args.skip_cbs)
-  md, html_path = report_lib.write(blocks + extra_blocks(out), out, "Critical batch size report")
-  with open(os.path.join(out, "results.json"), "w") as f:
-    json.dump(results, f, indent=2, default=float)
-  write_table_csv(results["groups"], os.path.join(out, "cbs_table.csv"))
+  save(blocks + extra_blocks(out), results, out)
   for g in results["groups"]:
     print(f"{g['name']}: target {g['target']:.4f}, CBS {g.get('cbs', math.nan):.1f} sequences "
           f"(a={g.get('a', math.nan):.4g}, b={g.get('b', math.nan):.4g}; "
           f"not reached: {sum(not r['capped'] for r in g['runs'] if not r['reached'])} run(s), "
           f"capped before the target: {sum(r['capped'] for r in g['runs'])})")
-  print(f"report: {html_path}\n        {md}")
   return results
+
+
+def save(blocks: list, results: dict, out: str) -> None:
+  """report.md, report.html, results.json and the re-fittable cbs_table.csv under `out`."""
+  md, html_path = report_lib.write(blocks, out, "Critical batch size report")
+  with open(os.path.join(out, "results.json"), "w") as f:
+    json.dump(results, f, indent=2, default=float)
+  write_table_csv(results["groups"], os.path.join(out, "cbs_table.csv"))
+  print(f"report: {html_path}\n        {md}")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -121,11 +121,15 @@ def measure(all_runs: list[runs_lib.Run], b_opt: int = 256, threshold: float = 0
 
 def scaling(results: list[dict], b_opt: int, threshold: float, samples: int = 1000,
             seed: int = 0) -> dict:
-  """CBS = d N^beta over groups differing in N, and CBS = d D^gamma over groups differing in D."""
+  """CBS = d N^beta over groups differing in N, and CBS = d D^gamma over groups differing in D.
+
+  A one-variable law is only fitted while the other variable is fixed: across groups that vary
+  both, it would mix the two effects (`analysis.scaling_laws` fits them jointly).
+  """
   usable = [r for r in results if "cbs" in r]
   out = {}
-  for key in ("n_params", "tokens"):
-    if len({r[key] for r in usable}) < 2:
+  for key, other in (("n_params", "tokens"), ("tokens", "n_params")):
+    if len({r[key] for r in usable}) < 2 or len({r[other] for r in usable}) > 1:
       continue
     data = [{key: r[key], "batch_sizes": [b["batch_size"] for b in r["best"]],
              "steps": [b["steps"] for b in r["best"]]} for r in usable]

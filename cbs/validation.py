@@ -36,6 +36,7 @@ require = registry.require
 # Every named choice of the config. `data.vocab` is checked by the sources that read text.
 REGISTRIES: tuple[registry.Registry, ...] = (
     choices.MODELS, choices.DTYPES, choices.ATTENTION, choices.REMAT, choices.PARAMETERIZATIONS,
+    choices.QK_NORMS, choices.GELUS, choices.OUT_INITS,
     data.SOURCES, vocab.VOCABULARIES, optim.OPTIMIZERS, lr_schedules.SCHEDULES,
     batch_schedules.SCHEDULES, layout.ROUNDINGS, batch_schedules.LR_SCALINGS)
 _CHECKED_BY_OTHERS = (vocab.VOCABULARIES,)

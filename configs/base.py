@@ -33,6 +33,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.dtype = "float32"  # compute dtype: float32 | bfloat16 (parameters always float32)
   c.model.norm_eps = 1e-5  # epsilon of LayerNorm / RMSNorm
   c.model.rope_theta = 10_000.0  # RoPE base frequency
+  # The paper model follows the OLMo code of Zhang et al. 2024 by default:
+  c.model.qk_norm = "auto"  # full (whole q / k vectors) | head (per head) | none; auto: paper full, llama none
+  c.model.gelu = "exact"  # paper MLP activation: exact (erf, the paper's) | tanh (approximation)
+  c.model.out_init = "layer"  # residual projections' init x 1/sqrt(2 (l+1)) at block l | depth: 1/sqrt(2 L)
   # sp (standard) | mup (maximal update parameterization, Yang et al. 2022: embedding init and Adam
   # lr of vectors fixed, hidden-matrix Adam lr x base_width / d_model, logits x base_width / d_model,
   # attention scores / d_head); equal to sp at d_model = base_width.

@@ -4,45 +4,66 @@ import json
 import math
 import pathlib
 
+import pytest
+
+from launch import cbs_study
 from launch import study
+from launch import study_plan
 from tests.data import corpus
 
 
-def test_quick_cbs_study_reports_a_cbs_inside_the_swept_range(tmp_path, capsys):
+def test_quick_cbs_study_answers_data_or_model_size(tmp_path, capsys):
   root = tmp_path / "cbs"
   assert study.main(["cbs", "--quick", "--root", str(root)]) == 0
   out = capsys.readouterr().out
-  assert "3/3 runs done" in out and "report: " in out
+  assert "100.0% of the work, 11/11 runs" in out and "report: " in out and "ETA ~" in out
   results = json.loads((root / "report" / "results.json").read_text())
   groups = results["groups"]
-  assert [g["tokens"] for g in groups] == study.QUICK.budgets
+  plan = study.QUICK
+  assert len({g["n_params"] for g in groups}) == len(plan.widths) >= 2
+  assert sorted({g["tokens"] for g in groups}) == plan.budgets and len(plan.budgets) >= 2
   for g in groups:
-    assert math.isfinite(g["cbs"]) and study.QUICK.batches[0] <= g["cbs"] <= study.QUICK.batches[-1]
+    assert math.isfinite(g["cbs"]) and plan.batches[0] <= g["cbs"] <= plan.batches[-1]
     assert not g["unreached"]
-  assert "tokens" in results["scaling"]
-  html = (root / "report" / "report.html").read_text()
-  assert html.count("data:image/png;base64,") >= 2 + len(groups)
+  answer = results["answer"]
+  for key in ("alpha", "beta"):
+    lo, hi = answer[f"{key}_ci"]
+    assert math.isfinite(answer[key]) and lo <= answer[key] <= hi
+  assert "coupled" in answer and answer["sentence"].startswith("At this scale the CBS")
+  md = (root / "report" / "report.md").read_text()
+  assert md.index("## Answer: does the CBS scale") < md.index("## CBS per model and data budget")
+  assert "(cbs_vs_n_and_d.png)" in md and "## Protocol ablation" in md
+  assert (root / "report" / "cbs_vs_n_and_d.png").stat().st_size > 10_000
+  ablation = results["ablation"]
+  assert [r["batch_size"] for r in ablation["schedules"]] == list(plan.ablation_batches)
+  assert all(math.isfinite(r[k]) for r in ablation["schedules"] for k in ("cosine", "wsd"))
+  assert [r["batch_size"] for r in ablation["b2"]] == list(plan.b2_batches)
   # A rerun trains nothing and reproduces the table.
   assert study.main(["cbs", "--quick", "--root", str(root)]) == 0
-  assert capsys.readouterr().out.count("reused") == 3
+  assert capsys.readouterr().out.count("reused") == 11
   again = json.loads((root / "report" / "results.json").read_text())["groups"]
   assert [g["cbs"] for g in again] == [g["cbs"] for g in groups]
 
 
-def test_quick_adaptive_study_compares_schedules_at_equal_tokens(tmp_path):
+def test_quick_adaptive_study_compares_schedules_at_equal_tokens_and_steps(tmp_path):
   root = tmp_path / "adaptive"
   assert study.main(["adaptive", "--quick", "--root", str(root)]) == 0
-  table = json.loads((root / "report" / "results.json").read_text())["schedules"]
-  rows = {r["run"]: r for r in table["rows"]}
-  small, large = (study.make_run(b, study.lr_center(b), {}).name for b in (4, 16))
-  assert set(rows) == {small, large, "schedule=ramp", "schedule=norm"}
+  results = json.loads((root / "report" / "results.json").read_text())
+  rows = {r["run"]: r for r in results["schedules"]["rows"]}
+  small, large = (study_plan.make_run(b, study_plan.lr_center(b), {}).name for b in (4, 16))
+  assert set(rows) == {small, large, "schedule=ramp", "schedule=norm", "schedule=norm_lau"}
   assert rows["schedule=ramp"]["final_batch"] == 16 and rows["schedule=ramp"]["initial_batch"] == 4
-  assert rows["schedule=norm"]["final_batch"] > 4
+  assert rows["schedule=norm"]["final_batch"] > 4 and rows["schedule=norm_lau"]["final_batch"] > 4
+  lau = json.loads((root / "schedule=norm_lau" / "config.json").read_text())["config"]["batch"]
+  assert (lau["test_interval"], lau["lr_scaling"], lau["stats_ema"]) == (1, "none", 0.0)
   for r in rows.values():
     assert all(math.isfinite(v) for v in r["losses"])
   # At equal tokens, a bigger batch has taken fewer steps.
   assert rows[large]["steps"][-1] < rows["schedule=norm"]["steps"][-1] < rows[small]["steps"][-1]
-  assert pathlib.Path(root / "report" / "schedules.png").stat().st_size > 10_000
+  steps = results["frontier"]["equal_steps"]
+  assert len(steps["rows"]) == 5 and all(math.isfinite(v) for r in steps["rows"] for v in r["losses"])
+  assert "wins" in results["frontier"]["sentence"]
+  assert pathlib.Path(root / "report" / "frontier.png").stat().st_size > 10_000
 
 
 def test_quick_cbs_study_on_the_users_config_and_text_files(tmp_path, capsys):
@@ -58,9 +79,10 @@ def test_quick_cbs_study_on_the_users_config_and_text_files(tmp_path, capsys):
   assert study.main(args) == 0
   assert "report: " in capsys.readouterr().out
   groups = json.loads((root / "report" / "results.json").read_text())["groups"]
-  assert [g["tokens"] for g in groups] == study.QUICK.budgets
+  assert sorted({g["tokens"] for g in groups}) == study.QUICK.budgets
   assert all(math.isfinite(g["cbs"]) for g in groups)
-  run = json.loads((root / "batch.size=4,optimizer.lr=0.00177" / "config.json").read_text())
+  run = json.loads((root / "d_model=64,batch.size=4,optimizer.lr=0.00354" / "config.json")
+                   .read_text())
   assert (run["config"]["data"]["source"], run["config"]["data"]["vocab"]) == ("text_files", "byte")
   assert json.loads((root / "study.json").read_text())["config"] == "configs/tiny.py"
   # The root now belongs to this model and data; a bad key is named in one line.
@@ -69,3 +91,19 @@ def test_quick_cbs_study_on_the_users_config_and_text_files(tmp_path, capsys):
   assert study.main(["cbs", "--quick", "--root", str(tmp_path / "other"), *args[4:],
                      "--config.data.sourcee=x"]) == 2
   assert "no key 'data.sourcee'" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+class _Run:  # what beyond_edge reads of a run
+  def __init__(self, lr: float, score: float):
+    self.config, self.score = {"optimizer": {"lr": lr}}, score
+
+
+@pytest.mark.parametrize("scores,expected", [
+    ({1.0: 5.0, 2.0: 4.0, 4.0: 3.0}, [8.0]),  # best at the largest rate: go up by the grid's ratio
+    ({1.0: 3.0, 2.0: 4.0, 4.0: 5.0}, [0.5]),  # best at the smallest: go down
+    ({1.0: 5.0, 2.0: 3.0, 4.0: 4.0}, []),  # interior: done
+    ({1.0: math.nan, 2.0: math.nan}, []),  # nothing reached the target: nothing to extend
+    ({1.0: math.nan, 2.0: 4.0, 4.0: math.nan}, [])])  # unreached runs do not count as best
+def test_the_learning_rate_grid_grows_past_an_edge_best(scores, expected):
+  runs = [_Run(lr, s) for lr, s in scores.items()]
+  assert cbs_study.beyond_edge(runs, lambda r: r.score) == expected

@@ -20,7 +20,7 @@ class Variant:
   """How one model variant builds its blocks."""
   norm: str  # layernorm | rmsnorm
   mlp: str  # gelu | swiglu
-  qk_norm: bool
+  qk_norm: str  # what model.qk_norm=auto means: full | none
   default_mlp_dim: Callable[[int], int]  # d_model -> MLP width when model.mlp_dim = -1
   check: registry.Check
   examples: tuple[registry.Overrides, ...] = ()
@@ -36,10 +36,10 @@ def _check_paper(config: ml_collections.ConfigDict) -> None:
 
 
 MODELS: registry.Registry[Variant] = registry.Registry("model.name", {
-    "paper": Variant("layernorm", "gelu", True, lambda d: 4 * d, _check_paper,
+    "paper": Variant("layernorm", "gelu", "full", lambda d: 4 * d, _check_paper,
                      ({"model.tie_embeddings": True}, {"model.num_kv_heads": 2})),
     # 8/3 d keeps the parameter count of a 4 d GeLU MLP; rounded to 64
-    "llama": Variant("rmsnorm", "swiglu", False, lambda d: 64 * math.ceil(8 * d / 3 / 64),
+    "llama": Variant("rmsnorm", "swiglu", "none", lambda d: 64 * math.ceil(8 * d / 3 / 64),
                      registry.no_check),
 }, unknown_example="gpt")
 
@@ -85,3 +85,35 @@ PARAMETERIZATIONS: registry.Registry[registry.Choice] = registry.Registry("model
     "sp": registry.Choice(False),
     "mup": registry.Choice(True, _check_mup, ({"model.param": "mup", "model.base_width": 0},)),
 }, unknown_example="ntk")
+
+# The entry is the `layers.Attention` QK-norm (None: the variant's own, `Variant.qk_norm`).
+QK_NORMS: registry.Registry[registry.Choice] = registry.Registry("model.qk_norm", {
+    "auto": registry.Choice(None),
+    "full": registry.Choice("full"),  # over each token's whole query / key vector (OLMo's)
+    "head": registry.Choice("head"),  # over each head on its own
+    "none": registry.Choice("none"),
+}, unknown_example="layer")
+
+# The entry is the `layers.Mlp` GeLU form (the paper model's MLP activation).
+GELUS: registry.Registry[registry.Choice] = registry.Registry("model.gelu", {
+    "exact": registry.Choice("exact"),  # erf, the paper's
+    "tanh": registry.Choice("tanh"),  # the tanh approximation
+}, unknown_example="relu")
+
+
+def _per_layer(num_layers: int, layer):
+  del num_layers
+  return 1.0 / jnp.sqrt(2.0 * (jnp.asarray(layer, jnp.float32) + 1.0))
+
+
+def _per_depth(num_layers: int, layer):
+  del layer
+  return 1.0 / math.sqrt(2 * num_layers)
+
+
+# The entry: (num_layers, layer from 0, an array under the scanned stack) -> the extra init factor
+# of the projections that write into the residual stream.
+OUT_INITS: registry.Registry[registry.Choice] = registry.Registry("model.out_init", {
+    "layer": registry.Choice(_per_layer),  # 1/sqrt(2 (l+1)) at block l, OLMo's
+    "depth": registry.Choice(_per_depth),  # 1/sqrt(2 L)
+}, unknown_example="width")

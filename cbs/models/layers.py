@@ -2,10 +2,10 @@
 
 Parameters are float32 and carry logical axis names (`embed`, `heads`, `kv_heads`, `head_dim`, `mlp`,
 `vocab`) that `cbs.sharding` maps to mesh axes; each layer casts them to its compute dtype at use.
-Initialisation follows the "Mitchell" scheme (OLMo; used by Zhang et al. 2024): every weight is
-normal with std 1/sqrt(fan_in), truncated at 3 std, and projections that write into the residual
-stream are scaled down by a further 1/sqrt(2 * num_layers) so the stream's variance does not grow
-with depth. This module holds layers only; how they are stacked is `transformer.py`.
+Initialisation follows the "Mitchell" scheme of the OLMo code Zhang et al. 2024 trained with: every
+weight is normal with std 1/sqrt(fan_in), truncated at 3 std, and projections that write into the
+residual stream are scaled down by a further `depth_scale` (1/sqrt(2 (l+1)) at block l in OLMo,
+`model.out_init`) so the stream's variance does not grow with depth. This module holds layers only; how they are stacked is `transformer.py`.
 """
 
 import math
@@ -22,24 +22,29 @@ def param(rngs: nnx.Rngs, shape: Sequence[int], axes: tuple[str, ...], std: floa
   return nnx.Param(nnx.with_partitioning(init, axes)(rngs.params(), tuple(shape), jnp.float32))
 
 
-def ones_param(size: int, axis: str) -> nnx.Param:
-  return nnx.Param(nnx.with_partitioning(nnx.initializers.ones, (axis,))(
-      jax.random.key(0), (size,), jnp.float32))
+def ones_param(shape: tuple[int, ...], axes: tuple[str, ...]) -> nnx.Param:
+  return nnx.Param(nnx.with_partitioning(nnx.initializers.ones, axes)(
+      jax.random.key(0), shape, jnp.float32))
 
 
 class Norm(nnx.Module):
-  """LayerNorm with a scale and no bias, or RMSNorm; statistics in float32."""
+  """LayerNorm with a scale and no bias, or RMSNorm, over the trailing `len(axes)` dimensions;
+  statistics in float32. Several dimensions: QK-norm over whole query / key vectors of all heads."""
 
-  def __init__(self, size: int, kind: str, eps: float, axis: str = "embed"):
-    self.scale = ones_param(size, axis)
+  def __init__(self, size: int | tuple[int, ...], kind: str, eps: float,
+               axes: str | tuple[str, ...] = "embed"):
+    shape = (size,) if isinstance(size, int) else tuple(size)
+    axes = (axes,) if isinstance(axes, str) else tuple(axes)
+    self.scale = ones_param(shape, axes)
+    self.reduce = tuple(range(-len(shape), 0))
     self.kind = kind
     self.eps = eps
 
   def __call__(self, x):
     x32 = x.astype(jnp.float32)
     if self.kind == "layernorm":
-      x32 = x32 - x32.mean(axis=-1, keepdims=True)
-    x32 = x32 * jax.lax.rsqrt((x32 * x32).mean(axis=-1, keepdims=True) + self.eps)
+      x32 = x32 - x32.mean(axis=self.reduce, keepdims=True)
+    x32 = x32 * jax.lax.rsqrt((x32 * x32).mean(axis=self.reduce, keepdims=True) + self.eps)
     return (x32 * self.scale[...]).astype(x.dtype)
 
 
@@ -80,10 +85,15 @@ def attend(q_BxLxHxK, k_BxLxGxK, v_BxLxGxK, scale: float | None, implementation:
 
 
 class Attention(nnx.Module):
-  """Causal multi-head attention with grouped key/value heads, RoPE and optional QK-norm."""
+  """Causal multi-head attention with grouped key/value heads, RoPE and optional QK-norm.
+
+  QK-norm `full` is a LayerNorm over each token's whole query (and key) vector, all heads together,
+  as in the OLMo code of Zhang et al. 2024; `head` normalises each head on its own (a later common
+  form); `none` has no QK-norm.
+  """
 
   def __init__(self, d_model: int, num_heads: int, num_kv_heads: int, d_head: int, *,
-               qk_norm: bool, norm_eps: float, rope_theta: float, depth_scale: float, dtype,
+               qk_norm: str, norm_eps: float, rope_theta: float, depth_scale: float, dtype,
                rngs: nnx.Rngs, scale: float | None = None, implementation: str = "einsum"):
     in_std = 1.0 / math.sqrt(d_model)
     self.scale = scale  # of the scores; None = 1/sqrt(d_head)
@@ -92,8 +102,13 @@ class Attention(nnx.Module):
     self.v = param(rngs, (d_model, num_kv_heads, d_head), ("embed", "kv_heads", "head_dim"), in_std)
     out_std = depth_scale / math.sqrt(num_heads * d_head)
     self.o = param(rngs, (num_heads, d_head, d_model), ("heads", "head_dim", "embed"), out_std)
-    self.q_norm = Norm(d_head, "layernorm", norm_eps, "head_dim") if qk_norm else None
-    self.k_norm = Norm(d_head, "layernorm", norm_eps, "head_dim") if qk_norm else None
+    if qk_norm == "full":
+      shapes = ((num_heads, d_head), ("heads", "head_dim")), ((num_kv_heads, d_head),
+                                                                ("kv_heads", "head_dim"))
+    else:
+      shapes = ((d_head, "head_dim"),) * 2
+    norms = [Norm(size, "layernorm", norm_eps, axes) for size, axes in shapes]
+    self.q_norm, self.k_norm = norms if qk_norm != "none" else (None, None)
     self.rope_theta = rope_theta
     self.dtype = dtype
     self.implementation = implementation  # see `attend`
@@ -117,22 +132,24 @@ class Attention(nnx.Module):
 
 
 class Mlp(nnx.Module):
-  """GeLU MLP (`gelu`, tanh approximation) or gated SiLU MLP (`swiglu`), without biases."""
+  """GeLU MLP (`gelu`: exact erf form, the paper's, or the tanh approximation) or gated SiLU MLP
+  (`swiglu`), without biases."""
 
   def __init__(self, d_model: int, mlp_dim: int, kind: str, *, depth_scale: float, dtype,
-               rngs: nnx.Rngs):
+               rngs: nnx.Rngs, gelu: str = "exact"):
     in_std = 1.0 / math.sqrt(d_model)
     self.wi = param(rngs, (d_model, mlp_dim), ("embed", "mlp"), in_std)
     self.wg = param(rngs, (d_model, mlp_dim), ("embed", "mlp"), in_std) if kind == "swiglu" else None
     self.wo = param(rngs, (mlp_dim, d_model), ("mlp", "embed"), depth_scale / math.sqrt(mlp_dim))
     self.dtype = dtype
+    self.approximate = gelu == "tanh"
 
   def __call__(self, x_BxLxD):
     cast = lambda p: p[...].astype(self.dtype)
     x_NxD = x_BxLxD.reshape(-1, x_BxLxD.shape[-1])  # 2-D matmuls: see Attention
     h_NxF = x_NxD @ cast(self.wi)
     if self.wg is None:
-      h_NxF = jax.nn.gelu(h_NxF)
+      h_NxF = jax.nn.gelu(h_NxF, approximate=self.approximate)
     else:
       h_NxF = jax.nn.silu(x_NxD @ cast(self.wg)) * h_NxF
     return (h_NxF @ cast(self.wo)).reshape(x_BxLxD.shape)

@@ -1,8 +1,9 @@
 """Decoder-only transformer language models: the CBS paper's variant and a Llama-style variant.
 
-`paper` (Zhang et al. 2024): pre-LN blocks with scale-only LayerNorm, QK-LayerNorm, RoPE, GeLU MLP
-(4 d), no biases, untied input/output embeddings. `llama`: RMSNorm, SwiGLU MLP, grouped-query
-attention, optionally tied embeddings. Both compute in `model.dtype` and return float32 logits.
+`paper` (Zhang et al. 2024, their OLMo code): pre-LN blocks with scale-only LayerNorm, QK-LayerNorm
+over whole query / key vectors, RoPE, exact-GeLU MLP (4 d), no biases, untied input/output
+embeddings, residual projections initialised with std 1/sqrt(2 fan_in (l+1)) at block l. `llama`:
+RMSNorm, SwiGLU MLP, grouped-query attention, optionally tied embeddings. Both compute in `model.dtype` and return float32 logits.
 This module resolves the config's shape knobs (`-1` = the variant's default) and stacks the layers.
 """
 
@@ -41,6 +42,10 @@ class Dims:
 def dims(model_cfg: ml_collections.ConfigDict, vocab_size: int) -> Dims:
   """Resolves `-1` knobs; raises ValueError naming any value that cannot work."""
   variant = choices.MODELS[model_cfg.name]
+  for choice, name, default in ((choices.QK_NORMS, "qk_norm", "auto"),
+                                (choices.GELUS, "gelu", "exact"),
+                                (choices.OUT_INITS, "out_init", "layer")):
+    choice[model_cfg.get(name, default)]  # a model built without `validation` is checked too
   d, heads = model_cfg.d_model, model_cfg.num_heads
   for key in ("num_layers", "d_model", "num_heads"):
     if model_cfg[key] <= 0:
@@ -64,23 +69,37 @@ def dims(model_cfg: ml_collections.ConfigDict, vocab_size: int) -> Dims:
   return Dims(model_cfg.num_layers, d, heads, kv_heads, d_head, mlp_dim, vocab)
 
 
+def qk_norm(model_cfg: ml_collections.ConfigDict) -> str:
+  """`model.qk_norm` resolved: auto = the variant's own (full for the paper model, none for llama)."""
+  chosen = choices.QK_NORMS[model_cfg.get("qk_norm", "auto")].build
+  return chosen or choices.MODELS[model_cfg.name].qk_norm
+
+
+def depth_scale(model_cfg: ml_collections.ConfigDict, num_layers: int, layer):
+  """Extra init factor of the projections writing into the residual stream at block `layer` (from
+  0; an array under the scanned stack): see `choices.OUT_INITS`.
+  """
+  return choices.OUT_INITS[model_cfg.get("out_init", "layer")].build(num_layers, layer)
+
+
 class Block(nnx.Module):
   """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
 
-  def __init__(self, cfg: ml_collections.ConfigDict, dm: Dims, rngs: nnx.Rngs):
+  def __init__(self, cfg: ml_collections.ConfigDict, dm: Dims, rngs: nnx.Rngs, layer=0):
     variant = choices.MODELS[cfg.name]
     dtype = choices.DTYPES[cfg.dtype].build
-    depth_scale = 1.0 / math.sqrt(2 * dm.num_layers)
+    scale = depth_scale(cfg, dm.num_layers, layer)
+    mup = choices.PARAMETERIZATIONS[cfg.get("param", "sp")].build
     self.attn_norm = layers.Norm(dm.d_model, variant.norm, cfg.norm_eps)
     self.attn = layers.Attention(dm.d_model, dm.num_heads, dm.num_kv_heads, dm.d_head,
-                                 qk_norm=variant.qk_norm, norm_eps=cfg.norm_eps, rope_theta=cfg.rope_theta,
-                                 depth_scale=depth_scale, dtype=dtype, rngs=rngs,
-                                 scale=1.0 / dm.d_head if choices.PARAMETERIZATIONS[cfg.get("param", "sp")].build else None,
+                                 qk_norm=qk_norm(cfg), norm_eps=cfg.norm_eps,
+                                 rope_theta=cfg.rope_theta, depth_scale=scale, dtype=dtype, rngs=rngs,
+                                 scale=1.0 / dm.d_head if mup else None,
                                  implementation=layers.attention_implementation(
                                      cfg.get("attention", "auto"), jax.default_backend(), dtype))
     self.mlp_norm = layers.Norm(dm.d_model, variant.norm, cfg.norm_eps)
-    self.mlp = layers.Mlp(dm.d_model, dm.mlp_dim, variant.mlp,
-                          depth_scale=depth_scale, dtype=dtype, rngs=rngs)
+    self.mlp = layers.Mlp(dm.d_model, dm.mlp_dim, variant.mlp, depth_scale=scale, dtype=dtype,
+                          rngs=rngs, gelu=cfg.get("gelu", "exact"))
 
   def __call__(self, x_BxLxD):
     x_BxLxD = x_BxLxD + self.attn(self.attn_norm(x_BxLxD))
@@ -91,11 +110,11 @@ def _stacked_blocks(cfg: ml_collections.ConfigDict, dm: Dims, rngs: nnx.Rngs) ->
   """`num_layers` independently initialised blocks as one Block of stacked parameters."""
 
   @nnx.split_rngs(splits=dm.num_layers)
-  @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: LAYERS})
-  def create(rngs: nnx.Rngs) -> Block:
-    return Block(cfg, dm, rngs)
+  @nnx.vmap(in_axes=(0, 0), out_axes=0, transform_metadata={nnx.PARTITION_NAME: LAYERS})
+  def create(rngs: nnx.Rngs, layer) -> Block:
+    return Block(cfg, dm, rngs, layer)
 
-  return create(rngs)
+  return create(rngs, jnp.arange(dm.num_layers))
 
 
 class Transformer(nnx.Module):
@@ -117,7 +136,7 @@ class Transformer(nnx.Module):
     if self.scan:  # one Block whose parameters carry a leading `layers` axis
       self.layers = _stacked_blocks(cfg, dm, rngs)
     else:
-      self.blocks = nnx.List([Block(cfg, dm, rngs) for _ in range(dm.num_layers)])
+      self.blocks = nnx.List([Block(cfg, dm, rngs, i) for i in range(dm.num_layers)])
     self.final_norm = layers.Norm(dm.d_model, choices.MODELS[cfg.name].norm, cfg.norm_eps)
     self.unembed = None if self.tied else layers.param(
         rngs, (dm.d_model, dm.vocab_size), ("embed", "vocab"), std)

@@ -1,5 +1,7 @@
 """The transformers against an independent float64 numpy implementation, and their invariants."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,10 +33,10 @@ def randomised(cfg):
 
 # ---- numpy reference ----------------------------------------------------------------------------
 
-def np_norm(x, scale, kind, eps=1e-5):
+def np_norm(x, scale, kind, eps=1e-5, axes=(-1,)):
   if kind == "layernorm":
-    x = x - x.mean(-1, keepdims=True)
-  return x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * scale
+    x = x - x.mean(axes, keepdims=True)
+  return x / np.sqrt((x * x).mean(axes, keepdims=True) + eps) * scale
 
 
 def np_rope(x, theta=10_000.0):
@@ -45,8 +47,8 @@ def np_rope(x, theta=10_000.0):
   return np.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1)
 
 
-def np_gelu(x):
-  return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
+def np_gelu(x):  # exact (erf) GeLU, the paper's
+  return 0.5 * x * (1 + np.vectorize(math.erf)(x / np.sqrt(2)))
 
 
 def np_forward(p, tokens, paper, tied=False):
@@ -58,7 +60,9 @@ def np_forward(p, tokens, paper, tied=False):
     h = np_norm(x, block["attn_norm"]["scale"], kind)
     q, k, v = (np.einsum("bld,dhk->blhk", h, a[n]) for n in "qkv")
     if paper:
-      q, k = np_norm(q, a["q_norm"]["scale"], "layernorm"), np_norm(k, a["k_norm"]["scale"], "layernorm")
+      # QK-norm over each token's whole query / key vector (all heads), as the paper's OLMo code
+      q = np_norm(q, a["q_norm"]["scale"], "layernorm", axes=(-2, -1))
+      k = np_norm(k, a["k_norm"]["scale"], "layernorm", axes=(-2, -1))
     q, k = np_rope(q), np_rope(k)
     group = q.shape[2] // k.shape[2]
     k, v = np.repeat(k, group, axis=2), np.repeat(v, group, axis=2)
@@ -120,10 +124,11 @@ def test_init_follows_fan_in_and_depth_scaling():
   cfg = model_cfg("paper", num_layers=8, d_model=256, num_heads=4, mlp_dim=1024)
   p = nnx.to_pure_dict(nnx.state(models.build_model(cfg, 512, nnx.Rngs(0)), nnx.Param))
   truncation = 0.9866  # std of a normal truncated at +-3 std, relative to the untruncated one
-  block = p["blocks"][0]
-  assert np.std(block["mlp"]["wi"]) == pytest.approx(truncation / 16, rel=0.03)
-  assert np.std(block["mlp"]["wo"]) == pytest.approx(truncation / 32 / 4, rel=0.03)
-  assert np.std(block["attn"]["o"]) == pytest.approx(truncation / 16 / 4, rel=0.05)
+  for layer in (0, 7):  # residual projections: x 1/sqrt(2 (l+1)) (OLMo's init)
+    block, depth = p["blocks"][layer], np.sqrt(2 * (layer + 1))
+    assert np.std(block["mlp"]["wi"]) == pytest.approx(truncation / 16, rel=0.03)
+    assert np.std(block["mlp"]["wo"]) == pytest.approx(truncation / 32 / depth, rel=0.03)
+    assert np.std(block["attn"]["o"]) == pytest.approx(truncation / 16 / depth, rel=0.05)
 
 
 @pytest.mark.parametrize("size", sorted(models.PAPER_SIZES))
@@ -179,15 +184,18 @@ def test_train_flops_per_token_match_a_hand_count():
   assert flops.train_flops_per_token(cfg, VOCAB, 16) == 6 * matmul + 6 * 2 * 32 * 17
   # Every counted weight is a parameter matrix: matmul weights = matrix params - input embedding.
   model = models.build_model(cfg, VOCAB, nnx.Rngs(0))
-  matrices = sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param)) if p.ndim >= 2)
+  weights = nnx.to_flat_state(nnx.state(model, nnx.Param))  # norm scales (2-D in QK-norm) are not
+  matrices = sum(v.get_value().size for path, v in weights
+                 if v.get_value().ndim >= 2 and not any("norm" in str(k) for k in path))
   assert matmul == matrices - 24 * 32
   # XLA's own count of the forward pass (full, unmasked attention scores): the matmuls and the
   # S x S attention, plus elementwise work (norms, GeLU, softmax, RoPE) that the model count leaves
-  # out, which is ~12% at this width and shrinks as 1/d for real models.
+  # out, which is ~28% at this width (exact GeLU's erf is a long polynomial) and shrinks as 1/d for
+  # real models.
   graphdef, params = nnx.split(model, nnx.Param)
   forward = jax.jit(lambda p, t: nnx.merge(graphdef, p)(t)).lower(
       params, jnp.zeros((4, 16), jnp.int32)).compile()
   xla = forward.cost_analysis()
   xla = (xla[0] if isinstance(xla, list) else xla)["flops"]
   expected = 4 * 16 * (2 * matmul + 2 * 2 * 2 * 32 * 16)
-  assert expected < xla < 1.15 * expected
+  assert expected < xla < 1.35 * expected
