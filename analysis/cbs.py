@@ -23,6 +23,7 @@ import shlex
 import sys
 
 from analysis import fits
+from analysis import guards
 from analysis import measure
 from analysis import plots
 from analysis import report as report_lib
@@ -110,7 +111,8 @@ def build_report(root: str, out: str, b_opt: int, threshold: float, metric: str,
     raise ValueError(f"no run under {root} has started (no config.json in any workdir)")
   os.makedirs(out, exist_ok=True)
   measured = runs_lib.at_budgets(all_runs, budgets) if budgets else all_runs
-  groups = [] if skip_cbs else measure.measure(measured, b_opt, threshold, metric, target)
+  members = [] if skip_cbs else measure.groups(measured)
+  groups = [] if skip_cbs else measure.measure(measured, b_opt, threshold, metric, target, samples)
   laws = measure.scaling(groups, b_opt, threshold, samples)
   fitted = [g for g in groups if "cbs" in g]
   answer = {}
@@ -118,26 +120,29 @@ def build_report(root: str, out: str, b_opt: int, threshold: float, metric: str,
     answer = scaling_laws.answer(groups, b_opt, threshold, samples)
   blocks = [report_lib.heading("Critical batch size report", 1),
             report_lib.code(command),
+            *guard_blocks(groups),
             report_lib.paragraph(
                 f"Runs: {len(all_runs)} under {root}. Target: "
                 f"{'given' if target else f'best loss of the batch-{b_opt} runs after D tokens'}"
-                f"; loss metric: {metric} (raw and EWA evals are sweep hyper-parameters when 'best')."
-                f" CBS = largest batch within {threshold:.0%} of linear scaling from B_opt={b_opt}: "
-                f"from the fit steps = a + b/B, B* = (1+t) B_opt + t b/a; 'points' applies the "
-                "rule to the measured points.")]
+                f"; loss: {plots.loss_label(metric)}."
+                f" CBS = largest batch within {threshold:.0%} of linear scaling from B_opt={b_opt}. "
+                f"{CBS_KINDS}")]
   if answer:
     blocks += study_report.answer_blocks(answer, groups, out)
   if any(g["best"] for g in groups):
     blocks += [report_lib.heading("CBS per model and data budget"), report_lib.table(
         ["group", "N", "D (tokens)", "target loss", "a (S_min)", "b", "B_noise", "CBS (fit)",
-         "CBS (points)", "rmse log", "not reached"],
+         "95% interval", "CBS (points)", "rmse log", "not reached"],
         [[g["name"], g["n_params"], g["tokens"], g["target"], g.get("a", math.nan),
           g.get("b", math.nan), g.get("b_noise", math.nan), g.get("cbs", math.nan),
-          g.get("cbs_raw", math.nan), g.get("rmse_log", math.nan), len(g["unreached"])]
+          _interval(g.get("cbs_ci")), g.get("cbs_raw", math.nan), g.get("rmse_log", math.nan),
+          len(g["unreached"])]
          for g in groups])]
-    blocks.append(report_lib.image(plots.steps_vs_batch(groups, os.path.join(out, "steps_vs_batch.png")),
-                                   "Steps to target vs batch size, with the fit, linear scaling "
-                                   "(dotted) and the CBS (dashed)"))
+    blocks.append(report_lib.image(
+        plots.steps_vs_batch(groups, os.path.join(out, "steps_vs_batch.png"), metric),
+        "Steps to target vs batch size: the best run of each batch size (dots), the fit a + b/B, "
+        "linear scaling from B_opt (dotted), the CBS (dashed) with its 95% bootstrap interval "
+        "(band); triangles mark runs that never reached the target, at their last step"))
   for key, law in laws.items():
     lo, hi = law["exponent_ci"]
     blocks += [report_lib.heading(f"Scaling law in {'N' if key == 'n_params' else 'D'}"),
@@ -162,8 +167,8 @@ def build_report(root: str, out: str, b_opt: int, threshold: float, metric: str,
       blocks.append(report_lib.paragraph(
           "Stopped at their token cap before the target (slower than the best learning rate of "
           "their batch size, so not the minimum): " + ", ".join(capped)))
-    members = [r for r in measured if runs_lib.group_name(r) == g["name"] and not r.adaptive]
-    blocks.append(report_lib.image(plots.loss_curves(members, g, metric,
+    constant = [r for r in members[i] if not r.adaptive]
+    blocks.append(report_lib.image(plots.loss_curves(constant, g, metric,
                                                      os.path.join(out, f"loss_curves_{i}.png")),
                                    f"{g['name']}: eval loss of the best run per batch size"))
   comparison = measure.adaptive_table(all_runs, metric)
@@ -200,6 +205,37 @@ def build_report(root: str, out: str, b_opt: int, threshold: float, metric: str,
   results = {"command": command, "root": root, "groups": groups, "scaling": laws, "answer": answer,
              "schedules": comparison, "probes": probes}
   return blocks, results
+
+
+CBS_KINDS = (
+    "'CBS (fit)' is B* = (1+t) B_opt + t b/a from the fit steps = a + b/B over every batch size: it "
+    "interpolates between the swept batch sizes, and its interval comes from resampling the points. "
+    "'CBS (points)' applies the same rule to the measured points alone, so it is always a swept "
+    "batch size and jumps by the grid's ratio with one noisy point; the scaling laws use the fitted "
+    "CBS.")
+
+
+def _interval(ci) -> str:
+  return "-" if not ci or any(math.isnan(v) for v in ci) else f"{ci[0]:.3g} .. {ci[1]:.3g}"
+
+
+def guard_blocks(groups: list[dict]) -> list:
+  """The report's first section: every failing guard as one line, or a line saying none failed."""
+  if not groups:
+    return []
+  failed: dict[str, list[str]] = {}  # one line per warning, naming the groups it applies to
+  for g in groups:
+    for w in g["guards"]["warnings"]:
+      failed.setdefault(w, []).append(g["name"])
+  lines = [f"{'every group' if len(names) == len(groups) > 1 else '; '.join(names)}: {w}"
+           for w, names in failed.items()]
+  checked = ("Checked per group: best learning rate of each batch size inside its grid, at least "
+             f"{guards.MIN_SIDE} batch sizes on each side of the CBS, the CBS inside the batch "
+             "sizes that reached the target, every batch size reached.")
+  if not lines:
+    return [report_lib.heading("Guards"), report_lib.paragraph(checked + " All passed.")]
+  return [report_lib.heading("Guards"), report_lib.paragraph(checked + " Failed:"),
+          report_lib.items(lines)]
 
 
 def write_table_csv(groups: list[dict], path: str) -> None:
@@ -239,6 +275,8 @@ def cmd_report(args, argv: list[str], extra_blocks=lambda out: []) -> dict:
           f"(a={g.get('a', math.nan):.4g}, b={g.get('b', math.nan):.4g}; "
           f"not reached: {sum(not r['capped'] for r in g['runs'] if not r['reached'])} run(s), "
           f"capped before the target: {sum(r['capped'] for r in g['runs'])})")
+    for warning in g["guards"]["warnings"]:
+      print(f"  guard: {warning}")
   return results
 
 

@@ -83,6 +83,36 @@ def fit_power_law(x, y) -> PowerLaw:
   return PowerLaw(d=float(np.exp(log_d)), exponent=float(exponent))
 
 
+def _resampled_cbs(rng: np.random.Generator, batch_sizes, steps, b_opt: float,
+                   threshold: float) -> float | None:
+  """The CBS of one bootstrap sample of the (batch, steps) points; None if it has one batch size."""
+  idx = rng.integers(0, len(steps), len(steps))
+  batch = np.asarray(batch_sizes, dtype=np.float64)[idx]
+  if np.unique(batch).size < 2:
+    return None
+  fit = fit_steps(batch, np.asarray(steps, dtype=np.float64)[idx])
+  return critical_batch_size(fit, b_opt, threshold)
+
+
+def _interval(values, level: float) -> tuple[float, float]:
+  tail = 100 * (1 - level) / 2
+  return tuple(float(v) for v in np.percentile(values, [tail, 100 - tail]))
+
+
+def bootstrap_cbs(batch_sizes, steps, b_opt: float = 256, threshold: float = 0.2,
+                  samples: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+  """Percentile interval of one group's fitted CBS, resampling its (batch, steps) points.
+
+  Each point is the minimum over a batch size's runs, so resampling points carries both the noise
+  of single points and the fit's dependence on which batch sizes were swept. (nan, nan) without
+  samples or with too few distinct batch sizes.
+  """
+  rng = np.random.default_rng(seed)
+  found = [c for c in (_resampled_cbs(rng, batch_sizes, steps, b_opt, threshold)
+                       for _ in range(samples)) if c is not None]
+  return _interval(found, level) if found else (float("nan"), float("nan"))
+
+
 def bootstrap_scaling(groups: list[dict], key: str, b_opt: float = 256, threshold: float = 0.2,
                       samples: int = 1000, seed: int = 0, level: float = 0.95) -> PowerLaw:
   """CBS = d key^exponent across groups, with bootstrap intervals.
@@ -100,19 +130,14 @@ def bootstrap_scaling(groups: list[dict], key: str, b_opt: float = 256, threshol
   for _ in range(samples):
     resampled = []
     for g in groups:
-      idx = rng.integers(0, len(g["steps"]), len(g["steps"]))
-      batch = np.asarray(g["batch_sizes"], dtype=np.float64)[idx]
-      if np.unique(batch).size < 2:
+      value = _resampled_cbs(rng, g["batch_sizes"], g["steps"], b_opt, threshold)
+      if value is None:
         break
-      resampled.append(critical_batch_size(
-          fit_steps(batch, np.asarray(g["steps"], dtype=np.float64)[idx]), b_opt, threshold))
+      resampled.append(value)
     else:
       sample_law = fit_power_law(xs, resampled)
       exponents.append(sample_law.exponent)
       ds.append(sample_law.d)
   if not exponents:
     return law
-  tail = 100 * (1 - level) / 2
-  ci = tuple(float(v) for v in np.percentile(exponents, [tail, 100 - tail]))
-  d_ci = tuple(float(v) for v in np.percentile(ds, [tail, 100 - tail]))
-  return dataclasses.replace(law, ci=ci, d_ci=d_ci)
+  return dataclasses.replace(law, ci=_interval(exponents, level), d_ci=_interval(ds, level))

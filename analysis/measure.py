@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from analysis import fits
+from analysis import guards
 from analysis import runs as runs_lib
 
 
@@ -77,8 +78,9 @@ def measure_group(group: list[runs_lib.Run], b_opt: int, metric: str,
   return result
 
 
-def fit_group(result: dict, threshold: float) -> dict:
-  """Adds the a + b/B fit and the CBS (both from the fit and from the raw points)."""
+def fit_group(result: dict, threshold: float, samples: int = 1000, seed: int = 0) -> dict:
+  """Adds the a + b/B fit, the CBS (from the fit and from the raw points) and the fitted CBS's
+  bootstrap interval `cbs_ci` (resampling the points; nan without samples)."""
   batch = [row["batch_size"] for row in result["best"]]
   steps = [row["steps"] for row in result["best"]]
   try:
@@ -89,6 +91,7 @@ def fit_group(result: dict, threshold: float) -> dict:
   b_opt = result["b_opt"]
   result.update(a=fit.a, b=fit.b, b_noise=fit.b_noise, rmse_log=fit.rmse_log,
                 cbs=fits.critical_batch_size(fit, b_opt, threshold),
+                cbs_ci=list(fits.bootstrap_cbs(batch, steps, b_opt, threshold, samples, seed)),
                 cbs_raw=raw_critical_batch_size(batch, steps, b_opt, threshold))
   return result
 
@@ -105,17 +108,28 @@ def raw_critical_batch_size(batch_sizes, steps, b_opt: int, threshold: float) ->
   return float(max(ok))
 
 
-def measure(all_runs: list[runs_lib.Run], b_opt: int = 256, threshold: float = 0.2,
-            metric: str = "best", target: float | None = None) -> list[dict]:
-  groups = collections.defaultdict(list)
+def groups(all_runs: list[runs_lib.Run]) -> list[list[runs_lib.Run]]:
+  """Runs of one CBS measurement each (`runs_lib.group_key`: model, N, D, sequence length), by N
+  and D; groups of adaptive runs only are left out (they have no steps to target)."""
+  by_key = collections.defaultdict(list)
   for r in all_runs:
-    groups[runs_lib.group_key(r)].append(r)
+    by_key[runs_lib.group_key(r)].append(r)
+  return [by_key[k] for k in sorted(by_key, key=lambda k: (k[1], k[2], k[3], k[0]))
+          if not all(r.adaptive for r in by_key[k])]
+
+
+def measure(all_runs: list[runs_lib.Run], b_opt: int = 256, threshold: float = 0.2,
+            metric: str = "best", target: float | None = None, samples: int = 1000) -> list[dict]:
+  """One fitted result per group (`groups`), in the same order, each with its `guards`."""
   results = []
-  for key in sorted(groups, key=lambda k: (k[1], k[2])):
-    group = groups[key]
-    if all(r.adaptive for r in group):
-      continue
-    results.append(fit_group(measure_group(group, b_opt, metric, target), threshold))
+  for group in groups(all_runs):
+    result = fit_group(measure_group(group, b_opt, metric, target), threshold, samples)
+    result["guards"] = guards.guards(result)
+    results.append(result)
+  names = collections.Counter(r["name"] for r in results)
+  for r in results:  # groups of one N and D that differ in sequence length (or model shape)
+    if names[r["name"]] > 1:
+      r["name"] += f",L={r['seq_len']}"
   return results
 
 

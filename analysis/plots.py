@@ -5,52 +5,119 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
 from analysis import fits  # noqa: E402
 from analysis import runs as runs_lib  # noqa: E402
 
 SIZE = (6.4, 4.4)
 DPI = 100
+# Type that stays readable when a figure is scaled down to a column of a paper.
+matplotlib.rcParams.update({"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11,
+                            "legend.fontsize": 9, "xtick.labelsize": 10, "ytick.labelsize": 10})
+SCHEDULE_NAMES = {"norm": "norm test", "inner_product": "inner-product test",
+                  "augmented": "augmented inner-product test", "gns": "noise-scale schedule",
+                  "ramp": "stagewise ramp", "measured": "measured local CBS"}
+
+
+def loss_label(metric: str | None) -> str:
+  """What a loss axis shows, for a `--ewa` choice (see `runs_lib.metric_names`)."""
+  if metric == "best":
+    return "eval loss (best of raw and EWA weights)"
+  if metric == "none":
+    return "eval loss (raw weights)"
+  return f"eval loss (EWA {metric})" if metric else "loss"
+
+
+def run_label(run: runs_lib.Run, runs: list[runs_lib.Run]) -> str:
+  """A run named by what it is ("constant 4", "norm test"), its lr added where that is ambiguous."""
+  schedule = run.config["batch"]["schedule"]
+  label = (f"constant {run.batch_size}" if schedule == "constant"
+           else SCHEDULE_NAMES.get(schedule, schedule))
+  same = [r for r in runs if r.config["batch"]["schedule"] == schedule
+          and (schedule != "constant" or r.batch_size == run.batch_size)]
+  return label if len(same) < 2 else f"{label}, lr {run.config['optimizer']['lr']:g}"
+
+
+def _figure(ncols: int = 1, width: float = SIZE[0], height: float = SIZE[1]):
+  """A figure whose layout makes room for a legend placed outside the axes."""
+  return plt.subplots(1, ncols, figsize=(width, height), layout="constrained")
+
+
+def _legend(fig, handles=None, labels=None, where: str = "right"):
+  """The legend outside every axes (right of them, or below), so it never covers data."""
+  if handles is None:
+    handles, labels = fig.axes[0].get_legend_handles_labels()
+  if where == "right":
+    return fig.legend(handles, labels, loc="outside right upper")
+  return fig.legend(handles, labels, loc="outside lower center", ncols=min(len(handles), 3))
 
 
 def _save(fig, path: str) -> str:
-  fig.tight_layout()
   fig.savefig(path, dpi=DPI)
   plt.close(fig)
   return path
 
 
-def steps_vs_batch(groups: list[dict], path: str) -> str:
-  """Steps to target vs batch size per group: points, the a + b/B fit, linear scaling, the CBS."""
-  fig, ax = plt.subplots(figsize=SIZE)
+def steps_vs_batch(groups: list[dict], path: str, metric: str | None = None) -> str:
+  """Steps to target vs batch size per group: the points, the a + b/B fit, linear scaling, the CBS
+  with its bootstrap interval, and the runs that never reached the target (at their last step)."""
+  fig, ax = _figure(width=10, height=5.2)
+  handles, marked = [], False
   for i, g in enumerate(groups):
     color = f"C{i}"
     batch = np.array([r["batch_size"] for r in g["best"]], dtype=float)
     steps = np.array([r["steps"] for r in g["best"]], dtype=float)
-    ax.scatter(batch, steps, color=color, zorder=3, label=f"{g['name']}")
+    ax.scatter(batch, steps, color=color, zorder=3)
+    never = [(r["batch_size"], r["final_step"]) for r in g.get("runs", ())
+             if not r["reached"] and not r.get("capped") and r["final_step"] > 0]
+    if never:
+      ax.scatter(*zip(*never), marker="^", facecolors="none", edgecolors=color, zorder=3)
+      marked = True
+    label = g["name"]
     if "cbs" in g and batch.size:
       grid = np.geomspace(batch.min() / 1.5, batch.max() * 1.5, 200)
       fit = fits.StepsFit(g["a"], g["b"], g["rmse_log"])
-      ax.plot(grid, fit.steps(grid), color=color, label=f"fit a={g['a']:.3g}, b={g['b']:.3g}")
-      reference = fit.steps(g["b_opt"]) * g["b_opt"] / grid
-      ax.plot(grid, reference, color=color, ls=":", alpha=0.7, label="linear scaling")
-      ax.axvline(g["cbs"], color=color, ls="--", alpha=0.7, label=f"CBS {g['cbs']:.0f}")
+      ax.plot(grid, fit.steps(grid), color=color)
+      ax.plot(grid, fit.steps(g["b_opt"]) * g["b_opt"] / grid, color=color, ls=":", alpha=0.7)
+      ax.axvline(g["cbs"], color=color, ls="--", alpha=0.8)
+      lo, hi = g.get("cbs_ci", (np.nan, np.nan))
+      label += f": CBS {g['cbs']:.1f}"
+      if np.isfinite([lo, hi]).all():
+        ax.axvspan(lo, hi, color=color, alpha=0.1, lw=0)
+        label += f" [{lo:.1f}, {hi:.1f}]"
+    handles.append(Line2D([], [], color=color, marker="o", label=label))
+  gray = "0.4"
+  handles += [Line2D([], [], color=gray, marker="o", ls="", label="best run per batch size"),
+              Line2D([], [], color=gray, label="fit a + b/B"),
+              Line2D([], [], color=gray, ls=":", label="linear scaling from B_opt"),
+              Line2D([], [], color=gray, ls="--", label="CBS (band: 95% bootstrap)")]
+  if marked:
+    handles.append(Line2D([], [], color=gray, marker="^", markerfacecolor="none", ls="",
+                          label="never reached the target\n(at its last step)"))
   ax.set_xscale("log", base=2)
   ax.set_yscale("log")
   ax.set_xlabel("batch size (sequences)")
-  ax.set_ylabel("steps to target loss")
-  ax.set_title("Steps to target vs batch size")
-  ax.legend(fontsize=7)
+  ax.set_ylabel("steps to the target loss")
+  ax.set_title("Steps to target vs batch size"
+               + (f"\ntarget and crossings on the {loss_label(metric)}" if metric else ""))
+  _legend(fig, handles, [h.get_label() for h in handles])
   return _save(fig, path)
 
 
 def cbs_scaling(groups: list[dict], laws: dict, key: str, path: str) -> str:
   """CBS vs N (key n_params) or vs D (key tokens) with the fitted power law."""
   label = {"n_params": "non-embedding parameters N", "tokens": "data budget D (tokens)"}[key]
-  fig, ax = plt.subplots(figsize=SIZE)
-  x = np.array([g[key] for g in groups if "cbs" in g], dtype=float)
-  y = np.array([g["cbs"] for g in groups if "cbs" in g], dtype=float)
-  ax.scatter(x, y, zorder=3, label="measured CBS")
+  fig, ax = _figure(height=5.2)
+  usable = [g for g in groups if "cbs" in g]
+  x = np.array([g[key] for g in usable], dtype=float)
+  y = np.array([g["cbs"] for g in usable], dtype=float)
+  ci = np.array([g.get("cbs_ci", (np.nan, np.nan)) for g in usable], dtype=float).reshape(-1, 2)
+  if np.isfinite(ci).all() and ci.size:
+    ax.errorbar(x, y, yerr=[np.maximum(y - ci[:, 0], 0), np.maximum(ci[:, 1] - y, 0)], fmt="o",
+                zorder=3, capsize=3, label="fitted CBS, 95% bootstrap interval")
+  else:
+    ax.scatter(x, y, zorder=3, label="fitted CBS")
   if key in laws:
     law = laws[key]
     grid = np.geomspace(x.min() / 1.3, x.max() * 1.3, 100)
@@ -61,7 +128,7 @@ def cbs_scaling(groups: list[dict], laws: dict, key: str, path: str) -> str:
   ax.set_yscale("log")
   ax.set_xlabel(label)
   ax.set_ylabel("critical batch size (sequences)")
-  ax.legend(fontsize=8)
+  _legend(fig, where="below")
   return _save(fig, path)
 
 
@@ -69,7 +136,7 @@ def loss_curves(runs: list[runs_lib.Run], group: dict, metric: str, path: str) -
   """Eval loss (the run's best EWA) vs tokens and vs steps, the best run of each batch size."""
   best = {row["run"] for row in group["best"]}
   chosen = [r for r in runs if r.name in best] or runs
-  fig, (left, right) = plt.subplots(1, 2, figsize=(2 * SIZE[0], SIZE[1]))
+  fig, (left, right) = _figure(2, width=2 * SIZE[0] + 1.5)
   for i, r in enumerate(sorted(chosen, key=lambda r: r.batch_size)):
     key, records = runs_lib.best_curve(r, metric)
     color = plt.cm.viridis(i / max(len(chosen) - 1, 1))
@@ -82,33 +149,32 @@ def loss_curves(runs: list[runs_lib.Run], group: dict, metric: str, path: str) -
     ax.axhline(group["target"], color="k", ls="--", lw=0.8, label="target")
     ax.set_xscale("log")
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("eval loss")
-  left.legend(fontsize=7)
+    ax.set_ylabel(loss_label(metric))
+  _legend(fig)
   fig.suptitle(f"{group['name']}: loss curves by batch size")
   return _save(fig, path)
 
 
 def schedules(runs: list[runs_lib.Run], metric: str, path: str) -> str:
   """Batch size vs tokens, and loss vs tokens and vs steps, for adaptive and constant runs."""
-  fig, axes = plt.subplots(1, 3, figsize=(3 * SIZE[0] * 0.8, SIZE[1]))
+  fig, axes = _figure(3, width=3 * SIZE[0] * 0.8, height=SIZE[1] + 0.6)
   for i, r in enumerate(sorted(runs, key=lambda r: (r.adaptive, r.batch_size, r.name))):
-    label = f"{r.config['batch']['schedule']} {r.name}"[:48]
     style = "-" if r.adaptive else "--"
     axes[0].plot([x["tokens"] for x in r.train], [x["batch_size"] for x in r.train], style,
-                 color=f"C{i}", label=label)
+                 color=f"C{i}", label=run_label(r, runs))
     key, records = runs_lib.best_curve(r, metric)
     axes[1].plot([x["tokens"] for x in records], [x[key] for x in records], style, color=f"C{i}")
     axes[2].plot([x["step"] for x in records], [x[key] for x in records], style, color=f"C{i}")
   axes[0].set(xlabel="tokens", ylabel="batch size (sequences)", yscale="log", title="batch size")
-  axes[1].set(xlabel="tokens", ylabel="eval loss", title="loss vs tokens")
-  axes[2].set(xlabel="steps", ylabel="eval loss", xscale="log", title="loss vs steps")
-  axes[0].legend(fontsize=6)
+  axes[1].set(xlabel="tokens", ylabel=loss_label(metric), title="loss vs tokens")
+  axes[2].set(xlabel="steps", ylabel=loss_label(metric), xscale="log", title="loss vs steps")
+  _legend(fig, where="below")
   return _save(fig, path)
 
 
 def local_cbs(run: runs_lib.Run, probe: dict, path: str) -> str:
   """Probed local CBS over training, the online noise-scale estimate, and the batch the run used."""
-  fig, ax = plt.subplots(figsize=SIZE)
+  fig, ax = _figure(height=5.2)
   points = probe["points"]
   ax.plot([p["tokens"] for p in points], [p["local_cbs"] for p in points], "o-", color="C0",
           label=f"local CBS (branching, eps={probe['eps']})")
@@ -119,13 +185,13 @@ def local_cbs(run: runs_lib.Run, probe: dict, path: str) -> str:
   ax.step([r["tokens"] for r in run.train], [r["batch_size"] for r in run.train], where="post",
           color="k", lw=1, label="batch size of the run")
   ax.set(xlabel="tokens", ylabel="sequences", yscale="log", title=f"{run.name}: local CBS")
-  ax.legend(fontsize=7)
+  _legend(fig, where="below")
   return _save(fig, path)
 
 
 def theory(result: dict, path: str) -> str:
   """Testbed CBS vs data size: expected-risk and simulated points, fits, the predicted slope."""
-  fig, ax = plt.subplots(figsize=SIZE)
+  fig, ax = _figure()
   budgets = np.array(result["budgets"], dtype=float)
   for i, name in enumerate(("expected", "simulated")):
     part = result[name]
@@ -144,7 +210,7 @@ def theory(result: dict, path: str) -> str:
 
 def coord_check(widths, sizes: dict, path: str) -> str:
   """RMS change of the last hidden state and of the logits vs width, per parameterization."""
-  fig, axes = plt.subplots(1, 2, figsize=(2 * SIZE[0], SIZE[1]))
+  fig, axes = _figure(2, width=2 * SIZE[0])
   for ax, key in zip(axes, ("hidden", "logits")):
     for i, (param, rows) in enumerate(sizes.items()):
       ax.plot(widths, [r[key] for r in rows], "o-", color=f"C{i}", label=param)

@@ -1,7 +1,7 @@
 """Writes a report as `report.md` (images beside it) and a self-contained `report.html`.
 
 A report is a list of blocks rendered twice, so the two files always hold the same content:
-("h1"|"h2"|"p"|"code", text), ("table", header, rows), ("img", path, caption).
+("h1"|"h2"|"p"|"code", text), ("ul", items), ("table", header, rows), ("img", path, caption).
 """
 
 import base64
@@ -15,6 +15,11 @@ def heading(text: str, level: int = 2) -> tuple:
 
 def paragraph(text: str) -> tuple:
   return ("p", text)
+
+
+def items(lines: list[str]) -> tuple:
+  """A bulleted list."""
+  return ("ul", list(lines))
 
 
 def code(text: str) -> tuple:
@@ -47,6 +52,8 @@ def to_markdown(blocks: list[tuple], out_dir: str) -> str:
       lines += [block[1], ""]
     elif kind == "code":
       lines += ["```", block[1], "```", ""]
+    elif kind == "ul":
+      lines += [f"- {item}" for item in block[1]] + [""]
     elif kind == "table":
       header, rows = block[1], block[2]
       lines.append("| " + " | ".join(header) + " |")
@@ -67,6 +74,8 @@ def to_html(blocks: list[tuple], title: str) -> str:
       body.append(f"<{kind}>{html.escape(block[1])}</{kind}>")
     elif kind == "p":
       body.append(f"<p>{html.escape(block[1])}</p>")
+    elif kind == "ul":
+      body.append("<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in block[1]) + "</ul>")
     elif kind == "code":
       body.append(f"<pre><code>{html.escape(block[1])}</code></pre>")
     elif kind == "table":

@@ -111,6 +111,9 @@ def loss_at(evals: list[dict], key: str, position: float, axis: str = "tokens") 
   ys = np.array([r[key] for r in evals if key in r], dtype=np.float64)
   if xs.size == 0 or position < xs[0] or position > xs[-1]:
     return math.nan
+  exact = np.nonzero(xs == position)[0]
+  if exact.size:  # the recorded value: exp(log(y)) can exceed y by an ulp, and a target taken
+    return float(ys[exact[-1]])  # here would then never be reached by the run that set it
   return float(np.exp(np.interp(position, xs, np.log(ys))))
 
 

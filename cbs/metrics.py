@@ -88,10 +88,11 @@ class ProgressLog:
            mfu: float | None = None) -> str:
     elapsed = time.monotonic() - self._start_time
     done = tokens - self._start_tokens
-    eta = (self._total - tokens) * elapsed / done if done > 0 else math.inf
+    eta = max(self._total - tokens, 0) * elapsed / done if done > 0 else math.inf
     utilisation = f"  MFU {100 * mfu:.1f}%" if mfu is not None else ""
+    # the last step of a run may pass train_tokens (steps are whole batches): the run is complete
     return (f"step {step}  tokens {counts.short(tokens)}/{counts.short(self._total)} "
-            f"({100 * tokens / self._total:.1f}%)  loss {loss:.4f}  "
+            f"({100 * min(tokens / self._total, 1):.1f}%)  loss {loss:.4f}  "
             f"{counts.short(tokens_per_sec)} tok/s{utilisation}  ETA {_duration(eta)}")
 
   def log(self, *args) -> None:

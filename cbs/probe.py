@@ -1,9 +1,11 @@
 """Local critical batch size by branching (Merrill et al. 2025): `python -m cbs.probe`.
 
     python -m cbs.probe --workdir=RUN --at_tokens=T1,T2 --k=0.5,1,2,4,8 --branch_tokens=N
-        [--eps=0.01] [--lr_exponent=0.5] [--backend=inprocess|local|gpus]
+        [--eps=0.01] [--lr_exponent=0.5] [--tolerance=0.1] [--backend=inprocess|local|gpus]
 
-From RUN's checkpoint nearest to each token count, branches runs at k x B with
+From RUN's checkpoint nearest to each token count (refused when none lies within tolerance x T
+of T: RUN must be trained with `checkpoint.every_tokens` and `checkpoint.keep` that keep one
+there), branches runs at k x B with
 the learning rate scaled by k^lr_exponent (sqrt for Adam), each trained N more tokens on the same
 data stream. A branch's loss is its raw-weight loss on the run's fixed held-out set at the end
 (every branch is scored on the same examples, which removes the sampling noise a train-loss
@@ -32,6 +34,9 @@ _K = flags.DEFINE_list("k", ["0.5", "1", "2", "4", "8"], "Batch multipliers.")
 _BRANCH = flags.DEFINE_integer("branch_tokens", None, "Tokens each branch trains.")
 _EPS = flags.DEFINE_float("eps", 0.01, "Loss tolerance of k*.")
 _LR_EXPONENT = flags.DEFINE_float("lr_exponent", 0.5, "Branch lr = lr x k^this (0.5: Adam, 1: SGD).")
+_TOLERANCE = flags.DEFINE_float("tolerance", 0.1,
+                                 "Largest distance of the checkpoint used from a requested token "
+                                 "count, as a fraction of it.")
 _BACKEND = flags.DEFINE_enum("backend", "inprocess", ("inprocess", "local", "gpus"),
                              "Where the branches run (launch.sweep's backends).")
 
@@ -46,11 +51,14 @@ def k_star(ks: list[float], losses: list[float], eps: float) -> float:
   return best
 
 
-def checkpoint_points(workdir: epath.Path, at_tokens: list[int]) -> list[dict]:
+def checkpoint_points(workdir: epath.Path, at_tokens: list[int],
+                      tolerance: float = 0.1) -> list[dict]:
   """For each token count, the checkpoint nearest to it: step, tokens, batch size.
 
   Checkpoints land on the first step past each `checkpoint.every_tokens`, so a requested round
-  number is rarely hit exactly; the probe reports the tokens it actually branched at.
+  number is rarely hit exactly; the probe reports the tokens it actually branched at. A checkpoint
+  more than `tolerance` x T away from T is refused (ValueError): early points would otherwise
+  collapse silently onto the checkpoints a run kept (`checkpoint.keep` deletes older ones).
   """
   ckpts = checkpoint.Checkpoints(workdir, keep=1_000_000)
   progress = {s: ckpts.progress(s) for s in ckpts.all_steps()}
@@ -60,6 +68,11 @@ def checkpoint_points(workdir: epath.Path, at_tokens: list[int]) -> list[dict]:
     raise ValueError(f"--workdir={workdir} has no checkpoint to branch from")
   for t in at_tokens:
     step = min(progress, key=lambda s: (abs(progress[s]["tokens"] - t), s))
+    if abs(progress[step]["tokens"] - t) > tolerance * t:
+      kept = ", ".join(f"{progress[s]['tokens']:,}" for s in sorted(progress))
+      raise ValueError(
+          f"--at_tokens={t}: no checkpoint within --tolerance={tolerance:g} x {t:,} tokens (it keeps"
+          f" {kept}); train the run with checkpoint.every_tokens and checkpoint.keep that keep one")
     points.append({"step": step, "tokens": progress[step]["tokens"],
                    "batch": int(progress[step]["batch"]["size"])})
   return points
@@ -106,7 +119,7 @@ def online_noise_scale(records: list[dict], tokens: int, window: float = 0.2) ->
 
 
 def probe(workdir: str, at_tokens: list[int], ks: list[float], branch_tokens: int, eps: float,
-          lr_exponent: float, backend: str) -> dict:
+          lr_exponent: float, backend: str, tolerance: float = 0.1) -> dict:
   from launch import backends  # noqa: PLC0415
   from launch import outcome  # noqa: PLC0415
 
@@ -117,7 +130,7 @@ def probe(workdir: str, at_tokens: list[int], ks: list[float], branch_tokens: in
     raise ValueError(f"--branch_tokens={branch_tokens} and --k={ks} must be positive")
   parent = json.loads((workdir / "config.json").read_text())["config"]
   root = workdir / "probes"
-  points = checkpoint_points(workdir, at_tokens)
+  points = checkpoint_points(workdir, at_tokens, tolerance)
   runs = [r for p in points for r in branch_runs(workdir, parent, p, ks, branch_tokens, lr_exponent)]
   backends.write_manifest(root, "cbs.probe", runs)
   todo = [r for r in runs if not outcome.is_settled(root / r.name)]
@@ -140,7 +153,8 @@ def main(argv: list[str]) -> None:
   del argv
   try:
     result = probe(_WORKDIR.value, [int(float(t)) for t in _AT.value], [float(k) for k in _K.value],
-                   _BRANCH.value, _EPS.value, _LR_EXPONENT.value, _BACKEND.value)
+                   _BRANCH.value, _EPS.value, _LR_EXPONENT.value, _BACKEND.value,
+                   _TOLERANCE.value)
   except ValueError as e:
     print(f"cbs.probe: {e}", file=sys.stderr)
     sys.exit(2)

@@ -19,6 +19,7 @@ import os
 from etils import epath
 
 from analysis import cbs as cbs_analysis
+from analysis import guards
 from analysis import measure
 from analysis import runs as runs_lib
 from analysis import study_report
@@ -141,19 +142,15 @@ class Sweep:
 
 
 def beyond_edge(runs: list[runs_lib.Run], score) -> list[float]:
-  """[the next learning rate past the edge] when the best run's rate is the smallest or largest
-  tried (ratio of the grid's spacing), else []; [] too when no run has a finite score."""
+  """The next learning rate past the grid's edge when the best run (lowest finite `score`) sits
+  on it (`analysis.guards.beyond_edge`); [] when it is interior, no run scored or one rate was
+  swept (no direction to go)."""
   scored = [(score(r), r.config["optimizer"]["lr"]) for r in runs]
   finite = [(s, lr) for s, lr in scored if not math.isnan(s)]
   lrs = sorted({lr for _, lr in scored})
   if not finite or len(lrs) < 2:
     return []
-  best = min(finite)[1]
-  if best == lrs[-1]:
-    return [best * lrs[-1] / lrs[-2]]
-  if best == lrs[0]:
-    return [best * lrs[0] / lrs[1]]
-  return []
+  return guards.beyond_edge(lrs, min(finite)[1])
 
 
 def ablation_runs(plan: Plan, config: str, base: dict, model: Model) -> list[grid.Run]:

@@ -49,12 +49,15 @@ def load(path: str) -> dict:
 def expand(sweep: dict) -> list[Run]:
   """Every point of the grid, in a fixed order (axes in the order written, values as listed)."""
   axes = list(sweep["axes"].items())
-  runs = []
-  for values in itertools.product(*(v for _, v in axes)):
-    point = dict(zip((k for k, _ in axes), values))
-    name = ",".join(f"{k}={_flag_value(v)}" for k, v in point.items()) or "run"
-    runs.append(Run(name.replace("/", "_"), sweep["config"], {**sweep.get("fixed", {}), **point}))
-  return runs
+  return [at(sweep, dict(zip((k for k, _ in axes), values)))
+          for values in itertools.product(*(v for _, v in axes))]
+
+
+def at(sweep: dict, point: dict) -> Run:
+  """The run of the sweep at `point` (a value for each axis, in the axes' order): also a point
+  off the grid, which two-phase sweeps add when a learning rate grid needs extending."""
+  name = ",".join(f"{k}={_flag_value(v)}" for k, v in point.items()) or "run"
+  return Run(name.replace("/", "_"), sweep["config"], {**sweep.get("fixed", {}), **point})
 
 
 def load_config(config: str, overrides: dict):

@@ -162,12 +162,24 @@ def run_sweep(root: epath.Path, path: str) -> None:
   sweep = grid.load(path)
   runs = grid.expand(sweep)
   protocol = two_phase.spec(sweep, path)
+  extended = two_phase.recorded_extensions(root) if protocol else []
+  runs.extend(extended)
   reference, others = two_phase.split(runs, protocol.b_opt) if protocol else (runs, [])
   goal = None
 
   def manifest():
-    extra = two_phase.manifest_section(goal, protocol) if protocol else None
+    extra = two_phase.manifest_section(goal, protocol, extended) if protocol else None
     backends.write_manifest(root, path, runs, extra)
+
+  def extend(extra: list[grid.Run], phase: list[grid.Run], label: str, script: str, resolve):
+    """Adds runs off the grid to the sweep (and its manifest) and launches them."""
+    print(f"best learning rate at the edge of its grid: adding {', '.join(r.name for r in extra)}",
+          flush=True)
+    runs.extend(extra)
+    extended.extend(extra)
+    phase.extend(extra)
+    manifest()
+    launch(extra, root, label, script, resolve, manifest)
 
   manifest()
   if protocol is None:
@@ -176,7 +188,12 @@ def run_sweep(root: epath.Path, path: str) -> None:
     return
   launch(reference, root, f"phase 1 (reference batch {protocol.b_opt}): ", "phase1.sbatch",
          lambda r: r, manifest)
-  goal = two_phase.target(root, reference, protocol.metric)
+  while (goal := two_phase.target(root, reference, protocol.metric)) is not None:
+    extra = two_phase.extensions(root, sweep, reference, protocol, None, {protocol.b_opt})
+    if not extra:
+      break
+    extend(extra, reference, "phase 1, learning rates beyond the grid's edge: ", "phase1_lr.sbatch",
+           lambda r: r)
   manifest()
   if goal is None:
     print(f"phase 2 ({len(others)} runs) starts once the reference runs have ended: run this "
@@ -184,8 +201,15 @@ def run_sweep(root: epath.Path, path: str) -> None:
     return
   print(f"target loss {goal.loss:.6g}: the best reference loss after D={goal.budget:,} tokens; "
         f"phase 2 runs stop at it, within {protocol.cap:g} x D tokens", flush=True)
-  launch(others, root, "phase 2 (other batch sizes): ", "phase2.sbatch",
-         two_phase.Phase2(root, runs, goal, protocol), manifest)
+  phase2 = two_phase.Phase2(root, runs, goal, protocol)
+  launch(others, root, "phase 2 (other batch sizes): ", "phase2.sbatch", phase2, manifest)
+  while all(outcome.is_settled(root / r.name) for r in others):
+    extra = two_phase.extensions(root, sweep, runs, protocol, goal.loss,
+                                 {two_phase.batch_of(r) for r in others})
+    if not extra:
+      break
+    extend(extra, others, "phase 2, learning rates beyond the grid's edge: ", "phase2_lr.sbatch",
+           phase2)
   manifest()
 
 

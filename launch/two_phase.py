@@ -6,6 +6,12 @@ loss they reach after D tokens (`analysis.measure.target_loss`, from their run d
 runs every other batch with `train.stop_loss=<target>` and up to `cap x D` tokens (a batch of 16384
 needs about 6.3 D at 151M), capped further, as the study does, at the steps after which a run can
 no longer be the minimum of its batch (`analysis.measure.step_cap`, from the runs finished so far).
+
+f(B) is a minimum over learning rates, so once a phase has settled, every batch size whose best
+learning rate is the smallest or largest of its grid gets the next one beyond that edge (by the
+grid's ratio, `analysis.guards.lr_extensions`), until the best is inside its grid or the batch size
+has `extend_lr` learning rates beyond the sweep's: the reference batch before the target is fixed (a
+better reference lowers it), the others with phase 2's stop and caps.
 """
 
 import dataclasses
@@ -14,6 +20,7 @@ import math
 
 from etils import epath
 
+from analysis import guards
 from analysis import measure
 from analysis import runs as runs_lib
 from launch import grid
@@ -25,6 +32,7 @@ class Spec:
   b_opt: int
   cap: float = 8.0  # phase-2 runs may train up to cap x D tokens
   metric: str = "best"  # eval keys the target and crossings use (see analysis.runs.metric_names)
+  extend_lr: int = 2  # learning rates a batch size may get beyond the sweep's grid (0: none)
 
 
 def spec(sweep: dict, path: str) -> Spec | None:
@@ -34,10 +42,13 @@ def spec(sweep: dict, path: str) -> Spec | None:
   given = dict(sweep["two_phase"])
   unknown = set(given) - {f.name for f in dataclasses.fields(Spec)}
   if unknown or "b_opt" not in given:
-    raise ValueError(f"sweep {path!r}: two_phase={given!r} needs b_opt and allows cap, metric")
+    raise ValueError(f"sweep {path!r}: two_phase={given!r} needs b_opt and allows cap, metric, "
+                     "extend_lr")
   result = Spec(**given)
   if result.cap < 1:
     raise ValueError(f"sweep {path!r}: two_phase cap={result.cap} must be >= 1 (runs of D tokens)")
+  if result.extend_lr < 0:
+    raise ValueError(f"sweep {path!r}: two_phase extend_lr={result.extend_lr} must be >= 0")
   return result
 
 
@@ -114,9 +125,45 @@ class Phase2:
         "train.stop_loss": round(goal.loss, 6)})
 
 
-def manifest_section(goal: Target | None, spec_: Spec) -> dict:
-  """What the manifest records about the protocol (the target once phase 1 is over)."""
-  section = {"b_opt": spec_.b_opt, "cap": spec_.cap, "metric": spec_.metric}
+def extensions(root: epath.Path, sweep: dict, runs: list[grid.Run], spec_: Spec,
+               target_loss: float | None, batches: set[int]) -> list[grid.Run]:
+  """Runs beyond the edge of the learning-rate grid of `batches`, from the settled `runs`.
+
+  Each copies the best run of its batch size (its other axes, e.g. b2) with the next learning rate;
+  none without an `optimizer.lr` axis. `target_loss` None: the reference runs' own target.
+  """
+  lrs = sweep["axes"].get("optimizer.lr")
+  if not spec_.extend_lr or not lrs:
+    return []
+  loaded = [runs_lib.load_run(root / r.name, r.name) for r in runs
+            if (root / r.name / "config.json").exists()]
+  groups = measure.measure(loaded, spec_.b_opt, metric=spec_.metric, target=target_loss, samples=0)
+  best = {e["batch_size"]: e["best_run"] for g in groups for e in g["guards"]["batches"]}
+  by_name = {r.name: r for r in runs}
+  extra = []
+  for batch, lr in guards.lr_extensions(groups, len(lrs) + spec_.extend_lr, batches):
+    template = by_name[best[batch]].overrides
+    extra.append(grid.at(sweep, {k: lr if k == "optimizer.lr" else template[k]
+                                 for k in sweep["axes"]}))
+  return [r for r in extra if r.name not in by_name]
+
+
+def recorded_extensions(root: epath.Path) -> list[grid.Run]:
+  """The runs an earlier call added beyond the grid (the manifest's `two_phase.extended`)."""
+  manifest = root / "manifest.json"
+  if not manifest.exists():
+    return []
+  content = json.loads(manifest.read_text())
+  names = set(content.get("two_phase", {}).get("extended", ()))
+  return [grid.Run(e["name"], e["config"], e["overrides"]) for e in content["runs"]
+          if e["name"] in names]
+
+
+def manifest_section(goal: Target | None, spec_: Spec, extended: list[grid.Run]) -> dict:
+  """What the manifest records about the protocol: the target once phase 1 is over, the runs
+  added beyond the grid."""
+  section = {"b_opt": spec_.b_opt, "cap": spec_.cap, "metric": spec_.metric,
+             "extend_lr": spec_.extend_lr, "extended": [r.name for r in extended]}
   if goal:
     section.update(target=goal.loss, data_budget_tokens=goal.budget)
   return {"two_phase": section}

@@ -13,6 +13,7 @@ from tensorboard.backend.event_processing import event_accumulator
 
 from cbs import flops
 from cbs import metrics
+from cbs import perf
 from cbs import records
 from cbs import tensorboard
 from cbs import train
@@ -89,6 +90,35 @@ def test_throughput_after_a_resume_excludes_the_compile_and_mfu_follows_from_it(
   for r in logged:
     assert r["perf_flops_per_sec"] == pytest.approx(r["tokens_per_sec"] * per_token, rel=1e-9)
     assert r["perf_mfu"] == pytest.approx(r["perf_flops_per_sec"] / peak, rel=1e-9)
+
+
+def test_throughput_after_an_eval_excludes_the_eval(run, monkeypatch):
+  # In the run: the log point after each eval but the last (which ends the run) carries its time.
+  logged = {r["step"]: r for r in records.read_records(run) if "perf_eval_seconds" in r}
+  evals = [r["step"] for r in records.read_records(run) if "eval_loss" in r]
+  assert evals == [8, 16, 24]
+  for step in evals[:-1]:
+    assert logged[min(s for s in logged if s > step)]["perf_eval_seconds"] > 0
+  # The meter's arithmetic, on a clock the test moves: 2 s training, a 30 s eval, 2 s training.
+  clock = [100.0]
+  monkeypatch.setattr(perf.time, "monotonic", lambda: clock[0])
+  meter = perf.Meter(0, flops_per_token=6.0, peak_flops_per_device=1e6, num_devices=1)
+  clock[0] += 2
+  meter.step()
+  assert meter.read(2000)["tokens_per_sec"] == pytest.approx(1000)
+  clock[0] += 30
+  meter.evaluating(30.0)
+  clock[0] += 2
+  meter.step()
+  after = meter.read(4000)
+  assert after["tokens_per_sec"] == pytest.approx(1000) and after["perf_eval_seconds"] == 30
+  assert after["perf_mfu"] == pytest.approx(1000 * 6 / 1e6)
+
+
+def test_progress_of_a_run_whose_last_step_passes_its_tokens_reads_100_percent(monkeypatch):
+  monkeypatch.setattr(metrics.time, "monotonic", lambda: 50.0)
+  line = metrics.ProgressLog(total_tokens=1000, start_tokens=0).line(63, 1004, 2.5, 80.0)
+  assert "tokens 1k/1k (100.0%)" in line and "ETA 0m00s" in line
 
 
 def test_metrics_on_an_object_store_are_written_once_and_read_back_in_order(tmp_path,

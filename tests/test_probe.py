@@ -67,6 +67,12 @@ def test_probe_branches_from_the_checkpoints_and_reports_the_local_cbs(tmp_path)
   md = (tmp_path / "report" / "report.md").read_text()
   assert "## Local critical batch size: run" in md and "(local_cbs_0.png)" in md
   assert (tmp_path / "report" / "local_cbs_0.png").stat().st_size > 5000
+  # A point with no checkpoint near it is refused before any branch trains (checkpoints at
+  # 10,240, 20,480 and 30,720 tokens).
+  with pytest.raises(ValueError, match=r"^--at_tokens=5000: no checkpoint within --tolerance=0.1 "
+                     r"x 5,000 tokens \(it keeps 10,240, 20,480, 30,720\); train the run with"):
+    probe.probe(str(run), [20480, 5000], [1.0, 2.0], 4 * 1024, 0.01, 0.5, "inprocess")
+  assert not (run / "probes" / "tokens=10240,k=1").exists()
   # A second call finds every branch finished and trains nothing.
   again = probe.probe(str(run), [20 * 1024 - 700], [1.0, 2.0], 4 * 1024, 0.01, 0.5, "inprocess")
   assert again["points"] == json.loads(json.dumps(points))

@@ -143,7 +143,7 @@ def test_two_phase_sweep_reaches_the_target_at_every_batch_and_measures_the_rele
       "  return {'config': 'configs/cbs_paper.py:151m',\n"
       f"          'axes': {{'batch.size': {list(RELEASED_151M)},\n"
       "                   'optimizer.lr': [1e-3, 3.16e-3]},\n"
-      "          'two_phase': {'b_opt': 256}}\n")
+      "          'two_phase': {'b_opt': 256, 'extend_lr': 0}}\n")
   root = tmp_path / "root"
   args = [f"--sweep={path}", f"--root={root}", "--backend=slurm", "--dry_run"]
   first = sweep(args)
@@ -221,7 +221,7 @@ def test_inprocess_two_phase_sweep_runs_both_phases_in_one_command_despite_failu
       "                    'compile_cache_dir': '', 'eval.tokens': 2048, 'eval.every_tokens': 1024,\n"
       "                    'eval.per_doubling': 0, 'eval.dense_from_tokens': 0},\n"
       "          'axes': {'batch.size': [8, 16], 'optimizer.lr': [3.16e-3, 1e30]},\n"
-      "          'two_phase': {'b_opt': 8}}\n")
+      "          'two_phase': {'b_opt': 8, 'extend_lr': 0}}\n")
   root = tmp_path / "root"
   result = sweep([f"--sweep={path}", f"--root={root}", "--backend=inprocess"])
   assert result.returncode == 0, result.stderr[-2000:]
@@ -244,3 +244,64 @@ def test_inprocess_two_phase_sweep_runs_both_phases_in_one_command_despite_failu
                            or final["tokens"] == 10 * 1024)
   again = sweep([f"--sweep={path}", f"--root={root}", "--backend=inprocess"])
   assert "phase 2 (other batch sizes): 2 runs, 1 finished, 1 failed, 0 to run" in again.stdout
+
+
+def test_two_phase_sweep_extends_the_learning_rate_grid_past_an_edge_best(tmp_path):
+  path = tmp_path / "s.py"
+  path.write_text(
+      "def get_sweep():\n"
+      "  return {'config': 'configs/cbs_paper.py:151m',\n"
+      "          'axes': {'batch.size': [256, 512, 1024, 2048],\n"
+      "                   'optimizer.lr': [1e-3, 2e-3, 4e-3]},\n"
+      "          'two_phase': {'b_opt': 256, 'extend_lr': 1}}\n")
+  root = tmp_path / "root"
+  args = [f"--sweep={path}", f"--root={root}", "--backend=slurm", "--dry_run"]
+  assert sweep(args).returncode == 0
+  target, seq_len = 3.0, 512
+  budget = RELEASED_151M[256] * 256 * seq_len
+
+  def write(batch, lr, reach, **kw):
+    fake_runs.write_target_run(root, f"batch.size={batch},optimizer.lr={lr}", batch, reach, target,
+                               budget, eval_every=max(1, reach // 200), lr=lr, **kw)
+
+  # The best reference learning rate is the largest swept: the target waits for the next one up.
+  for lr, slower in ((0.001, 1.25), (0.002, 1.1), (0.004, 1.0)):
+    write(256, lr, int(slower * RELEASED_151M[256]), steps=RELEASED_151M[256])
+  second = sweep(args)
+  assert second.returncode == 0, second.stderr[-2000:]
+  assert "adding batch.size=256,optimizer.lr=0.008" in second.stdout
+  assert set(slurm_runs((root / "phase1_lr.sbatch").read_text())) == {
+      "batch.size=256,optimizer.lr=0.008"}
+  assert "phase 2 (9 runs) starts once the reference runs have ended" in second.stdout
+  write(256, 0.008, int(1.2 * RELEASED_151M[256]), steps=RELEASED_151M[256])
+  third = sweep(args)
+  assert "target loss 3:" in third.stdout and "adding" not in third.stdout
+  assert len(slurm_runs((root / "phase2.sbatch").read_text())) == 9
+  # Phase 2: at batch 1024 the smallest learning rate is the best (40% above the law's steps).
+  for batch in (512, 1024, 2048):
+    factors = {0.001: 1.4, 0.002: 1.6, 0.004: 1.9} if batch == 1024 else {
+        0.001: 1.3, 0.002: 1.0, 0.004: 1.2}
+    for lr, slower in factors.items():
+      reach = int(slower * RELEASED_151M[batch])
+      write(batch, lr, reach, steps=8 * reach, stop_loss=target)
+  fourth = sweep(args)
+  assert "adding batch.size=1024,optimizer.lr=0.0005" in fourth.stdout
+  (extension,) = slurm_runs((root / "phase2_lr.sbatch").read_text()).values()
+  assert float(extension["config.train.stop_loss"]) == target
+  # Capped at the steps of the best run of batch 1024 so far (plus one eval).
+  assert int(extension["config.train_tokens"]) < 1.5 * RELEASED_151M[1024] * 1024 * seq_len
+  (before,) = measure.measure(runs_lib.load_sweep(root), b_opt=256, samples=0)
+  assert before["guards"]["batches"][2]["best_lr_at_grid_edge"]
+  # The learning rate below the grid is the true optimum: f(1024) and the CBS move.
+  write(1024, 0.0005, RELEASED_151M[1024], steps=8 * RELEASED_151M[1024], stop_loss=target)
+  last = sweep(args)
+  assert "adding" not in last.stdout  # 1024 holds 3 + extend_lr learning rates: the limit
+  manifest = json.loads((root / "manifest.json").read_text())
+  assert {"batch.size=256,optimizer.lr=0.008", "batch.size=1024,optimizer.lr=0.0005"} <= {
+      r["name"] for r in manifest["runs"]}
+  (after,) = measure.measure(runs_lib.load_sweep(root), b_opt=256, samples=0)
+  steps = {row["batch_size"]: row["steps"] for row in after["best"]}
+  assert steps[1024] == pytest.approx(RELEASED_151M[1024], rel=1e-3)
+  assert before["best"][2]["steps"] == pytest.approx(1.4 * RELEASED_151M[1024], rel=1e-3)
+  # An overestimated f(1024) looked like diminishing returns: the CBS was underestimated.
+  assert (before["cbs"], after["cbs"]) == (pytest.approx(874.0, abs=0.5), pytest.approx(993.2, abs=0.5))

@@ -23,12 +23,13 @@ def steps_to(target: float, batch: int, b_noise: float) -> float:
 
 def write_run(root: pathlib.Path, name: str, batch: int, b_noise: float, steps: int,
               budget: int, eval_every: int = 10, lr: float = 1e-3, n_params: int = N_PARAMS,
-              schedule: str = "constant", batch_at=None, stop_loss: float = 0.0) -> pathlib.Path:
+              schedule: str = "constant", batch_at=None, stop_loss: float = 0.0,
+              seq_len: int = SEQ_LEN) -> pathlib.Path:
   """A finished run dir with train records every step and evals every `eval_every` steps."""
   workdir = root / name
   workdir.mkdir(parents=True)
-  config = {"train_tokens": steps * batch * SEQ_LEN, "data_budget_tokens": budget,
-            "model": {"d_model": n_params}, "data": {"seq_len": SEQ_LEN},
+  config = {"train_tokens": steps * batch * seq_len, "data_budget_tokens": budget,
+            "model": {"d_model": n_params}, "data": {"seq_len": seq_len},
             "batch": {"size": batch, "schedule": schedule}, "optimizer": {"lr": lr},
             "train": {"stop_loss": stop_loss}}
   (workdir / "config.json").write_text(json.dumps(
@@ -36,7 +37,7 @@ def write_run(root: pathlib.Path, name: str, batch: int, b_noise: float, steps: 
   lines, tokens = [], 0
   for step in range(1, steps + 1):
     size = batch_at(step) if batch_at else batch
-    tokens += size * SEQ_LEN
+    tokens += size * seq_len
     lines.append({"step": step, "tokens": tokens, "loss": loss(step, size, b_noise),
                   "batch_size": size})
     if step % eval_every == 0:
