@@ -13,6 +13,7 @@ import math
 import numpy as np
 from etils import epath
 
+from cbs import counts
 from cbs import records
 
 EVAL_PREFIX = "eval_loss"
@@ -168,11 +169,4 @@ def group_key(run: Run) -> tuple:
 
 
 def group_name(run: Run) -> str:
-  return f"N={_short(run.n_params)},D={_short(run.data_budget)}"
-
-
-def _short(n: float) -> str:
-  for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
-    if n >= scale:
-      return f"{n / scale:.3g}{unit}"
-  return f"{n:g}"
+  return f"N={counts.short(run.n_params)},D={counts.short(run.data_budget)}"

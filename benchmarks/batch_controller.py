@@ -77,7 +77,7 @@ def step_costs(blocks: int) -> dict:
   vocab = config.data.synthetic.vocab_size
   mesh, rules = sharding.make_mesh(config.mesh), sharding.logical_rules(config.mesh)
   tx = optim.make(config.optimizer, models.hidden_lr_scale(config.model))
-  layout = train_state.layout(config, vocab, tx, mesh, rules)
+  layout = train_state.state_layout(config, vocab, tx, mesh, rules)
   compile_step = train.step_compiler(config, layout, tx, mesh, rules)
   control = controller_lib.Controller(config.batch, sharding.data_parallel_size(mesh, rules),
                                       compile_step)

@@ -87,7 +87,7 @@ def build(config, vocab: int, devices):
   mesh = sharding.make_mesh(config.mesh, devices)
   rules = sharding.logical_rules(config.mesh)
   tx = optim.make(config.optimizer, models.hidden_lr_scale(config.model))
-  layout = train_state.layout(config, vocab, tx, mesh, rules)
+  layout = train_state.state_layout(config, vocab, tx, mesh, rules)
   return mesh, rules, tx, layout
 
 

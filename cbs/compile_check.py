@@ -152,9 +152,9 @@ def check(config, topology: str, slices: int = 1) -> dict:
   rules = sharding.logical_rules(config.mesh)
   data_parallel = sharding.data_parallel_size(mesh, rules)
   tx = optim.make(config.optimizer, models.hidden_lr_scale(config.model))
-  layout = train_state.layout(config, vocab, tx, mesh, rules)
+  state_layout = train_state.state_layout(config, vocab, tx, mesh, rules)
   # the layout `auto` settles on is compiled once, for the choice and for the report
-  compile_step = functools.cache(train.step_compiler(config, layout, tx, mesh, rules))
+  compile_step = functools.cache(train.step_compiler(config, state_layout, tx, mesh, rules))
   budget = fit.budget(chip.hbm_bytes)
 
   report = {

@@ -36,6 +36,24 @@ class _QuietLibraries(py_logging.Filter):
     return record.levelno >= py_logging.WARNING or not noisy
 
 
+def _config_overrides(argv: list[str]) -> list[str]:
+  """The keys of `--config.KEY=VALUE` arguments."""
+  return [arg.split("=", 1)[0][len("--config."):] for arg in argv if arg.startswith("--config.")]
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with an unknown config key refused in one line (exit code 2)."""
+  try:
+    return flags.FLAGS(argv)
+  except (AttributeError, KeyError, flags.Error) as e:
+    unknown = [key for key in _config_overrides(argv) if key not in validation.KNOWN_KEYS]
+    if unknown:
+      print(f"cbs: bad config: {validation.unknown_key(unknown[0])}", file=sys.stderr)
+    else:
+      print(f"cbs: bad flags: {str(e).splitlines()[0]}", file=sys.stderr)
+    sys.exit(2)
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -69,4 +87,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

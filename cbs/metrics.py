@@ -17,6 +17,7 @@ from absl import logging  # noqa: E402
 from clu import metric_writers  # noqa: E402
 from etils import epath  # noqa: E402
 
+from cbs import counts  # noqa: E402
 from cbs import records  # noqa: E402
 from cbs import tensorboard  # noqa: E402
 
@@ -75,7 +76,7 @@ def make_writer(workdir: epath.PathLike, is_main_host: bool) -> metric_writers.M
   ])
 
 
-class Progress:
+class ProgressLog:
   """One log line per logging point: position, loss, speed and the time left, all in tokens."""
 
   def __init__(self, total_tokens: int, start_tokens: int):
@@ -90,19 +91,12 @@ class Progress:
     eta = max(self._total - tokens, 0) * elapsed / done if done > 0 else math.inf
     utilisation = f"  MFU {100 * mfu:.1f}%" if mfu is not None else ""
     # the last step of a run may pass train_tokens (steps are whole batches): the run is complete
-    return (f"step {step}  tokens {_short(tokens)}/{_short(self._total)} "
+    return (f"step {step}  tokens {counts.short(tokens)}/{counts.short(self._total)} "
             f"({100 * min(tokens / self._total, 1):.1f}%)  loss {loss:.4f}  "
-            f"{_short(tokens_per_sec)} tok/s{utilisation}  ETA {_duration(eta)}")
+            f"{counts.short(tokens_per_sec)} tok/s{utilisation}  ETA {_duration(eta)}")
 
   def log(self, *args) -> None:
     logging.info(self.line(*args))
-
-
-def _short(n: float) -> str:
-  for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-    if abs(n) >= scale:
-      return f"{n / scale:.3g}{unit}"
-  return f"{n:.3g}"
 
 
 def _duration(seconds: float) -> str:

@@ -1,57 +1,116 @@
 """Optimizers: optax transforms with a unit learning rate, scaled by the host's lr(tokens) each step.
 
 In every optimizer here the learning rate is optax's last scaling, and decoupled weight decay comes
-just before it, so `lr * (update(lr=1) - wd * param)` is the optimizer at learning rate `lr`, with no
-schedule inside the optimizer state (the schedule is a function of tokens and lives in
-`schedules.py`). The decay coefficient is a step argument too, so it can follow the batch size
-(`weight_decay_at`). Weight decay applies to matrices only (ndim >= 2): decaying norm scales towards
-zero fights the normalisation; parameters of scanned blocks (under the state key `layers`) carry
-a leading layer axis that does not count. This module builds transforms and applies updates; it
-does not choose learning rates.
+after it (`apply_updates`), so `lr * (update(lr=1) - wd * param)` is the optimizer at learning
+rate `lr`, with no schedule inside the optimizer state (the schedule is a function of tokens and
+lives in `lr_schedules.py`). The decay coefficient is a step argument too, so it can follow the
+batch size (`weight_decay_at`). Which parameters are matrices (decayed, muP-scaled) follows from
+their logical axes (`is_matrix`), not from where they sit in the model. This module builds
+transforms and applies updates; it does not choose learning rates.
 """
+
+import dataclasses
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
+from flax import nnx
 
-from cbs.models.transformer import LAYERS
+from cbs import registry
+from cbs.models.transformer import LAYERS as STACKED_AXIS
 
-NAMES = ("adamw", "adam", "sgd", "lion", "adafactor", "signum")
-DECAYING = ("adamw", "lion", "adafactor", "signum")  # the others have no decoupled weight decay
-
-
-def is_matrix(path, leaf) -> bool:
-  """Whether a parameter is a matrix (decayed, muP-scaled) rather than a vector (norm scales)."""
-  stacked = getattr(path[0], "key", None) == LAYERS if path else False  # leading layer axis
-  return leaf.ndim - stacked >= 2
+# Logical axes that name a parameter's role: a stack of scanned blocks (STACKED_AXIS) does not make
+# a vector a matrix, and a matrix with a vocabulary axis is an input or output embedding.
+VOCAB_AXIS = "vocab"
 
 
-def _decay_mask(params):
-  return jax.tree_util.tree_map_with_path(is_matrix, params)
+def _no_decay(name: str, also: registry.Check = registry.no_check):
+  def check(config: ml_collections.ConfigDict) -> None:
+    opt = config.optimizer
+    registry.require(not (opt.weight_decay > 0 or opt.wd_timescale > 0),
+                     f"optimizer.name={name!r} has no weight decay; use one of "
+                     f"{', '.join(n for n, e in OPTIMIZERS.items() if e.decays)} with "
+                     "weight_decay / wd_timescale")
+    also(config)
+  return check
 
 
-def _base(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  wd = 0.0  # applied in `apply_updates`, with the step's coefficient
-  if cfg.name == "adamw":
-    return optax.adamw(1.0, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=wd, mask=_decay_mask)
-  if cfg.name == "adam":
-    return optax.adam(1.0, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
-  if cfg.name == "sgd":
-    return optax.sgd(1.0, momentum=cfg.b1 or None, nesterov=cfg.nesterov)
-  if cfg.name == "lion":
-    return optax.lion(1.0, b1=cfg.b1, b2=cfg.b2, weight_decay=wd, mask=_decay_mask)
-  if cfg.name == "adafactor":
-    return optax.adafactor(1.0, weight_decay_rate=wd or None, weight_decay_mask=_decay_mask)
-  if cfg.name == "signum":
-    return optax.chain(optax.ema(cfg.b1, debias=False), optax.scale_by_sign(),
-                       optax.add_decayed_weights(wd, _decay_mask), optax.scale(-1.0))
-  raise ValueError(f"optimizer.name={cfg.name!r} is not one of: {', '.join(NAMES)}")
+def _no_nesterov(name: str, also: registry.Check = registry.no_check):
+  def check(config: ml_collections.ConfigDict) -> None:
+    registry.require(not config.optimizer.nesterov,
+                     f"optimizer.nesterov=True: Nesterov momentum is for sgd, not {name}")
+    also(config)
+  return check
 
 
-def _is_hidden(path, leaf) -> bool:
+@dataclasses.dataclass(frozen=True)
+class Optimizer:
+  """An optimizer at unit learning rate, and whether it takes decoupled weight decay."""
+  build: Callable[[ml_collections.ConfigDict], optax.GradientTransformation]
+  decays: bool
+  check: registry.Check
+  examples: tuple[registry.Overrides, ...] = ()
+
+
+def _signum(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  return optax.chain(optax.ema(cfg.b1, debias=False), optax.scale_by_sign(), optax.scale(-1.0))
+
+
+OPTIMIZERS = registry.Registry("optimizer.name", {
+    "adamw": Optimizer(lambda c: optax.adam(1.0, b1=c.b1, b2=c.b2, eps=c.eps), True,
+                       _no_nesterov("adamw"), ({"optimizer.nesterov": True},)),
+    "adam": Optimizer(lambda c: optax.adam(1.0, b1=c.b1, b2=c.b2, eps=c.eps), False,
+                      _no_decay("adam", _no_nesterov("adam")),
+                      ({"optimizer.name": "adam", "optimizer.weight_decay": 0.1},
+                       {"optimizer.name": "adam", "optimizer.nesterov": True})),
+    "sgd": Optimizer(lambda c: optax.sgd(1.0, momentum=c.b1 or None, nesterov=c.nesterov), False,
+                     _no_decay("sgd"), ({"optimizer.name": "sgd", "optimizer.wd_timescale": 0.2},)),
+    "lion": Optimizer(lambda c: optax.lion(1.0, b1=c.b1, b2=c.b2, weight_decay=0.0), True,
+                      _no_nesterov("lion"), ({"optimizer.name": "lion", "optimizer.nesterov": True},)),
+    "adafactor": Optimizer(lambda c: optax.adafactor(1.0), True, _no_nesterov("adafactor"),
+                           ({"optimizer.name": "adafactor", "optimizer.nesterov": True},)),
+    "signum": Optimizer(_signum, True, _no_nesterov("signum"),
+                        ({"optimizer.name": "signum", "optimizer.nesterov": True},)),
+}, unknown_example="adamx")
+
+
+def logical_axes(leaf) -> tuple[str, ...] | None:
+  """A parameter's logical axes (None for a bare array, which has none recorded)."""
+  if not isinstance(leaf, nnx.Variable):
+    return None
+  axes = leaf.get_metadata().get("out_sharding")
+  return tuple(axes) if axes else None
+
+
+def is_matrix(leaf) -> bool:
+  """Whether a parameter is a matrix (decayed, muP-scaled) rather than a vector (norm scales).
+
+  A bare array (no logical axes) counts its dimensions.
+  """
+  axes = logical_axes(leaf)
+  if axes is None:
+    return jnp.ndim(leaf) >= 2
+  return sum(axis != STACKED_AXIS for axis in axes) >= 2
+
+
+def is_hidden(leaf) -> bool:
   """A matrix other than the input/output embeddings (muP's "matrix-like" parameters)."""
-  return is_matrix(path, leaf) and getattr(path[0], "key", None) not in ("embed", "unembed")
+  return is_matrix(leaf) and VOCAB_AXIS not in (logical_axes(leaf) or ())
+
+
+def _map_variables(fn, *trees):
+  """`fn` on each parameter, as an `nnx.Variable` where the tree holds them (with logical axes)."""
+  return jax.tree.map(fn, *trees, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+def _value(leaf):
+  return leaf[...] if isinstance(leaf, nnx.Variable) else leaf
+
+
+def _replace(leaf, value):
+  return leaf.replace(value) if isinstance(leaf, nnx.Variable) else value
 
 
 def scale_hidden(factor: float) -> optax.GradientTransformation:
@@ -59,8 +118,8 @@ def scale_hidden(factor: float) -> optax.GradientTransformation:
 
   def update(updates, state, params=None):
     del params
-    return jax.tree_util.tree_map_with_path(
-        lambda path, u: u * factor if _is_hidden(path, u) else u, updates), state
+    return _map_variables(
+        lambda u: _replace(u, _value(u) * factor) if is_hidden(u) else u, updates), state
 
   return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
@@ -71,7 +130,7 @@ def make(opt_cfg: ml_collections.ConfigDict, hidden_lr_scale: float = 1.0) -> op
   `hidden_lr_scale` multiplies the updates of hidden matrices (muP; 1 = standard).
   """
   parts = [optax.clip_by_global_norm(opt_cfg.clip)] if opt_cfg.clip > 0 else []
-  parts.append(_base(opt_cfg))
+  parts.append(OPTIMIZERS[opt_cfg.name].build(opt_cfg))
   if hidden_lr_scale != 1.0:
     parts.append(scale_hidden(hidden_lr_scale))
   return parts[0] if len(parts) == 1 else optax.chain(*parts)
@@ -85,13 +144,13 @@ def apply_updates(tx: optax.GradientTransformation, grads, opt_state, params, lr
   """
   updates, opt_state = tx.update(grads, opt_state, params)
 
-  def scaled(path, u, p):
-    decay = weight_decay * p if is_matrix(path, p) else jnp.zeros_like(p)
-    return (lr * (u - decay)).astype(p.dtype)  # u already points downhill
+  def scaled(u, p):
+    value = _value(p)
+    decay = weight_decay * value if is_matrix(p) else jnp.zeros_like(value)
+    return _replace(u, (lr * (_value(u) - decay)).astype(value.dtype))  # u already points downhill
 
-  updates = jax.tree_util.tree_map_with_path(scaled, updates, params)
+  updates = _map_variables(scaled, updates, params)
   return optax.apply_updates(params, updates), opt_state
-
 
 def weight_decay_at(opt_cfg: ml_collections.ConfigDict, step_tokens: int, peak_lr: float,
                     train_tokens: int) -> float:

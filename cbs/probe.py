@@ -86,7 +86,7 @@ def branch_runs(workdir: epath.Path, parent: dict, point: dict, ks: list[float],
 
   batch_cfg = parent["batch"]
   lr_now = parent["optimizer"]["lr"] * (point["batch"] / batch_cfg["size"]) ** (
-      batch_schedules.LR_SCALINGS[batch_cfg["lr_scaling"]])
+      batch_schedules.LR_SCALINGS[batch_cfg["lr_scaling"]].build)
   inherited = base.changed(parent)
   runs = []
   for k in ks:
@@ -134,8 +134,7 @@ def probe(workdir: str, at_tokens: list[int], ks: list[float], branch_tokens: in
   runs = [r for p in points for r in branch_runs(workdir, parent, p, ks, branch_tokens, lr_exponent)]
   backends.write_manifest(root, "cbs.probe", runs)
   todo = [r for r in runs if not outcome.is_settled(root / r.name)]
-  {"inprocess": backends.run_inprocess, "local": backends.run_local,
-   "gpus": backends.run_gpus}[backend](todo, root)
+  backends.WAITING[backend](todo, root)
   backends.write_manifest(root, "cbs.probe", runs)
   parent_records = records.read_records(workdir)
   results = []

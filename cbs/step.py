@@ -21,7 +21,6 @@ from cbs import optim
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
-STATISTICS = ("none", "norm", "full")
 DeviceGroups = tuple[Mesh, str]  # (mesh, data axis): each device's local gradients are groups
 
 
@@ -142,8 +141,6 @@ def gradients_with_statistics(params: nnx.State, graphdef: nnx.GraphDef, batch: 
   inside `shard_map` (DDP-Norm of Lau et al.): M = groups x data-parallel at no extra compute. That
   needs the parameters replicated over the data axis (not FSDP).
   """
-  if statistics not in STATISTICS[1:]:
-    raise ValueError(f"statistics={statistics!r} is not one of {STATISTICS[1:]}")
   if device_groups is None:
     return _group_sums(params, batch, graphdef=graphdef, groups=groups, data_parallel=data_parallel,
                        statistics=statistics, axis=None, devices=1)

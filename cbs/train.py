@@ -5,6 +5,7 @@ position) and computes the learning rate and EWA decays from the token count, so
 waits on the host and the host reads device values only at logging, eval and checkpoint points.
 """
 
+import contextlib
 import functools
 import json
 import signal
@@ -31,7 +32,7 @@ from cbs import models
 from cbs import optim
 from cbs import perf
 from cbs import records
-from cbs import schedules
+from cbs import lr_schedules
 from cbs import sharding
 from cbs import step as step_lib
 from cbs import train_state
@@ -48,19 +49,25 @@ class NonFiniteError(RuntimeError):
   """The loss or gradient became NaN/Inf under `train.on_nonfinite=stop`."""
 
 
-class StopRequest:
+class StopRequest(contextlib.AbstractContextManager):
   """SIGTERM / SIGINT ask the loop to finish its step, checkpoint and return (preemption).
 
-  Installed only in the main thread (signals cannot be caught elsewhere); `restore` puts the
-  previous handlers back.
+  Installed only in the main thread (signals cannot be caught elsewhere), on entering; leaving
+  (`restore`) puts the previous handlers back.
   """
 
   def __init__(self):
     self._event = threading.Event()
     self._previous = {}
+
+  def __enter__(self) -> "StopRequest":
     if threading.current_thread() is threading.main_thread():
       for sig in (signal.SIGTERM, signal.SIGINT):
         self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self.restore()
 
   def _handle(self, signum, frame) -> None:
     del frame
@@ -97,9 +104,9 @@ def evaluate(eval_fn, state: train_state.State, batches: list, batch_sharding,
           for key, parts in sums.items()}
 
 
-def step_compiler(config: ml_collections.ConfigDict, layout: train_state.Layout,
+def step_compiler(config: ml_collections.ConfigDict, state_layout: train_state.StateLayout,
                   tx: optax.GradientTransformation, mesh, rules) -> Callable:
-  """key (batch, microbatches, statistics) -> the train step compiled ahead of time for that layout.
+  """key (batch, microbatches, statistics) -> the train step compiled ahead of time for that state_layout.
 
   Shardings are explicit and the state is donated, so a step updates it in place. Statistics
   variants take the devices' local gradients as groups where `step.local_groups` allows it.
@@ -107,25 +114,25 @@ def step_compiler(config: ml_collections.ConfigDict, layout: train_state.Layout,
   replicated = sharding.replicated(mesh)
   batch_sharding = sharding.batch_sharding(mesh, rules)
   data_parallel = sharding.data_parallel_size(mesh, rules)
-  device_groups = step_lib.local_groups(layout.shardings["params"], mesh, dict(rules).get("batch"))
+  device_groups = step_lib.local_groups(state_layout.shardings["params"], mesh, dict(rules).get("batch"))
   ewa_abstract = {name: jax.ShapeDtypeStruct((), jnp.float32) for name in ewa.names(config.ewa)}
   seq_len = config.data.seq_len
 
   def compile_step(key: controller_lib.StepKey):
     size, groups, statistics = key
     step_fn = jax.jit(
-        functools.partial(step_lib.train_step, graphdef=layout.graphdef, tx=tx, groups=groups,
+        functools.partial(step_lib.train_step, graphdef=state_layout.graphdef, tx=tx, groups=groups,
                           data_parallel=data_parallel, statistics=statistics,
                           device_groups=device_groups,
                           skip_nonfinite=config.train.on_nonfinite == "skip"),
-        in_shardings=(layout.shardings, batch_sharding, replicated, replicated, replicated),
-        out_shardings=(layout.shardings, replicated),
+        in_shardings=(state_layout.shardings, batch_sharding, replicated, replicated, replicated),
+        out_shardings=(state_layout.shardings, replicated),
         donate_argnums=0)
     batch = {name: jax.ShapeDtypeStruct((size, seq_len), dtype, sharding=batch_sharding)
              for name, dtype in (("inputs", jnp.int32), ("targets", jnp.int32),
                                  ("weights", jnp.float32))}
     scalar = jax.ShapeDtypeStruct((), jnp.float32)
-    return step_fn.lower(layout.abstract, batch, scalar, scalar, ewa_abstract).compile()
+    return step_fn.lower(state_layout.abstract, batch, scalar, scalar, ewa_abstract).compile()
 
   return compile_step
 
@@ -137,13 +144,13 @@ def branch_from(config: ml_collections.ConfigDict, abstract_state) -> tuple[dict
   position exactly; its own config decides the batch size and learning rate from there on.
   """
   parent = checkpoint.Checkpoints(config.train.init_from, keep=1_000_000)
-  step = config.train.init_step if config.train.init_step >= 0 else parent.latest_step()
-  if step is None or step not in parent.all_steps():
-    raise validation.ConfigError(
-        f"train.init_from={config.train.init_from!r} has no checkpoint at step "
-        f"{config.train.init_step} (it has {parent.all_steps()})")
-  state, progress = parent.restore(step, abstract_state)
-  parent.close()
+  with contextlib.closing(parent):
+    step = config.train.init_step if config.train.init_step >= 0 else parent.latest_step()
+    if step is None or step not in parent.all_steps():
+      raise validation.ConfigError(
+          f"train.init_from={config.train.init_from!r} has no checkpoint at step "
+          f"{config.train.init_step} (it has {parent.all_steps()})")
+    state, progress = parent.restore(step, abstract_state)
   logging.info("branched from %s at step %d (%s tokens)", config.train.init_from, step,
                f"{progress['tokens']:,}")
   return state, {k: progress[k] for k in ("step", "tokens", "seed", "data", "skipped_steps")
@@ -156,7 +163,7 @@ def restore(checkpoints: checkpoint.Checkpoints, config: ml_collections.ConfigDi
 
   A checkpoint that does not fit the model is the config's problem: one line naming the step, the
   mismatch and the config keys that changed, with the conversion command for the unrolled <->
-  scanned layout. `train.restart_if_unrestorable` makes "none restores" a deliberate fresh start.
+  scanned state_layout. `train.restart_if_unrestorable` makes "none restores" a deliberate fresh start.
   """
   try:
     return checkpoints.restore_latest(abstract_state)
@@ -197,26 +204,35 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   Returns the final progress record, with `resumed_from` (the restored step, None for a fresh
   start) and `steps_run` (steps trained by this call). Running again with the same workdir resumes
-  from its latest checkpoint; a finished run returns at once.
+  from its latest checkpoint; a finished run returns at once. Whatever way it ends, it leaves no
+  thread, signal handler, open checkpoint manager or writer behind.
   """
+  with contextlib.ExitStack() as resources:
+    return _train(config, workdir, stop_after_steps, resources)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: int | None,
+           resources: contextlib.ExitStack) -> dict:
+  """`train_and_evaluate`, whose resources `resources` releases on every way out."""
   # ---- Data -------------------------------------------------------------------------------------
   try:
     data = data_lib.make(config, jax.process_index(), jax.process_count())
   except ValueError as e:  # missing files, splits, fields, vocabularies: the user's to fix
     raise validation.ConfigError(str(e)) from None
+  resources.callback(data.train.close)
   seq_len = config.data.seq_len
   workdir = epath.Path(workdir)
   validation.check_workdir(config, workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   is_main_host = jax.process_index() == 0
 
-  # ---- Mesh and state layout ----------------------------------------------------------------------
+  # ---- Mesh and state layout -----------------------------------------------------------------------
   mesh = sharding.make_mesh(config.mesh)
   rules = sharding.logical_rules(config.mesh)
   batch_sharding = sharding.batch_sharding(mesh, rules)
   tx = optim.make(config.optimizer, models.hidden_lr_scale(config.model))
-  layout = train_state.layout(config, data.vocab_size, tx, mesh, rules)
-  lr_at = schedules.make(config.schedule, config.optimizer.lr, config.train_tokens)
+  state_layout = train_state.state_layout(config, data.vocab_size, tx, mesh, rules)
+  lr_at = lr_schedules.make(config.schedule, config.optimizer.lr, config.train_tokens)
   counts = models.param_counts(config.model, data.vocab_size)
   logging.info("mesh %s, parameters %s (non-embedding %s)", dict(mesh.shape), f"{counts['total']:,}",
                f"{counts['non_embedding']:,}")
@@ -224,31 +240,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   # ---- Compiled steps -----------------------------------------------------------------------------
   replicated = sharding.replicated(mesh)
   data_parallel = sharding.data_parallel_size(mesh, rules)
-  compile_step = step_compiler(config, layout, tx, mesh, rules)
+  compile_step = step_compiler(config, state_layout, tx, mesh, rules)
   microbatch = None  # batch.microbatch as configured
   if config.batch.microbatch == layout_lib.AUTO:
     try:
       microbatch = fit.auto_microbatch(config.batch, data_parallel, compile_step)
     except ValueError as e:  # nothing fits: the user's to fix
       raise validation.ConfigError(str(e)) from None
-  local_groups = step_lib.local_groups(layout.shardings["params"], mesh,
+  local_groups = step_lib.local_groups(state_layout.shardings["params"], mesh,
                                        dict(rules).get("batch")) is not None
   controller = controller_lib.Controller(config.batch, data_parallel, compile_step, local_groups,
                                          microbatch)
+  resources.callback(controller.close)
   eval_step = jax.jit(
-      functools.partial(step_lib.eval_step, graphdef=layout.graphdef),
-      in_shardings=(layout.shardings["params"], batch_sharding),
+      functools.partial(step_lib.eval_step, graphdef=state_layout.graphdef),
+      in_shardings=(state_layout.shardings["params"], batch_sharding),
       out_shardings=replicated)
 
   # ---- Init or restore ----------------------------------------------------------------------------
   checkpoints = checkpoint.Checkpoints(workdir, config.checkpoint.keep)
-  restored = restore(checkpoints, config, layout.abstract)
+  resources.callback(checkpoints.close)
+  restored = restore(checkpoints, config, state_layout.abstract)
   fresh = restored is None
   if fresh and config.train.init_from:
-    state, progress = branch_from(config, layout.abstract)
+    state, progress = branch_from(config, state_layout.abstract)
     data.train.set_state(progress["data"])
   elif fresh:
-    state = train_state.create(config, data.vocab_size, layout, mesh, rules)
+    state = train_state.create(config, data.vocab_size, state_layout, mesh, rules)
     progress = {"step": 0, "tokens": 0, "seed": config.seed}
   else:
     state, progress = restored
@@ -263,12 +281,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                  f"{progress['tokens']:,}")
     if is_main_host and not (workdir / "done.json").exists():  # stopped between the two writes
       _mark_done(workdir, progress["step"], progress["tokens"])
-    checkpoints.close()
-    controller.close()
-    data.train.close()
     return {**progress, "resumed_from": resumed_from, "steps_run": 0}
 
   writer = metrics.make_writer(workdir, is_main_host)
+  resources.callback(writer.close)
   config_json = config.to_dict()
   if fresh:
     if is_main_host:
@@ -283,16 +299,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   # ---- Loop ---------------------------------------------------------------------------------------
   step, tokens = progress["step"], progress["tokens"]
-  progress_log = metrics.Progress(config.train_tokens, tokens)
+  progress_log = metrics.ProgressLog(config.train_tokens, tokens)
   pending: list[tuple[int, dict]] = []
   peak, peak_source = flops.device_peak_flops(config.model.dtype)
   meter = perf.Meter(tokens, flops.train_flops_per_token(config.model, data.vocab_size, seq_len),
                      peak, mesh.devices.size)
   logging.info("MFU against %s FLOP/s per device (%s)", f"{peak:.3g}", peak_source)
   profile = perf.ProfileWindow(workdir, config.profile.start_tokens, config.profile.steps, tokens)
+  resources.callback(profile.stop)
   steps_this_run = 0
   skipped = progress.get("skipped_steps", 0)
-  stop_request = StopRequest()
+  stop_request = resources.enter_context(StopRequest())
   controller.prepare(controller.size)
   while tokens < config.train_tokens:
     waited = time.monotonic()
@@ -339,9 +356,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       bad = [(s, r["tokens"]) for s, r in fetched if r["nonfinite"]]
       if bad and config.train.on_nonfinite == "stop":
         checkpoints.wait()  # the last good checkpoint is complete before the run ends
-        controller.close()
-        data.train.close()
-        stop_request.restore()
         latest = checkpoints.latest_step()
         kept = (f"the latest complete checkpoint is step {latest} in {workdir}" if latest is not None
                 else f"no checkpoint was written yet in {workdir}")
@@ -377,12 +391,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   profile.stop(state)
   checkpoints.wait()
-  checkpoints.close()
-  controller.close()
-  data.train.close()
-  writer.flush()
-  writer.close()
-  stop_request.restore()
   progress = {**progress, "resumed_from": resumed_from, "steps_run": steps_this_run}
   if preempted and not done:
     progress["preempted"] = True

@@ -25,7 +25,7 @@ State = dict[str, Any]
 
 
 @dataclasses.dataclass(frozen=True)
-class Layout:
+class StateLayout:
   """Everything static about a run's state: the model's graph, the optimizer and where arrays live."""
   graphdef: nnx.GraphDef
   tx: optax.GradientTransformation
@@ -41,8 +41,8 @@ def _init_fn(config: ml_collections.ConfigDict, vocab_size: int, tx: optax.Gradi
   return init
 
 
-def layout(config: ml_collections.ConfigDict, vocab_size: int, tx: optax.GradientTransformation,
-           mesh: Mesh, rules: sharding.Rules) -> Layout:
+def state_layout(config: ml_collections.ConfigDict, vocab_size: int,
+                 tx: optax.GradientTransformation, mesh: Mesh, rules: sharding.Rules) -> StateLayout:
   """Shapes and shardings of the state, without allocating it."""
   init = _init_fn(config, vocab_size, tx)
   with jax.set_mesh(mesh), nnx.logical_axis_rules(rules):
@@ -50,12 +50,12 @@ def layout(config: ml_collections.ConfigDict, vocab_size: int, tx: optax.Gradien
     shardings = nnx.get_named_sharding(abstract, mesh)
   abstract = jax.tree.map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
-  return Layout(graphdef, tx, shardings, abstract)
+  return StateLayout(graphdef, tx, shardings, abstract)
 
 
-def create(config: ml_collections.ConfigDict, vocab_size: int, layout_: Layout, mesh: Mesh,
+def create(config: ml_collections.ConfigDict, vocab_size: int, layout: StateLayout, mesh: Mesh,
            rules: sharding.Rules) -> State:
   """A freshly initialised state, each array created on its own devices."""
-  init = _init_fn(config, vocab_size, layout_.tx)
+  init = _init_fn(config, vocab_size, layout.tx)
   with jax.set_mesh(mesh), nnx.logical_axis_rules(rules):
-    return jax.jit(lambda: init()[1], out_shardings=layout_.shardings)()
+    return jax.jit(lambda: init()[1], out_shardings=layout.shardings)()

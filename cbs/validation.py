@@ -1,10 +1,12 @@
-"""Checks a config before any compute starts, so a user mistake costs one line, not a traceback.
+"""Checks a config before anything is created, so a user mistake costs one line, not a traceback.
 
-Each problem is reported as `key=value: what is allowed`. Checked here: what the config, the device
-count and the workdir tell; the modules that own a concept (models, optim, schedules, data) own its
-list of allowed names, and data sources report missing files, splits and vocabularies themselves.
+Every key is walked: unknown keys (with the closest known one), types and domains
+(`config_keys.RULES`), then each named choice's own checks (the registries in `REGISTRIES`), then
+what depends on several keys, the device count and the workdir (`CROSS_CHECKS`, `check_workdir`).
+Each problem is reported as `key=value: what is allowed`.
 """
 
+import dataclasses
 import json
 import math
 import os
@@ -14,112 +16,166 @@ import jax
 import ml_collections
 from etils import epath
 
+from cbs import config_keys
 from cbs import data
 from cbs import ewa
+from cbs import lr_schedules
 from cbs import models
 from cbs import optim
-from cbs import schedules
+from cbs import registry
 from cbs import sharding
 from cbs.batching import layout
 from cbs.batching import schedules as batch_schedules
+from cbs.data import vocab
+from cbs.models import choices
+from configs import base
+
+ConfigError = registry.ConfigError
+require = registry.require
+
+# Every named choice of the config. `data.vocab` is checked by the sources that read text.
+REGISTRIES: tuple[registry.Registry, ...] = (
+    choices.MODELS, choices.DTYPES, choices.ATTENTION, choices.REMAT, choices.PARAMETERIZATIONS,
+    choices.QK_NORMS, choices.GELUS, choices.OUT_INITS,
+    data.SOURCES, vocab.VOCABULARIES, optim.OPTIMIZERS, lr_schedules.SCHEDULES,
+    batch_schedules.SCHEDULES, layout.ROUNDINGS, batch_schedules.LR_SCALINGS)
+_CHECKED_BY_OTHERS = (vocab.VOCABULARIES,)
 
 
-class ConfigError(ValueError):
-  """A config value that cannot work; the message names the key, the value and what is allowed."""
+@dataclasses.dataclass(frozen=True)
+class CrossCheck:
+  """A check of several keys together (or of the device count), with configs it refuses."""
+  check: registry.Check
+  examples: tuple[registry.Overrides, ...]
 
 
-def require(ok: bool, message: str) -> None:
-  """Raises ConfigError(message) unless `ok`."""
-  if not ok:
-    raise ConfigError(message)
+_DEFAULTS = config_keys.flat(base.get_config())
+# Every key a config may hold, sections included (`--config.batch=...` is a key too).
+KNOWN_KEYS = frozenset(_DEFAULTS) | {k.rsplit(".", i)[0] for k in _DEFAULTS for i in (1, 2)}
 
 
+def unknown_key(key: str) -> str:
+  """The refusal of a key that `configs/base.py` does not define, naming the closest one."""
+  return f"{key} is not a config key{registry.closest(key, _DEFAULTS)}"
 
-def _check_name(key: str, value: str, allowed: tuple[str, ...]) -> None:
-  require(value in allowed, f"{key}={value!r} is not one of: {', '.join(allowed)}")
+
+def check_keys(config: ml_collections.ConfigDict) -> None:
+  """Every key is known, has its default's type and lies in its domain."""
+  for key, value in config_keys.flat(config).items():
+    require(key in _DEFAULTS, unknown_key(key))
+    rule = config_keys.RULES.get(key)
+    default = _DEFAULTS[key]
+    if (rule is None or rule.typed) and not config_keys.has_type(value, default):
+      raise ConfigError(f"{key}={value!r} must be {config_keys.type_name(default)}")
+    require(rule is None or rule.ok(value), f"{key}={value!r} {rule and rule.allowed}")
 
 
-def validate(config: ml_collections.ConfigDict, num_devices: int, process_count: int = 1) -> None:
-  """Raises ConfigError for the first problem found."""
-  _check_name("model.name", config.model.name, models.NAMES)
-  _check_name("optimizer.name", config.optimizer.name, optim.NAMES)
-  _check_name("schedule.name", config.schedule.name, schedules.NAMES)
-  _check_name("data.source", config.data.source, data.SOURCES)
-  _check_name("model.dtype", config.model.dtype, ("float32", "bfloat16"))
-  _check_name("model.remat", config.model.remat, ("none", *models.REMAT_POLICIES))
-  _check_name("model.param", config.model.param, models.PARAMETERIZATIONS)
-  _check_name("model.attention", config.model.attention, models.ATTENTION)
-  if config.model.attention == "cudnn":
-    require(jax.default_backend() == "gpu", f"model.attention='cudnn' needs a GPU (this backend "
-             f"is {jax.default_backend()}); use auto, einsum or xla")
-    require(config.model.dtype == "bfloat16", f"model.attention='cudnn' with model.dtype="
-             f"{config.model.dtype!r}: cuDNN flash attention computes in 16 bits; use bfloat16")
-  require(config.model.base_width > 0, f"model.base_width={config.model.base_width} must be positive")
-  _check_name("train.on_nonfinite", config.train.on_nonfinite, ("stop", "skip"))
-  for key in ("train_tokens", "batch.size", "data.seq_len", "optimizer.lr", "eval.batch_size",
-              "eval.tokens", "log.every_steps", "checkpoint.keep", "profile.steps"):
-    value = config
-    for part in key.split("."):
-      value = value[part]
-    require(value > 0, f"{key}={value!r} must be positive")
-  require(config.profile.start_tokens >= -1, f"profile.start_tokens={config.profile.start_tokens!r}"
-          " must be >= 0, or -1 (off)")
-  require(config.data_budget_tokens >= 0,
-           f"data_budget_tokens={config.data_budget_tokens!r} must be >= 0 (0 = train_tokens)")
-  for key in ("eval.every_tokens", "eval.per_doubling", "eval.dense_from_tokens",
-              "checkpoint.every_tokens", "schedule.warmup_tokens",
-              "optimizer.weight_decay", "optimizer.wd_timescale", "optimizer.clip",
-              "train.stop_loss"):
-    section, name = key.split(".")
-    require(config[section][name] >= 0, f"{key}={config[section][name]!r} must be >= 0")
+def _positive_warmup(config: ml_collections.ConfigDict) -> None:
+  require(config.schedule.warmup_tokens <= config.train_tokens,
+          f"schedule.warmup_tokens={config.schedule.warmup_tokens} is longer than the run "
+          f"(train_tokens={config.train_tokens})")
+
+
+def _log_spaced_evals(config: ml_collections.ConfigDict) -> None:
   require(config.eval.per_doubling == 0 or config.eval.every_tokens > 0,
-           f"eval.per_doubling={config.eval.per_doubling} needs eval.every_tokens > 0 (the first eval)")
-  require(config.eval.dense_from_tokens == 0 or config.eval.dense_per_doubling > 0,
-           f"eval.dense_per_doubling={config.eval.dense_per_doubling} must be positive when "
-           f"eval.dense_from_tokens={config.eval.dense_from_tokens} is set")
+          f"eval.per_doubling={config.eval.per_doubling} needs eval.every_tokens > 0 (the first "
+          "eval)")
+
+
+def _one_decay(config: ml_collections.ConfigDict) -> None:
   opt = config.optimizer
   require(not (opt.weight_decay > 0 and opt.wd_timescale > 0),
-           f"optimizer.weight_decay={opt.weight_decay} and optimizer.wd_timescale="
-           f"{opt.wd_timescale}: set one of them (the timescale derives the decay)")
-  require(opt.name in optim.DECAYING or not (opt.weight_decay > 0 or opt.wd_timescale > 0),
-           f"optimizer.name={opt.name!r} has no weight decay; use one of "
-           f"{', '.join(optim.DECAYING)} with weight_decay / wd_timescale")
-  require(config.schedule.warmup_tokens <= config.train_tokens,
-           f"schedule.warmup_tokens={config.schedule.warmup_tokens} is longer than the run "
-           f"(train_tokens={config.train_tokens})")
+          f"optimizer.weight_decay={opt.weight_decay} and optimizer.wd_timescale="
+          f"{opt.wd_timescale}: set one of them (the timescale derives the decay)")
+
+
+def _growth_cap(config: ml_collections.ConfigDict) -> None:
+  b = config.batch
   try:
-    data_size, _ = sharding.mesh_shape(config.mesh, num_devices)
-    rules = dict(sharding.logical_rules(config.mesh))
-    ewa.names(config.ewa)
-    models.param_counts(config.model, max(config.model.vocab_size, 1))
-    batch_schedules.validate(config.batch)
-  except ValueError as e:
+    cap = batch_schedules.max_size(b)
+  except ValueError as e:  # an unreadable probe file: the measured schedule's check names it
     raise ConfigError(str(e)) from None
-  data_parallel = data_size if rules.get("batch") == "data" else 1
+  require(cap >= b.size, f"batch.max_size={b.max_size} is below batch.size={b.size}")
+
+
+def _as_config_error(check):
+  def checked(config: ml_collections.ConfigDict) -> None:
+    try:
+      check(config)
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
+  return checked
+
+
+def _model_shape(config: ml_collections.ConfigDict) -> None:
+  models.param_counts(config.model, max(config.model.vocab_size, 1))
+
+
+def _data_parallel(config: ml_collections.ConfigDict, num_devices: int) -> int:
+  data_size, _ = sharding.mesh_shape(config.mesh, num_devices)
+  return data_size if dict(sharding.logical_rules(config.mesh)).get("batch") == "data" else 1
+
+
+def _batch_split(config: ml_collections.ConfigDict, num_devices: int, process_count: int) -> None:
+  multiple = math.lcm(_data_parallel(config, num_devices), process_count)
   for key in ("batch.size", "eval.batch_size"):
-    section, name = key.split(".")
-    size = config[section][name]
-    multiple = math.lcm(data_parallel, process_count)
+    size = registry.lookup(config, key)
     require(size % multiple == 0,
-             f"{key}={size} must be a multiple of the data-parallel size {multiple}")
-  requested = config.batch.microbatch
-  require(requested == layout.AUTO or type(requested) is int,
-           f"batch.microbatch={requested!r} must be a number of sequences per device, -1 (the whole "
-           f"initial batch) or {layout.AUTO!r}")
-  if requested != layout.AUTO:  # auto picks among the divisors of the initial per-device batch
-    _check_microbatch(config.batch, data_parallel)
+            f"{key}={size} must be a multiple of the data-parallel size {multiple}")
 
 
-def _check_microbatch(batch_cfg: ml_collections.ConfigDict, data_parallel: int) -> None:
+def _microbatch(config: ml_collections.ConfigDict, num_devices: int) -> None:
+  batch_cfg = config.batch
+  if batch_cfg.microbatch == layout.AUTO:  # auto picks among the divisors of the per-device batch
+    return
+  data_parallel = _data_parallel(config, num_devices)
   microbatch = layout.default_microbatch(batch_cfg.size, data_parallel, batch_cfg.microbatch)
   unit = microbatch * data_parallel
   require(batch_cfg.size % unit == 0,
-           f"batch.size={batch_cfg.size} must be a multiple of batch.microbatch x data-parallel "
-           f"= {microbatch} x {data_parallel}")
+          f"batch.size={batch_cfg.size} must be a multiple of batch.microbatch x data-parallel "
+          f"= {microbatch} x {data_parallel}")
   if batch_schedules.statistics_needed(batch_cfg) != "none":
     require(batch_cfg.size > unit or microbatch % 2 == 0,
-             f"batch.microbatch={microbatch}: the {batch_cfg.schedule} test splits a single "
-             "microbatch into two groups, so it must be even")
+            f"batch.microbatch={microbatch}: the {batch_cfg.schedule} test splits a single "
+            "microbatch into two groups, so it must be even")
+
+
+# Checks of several keys; those that need the device count get it from `validate`.
+CROSS_CHECKS: tuple[CrossCheck, ...] = (
+    CrossCheck(_positive_warmup, ({"schedule.warmup_tokens": 5_000_000},)),
+    CrossCheck(_log_spaced_evals, ({"eval.per_doubling": 4, "eval.every_tokens": 0},)),
+    CrossCheck(_one_decay, ({"optimizer.weight_decay": 0.1, "optimizer.wd_timescale": 0.2},)),
+    CrossCheck(_growth_cap, ({"batch.max_size": 16},)),
+    CrossCheck(_as_config_error(lambda c: ewa.names(c.ewa)),
+               ({"ewa.decays": (1.5,)}, {"ewa.horizons_tokens": (0.0,)})),
+    CrossCheck(_as_config_error(_model_shape),
+               ({"model.d_model": 60, "model.num_heads": 8},
+                {"model.name": "llama", "model.num_kv_heads": 3})),
+)
+# Configs that `validate` refuses on one device, for the checks that need the device count.
+DEVICE_EXAMPLES: tuple[registry.Overrides, ...] = (
+    {"mesh.data": 16},
+    {"mesh.rules": (("batch", "dat"),)},
+    {"batch.microbatch": 3},
+    {"batch.schedule": "norm", "batch.microbatch": 1, "batch.size": 1},
+)
+
+
+def validate(config: ml_collections.ConfigDict, num_devices: int, process_count: int = 1) -> None:
+  """Raises ConfigError for the first problem found; creates and writes nothing."""
+  check_keys(config)
+  for choice in REGISTRIES:
+    if choice not in _CHECKED_BY_OTHERS:
+      choice.check(config)
+  for cross in CROSS_CHECKS:
+    cross.check(config)
+  try:
+    sharding.mesh_shape(config.mesh, num_devices)
+    sharding.logical_rules(config.mesh)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  _batch_split(config, num_devices, process_count)
+  _microbatch(config, num_devices)
 
 
 # Knobs that change speed, not what is trained: a run may resume with another value.

@@ -138,3 +138,8 @@ def run_gpus(runs: list[grid.Run], root: epath.Path, dry_run: bool = False, num_
   with concurrent.futures.ThreadPoolExecutor(len(slots)) as pool:
     for future in [pool.submit(launch, r) for r in runs]:
       future.result()
+
+
+# The backends that run here and wait for their runs: name -> runner(runs, root, ...).
+WAITING: dict[str, Callable[..., object]] = {"local": run_local, "inprocess": run_inprocess,
+                                             "gpus": run_gpus}

@@ -77,11 +77,10 @@ def load_config(config: str, overrides: dict):
     *parents, name = key.split(".")
     node = c
     for part in parents:
-      node = node[part] if part in node else None
-      if node is None:
-        raise ValueError(f"override {key}={value!r}: {config} has no section {part!r}")
-    if name not in node:
-      raise ValueError(f"override {key}={value!r}: {config} has no key {key!r}")
+      node = node[part] if node is not None and part in node else None
+    if node is None or name not in node:
+      from cbs import validation  # noqa: PLC0415  (loads JAX: only to name the closest key)
+      raise ValueError(f"override {key}={value!r}: {validation.unknown_key(key)}")
     old = node[name]
     if isinstance(old, bool):
       value = value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")

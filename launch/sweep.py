@@ -26,6 +26,7 @@ import os
 import shlex
 import subprocess
 import sys
+from collections.abc import Callable
 
 from absl import app
 from absl import flags
@@ -37,10 +38,8 @@ from launch import outcome
 from launch import status_table
 from launch import two_phase
 
-BACKENDS = ("local", "inprocess", "gpus", "tpu", "slurm")
 _SWEEP = flags.DEFINE_string("sweep", None, "Sweep file (Python with get_sweep()).")
 _ROOT = flags.DEFINE_string("root", None, "Directory holding one workdir per run and the manifest.")
-_BACKEND = flags.DEFINE_enum("backend", "local", BACKENDS, "Where the runs go.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the commands or scripts; run nothing.")
 _STATUS = flags.DEFINE_bool("status", False,
                             "Print each run's status, tokens and last loss; run nothing.")
@@ -120,21 +119,43 @@ def launch(runs: list[grid.Run], root: epath.Path, label: str, script: str,
   if not _DRY_RUN.value:
     for r in todo:
       outcome.clear_failure(root / r.name)
-  backend = _BACKEND.value
-  if backend == "local":
-    backends.run_local(todo, root, _DRY_RUN.value, resolve, on_end)
-  elif backend == "inprocess":
-    backends.run_inprocess(todo, root, _DRY_RUN.value, resolve=resolve, on_end=on_end)
-  elif backend == "gpus":
-    try:
-      backends.run_gpus(todo, root, _DRY_RUN.value, _NUM_GPUS.value, _GPUS_PER_RUN.value, resolve,
-                        on_end)
-    except ValueError as e:
-      raise app.UsageError(str(e)) from None
-  elif backend == "tpu":
-    run_tpu(todo, root, resolve, on_end)
-  else:
-    run_slurm(todo, root, resolve, script)
+  BACKENDS[_BACKEND.value](todo, root, resolve, on_end, script)
+
+
+def _local(runs, root, resolve, on_end, script) -> None:
+  del script
+  backends.run_local(runs, root, _DRY_RUN.value, resolve, on_end)
+
+
+def _inprocess(runs, root, resolve, on_end, script) -> None:
+  del script
+  backends.run_inprocess(runs, root, _DRY_RUN.value, resolve=resolve, on_end=on_end)
+
+
+def _gpus(runs, root, resolve, on_end, script) -> None:
+  del script
+  try:
+    backends.run_gpus(runs, root, _DRY_RUN.value, _NUM_GPUS.value, _GPUS_PER_RUN.value, resolve,
+                      on_end)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
+
+
+def _tpu(runs, root, resolve, on_end, script) -> None:
+  del script
+  run_tpu(runs, root, resolve, on_end)
+
+
+def _slurm(runs, root, resolve, on_end, script) -> None:
+  del on_end  # the array's runs end after this process
+  run_slurm(runs, root, resolve, script)
+
+
+# --backend: name -> how one phase's runs are started (runs, root, resolve, on_end, sbatch file).
+Backend = Callable[[list[grid.Run], epath.Path, backends.Resolve, Callable[[], None], str], None]
+BACKENDS: dict[str, Backend] = {"local": _local, "inprocess": _inprocess, "gpus": _gpus,
+                                "tpu": _tpu, "slurm": _slurm}
+_BACKEND = flags.DEFINE_enum("backend", "local", list(BACKENDS), "Where the runs go.")
 
 
 def run_sweep(root: epath.Path, path: str) -> None:

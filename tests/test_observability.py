@@ -117,7 +117,7 @@ def test_throughput_after_an_eval_excludes_the_eval(run, monkeypatch):
 
 def test_progress_of_a_run_whose_last_step_passes_its_tokens_reads_100_percent(monkeypatch):
   monkeypatch.setattr(metrics.time, "monotonic", lambda: 50.0)
-  line = metrics.Progress(total_tokens=1000, start_tokens=0).line(63, 1004, 2.5, 80.0)
+  line = metrics.ProgressLog(total_tokens=1000, start_tokens=0).line(63, 1004, 2.5, 80.0)
   assert "tokens 1k/1k (100.0%)" in line and "ETA 0m00s" in line
 
 

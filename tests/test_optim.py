@@ -32,7 +32,7 @@ def run_ours(c, params, grads):
   tx = optim.make(c)
   state = tx.init(params)
   for lr, g in zip(LRS, grads):
-    wd = c.weight_decay if c.name in optim.DECAYING else 0.0
+    wd = c.weight_decay if optim.OPTIMIZERS[c.name].decays else 0.0
     params, state = optim.apply_updates(tx, g, state, params, jnp.float32(lr), jnp.float32(wd))
   return params
 

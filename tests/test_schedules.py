@@ -6,7 +6,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from cbs import schedules
+from cbs import lr_schedules
 
 PEAK, TOTAL, WARMUP = 2.0, 1000, 100
 
@@ -19,7 +19,7 @@ def cfg(name, **kw):
 
 
 def test_warmup_is_linear_from_the_initial_fraction():
-  lr = schedules.make(cfg("constant"), PEAK, TOTAL)
+  lr = lr_schedules.make(cfg("constant"), PEAK, TOTAL)
   assert lr(0) == pytest.approx(0.2)
   assert lr(50) == pytest.approx(0.2 + 0.5 * 1.8)
   assert lr(100) == pytest.approx(2.0)
@@ -42,20 +42,20 @@ def test_warmup_is_linear_from_the_initial_fraction():
     ("rsqrt", 5000, 2.0 * math.sqrt(100 / 1000)),  # held after the end
 ])
 def test_schedule_closed_forms(name, tokens, expected):
-  assert schedules.make(cfg(name), PEAK, TOTAL)(tokens) == pytest.approx(expected, abs=1e-12)
+  assert lr_schedules.make(cfg(name), PEAK, TOTAL)(tokens) == pytest.approx(expected, abs=1e-12)
 
 
 def test_vectorised_matches_scalar_and_handles_tokens_beyond_int32():
-  lr = schedules.make(cfg("linear_to_zero", warmup_tokens=0), PEAK, 10**11)
+  lr = lr_schedules.make(cfg("linear_to_zero", warmup_tokens=0), PEAK, 10**11)
   tokens = np.array([0, 3 * 10**9, 5 * 10**10])
   np.testing.assert_allclose(lr(tokens), [lr(t) for t in tokens])
   assert lr(5 * 10**10) == pytest.approx(1.0)
 
 
 def test_no_warmup_starts_at_peak():
-  assert schedules.make(cfg("cosine", warmup_tokens=0), PEAK, TOTAL)(0) == pytest.approx(PEAK)
+  assert lr_schedules.make(cfg("cosine", warmup_tokens=0), PEAK, TOTAL)(0) == pytest.approx(PEAK)
 
 
 def test_unknown_name_is_named_in_the_error():
   with pytest.raises(ValueError, match="schedule.name='cosin' is not one of"):
-    schedules.make(cfg("cosin"), PEAK, TOTAL)
+    lr_schedules.make(cfg("cosin"), PEAK, TOTAL)

@@ -42,8 +42,8 @@ def test_state_is_created_with_the_rules_shardings(fsdp):
   mesh = sharding.make_mesh(config.mesh)
   rules = sharding.logical_rules(config.mesh)
   tx = optim.make(config.optimizer)
-  layout = train_state.layout(config, 32, tx, mesh, rules)
-  state = train_state.create(config, 32, layout, mesh, rules)
+  state_layout = train_state.state_layout(config, 32, tx, mesh, rules)
+  state = train_state.create(config, 32, state_layout, mesh, rules)
   embed_axis = "data" if fsdp else None
   wi = state["params"]["blocks"][0]["mlp"]["wi"]
   assert wi.sharding.spec == P(embed_axis, "model")
@@ -53,4 +53,4 @@ def test_state_is_created_with_the_rules_shardings(fsdp):
   assert adam_state.mu["blocks"][0]["mlp"]["wi"].sharding.spec == wi.sharding.spec
   for name in ("0.9", "0.99"):
     assert state["ewa"]["mean"][name]["blocks"][0]["mlp"]["wi"].sharding.spec == wi.sharding.spec
-  assert jax.tree.structure(layout.abstract) == jax.tree.structure(state)
+  assert jax.tree.structure(state_layout.abstract) == jax.tree.structure(state)

@@ -90,7 +90,8 @@ def test_quick_cbs_study_on_the_users_config_and_text_files(tmp_path, capsys):
   assert "holds a study of" in capsys.readouterr().err
   assert study.main(["cbs", "--quick", "--root", str(tmp_path / "other"), *args[4:],
                      "--config.data.sourcee=x"]) == 2
-  assert "no key 'data.sourcee'" in capsys.readouterr().err.strip().splitlines()[-1]
+  assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+      "data.sourcee is not a config key; did you mean data.source?")
 
 
 class _Run:  # what beyond_edge reads of a run

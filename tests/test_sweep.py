@@ -99,7 +99,8 @@ def test_inprocess_sweep_rejects_a_bad_override_before_running(tmp_path):
   path = write_sweep(tmp_path / "s.py", {"batch.size": [16], "optimizer.lrr": [1e-3]})
   result = sweep([f"--sweep={path}", f"--root={tmp_path / 'root'}", "--backend=inprocess"])
   assert result.returncode == 2
-  assert "no key 'optimizer.lrr'" in result.stderr.strip().splitlines()[-1]
+  assert result.stderr.strip().splitlines()[-1].endswith(
+      "optimizer.lrr is not a config key; did you mean optimizer.lr?")
   assert not list((tmp_path / "root").glob("*/config.json"))
 
 

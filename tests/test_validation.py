@@ -1,5 +1,6 @@
 """Bad configs fail before any compute with one line naming the key, the value and what is allowed."""
 
+import os
 import pathlib
 import subprocess
 import sys
@@ -50,7 +51,8 @@ def test_command_line_reports_one_line_and_writes_nothing(tmp_path):
   result = subprocess.run(
       [sys.executable, "-m", "cbs.main", f"--config={ROOT / 'configs/tiny.py'}",
        f"--workdir={workdir}", "--config.optimizer.name=adamx"],
-      capture_output=True, text=True, cwd=tmp_path, check=False)
+      capture_output=True, text=True, cwd=tmp_path, check=False,
+      env={**os.environ, "PYTHONPATH": str(ROOT)})
   assert result.returncode == 2
   assert result.stderr.strip().splitlines() == [
       "cbs: bad config: optimizer.name='adamx' is not one of: adamw, adam, sgd, lion, adafactor, "

@@ -61,7 +61,7 @@ class Controller:
 
   def growing(self, size: int | None = None) -> bool:
     """Whether an adaptive test may still grow the batch."""
-    return (self._cfg.schedule in schedules.ADAPTIVE
+    return (schedules.adaptive(self._cfg)
             and (self.size if size is None else size) < self._cap)
 
   def testing(self, size: int | None = None) -> bool:
@@ -101,7 +101,7 @@ class Controller:
 
   def reachable_sizes(self) -> list[int]:
     """Every size this run can switch to, from the current one up to the cap: one layout each."""
-    if self._cfg.schedule in schedules.STAGEWISE and self._cfg.ramp_tokens <= 0:
+    if schedules.SCHEDULES[self._cfg.schedule].stagewise and self._cfg.ramp_tokens <= 0:
       return sorted({self.size} | {self._round(size) for _, size in schedules.stages(self._cfg)
                                    if self._round(size) > self.size})
     sizes = [self.size]
@@ -146,12 +146,9 @@ class Controller:
       self.prepare(self._candidate())
     return self._compiled[key]
 
-  def compiled_keys(self) -> list[StepKey]:
-    return sorted(self._compiled)
-
   def _candidate(self) -> int:
     """The size most likely to come next: the next ramp stage, or double the current size."""
-    if self._cfg.schedule in schedules.STAGEWISE and self._cfg.ramp_tokens <= 0:
+    if schedules.SCHEDULES[self._cfg.schedule].stagewise and self._cfg.ramp_tokens <= 0:
       later = [self._round(size) for _, size in schedules.stages(self._cfg)
                if self._round(size) > self.size]
       return min(later, default=self.size)
@@ -160,7 +157,7 @@ class Controller:
   # ---- decisions -----------------------------------------------------------------------------------
   def before_step(self, step: int, tokens: int) -> int:
     """Applies the token schedule; returns this step's batch size."""
-    if self._cfg.schedule in schedules.STAGEWISE:
+    if schedules.SCHEDULES[self._cfg.schedule].stagewise:
       self._switch(step, tokens, self._round(schedules.scheduled_size(self._cfg, tokens)),
                    self._cfg.schedule)
     return self.size

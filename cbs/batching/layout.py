@@ -8,7 +8,8 @@ data-parallel, optionally a power of two, which bounds the number of distinct co
 import dataclasses
 import math
 
-ROUNDINGS = ("multiple", "pow2")
+from cbs import registry
+
 AUTO = "auto"  # batch.microbatch: chosen by compiling for the device's memory (`fit.py`)
 
 
@@ -23,25 +24,30 @@ class Layout:
   def size(self) -> int:
     return self.microbatch * self.data_parallel * self.accumulation
 
-  @property
-  def microbatch_global(self) -> int:
-    return self.microbatch * self.data_parallel
-
 
 def round_size(size: int, unit: int, rounding: str, cap: int) -> int:
   """The smallest allowed batch >= size, but at most the largest allowed batch <= cap.
 
   `multiple`: any multiple of `unit` (microbatch x data-parallel); `pow2`: unit x 2^k.
   """
-  if rounding not in ROUNDINGS:
-    raise ValueError(f"batch.round={rounding!r} is not one of: {', '.join(ROUNDINGS)}")
-  if rounding == "pow2":
-    rounded = unit << max(math.ceil(math.log2(max(size, 1) / unit)), 0)
-    largest = unit << max(int(math.floor(math.log2(max(cap, unit) / unit))), 0)
-  else:
-    rounded = math.ceil(size / unit) * unit
-    largest = max(cap // unit, 1) * unit
+  rounded, largest = ROUNDINGS[rounding].build(size, unit, cap)
   return max(min(rounded, largest), unit)
+
+
+def _pow2(size: int, unit: int, cap: int) -> tuple[int, int]:
+  return (unit << max(math.ceil(math.log2(max(size, 1) / unit)), 0),
+          unit << max(int(math.floor(math.log2(max(cap, unit) / unit))), 0))
+
+
+def _multiple(size: int, unit: int, cap: int) -> tuple[int, int]:
+  return math.ceil(size / unit) * unit, max(cap // unit, 1) * unit
+
+
+# The entry: (size, unit, cap) -> (the smallest allowed size >= size, the largest allowed <= cap).
+ROUNDINGS = registry.Registry("batch.round", {
+    "multiple": registry.Choice(_multiple),
+    "pow2": registry.Choice(_pow2),
+}, unknown_example="power2")
 
 
 def make(size: int, microbatch: int, data_parallel: int) -> Layout:

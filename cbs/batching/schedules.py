@@ -8,18 +8,20 @@ on, the local critical batch size measured there (never decreasing). The adaptiv
 the batch their test says the current noise needs (see `statistics.py`).
 """
 
+import dataclasses
 import functools
 import json
 import math
+from collections.abc import Callable
 
 import ml_collections
 
+from cbs import registry
 from cbs.batching import statistics
 
-NAMES = ("constant", "ramp", "measured", "norm", "inner_product", "augmented", "gns")
-STAGEWISE = ("ramp", "measured")
-ADAPTIVE = ("norm", "inner_product", "augmented", "gns")
-LR_SCALINGS = {"none": 0.0, "sqrt": 0.5, "linear": 1.0}
+LR_SCALINGS = registry.Registry("batch.lr_scaling", {  # the entry: the exponent of size / initial
+    "none": registry.Choice(0.0), "sqrt": registry.Choice(0.5), "linear": registry.Choice(1.0),
+}, unknown_example="cube")
 
 
 def max_size(batch_cfg: ml_collections.ConfigDict) -> int:
@@ -33,9 +35,8 @@ def max_size(batch_cfg: ml_collections.ConfigDict) -> int:
 
 def statistics_needed(batch_cfg: ml_collections.ConfigDict) -> str:
   """What the step must compute: none, the two norm sums, or also per-group inner products."""
-  if batch_cfg.schedule in ("inner_product", "augmented"):
-    return "full"
-  return "norm" if batch_cfg.schedule in ADAPTIVE or batch_cfg.gns_every > 0 else "none"
+  needed = SCHEDULES[batch_cfg.schedule].statistics
+  return "norm" if needed == "none" and batch_cfg.gns_every > 0 else needed
 
 
 @functools.lru_cache(maxsize=8)
@@ -65,7 +66,7 @@ def stages(batch_cfg: ml_collections.ConfigDict) -> tuple:
 
 def scheduled_size(batch_cfg: ml_collections.ConfigDict, tokens: int) -> int:
   """The size a token-indexed schedule asks for (the initial size for adaptive ones)."""
-  if batch_cfg.schedule not in STAGEWISE:
+  if not SCHEDULES[batch_cfg.schedule].stagewise:
     return batch_cfg.size
   if batch_cfg.schedule == "ramp" and batch_cfg.ramp_tokens > 0:
     fraction = min(tokens / batch_cfg.ramp_tokens, 1.0)
@@ -79,44 +80,80 @@ def scheduled_size(batch_cfg: ml_collections.ConfigDict, tokens: int) -> int:
 
 def requested_size(batch_cfg: ml_collections.ConfigDict, smoothed: dict) -> float:
   """The batch the adaptive test asks for, from (smoothed) statistics of one step."""
-  name = batch_cfg.schedule
-  if name == "norm":
-    return statistics.norm_test_size(smoothed["trace"], smoothed["grad_sq_norm"], batch_cfg.eta)
-  if name == "gns":
-    return batch_cfg.gns_k * statistics.noise_scale(smoothed["trace"], smoothed["true_sq_norm"])
-  inner = smoothed["inner_product_size"]
-  return inner if name == "inner_product" else max(inner, smoothed["orthogonality_size"])
+  return SCHEDULES[batch_cfg.schedule].requested(batch_cfg, smoothed)
 
 
 def lr_multiplier(batch_cfg: ml_collections.ConfigDict, size: int) -> float:
   """Learning-rate factor for the current batch relative to the initial one."""
-  return (size / batch_cfg.size) ** LR_SCALINGS[batch_cfg.lr_scaling]
+  return (size / batch_cfg.size) ** LR_SCALINGS[batch_cfg.lr_scaling].build
 
 
-def validate(batch_cfg: ml_collections.ConfigDict) -> None:
-  """Raises ValueError naming the first bad batch knob."""
-  if batch_cfg.schedule not in NAMES:
-    raise ValueError(f"batch.schedule={batch_cfg.schedule!r} is not one of: {', '.join(NAMES)}")
-  if batch_cfg.lr_scaling not in LR_SCALINGS:
-    raise ValueError(f"batch.lr_scaling={batch_cfg.lr_scaling!r} is not one of: "
-                     f"{', '.join(LR_SCALINGS)}")
-  if max_size(batch_cfg) < batch_cfg.size:
-    raise ValueError(f"batch.max_size={batch_cfg.max_size} is below batch.size={batch_cfg.size}")
-  for key in ("eta", "theta", "nu", "gns_k", "test_interval"):
-    if not batch_cfg[key] > 0:
-      raise ValueError(f"batch.{key}={batch_cfg[key]} must be positive")
-  if batch_cfg.schedule == "measured":
-    measured_stages(batch_cfg.probe_file)  # raises if missing or malformed
-  if batch_cfg.test_groups != -1 and batch_cfg.test_groups < 2:
-    raise ValueError(f"batch.test_groups={batch_cfg.test_groups} must be >= 2 (or -1 = from the "
-                     "layout)")
-  if batch_cfg.gns_every < 0:
-    raise ValueError(f"batch.gns_every={batch_cfg.gns_every} must be >= 0 (0 = off)")
-  if not 0 <= batch_cfg.stats_ema < 1:
-    raise ValueError(f"batch.stats_ema={batch_cfg.stats_ema} must be in [0, 1)")
+def _norm(cfg: ml_collections.ConfigDict, smoothed: dict) -> float:
+  return statistics.norm_test_size(smoothed["trace"], smoothed["grad_sq_norm"], cfg.eta)
+
+
+def _gns(cfg: ml_collections.ConfigDict, smoothed: dict) -> float:
+  return cfg.gns_k * statistics.noise_scale(smoothed["trace"], smoothed["true_sq_norm"])
+
+
+def _inner_product(cfg: ml_collections.ConfigDict, smoothed: dict) -> float:
+  del cfg
+  return smoothed["inner_product_size"]
+
+
+def _augmented(cfg: ml_collections.ConfigDict, smoothed: dict) -> float:
+  del cfg
+  return max(smoothed["inner_product_size"], smoothed["orthogonality_size"])
+
+
+def _check_ramp(config: ml_collections.ConfigDict) -> None:
+  b = config.batch
+  registry.require(len(b.ramp) > 0 or b.ramp_tokens > 0,
+                   "batch.schedule='ramp' has no stages: set batch.ramp ((tokens, size), ...) or "
+                   "batch.ramp_tokens with batch.max_size")
+  registry.require(b.ramp_tokens <= 0 or max_size(b) > b.size,
+                   f"batch.ramp_tokens={b.ramp_tokens} grows towards batch.max_size={b.max_size}, "
+                   f"which must be above batch.size={b.size}")
   previous = -math.inf, 0
-  for stage in batch_cfg.ramp:
-    if len(stage) != 2 or stage[0] < previous[0] or stage[1] < previous[1]:
-      raise ValueError(f"batch.ramp stage {tuple(stage)} must be (tokens, size) with tokens and "
-                       "sizes non-decreasing")
+  for stage in b.ramp:
+    registry.require(len(stage) == 2 and stage[0] >= previous[0] and stage[1] >= previous[1],
+                     f"batch.ramp stage {tuple(stage)} must be (tokens, size) with tokens and "
+                     "sizes non-decreasing")
     previous = stage
+
+
+def _check_measured(config: ml_collections.ConfigDict) -> None:
+  try:
+    measured_stages(config.batch.probe_file)
+  except ValueError as e:
+    raise registry.ConfigError(str(e)) from None
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchSchedule:
+  """What a schedule needs from the step, and the batch it asks for."""
+  statistics: str  # none | norm | full: what the step computes for its test
+  stagewise: bool  # a size from the token count alone (`scheduled_size`)
+  requested: Callable[[ml_collections.ConfigDict, dict], float] | None  # from test statistics
+  check: registry.Check = registry.no_check
+  examples: tuple[registry.Overrides, ...] = ()
+
+
+SCHEDULES: registry.Registry[BatchSchedule] = registry.Registry("batch.schedule", {
+    "constant": BatchSchedule("none", False, None),
+    "ramp": BatchSchedule("none", True, None, _check_ramp, (
+        {"batch.schedule": "ramp"},
+        {"batch.schedule": "ramp", "batch.ramp_tokens": 1000},
+        {"batch.schedule": "ramp", "batch.ramp": ((100, 64), (50, 128))})),
+    "measured": BatchSchedule("none", True, None, _check_measured, (
+        {"batch.schedule": "measured", "batch.probe_file": "/nonexistent/probe.json"},)),
+    "norm": BatchSchedule("norm", False, _norm),
+    "inner_product": BatchSchedule("full", False, _inner_product),
+    "augmented": BatchSchedule("full", False, _augmented),
+    "gns": BatchSchedule("norm", False, _gns),
+}, unknown_example="grow")
+
+
+def adaptive(batch_cfg: ml_collections.ConfigDict) -> bool:
+  """Whether the schedule grows the batch from test statistics."""
+  return SCHEDULES[batch_cfg.schedule].requested is not None

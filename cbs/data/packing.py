@@ -66,10 +66,3 @@ def _consume(segments, count: int) -> int:
       segments.popleft()
   return consumed
 
-
-def to_batch(examples: list[tuple[np.ndarray, int]]) -> dict[str, np.ndarray]:
-  """Language-modelling batch from packed examples, with weight 0 on padded targets."""
-  tokens = np.stack([tokens for tokens, _ in examples])
-  lengths = np.array([length for _, length in examples])
-  weights = (np.arange(1, tokens.shape[1])[None, :] < lengths[:, None]).astype(np.float32)
-  return {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "weights": weights}

@@ -14,8 +14,6 @@ from typing import Protocol
 import grain
 import numpy as np
 
-from cbs.data import packing
-
 Batch = dict[str, np.ndarray]
 
 
@@ -56,13 +54,24 @@ def host_rows(global_rows: int, process_index: int, process_count: int) -> slice
   return slice(process_index * per_host, (process_index + 1) * per_host)
 
 
-def to_batch(tokens_NxL1: np.ndarray) -> Batch:
-  """Language-modelling batch from sequences one token longer than the context."""
-  return {
-      "inputs": tokens_NxL1[:, :-1],
-      "targets": tokens_NxL1[:, 1:],
-      "weights": np.ones(tokens_NxL1[:, 1:].shape, np.float32),
-  }
+def to_batch(tokens_NxL1: np.ndarray, lengths_N: np.ndarray | None = None) -> Batch:
+  """Language-modelling batch from sequences one token longer than the context.
+
+  `lengths_N` counts each sequence's real tokens (packed examples end padded): targets beyond it
+  get weight 0. None: every token is real.
+  """
+  if lengths_N is None:
+    weights = np.ones(tokens_NxL1[:, 1:].shape, np.float32)
+  else:
+    positions = np.arange(1, tokens_NxL1.shape[1])[None, :]
+    weights = (positions < np.asarray(lengths_N)[:, None]).astype(np.float32)
+  return {"inputs": tokens_NxL1[:, :-1], "targets": tokens_NxL1[:, 1:], "weights": weights}
+
+
+def examples_batch(examples: list[tuple[np.ndarray, int]]) -> Batch:
+  """`to_batch` of packed examples: (tokens [seq_len + 1], number of real tokens) each."""
+  return to_batch(np.stack([tokens for tokens, _ in examples]),
+                  np.array([length for _, length in examples]))
 
 
 def eval_batches(examples: list[tuple[np.ndarray, int]], eval_batch: int, process_index: int,
@@ -75,7 +84,7 @@ def eval_batches(examples: list[tuple[np.ndarray, int]], eval_batch: int, proces
   while len(examples) % eval_batch:
     examples.append((np.zeros(seq_len1, np.int32), 0))
   rows = host_rows(eval_batch, process_index, process_count)
-  return [packing.to_batch(examples[start:start + eval_batch][rows])
+  return [examples_batch(examples[start:start + eval_batch][rows])
           for start in range(0, len(examples), eval_batch)]
 
 
@@ -106,7 +115,7 @@ class GrainStream:
       items = [next(iterator) for _ in range(rows.stop - rows.start)]
     except StopIteration:
       raise DataError("the training data ran out; the source should repeat (epochs)") from None
-    return packing.to_batch(items)
+    return examples_batch(items)
 
   def get_state(self) -> dict:
     return self._started().get_state()

@@ -7,12 +7,14 @@ Padding is masked out of the loss by the batch weights, so the padding id never 
 
 from collections.abc import Iterator, Sequence
 
-from cbs import quiet_tensorflow  # noqa: F401  (before seqio / TFDS, which import it)
+import ml_collections
 import numpy as np
-import seqio
 from etils import epath
 
+from cbs import registry
+
 BYTE = "byte"
+BYTE_VOCAB_SIZE = 259  # seqio's byte vocabulary: 256 bytes after 3 special ids
 T5_VOCAB = "gs://t5-data/vocabs/cc_all.32000/sentencepiece.model"  # the public T5 vocabulary
 # End-of-document tokens of common Hugging Face tokenizers (GPT-2/NeoX, T5/Llama-2, Llama-3, ...).
 HF_EOS_TOKENS = ("<|endoftext|>", "</s>", "<|end_of_text|>", "<eos>", "<|eot_id|>", "[SEP]")
@@ -49,29 +51,62 @@ class HuggingFaceVocabulary:
     return self.tokenizer.decode(list(ids))
 
 
-def is_huggingface(spec: str) -> bool:
-  return spec.endswith(".json")
-
-
-def make(spec: str):
-  """`byte`, a SentencePiece model file or a `tokenizer.json`; raises ValueError if unreadable."""
+def kind(spec: str) -> str:
+  """The vocabulary kind a `data.vocab` value names: byte, huggingface (.json) or sentencepiece."""
   if spec == BYTE:
-    return seqio.ByteVocabulary()
-  try:
-    found = epath.Path(spec).is_file()
-  except Exception as e:  # an unreachable bucket reports its own error type
-    raise ValueError(f"data.vocab={spec!r} cannot be read ({type(e).__name__}: {e})") from None
-  if not found:
-    raise ValueError(f"data.vocab={spec!r} is neither 'byte' nor an existing SentencePiece model "
-                     "or Hugging Face tokenizer.json file")
-  if is_huggingface(spec):
-    return HuggingFaceVocabulary(spec)
+    return BYTE
+  return "huggingface" if spec.endswith(".json") else "sentencepiece"
+
+
+def _byte(spec: str):
+  del spec
+  from cbs import quiet_tensorflow  # noqa: F401, PLC0415  (before seqio, which imports it)
+  import seqio  # noqa: PLC0415
+  return seqio.ByteVocabulary()
+
+
+def _sentencepiece(spec: str):
+  from cbs import quiet_tensorflow  # noqa: F401, PLC0415
+  import seqio  # noqa: PLC0415
   vocabulary = seqio.SentencePieceVocabulary(spec)
   try:
     vocabulary.vocab_size  # loads the model: a corrupt file fails here, not mid-run
   except Exception as e:
     raise ValueError(f"data.vocab={spec!r} is not a readable SentencePiece model ({e})") from None
   return vocabulary
+
+
+def _check_file(config: ml_collections.ConfigDict) -> None:
+  spec = config.data.vocab
+  try:
+    found = epath.Path(spec).is_file()
+  except Exception as e:  # an unreachable bucket reports its own error type
+    raise registry.ConfigError(f"data.vocab={spec!r} cannot be read ({type(e).__name__}: {e})") from None
+  registry.require(found, f"data.vocab={spec!r} is neither 'byte' nor an existing SentencePiece "
+                          "model or Hugging Face tokenizer.json file")
+
+
+def _check_byte(config: ml_collections.ConfigDict) -> None:
+  size, rows = config.model.vocab_size, padded_rows(BYTE_VOCAB_SIZE)
+  registry.require(size == -1 or size >= rows,
+                   f"model.vocab_size={size} is smaller than the byte vocabulary ({rows} rows)")
+
+
+_TEXT = {"data.source": "text_files"}  # the data sources that read text check their vocabulary
+VOCABULARIES = registry.Registry("data.vocab", {
+    BYTE: registry.Choice(_byte, _check_byte, ({**_TEXT, "model.vocab_size": 100},)),
+    "sentencepiece": registry.Choice(_sentencepiece, _check_file,
+                                     ({**_TEXT, "data.vocab": "/nonexistent/spm.model"},)),
+    "huggingface": registry.Choice(HuggingFaceVocabulary, _check_file,
+                                   ({**_TEXT, "data.vocab": "/nonexistent/tokenizer.json"},)),
+}, unknown_example="", name_of=kind)
+
+
+def make(spec: str):
+  """`byte`, a SentencePiece model file or a `tokenizer.json`; raises ValueError if unreadable."""
+  config = ml_collections.ConfigDict({"data": {"vocab": spec}, "model": {"vocab_size": -1}})
+  VOCABULARIES.check(config)  # a ConfigError is a ValueError
+  return VOCABULARIES[kind(spec)].build(spec)
 
 
 def encode_batch(texts: Sequence[str], vocabulary) -> list[np.ndarray]:
@@ -96,6 +131,11 @@ def encode_documents(texts: Iterator[str], vocabulary, chunk: int = 256) -> Iter
     yield from encode_batch(batch, vocabulary)
 
 
-def padded_size(vocabulary, multiple: int = 128) -> int:
-  """Embedding rows for this vocabulary: rounded up so the `vocab` axis splits over model devices."""
-  return -(-vocabulary.vocab_size // multiple) * multiple
+def padded_rows(vocab_size: int, multiple: int = 128) -> int:
+  """Embedding rows for a vocabulary: rounded up so the `vocab` axis splits over model devices."""
+  return -(-vocab_size // multiple) * multiple
+
+
+def padded_size(vocabulary) -> int:
+  """`padded_rows` of a vocabulary object."""
+  return padded_rows(vocabulary.vocab_size)

@@ -8,13 +8,10 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from cbs.models.layers import ATTENTION
 from cbs.models.sizes import PAPER_SIZES
-from cbs.models.transformer import (NAMES, PARAMETERIZATIONS, REMAT_POLICIES, Dims, Transformer,
-                                    dims, hidden_lr_scale)
+from cbs.models.transformer import Dims, Transformer, dims, hidden_lr_scale
 
-__all__ = ["ATTENTION", "NAMES", "PAPER_SIZES", "PARAMETERIZATIONS", "REMAT_POLICIES", "Dims",
-           "build_model", "dims", "hidden_lr_scale", "param_counts"]
+__all__ = ["PAPER_SIZES", "Dims", "build_model", "dims", "hidden_lr_scale", "param_counts"]
 
 
 def build_model(model_cfg: ml_collections.ConfigDict, vocab_size: int,
@@ -36,9 +33,10 @@ def param_counts(model_cfg: ml_collections.ConfigDict, vocab_size: int) -> dict[
   """
   abstract = nnx.eval_shape(lambda: build_model(model_cfg, vocab_size, nnx.Rngs(0)))
   total = embedding = 0
-  for path, leaf in jax.tree_util.tree_leaves_with_path(nnx.state(abstract, nnx.Param)):
+  params = nnx.state(abstract, nnx.Param)
+  for leaf in jax.tree.leaves(params, is_leaf=lambda x: isinstance(x, nnx.Variable)):
     size = int(np.prod(leaf.shape))
     total += size
-    if getattr(path[0], "key", None) in ("embed", "unembed"):
+    if "vocab" in (leaf.get_metadata().get("out_sharding") or ()):  # input/output embeddings
       embedding += size
   return {"total": total, "non_embedding": total - embedding}

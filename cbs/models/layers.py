@@ -58,9 +58,6 @@ def rope(x_BxLxHxK: jax.Array, theta: float) -> jax.Array:
   return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x_BxLxHxK.dtype)
 
 
-ATTENTION = ("auto", "einsum", "xla", "cudnn")
-
-
 def attention_implementation(requested: str, platform: str, dtype) -> str:
   """`auto`: cuDNN flash attention on GPUs in 16-bit compute (it supports no float32), otherwise
   explicit einsums (the fastest of the XLA forms on CPU: 1.6x `jax.nn.dot_product_attention`'s)."""
@@ -85,9 +82,6 @@ def attend(q_BxLxHxK, k_BxLxGxK, v_BxLxGxK, scale: float | None, implementation:
   probs = jax.nn.softmax(scores, axis=-1).astype(v_BxLxGxK.dtype)
   out = jnp.einsum("bgrlm,bmgk->blgrk", probs, v_BxLxGxK)
   return out.reshape(batch, length, heads, d_head)
-
-
-QK_NORMS = ("full", "head", "none")
 
 
 class Attention(nnx.Module):
@@ -135,9 +129,6 @@ class Attention(nnx.Module):
     out_BxLxHxK = attend(q_BxLxHxK, k_BxLxGxK, v_BxLxGxK, self.scale, self.implementation)
     o_HKxD = self.o[...].astype(self.dtype).reshape(-1, d_model)
     return (out_BxLxHxK.reshape(batch * length, -1) @ o_HKxD).reshape(batch, length, d_model)
-
-
-GELUS = ("exact", "tanh")
 
 
 class Mlp(nnx.Module):

@@ -2,8 +2,8 @@
 
 `paper` (Zhang et al. 2024, their OLMo code): pre-LN blocks with scale-only LayerNorm, QK-LayerNorm
 over whole query / key vectors, RoPE, exact-GeLU MLP (4 d), no biases, untied input/output
-embeddings, residual projections initialised with std 1/sqrt(2 fan_in (l+1)) at block l. `llama`: RMSNorm, SwiGLU MLP, grouped-query
-attention, optionally tied embeddings. Both compute in `model.dtype` and return float32 logits.
+embeddings, residual projections initialised with std 1/sqrt(2 fan_in (l+1)) at block l. `llama`:
+RMSNorm, SwiGLU MLP, grouped-query attention, optionally tied embeddings. Both compute in `model.dtype` and return float32 logits.
 This module resolves the config's shape knobs (`-1` = the variant's default) and stacks the layers.
 """
 
@@ -15,18 +15,16 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from cbs.models import choices
 from cbs.models import layers
 
-NAMES = ("paper", "llama")
-OUT_INITS = ("layer", "depth")  # see `depth_scale`
-LAYERS = "layers"  # logical axis (and state key) of the stacked parameters of scanned blocks
-PARAMETERIZATIONS = ("sp", "mup")
+LAYERS = "layers"  # logical axis of the stacked parameters of scanned blocks
 
 
 def hidden_lr_scale(model_cfg: ml_collections.ConfigDict) -> float:
   """muP's Adam learning-rate factor of hidden matrices: base_width / width (1 under SP)."""
-  return model_cfg.base_width / model_cfg.d_model if model_cfg.get("param", "sp") == "mup" else 1.0
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+  mup = choices.PARAMETERIZATIONS[model_cfg.get("param", "sp")].build
+  return model_cfg.base_width / model_cfg.d_model if mup else 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,14 +41,11 @@ class Dims:
 
 def dims(model_cfg: ml_collections.ConfigDict, vocab_size: int) -> Dims:
   """Resolves `-1` knobs; raises ValueError naming any value that cannot work."""
-  if model_cfg.name not in NAMES:
-    raise ValueError(f"model.name={model_cfg.name!r} is not one of: {', '.join(NAMES)}")
-  if model_cfg.dtype not in _DTYPES:
-    raise ValueError(f"model.dtype={model_cfg.dtype!r} is not one of: {', '.join(_DTYPES)}")
-  for key, allowed in (("qk_norm", ("auto", *layers.QK_NORMS)), ("gelu", layers.GELUS),
-                       ("out_init", OUT_INITS)):
-    if model_cfg.get(key, allowed[0]) not in allowed:
-      raise ValueError(f"model.{key}={model_cfg[key]!r} is not one of: {', '.join(allowed)}")
+  variant = choices.MODELS[model_cfg.name]
+  for choice, name, default in ((choices.QK_NORMS, "qk_norm", "auto"),
+                                (choices.GELUS, "gelu", "exact"),
+                                (choices.OUT_INITS, "out_init", "layer")):
+    choice[model_cfg.get(name, default)]  # a model built without `validation` is checked too
   d, heads = model_cfg.d_model, model_cfg.num_heads
   for key in ("num_layers", "d_model", "num_heads"):
     if model_cfg[key] <= 0:
@@ -58,9 +53,6 @@ def dims(model_cfg: ml_collections.ConfigDict, vocab_size: int) -> Dims:
   kv_heads = heads if model_cfg.num_kv_heads == -1 else model_cfg.num_kv_heads
   if kv_heads <= 0 or heads % kv_heads:
     raise ValueError(f"model.num_kv_heads={kv_heads} must divide model.num_heads={heads}")
-  if model_cfg.name == "paper" and kv_heads != heads:
-    raise ValueError(f"model.num_kv_heads={kv_heads}: the paper model has no grouped-query "
-                     f"attention; use -1 or {heads}")
   if model_cfg.d_head == -1 and d % heads:
     raise ValueError(f"model.d_model={d} is not divisible by model.num_heads={heads}; "
                      "set model.d_head explicitly")
@@ -68,8 +60,8 @@ def dims(model_cfg: ml_collections.ConfigDict, vocab_size: int) -> Dims:
   if d_head <= 0 or d_head % 2:
     raise ValueError(f"model.d_head={d_head} must be a positive even number (RoPE rotates pairs)")
   mlp_dim = model_cfg.mlp_dim
-  if mlp_dim == -1:  # llama: 8/3 d keeps the parameter count of a 4 d GeLU MLP; rounded to 64
-    mlp_dim = 4 * d if model_cfg.name == "paper" else 64 * math.ceil(8 * d / 3 / 64)
+  if mlp_dim == -1:
+    mlp_dim = variant.default_mlp_dim(d)
   vocab = vocab_size if model_cfg.vocab_size == -1 else model_cfg.vocab_size
   if mlp_dim <= 0 or vocab < vocab_size:
     raise ValueError(f"model.mlp_dim={mlp_dim} must be positive and model.vocab_size={vocab} at "
@@ -77,46 +69,37 @@ def dims(model_cfg: ml_collections.ConfigDict, vocab_size: int) -> Dims:
   return Dims(model_cfg.num_layers, d, heads, kv_heads, d_head, mlp_dim, vocab)
 
 
-REMAT_POLICIES = {
-    "full": None,  # keep only each block's input
-    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # keep weight matmul outputs
-}
-
-
 def qk_norm(model_cfg: ml_collections.ConfigDict) -> str:
-  """`model.qk_norm` resolved: auto = full for the paper model, none for llama."""
-  choice = model_cfg.get("qk_norm", "auto")
-  return ("full" if model_cfg.name == "paper" else "none") if choice == "auto" else choice
+  """`model.qk_norm` resolved: auto = the variant's own (full for the paper model, none for llama)."""
+  chosen = choices.QK_NORMS[model_cfg.get("qk_norm", "auto")].build
+  return chosen or choices.MODELS[model_cfg.name].qk_norm
 
 
 def depth_scale(model_cfg: ml_collections.ConfigDict, num_layers: int, layer):
   """Extra init factor of the projections writing into the residual stream at block `layer` (from
-  0; an array under the scanned stack): 1/sqrt(2 (l+1)) (OLMo's, `layer`) or 1/sqrt(2 L) (`depth`).
+  0; an array under the scanned stack): see `choices.OUT_INITS`.
   """
-  if model_cfg.get("out_init", "layer") == "depth":
-    return 1.0 / math.sqrt(2 * num_layers)
-  return 1.0 / jnp.sqrt(2.0 * (jnp.asarray(layer, jnp.float32) + 1.0))
+  return choices.OUT_INITS[model_cfg.get("out_init", "layer")].build(num_layers, layer)
 
 
 class Block(nnx.Module):
   """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
 
   def __init__(self, cfg: ml_collections.ConfigDict, dm: Dims, rngs: nnx.Rngs, layer=0):
-    paper = cfg.name == "paper"
-    norm = "layernorm" if paper else "rmsnorm"
-    dtype = _DTYPES[cfg.dtype]
+    variant = choices.MODELS[cfg.name]
+    dtype = choices.DTYPES[cfg.dtype].build
     scale = depth_scale(cfg, dm.num_layers, layer)
-    self.attn_norm = layers.Norm(dm.d_model, norm, cfg.norm_eps)
+    mup = choices.PARAMETERIZATIONS[cfg.get("param", "sp")].build
+    self.attn_norm = layers.Norm(dm.d_model, variant.norm, cfg.norm_eps)
     self.attn = layers.Attention(dm.d_model, dm.num_heads, dm.num_kv_heads, dm.d_head,
                                  qk_norm=qk_norm(cfg), norm_eps=cfg.norm_eps,
                                  rope_theta=cfg.rope_theta, depth_scale=scale, dtype=dtype, rngs=rngs,
-                                 scale=1.0 / dm.d_head if cfg.get("param", "sp") == "mup" else None,
+                                 scale=1.0 / dm.d_head if mup else None,
                                  implementation=layers.attention_implementation(
                                      cfg.get("attention", "auto"), jax.default_backend(), dtype))
-    self.mlp_norm = layers.Norm(dm.d_model, norm, cfg.norm_eps)
-    self.mlp = layers.Mlp(dm.d_model, dm.mlp_dim, "gelu" if paper else "swiglu",
-                          depth_scale=scale, dtype=dtype, rngs=rngs,
-                          gelu=cfg.get("gelu", "exact"))
+    self.mlp_norm = layers.Norm(dm.d_model, variant.norm, cfg.norm_eps)
+    self.mlp = layers.Mlp(dm.d_model, dm.mlp_dim, variant.mlp, depth_scale=scale, dtype=dtype,
+                          rngs=rngs, gelu=cfg.get("gelu", "exact"))
 
   def __call__(self, x_BxLxD):
     x_BxLxD = x_BxLxD + self.attn(self.attn_norm(x_BxLxD))
@@ -143,7 +126,7 @@ class Transformer(nnx.Module):
     if cfg.name == "paper" and cfg.tie_embeddings:
       raise ValueError("model.tie_embeddings=True: the paper model has untied embeddings")
     std = 1.0 / math.sqrt(dm.d_model)
-    mup = cfg.get("param", "sp") == "mup"
+    mup = choices.PARAMETERIZATIONS[cfg.get("param", "sp")].build
     # muP: the embedding's init does not shrink with width, the logits are scaled by
     # base_width / width (at base width both equal the standard parameterization).
     embed_std = 1.0 / math.sqrt(cfg.base_width) if mup else std
@@ -154,11 +137,10 @@ class Transformer(nnx.Module):
       self.layers = _stacked_blocks(cfg, dm, rngs)
     else:
       self.blocks = nnx.List([Block(cfg, dm, rngs, i) for i in range(dm.num_layers)])
-    self.final_norm = layers.Norm(dm.d_model, "layernorm" if cfg.name == "paper" else "rmsnorm",
-                                  cfg.norm_eps)
+    self.final_norm = layers.Norm(dm.d_model, choices.MODELS[cfg.name].norm, cfg.norm_eps)
     self.unembed = None if self.tied else layers.param(
         rngs, (dm.d_model, dm.vocab_size), ("embed", "vocab"), std)
-    self.dtype = _DTYPES[cfg.dtype]
+    self.dtype = choices.DTYPES[cfg.dtype].build
     self.remat = cfg.get("remat", "none")
 
   def features(self, tokens_BxL):
@@ -166,7 +148,7 @@ class Transformer(nnx.Module):
     x_BxLxD = self.embed[...].astype(self.dtype)[tokens_BxL]
     apply = lambda block, x: block(x)
     if self.remat != "none":  # trade compute for activation memory
-      apply = nnx.remat(apply, policy=REMAT_POLICIES[self.remat])
+      apply = nnx.remat(apply, policy=choices.REMAT[self.remat].build)
     if self.scan:  # traced and compiled once for all layers: compile time independent of depth
       return nnx.scan(lambda x, block: apply(block, x), in_axes=(nnx.Carry, 0),
                       out_axes=nnx.Carry)(x_BxLxD, self.layers)

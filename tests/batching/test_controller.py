@@ -38,19 +38,6 @@ def test_ramp_schedules():
   assert [schedules.scheduled_size(linear, t) for t in (0, 500, 2000)] == [16, 72, 128]
 
 
-@pytest.mark.parametrize("kw,message", [
-    (dict(schedule="grow"), "batch.schedule='grow' is not one of"),
-    (dict(max_size=8), "batch.max_size=8 is below batch.size=16"),
-    (dict(lr_scaling="cube"), "batch.lr_scaling='cube' is not one of: none, sqrt, linear"),
-    (dict(ramp=((100, 64), (50, 128))), r"batch.ramp stage \(50, 128\) must be"),
-    (dict(eta=0.0), "batch.eta=0.0 must be positive"),
-    (dict(test_groups=1), r"batch.test_groups=1 must be >= 2 \(or -1 = from the layout\)"),
-])
-def test_bad_batch_knobs_are_named(kw, message):
-  with pytest.raises(ValueError, match=message):
-    schedules.validate(batch_cfg(**kw))
-
-
 def test_lr_scaling_is_relative_to_the_initial_batch():
   assert schedules.lr_multiplier(batch_cfg(lr_scaling="sqrt"), 64) == pytest.approx(2.0)
   assert schedules.lr_multiplier(batch_cfg(lr_scaling="linear"), 64) == pytest.approx(4.0)
@@ -138,7 +125,6 @@ def test_measured_schedule_ramps_along_a_probe_result(tmp_path):
   probe.write_text('{"points": [{"tokens": 300, "local_cbs": 64}, {"tokens": 100, "local_cbs": 32},'
                    ' {"tokens": 500, "local_cbs": 48}]}')
   cfg = batch_cfg(schedule="measured", probe_file=str(probe), max_size=-1)
-  schedules.validate(cfg)
   # Sorted by tokens, never decreasing: the 48 measured at 500 tokens keeps the 64 before it.
   assert schedules.stages(cfg) == ((100, 32), (300, 64), (500, 64))
   control = controller_lib.Controller(cfg, 1, StubCompiler())
@@ -147,7 +133,7 @@ def test_measured_schedule_ramps_along_a_probe_result(tmp_path):
   control.close()
   (tmp_path / "bad.json").write_text("{}")
   with pytest.raises(ValueError, match="is not a cbs.probe result"):
-    schedules.validate(batch_cfg(schedule="measured", probe_file=str(tmp_path / "bad.json")))
+    schedules.measured_stages(str(tmp_path / "bad.json"))
 
 
 @pytest.mark.parametrize("data_parallel,local,size,test_groups,expected", [

@@ -89,14 +89,14 @@ def sharded_run(request, batch):
   config = small_config(**request.param)
   mesh, rules = sharding.make_mesh(config.mesh), sharding.logical_rules(config.mesh)
   tx = optim.make(config.optimizer, 1.0)
-  layout = train_state.layout(config, VOCAB, tx, mesh, rules)
-  groups_on = step.local_groups(layout.shardings["params"], mesh, "data")
+  state_layout = train_state.state_layout(config, VOCAB, tx, mesh, rules)
+  groups_on = step.local_groups(state_layout.shardings["params"], mesh, "data")
   device_batch = jax.device_put(jax.tree.map(jnp.asarray, batch),
                                 sharding.batch_sharding(mesh, rules))
   results = {}
   for statistics in ("none", "full"):
-    state = train_state.create(config, VOCAB, layout, mesh, rules)
-    fn = jax.jit(functools.partial(step.train_step, graphdef=layout.graphdef, tx=tx, groups=2,
+    state = train_state.create(config, VOCAB, state_layout, mesh, rules)
+    fn = jax.jit(functools.partial(step.train_step, graphdef=state_layout.graphdef, tx=tx, groups=2,
                                    data_parallel=mesh.shape["data"], statistics=statistics,
                                    device_groups=groups_on))
     results[statistics] = jax.device_get(fn(state, device_batch, 1e-3, 0.0, {}))

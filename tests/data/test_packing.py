@@ -45,7 +45,7 @@ def test_restoring_a_position_continues_with_the_next_example():
 
 
 def test_padding_is_masked_out_of_the_loss():
-  batch = packing.to_batch([(np.array([5, 6, 1, 0, 0]), 3), (np.array([7, 8, 9, 10, 11]), 5)])
+  batch = stream_lib.examples_batch([(np.array([5, 6, 1, 0, 0]), 3), (np.array([7, 8, 9, 10, 11]), 5)])
   np.testing.assert_array_equal(batch["weights"], [[1, 1, 0, 0], [1, 1, 1, 1]])
   np.testing.assert_array_equal(batch["targets"][0], [6, 1, 0, 0])
 

@@ -105,8 +105,8 @@ def test_stacked_parameters_keep_the_layer_axis_whole_under_fsdp():
   config.mesh.data, config.mesh.model, config.mesh.fsdp = 4, 2, True
   mesh = sharding.make_mesh(config.mesh)
   rules = sharding.logical_rules(config.mesh)
-  layout = train_state.layout(config, 32, optim.make(config.optimizer), mesh, rules)
-  layers = layout.shardings["params"]["layers"]
+  state_layout = train_state.state_layout(config, 32, optim.make(config.optimizer), mesh, rules)
+  layers = state_layout.shardings["params"]["layers"]
   assert layers["mlp"]["wi"].spec == P(None, "data", "model")
   assert layers["attn"]["q"].spec == P(None, "data", "model", None)
   assert layers["attn_norm"]["scale"].spec == P(None, "data")
