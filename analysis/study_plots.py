@@ -9,15 +9,9 @@ import numpy as np  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
 from analysis import runs as runs_lib  # noqa: E402
+from cbs.counts import short as _short  # noqa: E402
 
 DPI = 110
-
-
-def _short(n: float) -> str:
-  for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
-    if n >= scale:
-      return f"{n / scale:.3g}{unit}"
-  return f"{n:.3g}"
 
 
 def _save(fig, path: str) -> str:
