@@ -65,7 +65,7 @@ def steps_vs_batch(groups: list[dict], path: str, metric: str | None = None) -> 
   fig, ax = _figure(width=10, height=5.2)
   handles, marked = [], False
   for i, g in enumerate(groups):
-    color = f"C{i}"
+    color = f"C{i}" if len(groups) <= 10 else plt.cm.tab20(i % 20)  # no repeated colours
     batch = np.array([r["batch_size"] for r in g["best"]], dtype=float)
     steps = np.array([r["steps"] for r in g["best"]], dtype=float)
     ax.scatter(batch, steps, color=color, zorder=3)
