@@ -93,31 +93,41 @@ def ablation_blocks(result: dict, n_params: int) -> list:
   return blocks
 
 
-def at_equal_steps(runs: list[runs_lib.Run], metric: str, fractions=(0.25, 0.5, 1.0)) -> dict:
-  """Loss of every run at equal optimizer steps: fractions of the run with the fewest steps, from
-  the first step at which every run has been evaluated."""
-  horizon = min(r.evals[-1]["step"] for r in runs if r.evals)
-  first = max(r.evals[0]["step"] for r in runs if r.evals)
-  points = sorted({max(first, int(f * horizon)) for f in fractions})
+def at_equal_steps(runs: list[runs_lib.Run], metric: str) -> dict:
+  """Loss of every run at equal optimizer steps: from the first step at which every run has been
+  evaluated, doubling up to the longest run's end (nan once a run has ended), plus `horizon`, the
+  end of the run with the fewest steps, where every run has a value."""
+  evaluated = [r for r in runs if r.evals]
+  horizon = min(r.evals[-1]["step"] for r in evaluated)
+  first = max(r.evals[0]["step"] for r in evaluated)
+  longest = max(r.evals[-1]["step"] for r in evaluated)
+  points = {int(horizon)}
+  step = first
+  while step <= longest:
+    points.add(int(step))
+    step *= 2
+  points = sorted(points)
   rows = []
-  for r in runs:
+  for r in evaluated:
     key, _ = runs_lib.best_curve(r, metric)
     rows.append({"run": r.name, "losses": [runs_lib.loss_at(r.evals, key, s, "step") for s in points]})
-  return {"steps": points, "rows": rows}
+  return {"steps": points, "horizon": int(horizon), "rows": rows}
 
 
 def winners(labels: dict[str, str], tokens_table: dict, steps_table: dict) -> str:
-  """A plain sentence: which schedule has the lowest loss at the last equal-token and equal-step
-  points."""
+  """A plain sentence: which schedule has the lowest loss at the last equal-token point and at the
+  equal-step horizon (every run still training)."""
   def best(rows, index):
     finite = [r for r in rows if not math.isnan(r["losses"][index])]
     top = min(finite, key=lambda r: r["losses"][index])
     return labels.get(top["run"], top["run"]), top["losses"][index]
 
   tok, tok_loss = best(tokens_table["rows"], -1)
-  step, step_loss = best(steps_table["rows"], -1)
+  at = steps_table["steps"].index(steps_table["horizon"])
+  step, step_loss = best(steps_table["rows"], at)
   return (f"At equal tokens ({tokens_table['tokens'][-1]:,}) {tok} wins (loss {tok_loss:.3f}); at "
-          f"equal steps ({steps_table['steps'][-1]:,}) {step} wins (loss {step_loss:.3f}). Adaptive "
+          f"equal steps ({steps_table['horizon']:,}, where the run with the fewest steps ends) {step} "
+          f"wins (loss {step_loss:.3f}). Adaptive "
           "batches trade tokens for steps: they pay off where steps (wall time on many devices) "
           "are the constraint, a small constant batch where data is.")
 
@@ -137,6 +147,7 @@ def adaptive_blocks(runs: list[runs_lib.Run], labels: dict[str, str], tokens_tab
                              [[name(r["run"]), *r["losses"], *np.round(r["steps"], 1)]
                               for r in tokens_table["rows"]]),
             report_lib.heading("Loss at equal steps", 3),
+            report_lib.paragraph("A dash: the run had ended (its tokens were spent)."),
             report_lib.table(["schedule", *(f"{s:,} steps" for s in steps_table["steps"])],
                              [[name(r["run"]), *r["losses"]] for r in steps_table["rows"]])]
   return blocks, {"equal_steps": steps_table, "sentence": sentence}
