@@ -84,6 +84,8 @@ def frontier(runs: list[runs_lib.Run], labels: dict[str, str], metric: str, path
   axes[0].set_ylabel("eval loss (best of raw and EWA weights)", fontsize=11)
   for ax in axes:
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: _short(v)))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
     ax.grid(alpha=0.3, which="both")
     ax.tick_params(labelsize=10)
   axes[1].legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
