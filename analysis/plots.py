@@ -36,7 +36,14 @@ def run_label(run: runs_lib.Run, runs: list[runs_lib.Run]) -> str:
            else SCHEDULE_NAMES.get(schedule, schedule))
   same = [r for r in runs if r.config["batch"]["schedule"] == schedule
           and (schedule != "constant" or r.batch_size == run.batch_size)]
-  return label if len(same) < 2 else f"{label}, lr {run.config['optimizer']['lr']:g}"
+  if len(same) < 2:
+    return label
+  # the knobs that tell runs of one schedule apart: the test's own, then the learning rate
+  knobs = [("batch", k) for k in ("eta", "theta", "stats_ema", "test_interval", "lr_scaling")]
+  knobs.append(("optimizer", "lr"))
+  differ = [(part, k) for part, k in knobs if len({str(r.config[part].get(k)) for r in same}) > 1]
+  return ", ".join([label, *(f"{k} {run.config[part].get(k):g}" if isinstance(
+      run.config[part].get(k), float) else f"{k} {run.config[part].get(k)}" for part, k in differ)])
 
 
 def _figure(ncols: int = 1, width: float = SIZE[0], height: float = SIZE[1]):
