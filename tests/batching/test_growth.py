@@ -14,6 +14,9 @@ def growing_config(**batch):
   c.compile_cache_dir = ""
   c.mesh.data, c.mesh.fsdp = 8, True
   c.model.mlp_dim = 128
+  # The trajectory below (when the test fails) was designed on this model form; the mechanics under
+  # test do not depend on it, so it is pinned rather than re-derived from the paper defaults.
+  c.model.update(qk_norm="head", gelu="tanh", out_init="depth")
   c.batch.update(dict(schedule="norm", max_size=128, round="pow2", eta=0.5, test_interval=2))
   c.batch.update(batch)
   c.train_tokens = 640 * 64  # 4 steps at 32, 6 at 64, 1 at 128 when the batch grows as expected
