@@ -143,7 +143,7 @@ def check(config, topology: str, slices: int = 1) -> dict:
   from cbs.batching import fit  # noqa: PLC0415
   from cbs.batching import layout as layout_lib  # noqa: PLC0415
 
-  validation.validate(config, len(devices))
+  validation.validate(config, len(devices), read_data=False)  # compiling reads no data
   vocab = vocab_rows(config)
   try:
     mesh = sharding.make_mesh(config.mesh, devices)

@@ -74,3 +74,17 @@ def test_manual_multi_process_start_is_checked_before_connecting(mesh, message):
   config.mesh.update(mesh)
   with pytest.raises(validation.ConfigError, match=message):
     processes.start(config.mesh)
+
+
+def test_an_ahead_of_time_compile_checks_no_data_files():
+  """`cbs.compile_check` validates with read_data=False: a vocabulary it cannot reach (a bucket
+  offline) is refused for a run, not for a compile; a misspelt source still is."""
+  config = tiny.get_config()
+  config.data.update(source="text_files", files="/nonexistent/*.jsonl",
+                     vocab="/nonexistent/spm.model")
+  with pytest.raises(validation.ConfigError, match="data.vocab=.* is neither .byte. nor"):
+    validation.validate(config, num_devices=1)
+  validation.validate(config, num_devices=1, read_data=False)
+  config.data.source = "c4"
+  with pytest.raises(validation.ConfigError, match="data.source='c4' is not one of"):
+    validation.validate(config, num_devices=1, read_data=False)
