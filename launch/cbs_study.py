@@ -37,7 +37,10 @@ COMMAND = "python -m launch.study cbs"
 class Model:
   width: float
   d_model: int
-  overrides: dict
+
+  @property
+  def overrides(self) -> dict:
+    return {"model.d_model": self.d_model}
 
   @property
   def prefix(self) -> str:
@@ -91,6 +94,18 @@ class Sweep:
     self.planned.append(run)
     backends.write_manifest(epath.Path(self.root), COMMAND, self.planned, self.setup)
 
+  def run_length(self, done: list[runs_lib.Run], batch: int, target: float) -> dict:
+    """A reference trains to the largest D; any other run stops at the target, capped at the
+    steps of the best run of its batch so far (or 1.1 x a smaller batch's): slower, it could no
+    longer be the minimum."""
+    p = self.plan
+    if batch == p.b_opt:
+      return {"train_tokens": p.max_budget}
+    cap = measure.step_cap(done, batch, target)
+    limit = 4 * p.max_budget if math.isinf(cap) else two_phase.capped_tokens(
+        cap, batch, self.seq_len, p.budgets[0])
+    return {"train_tokens": min(limit, 16 * p.max_budget), "train.stop_loss": round(target, 6)}
+
   def train_model(self, model: Model, progress: study_plan.Progress) -> list[runs_lib.Run]:
     """References first (they fix the target), then every other batch size, smallest first; at
     each batch size the learning-rate grid grows past an edge while the best rate sits on it."""
@@ -98,8 +113,7 @@ class Sweep:
     done: list[runs_lib.Run] = []
     loss_at_d = lambda r: runs_lib.loss_after(r, p.max_budget, "best")
     for b2 in self.b2_values(model, p.b_opt):
-      self.train_grid(model, p.b_opt, b2, lambda: {"train_tokens": p.max_budget}, loss_at_d,
-                      progress, done)
+      self.train_grid(model, p.b_opt, b2, math.nan, loss_at_d, progress, done)
     target = measure.target_loss(done, p.max_budget)
     print(f"[study] d_model={model.d_model}: target loss at D={p.max_budget:,} tokens: "
           f"{target:.4f}", flush=True)
@@ -108,13 +122,8 @@ class Sweep:
                        "tokens (see their workdirs' failed.json)")
     steps = lambda r: runs_lib.best_crossing(r, target, "best")[0]
     for batch in (b for b in p.batches if b != p.b_opt):
-      def capped(batch=batch):  # at the best of this batch so far, or 1.1 x a smaller batch's
-        cap = measure.step_cap(done, batch, target)
-        limit = 4 * p.max_budget if math.isinf(cap) else two_phase.capped_tokens(
-            cap, batch, self.seq_len, p.budgets[0])
-        return {"train_tokens": min(limit, 16 * p.max_budget), "train.stop_loss": round(target, 6)}
       for b2 in self.b2_values(model, batch):
-        self.train_grid(model, batch, b2, capped, steps, progress, done)
+        self.train_grid(model, batch, b2, target, steps, progress, done)
     return done
 
   def extend_edges(self, model: Model, done: list[runs_lib.Run],
@@ -134,42 +143,40 @@ class Sweep:
       print(f"[study] d_model={model.d_model}: best learning rates on a grid edge at some budget; "
             f"adding {', '.join(f'batch {b} lr {lr:g}' for b, lr in extra)}", flush=True)
       for batch, lr in extra:
-        tokens = p.max_budget
-        overrides = {"train_tokens": p.max_budget}
-        if batch != p.b_opt:
-          cap = measure.step_cap(done + added, batch, target)
-          tokens = min(16 * p.max_budget, 4 * p.max_budget if math.isinf(cap) else
-                       two_phase.capped_tokens(cap, batch, self.seq_len, p.budgets[0]))
-          overrides = {"train_tokens": tokens, "train.stop_loss": round(target, 6)}
-        run = self.run(model, batch, lr, 0.95, overrides)
-        progress.add(run.name, study_plan.expected_cost(batch, tokens, model.d_model,
-                                                        self.seq_len))
-        self.record(run)
-        added.append(train(run, self.root, progress))
+        added.append(self.train_added(model, batch, lr, 0.95, self.run_length(done + added, batch,
+                                                                                target), progress))
     return added
 
-  def train_grid(self, model: Model, batch: int, b2: float, overrides, score,
+  def train_added(self, model: Model, batch: int, lr: float, b2: float, length: dict,
+                  progress: study_plan.Progress) -> runs_lib.Run:
+    """A run planned late (past a grid edge): its expected cost joins the progress bar first."""
+    run = self.run(model, batch, lr, b2, length)
+    progress.add(run.name, study_plan.expected_cost(batch, length["train_tokens"], model.d_model,
+                                                    self.seq_len))
+    self.record(run)
+    return train(run, self.root, progress)
+
+  def train_grid(self, model: Model, batch: int, b2: float, target: float, score,
                  progress: study_plan.Progress, done: list[runs_lib.Run]) -> None:
     """The learning rates of one batch size (and b2), appended to `done` as they finish: the
     planned grid, then one rate past the edge at a time while the best run (lowest `score`) sits on
-    an edge, `plan.lr_extensions` times at most. `overrides()` gives each run's run length."""
-    lrs = self.lrs(model, batch)
+    an edge, `plan.lr_extensions` times at most. Run lengths follow `run_length` (`target`: the
+    stop loss of non-reference runs)."""
     trained: list[runs_lib.Run] = []
-    for attempt in range(self.plan.lr_extensions + 1):
-      for lr in lrs:
-        extra = overrides()
-        run = self.run(model, batch, lr, b2, extra)
-        if attempt:
-          progress.add(run.name, study_plan.expected_cost(
-              batch, extra["train_tokens"], model.d_model, self.seq_len))
-        self.record(run)
-        trained.append(train(run, self.root, progress))
-        done.append(trained[-1])
-      lrs = beyond_edge(trained, score) if attempt < self.plan.lr_extensions else []
+    for lr in self.lrs(model, batch):
+      run = self.run(model, batch, lr, b2, self.run_length(done, batch, target))
+      self.record(run)
+      trained.append(train(run, self.root, progress))
+      done.append(trained[-1])
+    for _ in range(self.plan.lr_extensions):
+      lrs = beyond_edge(trained, score)
       if not lrs:
         return
       print(f"[study] d_model={model.d_model}, batch {batch}: best learning rate on the grid's edge;"
             f" adding {lrs[0]:.3g}", flush=True)
+      trained.append(self.train_added(model, batch, lrs[0], b2, self.run_length(done, batch, target),
+                                      progress))
+      done.append(trained[-1])
 
 
 def beyond_edge(runs: list[runs_lib.Run], score) -> list[float]:
@@ -206,7 +213,7 @@ def cbs_study(root: str, plan: Plan, bootstrap: int = 1000, theory_blocks=None,
   base = {**study_plan.base_overrides(plan), **user}
   setup = {"setup": {"config": config, "overrides": user}}
   config_dict = grid.load_config(config, base)
-  models = [Model(w, *_model(config_dict, w)) for w in plan.widths]
+  models = [Model(w, study_plan.d_model(config_dict, w)) for w in plan.widths]
   sweep = Sweep(root, plan, config, base, config_dict.data.seq_len, setup)
   ablation_model = next(m for m in models if m.width == plan.ablation_width)
   extra = ablation_runs(plan, config, base, ablation_model)
@@ -228,11 +235,6 @@ def cbs_study(root: str, plan: Plan, bootstrap: int = 1000, theory_blocks=None,
   backends.write_manifest(epath.Path(ablation_root), COMMAND + " (ablation)", extra, setup)
   return report(root, plan, bootstrap, main_runs[ablation_model.d_model], done_extra,
                 theory_blocks)
-
-
-def _model(config, width: float) -> tuple[int, dict]:
-  overrides = study_plan.model_overrides(config, width)
-  return overrides["model.d_model"], overrides
 
 
 def report(root: str, plan: Plan, bootstrap: int, ablation_main: list[runs_lib.Run],

@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     check_root(root, setup)
     config = grid.load_config(args.config, {**study_plan.base_overrides(plan), **user})
     for width in plan.widths:
-      study_plan.model_overrides(config, width)
+      study_plan.d_model(config, width)
   except ValueError as e:
     print(f"launch.study: {e}", file=sys.stderr)
     return 2

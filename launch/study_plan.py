@@ -68,14 +68,14 @@ def base_overrides(plan: Plan) -> dict:
           "checkpoint.every_tokens": 10 * plan.max_budget, "log.every_steps": 100}
 
 
-def model_overrides(config, width: float) -> dict:
-  """`model.d_model` of this width relative to `config`'s, keeping its heads (d_head scales)."""
-  d_model = round(config.model.d_model * width)
+def d_model(config, width: float) -> int:
+  """`model.d_model` at this width relative to `config`'s, keeping its heads (d_head scales)."""
+  size = round(config.model.d_model * width)
   heads = config.model.num_heads
-  if d_model % heads or (d_model // heads) % 2:
-    raise ValueError(f"width {width} of model.d_model={config.model.d_model} gives {d_model}, "
+  if size % heads or (size // heads) % 2:
+    raise ValueError(f"width {width} of model.d_model={config.model.d_model} gives {size}, "
                      f"which {heads} heads of even width cannot split")
-  return {"model.d_model": d_model}
+  return size
 
 
 def make_run(batch: int, lr: float, overrides: dict, config: str = CONFIG, prefix: str = "") -> grid.Run:
