@@ -13,7 +13,7 @@ import os
 from etils import epath
 
 from analysis import cbs as cbs_analysis
-from analysis import measure
+from analysis import report as report_lib
 from analysis import study_report
 from launch import backends
 from launch import cbs_study
@@ -52,14 +52,14 @@ def adaptive_study(root: str, plan: Plan, tokens: int, config: str = study_plan.
   base = {**study_plan.base_overrides(plan), **user, "train_tokens": tokens,
           "data_budget_tokens": tokens, "eval.every_tokens": tokens // 32, "eval.per_doubling": 0,
           "schedule.warmup_tokens": tokens // 40}
-  d_model = grid.load_config(config, base).model.d_model
+  config_dict = grid.load_config(config, base)
+  d_model = config_dict.model.d_model
   labelled = schedule_runs(plan, tokens, config, base, d_model)
   runs = [r for r, _ in labelled]
   setup = {"setup": {"config": config, "overrides": user}}
   backends.write_manifest(epath.Path(root), COMMAND, runs, setup)
   costs = {r.name: study_plan.expected_cost(r.overrides["batch.size"], tokens, d_model,
-                                            grid.load_config(config, base).data.seq_len)
-           for r in runs}
+                                            config_dict.data.seq_len) for r in runs}
   progress = study_plan.Progress(costs)
   done = [cbs_study.train(r, root, progress) for r in runs]
   backends.write_manifest(epath.Path(root), COMMAND, runs, setup)
@@ -67,10 +67,10 @@ def adaptive_study(root: str, plan: Plan, tokens: int, config: str = study_plan.
   blocks, results = cbs_analysis.build_report(root, out, plan.b_opt, 0.2, "best", None, 0,
                                               COMMAND, skip_cbs=True)
   labels = {r.name: label for r, label in labelled}
-  finished = [r for r in done if r.evals]
-  tokens_table = measure.adaptive_table(finished, "best")
-  extra, frontier = study_report.adaptive_blocks(finished, labels, tokens_table, "best", out)
+  extra, frontier = study_report.adaptive_blocks([r for r in done if r.evals], labels,
+                                                 results["schedules"], "best", out)
   results.update(frontier=frontier, labels=labels)
-  cbs_analysis.save(blocks[:3] + extra + blocks[3:], results, out)
+  at = blocks.index(report_lib.heading("Batch-size schedules"))  # who wins, then the details
+  cbs_analysis.save(blocks[:at] + extra + blocks[at:], results, out)
   print(f"[study] {frontier['sentence']}", flush=True)
   return results
