@@ -83,7 +83,7 @@ def fit_power_law(x, y) -> PowerLaw:
   return PowerLaw(d=float(np.exp(log_d)), exponent=float(exponent))
 
 
-def _resampled_cbs(rng: np.random.Generator, batch_sizes, steps, b_opt: float,
+def resampled_cbs(rng: np.random.Generator, batch_sizes, steps, b_opt: float,
                    threshold: float) -> float | None:
   """The CBS of one bootstrap sample of the (batch, steps) points; None if it has one batch size."""
   idx = rng.integers(0, len(steps), len(steps))
@@ -94,7 +94,8 @@ def _resampled_cbs(rng: np.random.Generator, batch_sizes, steps, b_opt: float,
   return critical_batch_size(fit, b_opt, threshold)
 
 
-def _interval(values, level: float) -> tuple[float, float]:
+def percentile_interval(values, level: float) -> tuple[float, float]:
+  """The central `level` interval of bootstrap values (at least one)."""
   tail = 100 * (1 - level) / 2
   return tuple(float(v) for v in np.percentile(values, [tail, 100 - tail]))
 
@@ -108,9 +109,9 @@ def bootstrap_cbs(batch_sizes, steps, b_opt: float = 256, threshold: float = 0.2
   samples or with too few distinct batch sizes.
   """
   rng = np.random.default_rng(seed)
-  found = [c for c in (_resampled_cbs(rng, batch_sizes, steps, b_opt, threshold)
+  found = [c for c in (resampled_cbs(rng, batch_sizes, steps, b_opt, threshold)
                        for _ in range(samples)) if c is not None]
-  return _interval(found, level) if found else (float("nan"), float("nan"))
+  return percentile_interval(found, level) if found else (float("nan"), float("nan"))
 
 
 def bootstrap_scaling(groups: list[dict], key: str, b_opt: float = 256, threshold: float = 0.2,
@@ -130,7 +131,7 @@ def bootstrap_scaling(groups: list[dict], key: str, b_opt: float = 256, threshol
   for _ in range(samples):
     resampled = []
     for g in groups:
-      value = _resampled_cbs(rng, g["batch_sizes"], g["steps"], b_opt, threshold)
+      value = resampled_cbs(rng, g["batch_sizes"], g["steps"], b_opt, threshold)
       if value is None:
         break
       resampled.append(value)
@@ -140,4 +141,5 @@ def bootstrap_scaling(groups: list[dict], key: str, b_opt: float = 256, threshol
       ds.append(sample_law.d)
   if not exponents:
     return law
-  return dataclasses.replace(law, ci=_interval(exponents, level), d_ci=_interval(ds, level))
+  return dataclasses.replace(law, ci=percentile_interval(exponents, level),
+                             d_ci=percentile_interval(ds, level))

@@ -39,38 +39,26 @@ def fit_joint(n, d, cbs) -> JointLaw:
   return JointLaw(c=float(np.exp(log_c)), alpha=float(alpha), beta=float(beta))
 
 
-def _group_cbs(g: dict, idx, b_opt: float, threshold: float) -> float | None:
-  batch = np.asarray(g["batch_sizes"], np.float64)[idx]
-  if np.unique(batch).size < 2:
-    return None
-  steps = np.asarray(g["steps"], np.float64)[idx]
-  return fits.critical_batch_size(fits.fit_steps(batch, steps), b_opt, threshold)
-
-
-def _interval(values: list[float], level: float) -> tuple[float, float]:
-  if not values:
-    return (math.nan, math.nan)
-  tail = 100 * (1 - level) / 2
-  lo, hi = np.percentile(values, [tail, 100 - tail])
-  return (float(lo), float(hi))
-
-
 def bootstrap_joint(groups: list[dict], b_opt: float, threshold: float = 0.2, samples: int = 1000,
                     seed: int = 0, level: float = 0.95) -> JointLaw:
   """The joint law over groups {"n_params", "tokens", "batch_sizes", "steps"}, with intervals."""
-  cbs = [_group_cbs(g, slice(None), b_opt, threshold) for g in groups]
-  law = fit_joint([g["n_params"] for g in groups], [g["tokens"] for g in groups], cbs)
+  n, d = [g["n_params"] for g in groups], [g["tokens"] for g in groups]
+  law = fit_joint(n, d, [fits.critical_batch_size(fits.fit_steps(g["batch_sizes"], g["steps"]),
+                                                   b_opt, threshold) for g in groups])
   rng = np.random.default_rng(seed)
   alphas, betas = [], []
   for _ in range(samples):
-    resampled = [_group_cbs(g, rng.integers(0, len(g["steps"]), len(g["steps"])), b_opt, threshold)
+    resampled = [fits.resampled_cbs(rng, g["batch_sizes"], g["steps"], b_opt, threshold)
                  for g in groups]
     if any(v is None for v in resampled):
       continue
-    sample = fit_joint([g["n_params"] for g in groups], [g["tokens"] for g in groups], resampled)
+    sample = fit_joint(n, d, resampled)
     alphas.append(sample.alpha)
     betas.append(sample.beta)
-  return dataclasses.replace(law, alpha_ci=_interval(alphas, level), beta_ci=_interval(betas, level))
+  if not alphas:
+    return law
+  return dataclasses.replace(law, alpha_ci=fits.percentile_interval(alphas, level),
+                             beta_ci=fits.percentile_interval(betas, level))
 
 
 def coupled_series(groups: list[dict]) -> list[dict]:
