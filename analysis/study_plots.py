@@ -8,6 +8,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
+from analysis import plots  # noqa: E402
 from analysis import runs as runs_lib  # noqa: E402
 from cbs.counts import short as _short  # noqa: E402
 
@@ -81,7 +82,7 @@ def frontier(runs: list[runs_lib.Run], labels: dict[str, str], metric: str, path
     axes[1].plot(tokens, losses, **style)
   axes[0].set_xlabel("optimizer steps", fontsize=11)
   axes[1].set_xlabel("tokens", fontsize=11)
-  axes[0].set_ylabel("eval loss (best of raw and EWA weights)", fontsize=11)
+  axes[0].set_ylabel(plots.loss_label(metric), fontsize=11)
   for ax in axes:
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: _short(v)))

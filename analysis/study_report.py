@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from analysis import plots
 from analysis import report as report_lib
 from analysis import runs as runs_lib
 from analysis import study_plots
@@ -36,13 +37,13 @@ def answer_blocks(answer: dict, groups: list[dict], out: str) -> list:
                                  "joint law dashed")]
 
 
-def final_losses(runs: list[runs_lib.Run], tokens: int, metric: str) -> dict[int, tuple[float, str]]:
-  """The lowest loss at `tokens` per batch size over runs (learning rates): {batch: (loss, run)}."""
-  best: dict[int, tuple[float, str]] = {}
+def final_losses(runs: list[runs_lib.Run], tokens: int, metric: str) -> dict[int, float]:
+  """The lowest loss at `tokens` per batch size over runs (learning rates): {batch: loss}."""
+  best: dict[int, float] = {}
   for r in runs:
     loss = runs_lib.loss_after(r, tokens, metric)
-    if not math.isnan(loss) and (r.batch_size not in best or loss < best[r.batch_size][0]):
-      best[r.batch_size] = (loss, r.name)
+    if not math.isnan(loss):
+      best[r.batch_size] = min(loss, best.get(r.batch_size, math.inf))
   return best
 
 
@@ -56,7 +57,7 @@ def ablation(main_runs: list[runs_lib.Run], ablation_runs: list[runs_lib.Run], b
     schedules[name] = [r for r in ablation_runs if r.config["schedule"]["name"] == name]
   batches = sorted({r.batch_size for r in ablation_runs})
   losses = {name: final_losses(runs, budget, metric) for name, runs in schedules.items()}
-  table = [{"batch_size": b, **{name: losses[name].get(b, (math.nan, ""))[0] for name in losses}}
+  table = [{"batch_size": b, **{name: losses[name].get(b, math.nan) for name in losses}}
            for b in batches]
   b2_rows = []
   for b in sorted({r.batch_size for r in main_runs if r.config["optimizer"]["b2"] != 0.95}):
@@ -74,8 +75,8 @@ def ablation_blocks(result: dict, n_params: int) -> list:
   blocks = [report_lib.heading("Protocol ablation: constant LR + EWA vs cosine and WSD"),
             report_lib.paragraph(
                 f"N = {n_params:,} non-embedding parameters, D = {result['tokens']:,} tokens. Loss "
-                f"at D (eval loss, {result['metric']} of raw and EWA weights), best learning rate per "
-                "batch size and schedule; cosine and WSD runs are tuned for exactly D tokens, the "
+                f"at D ({plots.loss_label(result['metric'])}), best learning rate per batch size "
+                "and schedule; cosine and WSD runs are tuned for exactly D tokens, the "
                 "constant-LR runs are the main sweep's (whose curves do not depend on the run "
                 "length).")]
   if names:
@@ -139,7 +140,7 @@ def adaptive_blocks(runs: list[runs_lib.Run], labels: dict[str, str], tokens_tab
   plot = study_plots.frontier(runs, labels, metric, f"{out}/frontier.png")
   name = lambda run: labels.get(run, run)
   blocks = [report_lib.heading("Who wins where"), report_lib.paragraph(sentence),
-            report_lib.image(plot, "Eval loss (best of raw and EWA weights) against steps and "
+            report_lib.image(plot, f"{plots.loss_label(metric).capitalize()} against steps and "
                                    "against tokens: the steps / tokens trade-off frontier"),
             report_lib.heading("Loss at equal tokens", 3),
             report_lib.table(["schedule", *(f"{t:,} tokens" for t in tokens_table["tokens"]),
