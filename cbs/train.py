@@ -106,7 +106,7 @@ def evaluate(eval_fn, state: train_state.State, batches: list, batch_sharding,
 
 def step_compiler(config: ml_collections.ConfigDict, state_layout: train_state.StateLayout,
                   tx: optax.GradientTransformation, mesh, rules) -> Callable:
-  """key (batch, microbatches, statistics) -> the train step compiled ahead of time for that state_layout.
+  """key (batch, groups, statistics) -> the train step compiled ahead of time for that batch layout.
 
   Shardings are explicit and the state is donated, so a step updates it in place. Statistics
   variants take the devices' local gradients as groups where `step.local_groups` allows it.
@@ -163,7 +163,7 @@ def restore(checkpoints: checkpoint.Checkpoints, config: ml_collections.ConfigDi
 
   A checkpoint that does not fit the model is the config's problem: one line naming the step, the
   mismatch and the config keys that changed, with the conversion command for the unrolled <->
-  scanned state_layout. `train.restart_if_unrestorable` makes "none restores" a deliberate fresh start.
+  scanned layout. `train.restart_if_unrestorable` makes "none restores" a deliberate fresh start.
   """
   try:
     return checkpoints.restore_latest(abstract_state)
