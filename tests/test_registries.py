@@ -1,10 +1,8 @@
 """Every named choice refuses what its checks declare; every key of configs/base.py is checked;
-the README's bad-input table is the checks' own output; unknown keys name the closest one."""
+the README's bad-input table is the checks' own output; unknown keys name the closest one (on the
+command line: tests/test_validation.py)."""
 
-import os
 import pathlib
-import subprocess
-import sys
 
 import ml_collections
 import pytest
@@ -91,16 +89,3 @@ def test_readme_bad_input_table_is_the_generated_one():
   section = readme.split("python -m cbs.bad_input_table", 1)[1]
   table = section[section.index(bad_input_table.HEADER[0]):].split("\n\n", 1)[0]
   assert table.splitlines() == bad_input_table.rows()
-
-
-def test_a_misspelt_key_on_the_command_line_names_the_closest_one(tmp_path):
-  workdir = tmp_path / "run"
-  result = subprocess.run(
-      [sys.executable, "-m", "cbs.main", f"--config={ROOT / 'configs/tiny.py'}",
-       f"--workdir={workdir}", "--config.optimizer.learning_rate=1e-3"],
-      capture_output=True, text=True, cwd=tmp_path, check=False,
-      env={**os.environ, "PYTHONPATH": str(ROOT)})
-  assert result.returncode == 2
-  assert result.stderr.strip().splitlines() == [
-      "cbs: bad config: optimizer.learning_rate is not a config key; did you mean optimizer.lr?"]
-  assert not workdir.exists()

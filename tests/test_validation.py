@@ -46,17 +46,21 @@ def test_tiny_config_is_valid():
   validation.validate(tiny.get_config(), num_devices=8)
 
 
-def test_command_line_reports_one_line_and_writes_nothing(tmp_path):
+@pytest.mark.parametrize("flag,message", [
+    ("--config.optimizer.name=adamx",
+     "cbs: bad config: optimizer.name='adamx' is not one of: adamw, adam, sgd, lion, adafactor, "
+     "signum"),
+    ("--config.optimizer.learning_rate=1e-3",  # a misspelt key names the closest one
+     "cbs: bad config: optimizer.learning_rate is not a config key; did you mean optimizer.lr?")])
+def test_command_line_reports_one_line_and_writes_nothing(tmp_path, flag, message):
   workdir = tmp_path / "run"
   result = subprocess.run(
       [sys.executable, "-m", "cbs.main", f"--config={ROOT / 'configs/tiny.py'}",
-       f"--workdir={workdir}", "--config.optimizer.name=adamx"],
+       f"--workdir={workdir}", flag],
       capture_output=True, text=True, cwd=tmp_path, check=False,
       env={**os.environ, "PYTHONPATH": str(ROOT)})
   assert result.returncode == 2
-  assert result.stderr.strip().splitlines() == [
-      "cbs: bad config: optimizer.name='adamx' is not one of: adamw, adam, sgd, lion, adafactor, "
-      "signum"]
+  assert result.stderr.strip().splitlines() == [message]
   assert not workdir.exists()
 
 
