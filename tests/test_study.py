@@ -1,5 +1,6 @@
 """The reduced studies end to end: runs, reuse on rerun, report, CBS inside the swept range."""
 
+import dataclasses
 import json
 import math
 import pathlib
@@ -67,7 +68,10 @@ def test_quick_adaptive_study_compares_schedules_at_equal_tokens_and_steps(tmp_p
   assert pathlib.Path(root / "report" / "frontier.png").stat().st_size > 10_000
 
 
-def test_quick_cbs_study_on_the_users_config_and_text_files(tmp_path, capsys):
+def test_quick_cbs_study_on_the_users_config_and_text_files(tmp_path, capsys, monkeypatch):
+  # One model and no ablation: the plan's breadth is the test above's; this one checks the data.
+  monkeypatch.setattr(study, "QUICK", dataclasses.replace(
+      study.QUICK, widths=(1.0,), ablation_batches=(), b2_batches=()))
   for f in range(2):
     (tmp_path / f"part{f}.jsonl").write_text("".join(
         json.dumps({"text": corpus.document(f * 300 + i)}) + "\n" for i in range(300)))
