@@ -132,7 +132,8 @@ def step_compiler(config: ml_collections.ConfigDict, state_layout: train_state.S
              for name, dtype in (("inputs", jnp.int32), ("targets", jnp.int32),
                                  ("weights", jnp.float32))}
     scalar = jax.ShapeDtypeStruct((), jnp.float32)
-    return step_fn.lower(state_layout.abstract, batch, scalar, scalar, ewa_abstract).compile()
+    with sharding.tracing(mesh, rules):
+      return step_fn.lower(state_layout.abstract, batch, scalar, scalar, ewa_abstract).compile()
 
   return compile_step
 
@@ -252,10 +253,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: in
   controller = controller_lib.Controller(config.batch, data_parallel, compile_step, local_groups,
                                          microbatch)
   resources.callback(controller.close)
-  eval_step = jax.jit(
+  eval_step = sharding.traced_under(mesh, rules, jax.jit(
       functools.partial(step_lib.eval_step, graphdef=state_layout.graphdef),
       in_shardings=(state_layout.shardings["params"], batch_sharding),
-      out_shardings=replicated)
+      out_shardings=replicated))
 
   # ---- Init or restore ----------------------------------------------------------------------------
   checkpoints = checkpoint.Checkpoints(workdir, config.checkpoint.keep)

@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from cbs.sharding import constrain
+
 
 def param(rngs: nnx.Rngs, shape: Sequence[int], axes: tuple[str, ...], std: float) -> nnx.Param:
   """A float32 parameter drawn from a truncated normal, annotated with its logical axes."""
@@ -122,11 +124,15 @@ class Attention(nnx.Module):
       return (x_NxD @ w_DxHxK.reshape(d_model, -1)).reshape(batch, length, *w_DxHxK.shape[1:])
 
     q_BxLxHxK, k_BxLxGxK, v_BxLxGxK = project(self.q), project(self.k), project(self.v)
+    q_BxLxHxK = constrain(q_BxLxHxK, "batch", None, "heads", None)
+    k_BxLxGxK, v_BxLxGxK = (constrain(t, "batch", None, "kv_heads", None)
+                            for t in (k_BxLxGxK, v_BxLxGxK))
     if self.q_norm is not None:
       q_BxLxHxK, k_BxLxGxK = self.q_norm(q_BxLxHxK), self.k_norm(k_BxLxGxK)
     q_BxLxHxK = rope(q_BxLxHxK, self.rope_theta)
     k_BxLxGxK = rope(k_BxLxGxK, self.rope_theta)
-    out_BxLxHxK = attend(q_BxLxHxK, k_BxLxGxK, v_BxLxGxK, self.scale, self.implementation)
+    out_BxLxHxK = constrain(attend(q_BxLxHxK, k_BxLxGxK, v_BxLxGxK, self.scale,
+                                   self.implementation), "batch", None, "heads", None)
     o_HKxD = self.o[...].astype(self.dtype).reshape(-1, d_model)
     return (out_BxLxHxK.reshape(batch * length, -1) @ o_HKxD).reshape(batch, length, d_model)
 
@@ -147,9 +153,9 @@ class Mlp(nnx.Module):
   def __call__(self, x_BxLxD):
     cast = lambda p: p[...].astype(self.dtype)
     x_NxD = x_BxLxD.reshape(-1, x_BxLxD.shape[-1])  # 2-D matmuls: see Attention
-    h_NxF = x_NxD @ cast(self.wi)
+    h_NxF = constrain(x_NxD @ cast(self.wi), "batch", "mlp")  # N = B x L: rows split like B
     if self.wg is None:
       h_NxF = jax.nn.gelu(h_NxF, approximate=self.approximate)
     else:
-      h_NxF = jax.nn.silu(x_NxD @ cast(self.wg)) * h_NxF
+      h_NxF = jax.nn.silu(constrain(x_NxD @ cast(self.wg), "batch", "mlp")) * h_NxF
     return (h_NxF @ cast(self.wo)).reshape(x_BxLxD.shape)

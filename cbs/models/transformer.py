@@ -17,6 +17,7 @@ from flax import nnx
 
 from cbs.models import choices
 from cbs.models import layers
+from cbs.sharding import constrain
 
 LAYERS = "layers"  # logical axis of the stacked parameters of scanned blocks
 
@@ -102,8 +103,8 @@ class Block(nnx.Module):
                           rngs=rngs, gelu=cfg.get("gelu", "exact"))
 
   def __call__(self, x_BxLxD):
-    x_BxLxD = x_BxLxD + self.attn(self.attn_norm(x_BxLxD))
-    return x_BxLxD + self.mlp(self.mlp_norm(x_BxLxD))
+    x_BxLxD = constrain(x_BxLxD + self.attn(self.attn_norm(x_BxLxD)), "batch", None, None)
+    return constrain(x_BxLxD + self.mlp(self.mlp_norm(x_BxLxD)), "batch", None, None)
 
 
 def _stacked_blocks(cfg: ml_collections.ConfigDict, dm: Dims, rngs: nnx.Rngs) -> Block:
@@ -145,7 +146,7 @@ class Transformer(nnx.Module):
 
   def features(self, tokens_BxL):
     """The residual stream after the last block, before the final norm (muP coordinate checks)."""
-    x_BxLxD = self.embed[...].astype(self.dtype)[tokens_BxL]
+    x_BxLxD = constrain(self.embed[...].astype(self.dtype)[tokens_BxL], "batch", None, None)
     apply = lambda block, x: block(x)
     if self.remat != "none":  # trade compute for activation memory
       apply = nnx.remat(apply, policy=choices.REMAT[self.remat].build)
@@ -162,6 +163,7 @@ class Transformer(nnx.Module):
       unembed_DxV = self.embed[...].astype(self.dtype).T
     else:
       unembed_DxV = self.unembed[...].astype(self.dtype)
-    logits_NxV = x_BxLxD.reshape(-1, x_BxLxD.shape[-1]) @ unembed_DxV  # 2-D: see layers.Attention
+    logits_NxV = constrain(x_BxLxD.reshape(-1, x_BxLxD.shape[-1]) @ unembed_DxV,  # 2-D: see
+                           "batch", "vocab")  # layers.Attention; each chip its own rows' logits
     logits_BxLxV = logits_NxV.reshape(*tokens_BxL.shape, -1)
     return (logits_BxLxV * self.output_scale).astype(jnp.float32)
