@@ -140,6 +140,21 @@ def _microbatch(config: ml_collections.ConfigDict, num_devices: int) -> None:
             "microbatch into two groups, so it must be even")
 
 
+def _model_split(config: ml_collections.ConfigDict, num_devices: int) -> None:
+  """Each model dimension that the rules split over a mesh axis divides evenly over it."""
+  dm = models.dims(config.model, 1)
+  sizes = dict(zip(sharding.AXES, sharding.mesh_shape(config.mesh, num_devices)))
+  for logical, key, size in (("embed", "model.d_model", dm.d_model),
+                             ("heads", "model.num_heads", dm.num_heads),
+                             ("kv_heads", "model.num_kv_heads", dm.num_kv_heads),
+                             ("head_dim", "model.d_head", dm.d_head),
+                             ("mlp", "model.mlp_dim", dm.mlp_dim)):
+    axis = dict(sharding.logical_rules(config.mesh)).get(logical)
+    require(axis is None or size % sizes[axis] == 0,
+            f"{key}={size} does not split evenly over mesh.{axis}={sizes.get(axis)} "
+            f"({logical} -> {axis}); choose a mesh axis size that divides it")
+
+
 # Checks of several keys; those that need the device count get it from `validate`.
 CROSS_CHECKS: tuple[CrossCheck, ...] = (
     CrossCheck(_positive_warmup, ({"schedule.warmup_tokens": 5_000_000},)),
@@ -185,6 +200,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
     raise ConfigError(str(e)) from None
   _batch_split(config, num_devices, process_count)
   _microbatch(config, num_devices)
+  _model_split(config, num_devices)
 
 
 # Knobs that change speed, not what is trained: a run may resume with another value.

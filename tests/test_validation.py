@@ -32,6 +32,10 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
     ({"batch.microbatch": 3}, "batch.size=32 must be a multiple of batch.microbatch x data-parallel"),
     ({"batch.schedule": "norm", "batch.microbatch": 1, "batch.size": 1, "mesh.data": 1},
      "batch.microbatch=1: the norm test splits a single microbatch into two groups"),
+    ({"model.name": "llama", "model.num_kv_heads": 1, "mesh.data": 2, "mesh.model": 4},
+     r"model.num_kv_heads=1 does not split evenly over mesh.model=4 \(kv_heads -> model\)"),
+    ({"mesh.fsdp": True, "model.d_model": 60, "model.num_heads": 3},
+     r"model.d_model=60 does not split evenly over mesh.data=8 \(embed -> data\)"),
 ])
 def test_each_bad_value_is_named(overrides, message):
   config = tiny.get_config()
