@@ -128,22 +128,12 @@ def host_count(config, state_layout, tx, key, data_parallel: int) -> float:
   unpartitioned step does the same arithmetic, with only the microbatch and scanned-layer loops.
   """
   import jax  # noqa: PLC0415
-  import jax.numpy as jnp  # noqa: PLC0415
 
-  from cbs import ewa  # noqa: PLC0415
-  from cbs import step as step_lib  # noqa: PLC0415
+  from cbs import train  # noqa: PLC0415
 
-  size, groups, statistics = key
-  step_fn = jax.jit(functools.partial(
-      step_lib.train_step, graphdef=state_layout.graphdef, tx=tx, groups=groups,
-      data_parallel=data_parallel, statistics=statistics))
-  state = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state_layout.abstract)
-  batch = {name: jax.ShapeDtypeStruct((size, config.data.seq_len), dtype)
-           for name, dtype in (("inputs", jnp.int32), ("targets", jnp.int32),
-                               ("weights", jnp.float32))}
-  scalar = jax.ShapeDtypeStruct((), jnp.float32)
-  taus = {name: scalar for name in ewa.names(config.ewa)}
-  return step_fn.lower(state, batch, scalar, scalar, taus).cost_analysis()["flops"]
+  unplaced = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state_layout.abstract)
+  step_fn = jax.jit(train.bound_step(config, state_layout, tx, key, data_parallel))
+  return step_fn.lower(*train.step_arguments(config, unplaced, key[0])).cost_analysis()["flops"]
 
 
 def _cost(compiled, host_flops: float, chips: int, scale: float, model_flops: float,

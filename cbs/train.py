@@ -104,6 +104,28 @@ def evaluate(eval_fn, state: train_state.State, batches: list, batch_sharding,
           for key, parts in sums.items()}
 
 
+def step_arguments(config: ml_collections.ConfigDict, state_abstract, size: int,
+                   batch_sharding=None) -> tuple:
+  """Shapes (and placements) of a train step's arguments at batch `size`, for lowering it."""
+  batch = {name: jax.ShapeDtypeStruct((size, config.data.seq_len), dtype, sharding=batch_sharding)
+           for name, dtype in (("inputs", jnp.int32), ("targets", jnp.int32),
+                               ("weights", jnp.float32))}
+  scalar = jax.ShapeDtypeStruct((), jnp.float32)
+  taus = {name: scalar for name in ewa.names(config.ewa)}
+  return state_abstract, batch, scalar, scalar, taus
+
+
+def bound_step(config: ml_collections.ConfigDict, state_layout: train_state.StateLayout,
+               tx: optax.GradientTransformation, key: controller_lib.StepKey, data_parallel: int,
+               device_groups=None) -> Callable:
+  """The pure train step of the layout `key`, its static arguments bound."""
+  _, groups, statistics = key
+  return functools.partial(step_lib.train_step, graphdef=state_layout.graphdef, tx=tx,
+                           groups=groups, data_parallel=data_parallel, statistics=statistics,
+                           device_groups=device_groups,
+                           skip_nonfinite=config.train.on_nonfinite == "skip")
+
+
 def step_compiler(config: ml_collections.ConfigDict, state_layout: train_state.StateLayout,
                   tx: optax.GradientTransformation, mesh, rules) -> Callable:
   """key (batch, groups, statistics) -> the train step compiled ahead of time for that batch layout.
@@ -115,25 +137,16 @@ def step_compiler(config: ml_collections.ConfigDict, state_layout: train_state.S
   batch_sharding = sharding.batch_sharding(mesh, rules)
   data_parallel = sharding.data_parallel_size(mesh, rules)
   device_groups = step_lib.local_groups(state_layout.shardings["params"], mesh, dict(rules).get("batch"))
-  ewa_abstract = {name: jax.ShapeDtypeStruct((), jnp.float32) for name in ewa.names(config.ewa)}
-  seq_len = config.data.seq_len
 
   def compile_step(key: controller_lib.StepKey):
-    size, groups, statistics = key
     step_fn = jax.jit(
-        functools.partial(step_lib.train_step, graphdef=state_layout.graphdef, tx=tx, groups=groups,
-                          data_parallel=data_parallel, statistics=statistics,
-                          device_groups=device_groups,
-                          skip_nonfinite=config.train.on_nonfinite == "skip"),
+        bound_step(config, state_layout, tx, key, data_parallel, device_groups),
         in_shardings=(state_layout.shardings, batch_sharding, replicated, replicated, replicated),
         out_shardings=(state_layout.shardings, replicated),
         donate_argnums=0)
-    batch = {name: jax.ShapeDtypeStruct((size, seq_len), dtype, sharding=batch_sharding)
-             for name, dtype in (("inputs", jnp.int32), ("targets", jnp.int32),
-                                 ("weights", jnp.float32))}
-    scalar = jax.ShapeDtypeStruct((), jnp.float32)
+    arguments = step_arguments(config, state_layout.abstract, key[0], batch_sharding)
     with sharding.tracing(mesh, rules):
-      return step_fn.lower(state_layout.abstract, batch, scalar, scalar, ewa_abstract).compile()
+      return step_fn.lower(*arguments).compile()
 
   return compile_step
 

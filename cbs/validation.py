@@ -144,12 +144,13 @@ def _model_split(config: ml_collections.ConfigDict, num_devices: int) -> None:
   """Each model dimension that the rules split over a mesh axis divides evenly over it."""
   dm = models.dims(config.model, 1)
   sizes = dict(zip(sharding.AXES, sharding.mesh_shape(config.mesh, num_devices)))
+  rules = dict(sharding.logical_rules(config.mesh))
   for logical, key, size in (("embed", "model.d_model", dm.d_model),
                              ("heads", "model.num_heads", dm.num_heads),
                              ("kv_heads", "model.num_kv_heads", dm.num_kv_heads),
                              ("head_dim", "model.d_head", dm.d_head),
                              ("mlp", "model.mlp_dim", dm.mlp_dim)):
-    axis = dict(sharding.logical_rules(config.mesh)).get(logical)
+    axis = rules.get(logical)
     require(axis is None or size % sizes[axis] == 0,
             f"{key}={size} does not split evenly over mesh.{axis}={sizes.get(axis)} "
             f"({logical} -> {axis}); choose a mesh axis size that divides it")
