@@ -7,6 +7,7 @@ compile on this host, the compiling tests skip with the reason.
 import importlib.util
 import subprocess
 import sys
+import weakref
 
 import pytest
 
@@ -112,6 +113,33 @@ def test_a_growing_batch_checks_every_layout_on_two_slices(tpu):
   assert report["fits"] and report["largest_fitting_batch"] == 64
   for entry in report["layouts"]:  # scanned blocks, 2 groups: each loop body counted 2 x 2 times
     assert entry["loop_scale"] > 3
+
+
+def test_each_layout_is_compiled_once_and_its_executable_let_go():
+  """A dozen compiled 1B programs held at once ran the host out of memory: keep only figures."""
+
+  class Executable:
+    def memory_analysis(self):
+      return "bytes"
+
+    def cost_analysis(self):
+      return {"flops": 3.0}
+
+  compiled, alive = [], []
+
+  def compile_step(key):
+    compiled.append(key)
+    executable = Executable()
+    alive.append(weakref.ref(executable))
+    return executable
+
+  figures = compile_check.figures_of(compile_step)
+  first = figures((128, 1, "none"))
+  assert figures((128, 1, "none")) is first and compiled == [(128, 1, "none")]
+  figures((256, 2, "norm"))
+  assert compiled == [(128, 1, "none"), (256, 2, "norm")]
+  assert [ref() for ref in alive] == [None, None]
+  assert (first.memory_analysis(), first.cost_analysis()) == ("bytes", {"flops": 3.0})
 
 
 def test_reachable_sizes_follow_rounding_and_ramps():
