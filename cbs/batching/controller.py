@@ -214,6 +214,8 @@ class Controller:
     self.state["history"].append({"step": step, "tokens": tokens, "old": self.size,
                                   "new": new_size, "reason": reason})
     self.state["size"] = new_size
+    # the batch never shrinks: smaller layouts' executables are let go (host and device memory)
+    self._compiled = {key: fn for key, fn in self._compiled.items() if key[0] >= new_size}
 
   # ---- checkpointing -------------------------------------------------------------------------------
   def get_state(self) -> dict:

@@ -1,5 +1,8 @@
 """Layouts, schedules and controller decisions, with a stub compiler that records what it compiles."""
 
+import gc
+import weakref
+
 import numpy as np
 import pytest
 
@@ -88,6 +91,24 @@ def test_compiles_each_used_layout_once_and_prefetches_the_next_ramp_stage():
   assert used == [(16, 1, "none")] * 2 + [(32, 2, "none")] * 2 + [(64, 4, "none")] * 2
   assert sorted(compiler.keys) == sorted(set(used))
   assert len(compiler.keys) == len(set(compiler.keys))
+
+
+def test_a_grown_batch_lets_the_smaller_layouts_executables_go():
+  made = {}
+
+  def compiler(key):
+    made[key] = step = lambda *args: key  # noqa: E731
+    return step
+
+  cfg = batch_cfg(schedule="ramp", ramp=((0, 16), (100, 32)), precompile=False)
+  control = controller_lib.Controller(cfg, 2, compiler)
+  control.step_fn()
+  small = weakref.ref(made.pop((16, 1, "none")))
+  control.before_step(1, 100)
+  assert control.step_fn()(None) == (32, 2, "none")
+  control.close()
+  gc.collect()
+  assert small() is None
 
 
 def test_state_round_trips_through_json():
