@@ -214,8 +214,11 @@ class Controller:
     self.state["history"].append({"step": step, "tokens": tokens, "old": self.size,
                                   "new": new_size, "reason": reason})
     self.state["size"] = new_size
-    # the batch never shrinks: smaller layouts' executables are let go (host and device memory)
+    # the batch never shrinks: smaller layouts' steps, compiled or under way (a prefetched stage the
+    # batch jumped past), are let go (host and device memory)
     self._compiled = {key: fn for key, fn in self._compiled.items() if key[0] >= new_size}
+    for key in [key for key in self._pending if key[0] < new_size]:
+      self._pending.pop(key).cancel()
 
   # ---- checkpointing -------------------------------------------------------------------------------
   def get_state(self) -> dict:
