@@ -4,12 +4,13 @@ Compiles the loop's own train step (`train.step_compiler`: same mesh, shardings,
 scanned layers, remat) for a TPU topology on this host, with no TPU and no data: libtpu (the `tpu`
 extra) compiles for compile-only devices, shapes stand in for arrays. Each layout the batch
 controller can reach (every size up to `batch.max_size`) is compiled; the JSON printed gives per-chip
-bytes against the chip's HBM, the compiled program's FLOPs and bytes accessed per step, and a
-roofline estimate of the step time and MFU (compute or HBM bound; communication not counted).
+bytes against the chip's HBM, the compiled program's FLOPs, bytes accessed and collectives per step
+(`cbs.collectives`, timed on the slice's links by `cbs.interconnect`), and a range for the step
+time: at least the longest of compute, HBM traffic and communication (all overlapped), at most
+compute (or HBM) plus communication (none overlapped), with the MFU bounds they give.
 `batch.microbatch=auto` is resolved as at run time, from the compiled sizes. Bad input is one line
 on stderr with exit code 2.
 """
-
 import dataclasses
 import functools
 import gc
@@ -25,9 +26,17 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from cbs import collectives
+from cbs import interconnect
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to an ml_collections config file.")
 _TOPOLOGY = flags.DEFINE_string("topology", None, "TPU slice, GENERATION:SHAPE, e.g. v5e:4x4.")
 _SLICES = flags.DEFINE_integer("slices", 1, "Slices joined over the data-center network (multislice).")
+# 2 x 100 Gbps NICs per host (Cloud TPU v5e docs, https://cloud.google.com/tpu/docs/v5e); v5p
+# gives 50 Gbps per chip, 4 chips per host: the same (https://cloud.google.com/tpu/docs/v5p).
+DCN_HOST_BANDWIDTH = 25e9
+_DCN = flags.DEFINE_float("dcn_bandwidth", DCN_HOST_BANDWIDTH,
+                          "Data-center network bytes/s per host, shared by its chips (multislice).")
 flags.mark_flags_as_required(["config", "topology"])
 
 
@@ -38,13 +47,20 @@ class Chip:
   peak_flops: float  # dense bf16 FLOP/s
   hbm_bandwidth: float  # bytes/s
   chip_config: str  # libtpu's device layout: megacore = both TensorCores of a chip as one device
+  ici_ports: int  # links to neighbours: 4 on a 2D torus, 6 on a 3D torus
+  ici_port_bandwidth: float  # bytes/s, one port, one direction
 
 
+# Cloud TPU system architecture pages (https://cloud.google.com/tpu/docs/v4, .../v5e, .../v5p,
+# .../v6e): bf16 peak, HBM, ports and bidirectional ICI bandwidth per chip (v5e 400 GB/s over 4
+# ports, v5p 1200 GB/s over 6, v6e 800 GB/s over 4), halved for one direction and split over the
+# ports. v4's page gives no ICI figure: 6 links of 50 GB/s per direction from the TPU v4 paper
+# (Jouppi et al., "TPU v4: An Optically Reconfigurable Supercomputer ...", ISCA 2023).
 CHIPS = {
-    "v4": Chip(32 * 2**30, 275e12, 1.2e12, "megacore"),
-    "v5e": Chip(16 * 2**30, 197e12, 0.819e12, "default"),
-    "v5p": Chip(95 * 2**30, 459e12, 2.765e12, "megacore"),
-    "v6e": Chip(32 * 2**30, 918e12, 1.64e12, "default"),
+    "v4": Chip(32 * 2**30, 275e12, 1.2e12, "megacore", 6, 50e9),
+    "v5e": Chip(16 * 2**30, 197e12, 0.819e12, "default", 4, 400e9 / 2 / 4),
+    "v5p": Chip(95 * 2**30, 459e12, 2.765e12, "megacore", 6, 1200e9 / 2 / 6),
+    "v6e": Chip(32 * 2**30, 918e12, 1.64e12, "default", 4, 800e9 / 2 / 4),
 }
 EXAMPLES = ("v4:2x2x2", "v5e:4x4", "v5p:2x2x4", "v6e:4x4")
 _NAME = re.compile(r"^(v4|v5e|v5p|v6e):\d+(x\d+){1,2}$")
@@ -59,6 +75,7 @@ class Figures:
   """
   memory: object  # `memory_analysis()` of the executable
   cost: dict
+  collectives: object = None  # `collectives.Program` of its optimized HLO, where asked for
 
   def memory_analysis(self):
     return self.memory
@@ -67,9 +84,9 @@ class Figures:
     return self.cost
 
 
-def figures_of(compile_step):
+def figures_of(compile_step, read_collectives=None):
   """`compile_step` returning each key's `Figures`, compiled once per key (`auto` and the report
-  share the layout it settles on).
+  share the layout it settles on); `read_collectives(compiled)` fills in `Figures.collectives`.
 
   The executable is dropped as soon as it is read, and JAX's tracing and lowering caches with it:
   MicroLlama (2 layers) on v5p:2x2x4, 11 compiles, ends at 2.7 GiB of host memory, not 4.0.
@@ -79,7 +96,8 @@ def figures_of(compile_step):
   @functools.cache
   def compile_figures(key):
     compiled = compile_step(key)
-    figures = Figures(compiled.memory_analysis(), dict(compiled.cost_analysis()))
+    figures = Figures(compiled.memory_analysis(), dict(compiled.cost_analysis()),
+                      read_collectives(compiled) if read_collectives else None)
     del compiled
     jax.clear_caches()
     gc.collect()
@@ -143,19 +161,29 @@ def loop_scale(config, vocab: int, groups: int) -> float:
                    / flops_lib.train_flops_per_token(once, vocab, seq_len))
 
 
-def estimate(flops: float, bytes_accessed: float, model_flops: float, chip: Chip) -> dict:
-  """Roofline: the step takes at least as long as its compute and as its HBM traffic.
+def estimate(flops: float, bytes_accessed: float, comm_seconds: float, model_flops: float,
+             chip: Chip) -> dict:
+  """The step time's range per chip and the MFU bounds it gives.
 
-  The bytes are XLA's count, with each loop body once (scaling them like the FLOPs would also
-  multiply the once-per-step optimizer traffic), so the HBM side is a lower bound too.
+  Lower bound: the longest of compute (FLOPs at peak), HBM traffic and communication, as if they
+  overlapped perfectly. Upper: compute (or HBM traffic, if longer) plus communication, none of it
+  overlapped. The HBM bytes are XLA's count with each loop body once (scaling them like the FLOPs
+  would also multiply the once-per-step optimizer traffic), so that side is low too.
   """
   compute, memory = flops / chip.peak_flops, bytes_accessed / chip.hbm_bandwidth
-  seconds = max(compute, memory)
-  return {"step_seconds": seconds, "mfu": model_flops / (seconds * chip.peak_flops),
-          "bound": "compute" if compute >= memory else "hbm",
-          "how": "estimate, a lower bound on the step time: max(FLOPs / peak bf16 FLOP/s, "
-                 "bytes accessed (loop bodies once) / HBM bandwidth) per chip; communication "
-                 "not counted"}
+  parts = {"compute": compute, "hbm": memory, "communication": comm_seconds}
+  lower, upper = max(parts.values()), max(compute, memory) + comm_seconds
+  return {"compute_seconds": compute, "hbm_seconds": memory, "communication_seconds": comm_seconds,
+          "step_seconds_lower_bound": lower, "step_seconds_upper_bound": upper,
+          "mfu_upper_bound": model_flops / (lower * chip.peak_flops),
+          "mfu_lower_bound": model_flops / (upper * chip.peak_flops),
+          "communication_share": comm_seconds / upper,
+          "bound": max(parts, key=parts.get),
+          "how": "per chip: compute = FLOPs / peak bf16 FLOP/s, hbm = bytes accessed (loop bodies "
+                 "once) / HBM bandwidth, communication = collective bytes / link bandwidth; "
+                 "lower bound = max of the three (all overlapped), upper bound = max(compute, "
+                 "hbm) + communication (no overlap); mfu bounds = model FLOPs / (bound x peak); "
+                 "leaves out latency, contention, kernel efficiency and host work"}
 
 
 def host_count(config, state_layout, tx, key, data_parallel: int) -> float:
@@ -176,18 +204,30 @@ def host_count(config, state_layout, tx, key, data_parallel: int) -> float:
 
 
 def _cost(compiled, host_flops: float, chips: int, scale: float, model_flops: float,
-          chip: Chip) -> dict:
-  """XLA's counts (loop bodies once), the step's FLOPs per chip, and the roofline estimate."""
+          chip: Chip, communication: dict) -> dict:
+  """XLA's counts (loop bodies once), the step's FLOPs per chip, its collectives, the estimate."""
   tpu = compiled.cost_analysis()
   flops = host_flops * scale / chips
   return {"xla_flops": host_flops / chips, "tpu_xla_flops": tpu["flops"], "loop_scale": scale,
           "flops": flops, "bytes_accessed": tpu["bytes accessed"], "model_flops": model_flops,
-          "estimate": estimate(flops, tpu["bytes accessed"], model_flops, chip)}
+          "communication": communication,
+          "estimate": estimate(flops, tpu["bytes accessed"], communication["seconds"],
+                               model_flops, chip)}
 
 
-def check(config, topology: str, slices: int = 1) -> dict:
+def links_of(chip: Chip, devices: list, dcn_bandwidth: float) -> interconnect.Links:
+  """The chip's ICI ports and its share of its host's DCN bandwidth."""
+  hosts = len({d.process_index for d in devices})
+  return interconnect.Links(chip.ici_port_bandwidth, chip.ici_ports,
+                            dcn_bandwidth * hosts / len(devices))
+
+
+def check(config, topology: str, slices: int = 1,
+          dcn_bandwidth: float = DCN_HOST_BANDWIDTH) -> dict:
   """Compiles every reachable layout of `config` for the topology; the report as a dict."""
   start = time.perf_counter()
+  if not dcn_bandwidth > 0:
+    raise UsageError(f"--dcn_bandwidth={dcn_bandwidth} must be positive (bytes/s per host)")
   chip, devices = topology_devices(topology, slices)  # a bad name fails before the heavy imports
   from cbs import flops as flops_lib  # noqa: PLC0415
   from cbs import models  # noqa: PLC0415
@@ -210,7 +250,9 @@ def check(config, topology: str, slices: int = 1) -> dict:
   data_parallel = sharding.data_parallel_size(mesh, rules)
   tx = optim.make(config.optimizer, models.hidden_lr_scale(config.model))
   state_layout = train_state.state_layout(config, vocab, tx, mesh, rules)
-  compile_step = figures_of(train.step_compiler(config, state_layout, tx, mesh, rules))
+  compile_step = figures_of(train.step_compiler(config, state_layout, tx, mesh, rules),
+                            lambda compiled: collectives.count(compiled.as_text(), slices))
+  links = links_of(chip, devices, dcn_bandwidth)
   budget = fit.budget(chip.hbm_bytes)
 
   report = {
@@ -219,6 +261,8 @@ def check(config, topology: str, slices: int = 1) -> dict:
       "headroom": fit.HEADROOM, "mesh": dict(mesh.shape), "fsdp": bool(config.mesh.fsdp),
       "params": models.param_counts(config.model, vocab)["total"], "vocab_rows": vocab,
       "seq_len": config.data.seq_len,
+      "links": {"ici_ports": links.ici_ports, "ici_port_bytes_per_second": links.ici_port,
+                "dcn_bytes_per_second_per_chip": links.dcn_per_chip},
       "versions": {name: importlib.metadata.version(name)
                    for name in ("jax", "jaxlib", "libtpu", "flax")},
   }
@@ -247,8 +291,10 @@ def check(config, topology: str, slices: int = 1) -> dict:
       if compiled is not None:
         model_flops = per_token * size * config.data.seq_len / len(devices)
         host_flops = host_count(config, state_layout, tx, key, data_parallel)
+        communication = interconnect.traffic(compiled.collectives, mesh, links)
         layouts[-1].update(_cost(compiled, host_flops, len(devices),
-                                 loop_scale(config, vocab, key[1]), model_flops, chip))
+                                 loop_scale(config, vocab, key[1]), model_flops, chip,
+                                 communication))
   controller.close()
   fitting = [size for size in {entry["batch_size"] for entry in layouts}
              if all(e["fits"] for e in layouts if e["batch_size"] == size)]
@@ -267,7 +313,7 @@ def main(argv: list[str]) -> None:
 
   jax.config.update("jax_platforms", "cpu")  # this host only traces; a TPU here stays free
   try:
-    report = check(_CONFIG.value, _TOPOLOGY.value, _SLICES.value)
+    report = check(_CONFIG.value, _TOPOLOGY.value, _SLICES.value, _DCN.value)
   except (UsageError, validation.ConfigError) as e:
     print(f"cbs: {e}", file=sys.stderr)
     sys.exit(2)
