@@ -51,6 +51,7 @@ class Collective:
   group: tuple[int, ...]  # partition ids of one group (ICI; every group alike under SPMD)
   pairs: tuple[tuple[int, int], ...]  # (source, target) partitions of a permute
   executions: int  # per step: the trip counts of the loops around it multiplied
+  channel: int | None = None  # the program's id of this collective
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,7 +207,7 @@ def _ici_collective(instruction: _Instruction, body: list[_Instruction],
   if kind == "collective-permute":
     pairs = tuple((int(a), int(b)) for a, b in re.findall(
         r"\{(\d+),(\d+)\}", instruction.attributes.split("source_target_pairs=")[-1]))
-    return Collective(kind, ICI, size if pairs else 0.0, (), pairs, 1)
+    return Collective(kind, ICI, size if pairs else 0.0, (), pairs, 1, _channel(instruction))
   group = replica_groups(instruction.attributes, partitions)[0]
   n = len(group)
   if kind == "all-reduce" and _is_reduce_scatter(instruction, body):
@@ -215,7 +216,23 @@ def _ici_collective(instruction: _Instruction, body: list[_Instruction],
             "all-to-all": (n - 1) / n, "reduce-scatter": n - 1}[kind]
   if kind == "reduce-scatter" and instruction.opcode == "all-reduce":
     factor = (n - 1) / n  # the all-reduce's result is the reduce-scatter's operand
-  return Collective(kind, ICI, size * factor, tuple(group), (), 1)
+  return Collective(kind, ICI, size * factor, tuple(group), (), 1, _channel(instruction))
+
+
+def _channel(instruction: _Instruction) -> int | None:
+  channel = re.search(r"channel_id=(\d+)", instruction.attributes)
+  return int(channel.group(1)) if channel else None
+
+
+def _once(found: list[Collective]) -> list[Collective]:
+  """Each collective once: the TPU compiler splits an async collective into start, update and
+  done fusions that each hold a copy of it, under one channel id."""
+  seen, kept = set(), []
+  for c in found:
+    if c.channel is None or c.channel not in seen:
+      kept.append(c)
+    seen.add(c.channel)
+  return kept
 
 
 def _dcn_collective(instruction: _Instruction, slices: int) -> Collective | None:
@@ -310,7 +327,7 @@ def count(text: str, slices: int = 1) -> Program:
       else:
         for callee in called:
           found += walk(callee)
-    memo[name] = found
-    return found
+    memo[name] = _once(found)
+    return memo[name]
 
   return Program(tuple(walk(entry)), partitions, tuple(loops), unknown[0])
