@@ -1,17 +1,27 @@
 """The TPU compile check: the tiny model's real step compiled for a v5e:2x2 slice with libtpu.
 
 Needs libtpu (the `tpu` extra, part of the test install); without it, or where libtpu cannot
-compile on this host, the compiling tests skip with the reason.
+compile on this host, the compiling tests skip with the reason, except under CI (`CI=true`), which
+installs the extra: there they fail.
 """
 
 import importlib.util
+import os
 import subprocess
 import sys
 import weakref
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
+from cbs import collectives
 from cbs import compile_check
+from cbs import interconnect
 from cbs import flops as flops_lib
 from cbs import validation
 from cbs.batching import controller as controller_lib
@@ -22,14 +32,22 @@ from configs import tiny
 TOPOLOGY = "v5e:2x2"  # 4 chips of 16 GiB
 
 
+def require_libtpu() -> list:
+  """The compile-only devices of TOPOLOGY; where libtpu is missing or broken, a skip with the
+  reason, or under CI (which installs the `tpu` extra) a failure."""
+  under_ci = os.environ.get("CI", "").lower() in ("true", "1")
+  give_up = pytest.fail if under_ci else pytest.skip
+  if importlib.util.find_spec("libtpu") is None:
+    give_up("libtpu is not installed (pip install -e '.[test,tpu]')")
+  try:
+    return compile_check.topology_devices(TOPOLOGY, 1)[1]
+  except Exception as e:  # noqa: BLE001  (any libtpu failure means: cannot test here)
+    give_up(f"libtpu cannot compile for {TOPOLOGY} on this host: {e}")
+
+
 @pytest.fixture(scope="module")
 def tpu():
-  if importlib.util.find_spec("libtpu") is None:
-    pytest.skip("libtpu is not installed (pip install -e '.[test,tpu]')")
-  try:
-    compile_check.topology_devices(TOPOLOGY, 1)
-  except Exception as e:  # noqa: BLE001  (any libtpu failure means: cannot test here)
-    pytest.skip(f"libtpu cannot compile for {TOPOLOGY} on this host: {e}")
+  return require_libtpu()
 
 
 def tiny_config(**batch):
@@ -79,7 +97,8 @@ def test_compiled_flops_agree_with_the_model_count(tpu):
   softmax, the loss and the optimizer update, so it may exceed it by up to 1.5x, never fall short.
   """
   config = tiny_config()
-  (layout,) = compile_check.check(config, TOPOLOGY)["layouts"]
+  report = compile_check.check(config, TOPOLOGY)
+  (layout,) = report["layouts"]
   per_chip = flops_lib.train_flops_per_token(config.model, 32, 64) * 32 * 64 / 4
   assert layout["model_flops"] == pytest.approx(per_chip)
   assert layout["loop_scale"] == 1
@@ -87,7 +106,71 @@ def test_compiled_flops_agree_with_the_model_count(tpu):
   # Without windowed loops the host's count of the unpartitioned step, over the chips, is the TPU
   # program's, less the work every chip repeats (here the update of replicated parameters).
   assert 0.9 * layout["tpu_xla_flops"] <= layout["xla_flops"] < layout["tpu_xla_flops"]
-  assert layout["estimate"]["step_seconds"] > 0 and 0 < layout["estimate"]["mfu"] < 1
+  estimate = layout["estimate"]
+  assert 0 < estimate["step_seconds_lower_bound"] < estimate["step_seconds_upper_bound"]
+  assert 0 < estimate["mfu_lower_bound"] < estimate["mfu_upper_bound"] < 1
+  # Data parallel over 4 chips, replicated float32 parameters: the gradients' all-reduce sends
+  # 2 x 3/4 of them from each chip; the loss and metrics add a few scalars.
+  gradients = 4 * report["params"]
+  assert layout["communication"]["by_link"] == {
+      "ici": {"all-reduce": {"data": pytest.approx(2 * 3 / 4 * gradients, rel=0.05)}}}
+  assert estimate["communication_seconds"] == pytest.approx(
+      layout["communication"]["bytes_per_chip"] / (2 * 50e9))  # 2x2: one port per dimension
+
+
+WIDTH = 512  # the FSDP matmul layer's weight is WIDTH x WIDTH
+
+
+def fsdp_matmul_step(devices: list, layers: int | None):
+  """The mesh and compiled update `w - grad` of sum(tanh(x @ w)): bf16 weights split by rows over
+  the chips (FSDP), the batch by rows; `layers` stacked weights scanned over, or one."""
+  mesh = Mesh(np.array(devices), ("data",))
+  spec = P("data", None) if layers is None else P(None, "data", None)
+  shape = (WIDTH, WIDTH) if layers is None else (layers, WIDTH, WIDTH)
+  weights = jax.ShapeDtypeStruct(shape, jnp.bfloat16, sharding=NamedSharding(mesh, spec))
+  batch = jax.ShapeDtypeStruct((64, WIDTH), jnp.bfloat16,
+                               sharding=NamedSharding(mesh, P("data", None)))
+
+  def loss(w, x):
+    if layers is None:
+      return jnp.sum(jnp.tanh(x @ w).astype(jnp.float32))
+    h, _ = jax.lax.scan(lambda h, w_layer: (jnp.tanh(h @ w_layer), None), x, w)
+    return jnp.sum(h.astype(jnp.float32))
+
+  step = jax.jit(lambda w, x: w - jax.grad(loss)(w, x), out_shardings=NamedSharding(mesh, spec))
+  return mesh, step.lower(weights, batch).compile()
+
+
+@pytest.mark.parametrize("layers, gathers, scatters", [(None, 1, 1), (3, 6, 3)])
+def test_fsdp_matmul_collectives_match_their_closed_form(tpu, layers, gathers, scatters):
+  """Over 4 chips each chip gathers a bf16 weight (3/4 of WIDTH^2 x 2 B arrive from the other
+  three) and reduce-scatters its gradient (3/4 of it leaves). Scanned over 3 layers, the forward
+  and the backward loop each gather every layer's weight (the scan keeps only the split weights)
+  and the backward loop scatters every gradient: the loops' trip counts multiply the bytes."""
+  mesh, compiled = fsdp_matmul_step(tpu, layers)
+  program = collectives.count(compiled.as_text())
+  links = compile_check.links_of(compile_check.CHIPS["v5e"], tpu, 25e9)
+  traffic = interconnect.traffic(program, mesh, links)
+  share = 3 / 4 * WIDTH * WIDTH * 2
+  assert traffic["by_link"] == {"ici": {
+      "all-gather": {"data": pytest.approx(gathers * share, rel=0.05)},
+      "reduce-scatter": {"data": pytest.approx(scatters * share, rel=0.05)}}}
+  assert program.unknown_trip_counts == 0 and traffic["dcn_bytes"] == 0
+  # 2x2 chips: one port along each of the two dimensions, 50 GB/s each
+  assert traffic["ici_seconds"] == pytest.approx(traffic["ici_bytes"] / 100e9)
+
+
+def test_one_chip_without_fsdp_communicates_nothing(tpu):
+  config = tiny_config()
+  config.mesh.data, config.mesh.model, config.mesh.fsdp = 1, 1, False
+  report = compile_check.check(config, TOPOLOGY)
+  (layout,) = report["layouts"]
+  assert report["chips"] == 4 and report["mesh"] == {"data": 1, "model": 1}
+  communication, estimate = layout["communication"], layout["estimate"]
+  assert communication["bytes_per_chip"] == 0 and communication["by_link"] == {}
+  assert estimate["communication_seconds"] == 0 == estimate["communication_share"]
+  assert estimate["step_seconds_lower_bound"] == estimate["step_seconds_upper_bound"] == max(
+      estimate["compute_seconds"], estimate["hbm_seconds"])
 
 
 def test_fsdp_chips_compute_their_own_rows_with_gathered_weights(tpu):
@@ -113,6 +196,11 @@ def test_a_growing_batch_checks_every_layout_on_two_slices(tpu):
   assert report["fits"] and report["largest_fitting_batch"] == 64
   for entry in report["layouts"]:  # scanned blocks, 2 groups: each loop body counted 2 x 2 times
     assert entry["loop_scale"] > 3
+    # the gradients are reduced within each slice over ICI and between the slices over DCN
+    links = entry["communication"]["by_link"]
+    assert {axis for kinds in links.values() for axes in kinds.values() for axis in axes} == {
+        "data"}
+    assert entry["communication"]["dcn_bytes"] > 0 and entry["communication"]["ici_bytes"] > 0
 
 
 def test_each_layout_is_compiled_once_and_its_executable_let_go():
@@ -190,3 +278,24 @@ def test_auto_microbatch_is_validated_and_whole_batch_on_cpu():
     validation.validate(config, 8)
   never = lambda key: pytest.fail("a CPU reports no memory limit: nothing to compile")  # noqa: E731
   assert fit.auto_microbatch(tiny_config().batch, 8, never) == -1
+
+
+def test_a_broken_libtpu_fails_under_ci_and_skips_elsewhere(monkeypatch):
+  def broken(*args):
+    raise RuntimeError("TPU initialization failed: no chips")
+
+  monkeypatch.setattr(compile_check, "topology_devices", broken)
+  monkeypatch.delenv("CI", raising=False)
+  with pytest.raises(pytest.skip.Exception, match="cannot compile .* no chips"):
+    require_libtpu()
+  monkeypatch.setenv("CI", "true")
+  with pytest.raises(pytest.fail.Exception, match="cannot compile .* no chips"):
+    require_libtpu()
+  real = importlib.util.find_spec
+  monkeypatch.setattr(importlib.util, "find_spec",
+                      lambda name, *a: None if name == "libtpu" else real(name, *a))
+  with pytest.raises(pytest.fail.Exception, match="libtpu is not installed"):
+    require_libtpu()
+  monkeypatch.delenv("CI")
+  with pytest.raises(pytest.skip.Exception, match="libtpu is not installed"):
+    require_libtpu()
