@@ -6,6 +6,8 @@ under one channel id, a loop counted by its condition, a transfer between slices
 TPU programs are checked in test_compile_check.py.
 """
 
+import string
+
 import jax
 import numpy as np
 import pytest
@@ -14,7 +16,7 @@ from jax.sharding import Mesh
 from cbs import collectives
 from cbs import interconnect
 
-PROGRAM = """HloModule step, num_partitions=8
+PROGRAM = string.Template("""HloModule step, num_partitions=8
 
 %add (x: f32[], y: f32[]) -> f32[] {
   %x = f32[] parameter(0)
@@ -25,18 +27,18 @@ PROGRAM = """HloModule step, num_partitions=8
 %reduce_scatter (input: f32[64,32], offset: s32[]) -> f32[8,32] {
   %input = f32[64,32]{1,0:T(8,128)} parameter(0)
   %offset = s32[] parameter(1)
-  %all-reduce.1 = f32[64,32]{1,0:T(8,128)} all-reduce(%input), channel_id=3, replica_groups=[1,8]<=[8], use_global_device_ids=true, to_apply=%add
-  ROOT %slice = f32[8,32]{1,0} dynamic-slice(%all-reduce.1, %offset, %offset), dynamic_slice_sizes={8,32}
+  %all-reduce.1 = f32[64,32]{1,0:T(8,128)} all-reduce(%input), channel_id=3, $iota_all
+  ROOT %slice = f32[8,32]{1,0} dynamic-slice(%all-reduce.1, %offset, %offset), $sizes
 }
 
 %gather_start (w: f32[8,32]) -> f32[64,32] {
   %w = f32[8,32] parameter(0)
-  ROOT %all-gather.1 = f32[64,32]{1,0} all-gather(%w), channel_id=1, replica_groups=mesh['axis_0'=2,'axis_1'=4] {'axis_1'}, dimensions={0}, use_global_device_ids=true
+  ROOT %all-gather.1 = f32[64,32]{1,0} all-gather(%w), channel_id=1, $along_model
 }
 
 %gather_done (w: f32[8,32]) -> f32[64,32] {
   %w = f32[8,32] parameter(0)
-  ROOT %all-gather.2 = f32[64,32]{1,0} all-gather(%w), channel_id=1, replica_groups=mesh['axis_0'=2,'axis_1'=4] {'axis_1'}, dimensions={0}, use_global_device_ids=true
+  ROOT %all-gather.2 = f32[64,32]{1,0} all-gather(%w), channel_id=1, $along_model
 }
 
 %cond (p: (s32[], f32[8,32])) -> pred[] {
@@ -55,7 +57,7 @@ PROGRAM = """HloModule step, num_partitions=8
   %start = f32[64,32] fusion(%w), kind=kCustom, calls=%gather_start
   %done = f32[64,32] fusion(%w, /*index=1*/%start), kind=kCustom, calls=%gather_done
   %scattered = f32[8,32] fusion(%done, %i), kind=kCustom, calls=%reduce_scatter
-  %permuted = f32[8,32]{1,0} collective-permute(%scattered), channel_id=4, source_target_pairs={{0,1},{1,0}}
+  %permuted = f32[8,32]{1,0} collective-permute(%scattered), channel_id=4, $pairs
   ROOT %t = (s32[], f32[8,32]) tuple(%next, %permuted)
 }
 
@@ -66,12 +68,19 @@ ENTRY %main (w: f32[8,32]) -> f32[8,32] {
   %init = (s32[], f32[8,32]) tuple(%first, %w)
   %loop = (s32[], f32[8,32]) while(%init), condition=%cond, body=%body
   %out = f32[8,32] get-tuple-element(%loop), index=1
-  %total = f32[8,32]{1,0} all-reduce(%out), channel_id=5, replica_groups={{0,1,2,3,4,5,6,7}}, to_apply=%add
+  %total = f32[8,32]{1,0} all-reduce(%out), channel_id=5, $listed_all
   %token = token[] after-all()
-  %send = (f32[8,32]{1,0}, u32[], token[]) send(%total, %token), channel_id=6, is_host_transfer=true, frontend_attributes={_xla_megascale_transfer_type="ALL_GATHER"}
+  %send = (f32[8,32]{1,0}, u32[], token[]) send(%total, %token), channel_id=6, $between_slices
   ROOT %result = f32[8,32] copy(%total)
 }
-"""
+""").substitute(
+    along_model="replica_groups=mesh['axis_0'=2,'axis_1'=4] {'axis_1'}, dimensions={0}",
+    iota_all="replica_groups=[1,8]<=[8], use_global_device_ids=true, to_apply=%add",
+    listed_all="replica_groups={{0,1,2,3,4,5,6,7}}, to_apply=%add",
+    pairs="source_target_pairs={{0,1},{1,0}}",
+    between_slices='is_host_transfer=true, frontend_attributes='
+                   '{_xla_megascale_transfer_type="ALL_GATHER"}',
+    sizes="dynamic_slice_sizes={8,32}")
 TRIPS = 7 - 2  # i from 2 while i < 7
 BLOCK = 8 * 32 * 4  # bytes of one chip's f32[8,32]
 
