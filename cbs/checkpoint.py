@@ -316,7 +316,7 @@ class Checkpoints:
     """Waits for writes in flight; after a failed write, only lets go (the failure is reported)."""
     try:
       self._manager.close()
-    except Exception:  # noqa: BLE001  (the failed write was reported once, by WriteFailed)
+    except Exception:  # the failed write was reported once, by WriteFailed
       if not self._failed:
         raise
       self._manager.close()  # its failed save is now settled: closes its threads and stores

@@ -207,8 +207,8 @@ def _incompatible_message(error: checkpoint.Incompatible, checkpoints: checkpoin
   return message + "; nothing was changed"
 
 
-def check_same_data(progress: dict, identity: data_identity.Identity, config: ml_collections.ConfigDict,
-                    directory: epath.Path) -> bool:
+def check_same_data(progress: dict, identity: data_identity.Identity,
+                    config: ml_collections.ConfigDict, directory: epath.Path) -> bool:
   """Whether a restored run continues on its own data (True), or deliberately on new data.
 
   A checkpoint written on other data (files added, removed or resized, another manifest,

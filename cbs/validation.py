@@ -253,7 +253,7 @@ def check_init_from(config: ml_collections.ConfigDict, workdir: epath.Path) -> N
   directory = epath.Path(parent) / "checkpoints"
   steps = sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if (
       directory.is_dir()) else []
-  require(bool(steps), f"train.init_from={parent!r} holds no checkpoint (no {directory} with steps)")
+  require(bool(steps), f"train.init_from={parent!r} holds no checkpoint (no steps in {directory})")
   step = config.train.init_step
   require(step < 0 or step in steps, f"train.init_from={parent!r} has no checkpoint at step {step} "
           f"(train.init_step); it has {', '.join(map(str, steps))}")

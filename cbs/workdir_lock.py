@@ -51,7 +51,7 @@ class WorkdirBusy(RuntimeError):
 
 
 def _me() -> Holder:
-  started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+  started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
   return Holder(socket.gethostname(), os.getpid(), started, time.time())
 
 

@@ -190,8 +190,8 @@ def test_a_failed_checkpoint_write_stops_at_the_next_step_in_one_line_and_resume
   """The save of step 4 fails (disk full); checkpoints every 2 steps, so the run would otherwise
   go on to step 6 before noticing."""
   run = tmp_path / "run"
-  flags = [f"--config={ROOT / 'configs/tiny.py'}", f"--workdir={run}", "--config.compile_cache_dir=",
-           "--config.mesh.data=1", "--config.log.every_steps=100",
+  flags = [f"--config={ROOT / 'configs/tiny.py'}", f"--workdir={run}",
+           "--config.compile_cache_dir=", "--config.mesh.data=1", "--config.log.every_steps=100",
            f"--config.train_tokens={8 * STEP_TOKENS}", "--config.eval.every_tokens=0",
            "--config.eval.tokens=4096", f"--config.checkpoint.every_tokens={2 * STEP_TOKENS}",
            "--config.schedule.warmup_tokens=0"]

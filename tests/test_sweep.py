@@ -11,6 +11,7 @@ import pytest
 
 from analysis import measure
 from analysis import runs as runs_lib
+from cbs import workdir_lock
 from launch import grid
 from launch import outcome
 from tests.analysis import fake_runs
@@ -308,7 +309,6 @@ def test_two_phase_sweep_extends_the_learning_rate_grid_past_an_edge_best(tmp_pa
 
 
 def test_a_rerun_shows_runs_still_going_as_running_elsewhere_and_starts_only_the_others(tmp_path):
-  from cbs import workdir_lock  # noqa: PLC0415
   path = write_sweep(tmp_path / "s.py", {"optimizer.lr": [1e-3, 3e-3]})
   root = tmp_path / "root"
   (root / "optimizer.lr=0.001").mkdir(parents=True)

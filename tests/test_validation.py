@@ -1,5 +1,6 @@
 """Bad configs fail before any compute with one line naming the key, the value and what is allowed."""
 
+import json
 import os
 import pathlib
 import subprocess
@@ -100,7 +101,6 @@ def test_an_ahead_of_time_compile_checks_no_data_files():
 
 def test_a_workdir_run_on_other_model_or_data_settings_is_refused(tmp_path):
   """Both sections are compared: data.* settings order and tokenize what is trained."""
-  import json  # noqa: PLC0415
   saved = tiny.get_config()
   (tmp_path / "config.json").write_text(json.dumps({"config": saved.to_dict()}))
   other_data = tiny.get_config()
@@ -129,7 +129,7 @@ def test_a_missing_init_from_checkpoint_is_refused_before_the_workdir_exists(tmp
   with pytest.raises(validation.ConfigError, match=r"has no checkpoint at step 4 "
                                                    r"\(train.init_step\); it has 8$"):
     validation.check_init_from(config, tmp_path / "branch")
-  from cbs import train  # noqa: PLC0415  (the loop checks it before creating the workdir)
+  from cbs import train  # the loop checks it before creating the workdir (imports TensorFlow)
   config.compile_cache_dir, config.mesh.data = "", 1
   with pytest.raises(validation.ConfigError, match=r"has no checkpoint at step 4"):
     train.train_and_evaluate(config, str(tmp_path / "branch"))

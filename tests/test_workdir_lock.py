@@ -60,7 +60,10 @@ def test_object_store_locks_refuse_a_fresh_heartbeat_and_take_over_a_stale_one(t
   """Check-then-write with heartbeats, on a local path standing in for gs://."""
   monkeypatch.setattr(workdir_lock, "_is_local", lambda workdir: False)
   now = [1000.0]
-  clock = lambda: now[0]  # noqa: E731
+
+  def clock() -> float:
+    return now[0]
+
   other = {"host": "vm-1", "pid": 7, "started": "2026-01-01T00:00:00+00:00", "heartbeat": 1000.0}
   (tmp_path / workdir_lock.LOCK_FILE).write_text(json.dumps(other))
   now[0] += workdir_lock.STALE_S - 1

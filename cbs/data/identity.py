@@ -1,4 +1,4 @@
-"""What data a run trains and evaluates on, resolved: recorded in every checkpoint, compared on resume.
+"""The data a run trains and evaluates on, resolved: recorded in every checkpoint, compared on resume.
 
 A config names its data by globs, directories and names; what they resolve to can change under a
 run (a file appears, a corpus is re-prepared, a vocabulary is retrained). The identity is the
