@@ -28,7 +28,9 @@ def test_a_second_run_is_refused_in_one_line_naming_the_holder_and_writes_nothin
     before = snapshot(run)
     refused = subprocess.run(
         [sys.executable, "-m", "cbs.main", f"--config={ROOT / 'configs/tiny.py'}",
-         f"--workdir={run}", "--config.compile_cache_dir=", "--config.mesh.data=1"],
+         f"--workdir={run}", "--config.compile_cache_dir=", "--config.mesh.data=1",
+         "--config.train_tokens=2048", "--config.schedule.warmup_tokens=0",
+         "--config.eval.tokens=4096"],
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
     assert refused.returncode == 2
     assert refused.stderr.strip().splitlines()[-1] == (
