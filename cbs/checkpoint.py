@@ -263,19 +263,28 @@ class Checkpoints:
                      "again once the storage is reachable")
 
   def _attempt(self, step: int, abstract_state: Any) -> tuple[int, Any]:
-    """One try at a step; its array metadata is checked against the model first."""
+    """One try at a step; its files and array metadata are checked against the model first.
+
+    With several hosts, what that check found is agreed before orbax's restore, whose
+    collectives would otherwise wait for a host that has already given up on the step.
+    """
     try:
       self._check_host_data(step)
       stored = _array_metadata(self.directory / str(step) / "state")
       mismatch = describe_mismatch(stored, _flat(ocp.tree.serialize_tree(abstract_state,
                                                                          keep_empty_nodes=True)))
-      if mismatch:
-        return _INCOMPATIBLE, Incompatible(step, self.directory, mismatch, set(stored))
+      checked = ((_INCOMPATIBLE, Incompatible(step, self.directory, mismatch, set(stored)))
+                 if mismatch else (_OK, None))
+    except Exception as e:  # classified below: nothing is renamed without evidence of corruption
+      checked = classify(e), _describe(e)
+    if _agree(*checked)[0] != _OK:
+      return checked  # the caller's agreement gives every host the most serious verdict
+    try:
       return _OK, self.restore(step, abstract_state)
     except HostCountError:  # every host sees the same files: the run's setup, not the checkpoint
       raise
     except Exception as e:  # classified below: nothing is renamed without evidence of corruption
-      return classify(e), f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+      return classify(e), _describe(e)
 
   def _check_host_data(self, step: int) -> None:
     """FileNotFoundError if this host's data position is missing from the step.
@@ -339,6 +348,10 @@ class Checkpoints:
       if not self._failed:
         raise
       self._manager.close()  # its failed save is now settled: closes its threads and stores
+
+
+def _describe(error: BaseException) -> str:
+  return f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"
 
 
 def _with_host_data(restored, step: int) -> dict:
