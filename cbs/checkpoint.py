@@ -29,6 +29,7 @@ from jax.experimental import multihost_utils
 
 _HOST_FILE = re.compile(r"process_(\d+)-of-(\d+)\.json")
 RETRY_DELAYS_S = (2.0, 8.0, 30.0)  # waits before the 2nd, 3rd and 4th attempt to read a checkpoint
+_sleep = time.sleep  # the clock those waits use (tests count them instead)
 # TensorStore prefixes its errors with a status code; these mean the files themselves are bad.
 _CORRUPT_CODES = ("DATA_LOSS", "OUT_OF_RANGE", "FAILED_PRECONDITION", "NOT_FOUND")
 # Verdicts on one attempt, ordered so that the most serious one seen by any host wins.
@@ -56,6 +57,10 @@ class NoneRestorable(CheckpointError):
   """Checkpoints exist (or were set aside) but none of them restores."""
 
 
+class WriteFailed(CheckpointError):
+  """A checkpoint could not be written (disk full, permission lost, object store errors)."""
+
+
 class HostCountError(ValueError):
   """A checkpoint written by another number of hosts: each host's data position cannot be mapped."""
 
@@ -76,6 +81,8 @@ class HostStateHandler(ocp.CheckpointHandler):
     directory = epath.Path(directory)
     counts = {int(m.group(2)) for m in map(_HOST_FILE.fullmatch, (p.name for p in directory.iterdir()))
               if m}
+    if not counts:  # the item lost its files: damage, not another setup
+      raise FileNotFoundError(f"checkpoint {directory.parent.name} holds no per-host data position")
     if counts != {jax.process_count()}:
       raise HostCountError(
           f"checkpoint {directory.parent.name} was written by {', '.join(map(str, sorted(counts)))} "
@@ -106,11 +113,14 @@ class HostStateRestore(ocp.args.CheckpointArgs):
 class Checkpoints:
   """The run's checkpoint directory (`WORKDIR/checkpoints`), keyed by training step."""
 
-  def __init__(self, workdir: epath.PathLike, keep: int):
+  def __init__(self, workdir: epath.PathLike, keep: int, create: bool = True):
     self._manager = ocp.CheckpointManager(
         epath.Path(workdir) / "checkpoints",
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=create,
                                              enable_async_checkpointing=True))
+    self._writing = None  # the step being written in the background
+    self._failed = False
+    self._failure_seen = None  # multi-host: a failure found between log points
 
   @property
   def directory(self) -> epath.Path:
@@ -126,7 +136,7 @@ class Checkpoints:
     """The host-side record of one checkpoint (tokens, this host's data position, batch state)."""
     restored = self._manager.restore(step, args=ocp.args.Composite(
         progress=ocp.args.JsonRestore(), **self._data_restore(step)))
-    return _with_host_data(restored)
+    return _with_host_data(restored, step)
 
   def save(self, step: int, state: Any, progress: dict, config: dict) -> None:
     """Starts writing in the background; `wait` blocks until it is complete.
@@ -134,11 +144,69 @@ class Checkpoints:
     `progress["data"]` is this host's data position: it goes to this host's own file.
     """
     shared = {key: value for key, value in progress.items() if key != "data"}
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        progress=ocp.args.JsonSave(shared),
-        data=HostStateSave(progress["data"]),
-        config=ocp.args.JsonSave(config)), force=True)
+    self.wait(step)
+    self._writing = step
+    try:
+      self._manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state),
+          progress=ocp.args.JsonSave(shared),
+          data=HostStateSave(progress["data"]),
+          config=ocp.args.JsonSave(config)), force=True)
+    except Exception as e:  # the writer's error, raised at once
+      raise self._write_failed(step, e) from None
+
+  def check_writes(self, step: int, agree: bool = True) -> None:
+    """Raises WriteFailed at training step `step` if a background save has failed.
+
+    Single host: every step. Several hosts look only where `agree` is set (the loop's log
+    points), and all stop together when any one's save failed.
+    """
+    if self._writing is not None and not self._manager.is_saving_in_progress():
+      try:
+        self._finish_writing(step)
+      except WriteFailed as e:
+        self._failure_seen = e
+    if jax.process_count() == 1 or agree:
+      self._raise_agreed(step)
+
+  def _raise_agreed(self, step: int | None) -> None:
+    """Raises the failure this host saw, or, with several hosts, one that any host saw."""
+    failed, self._failure_seen = self._failure_seen, None
+    if jax.process_count() > 1:
+      if not int(np.max(multihost_utils.process_allgather(np.int32(failed is not None)))):
+        return
+      self._failed = True
+      raise failed or WriteFailed(f"a checkpoint write failed on another host (stopped at step "
+                                  f"{step}); run again to resume from the latest complete one")
+    if failed:
+      raise failed
+
+  def _finish_writing(self, step: int | None) -> None:
+    """Waits for the background save; raises WriteFailed if it did not complete."""
+    writing, self._writing = self._writing, None
+    if writing is None:
+      return
+    try:
+      self._manager.wait_until_finished()
+      self._manager.reload()  # a save whose finalisation was skipped may still be listed
+      complete = writing in self._manager.all_steps()
+      error = None if complete else "it was not finalised"
+    except Exception as e:  # the writer's error, raised by the background thread
+      error = e
+    if error is not None:
+      raise self._write_failed(writing, error, step)
+
+  def _write_failed(self, step: int, error, at_step: int | None = None) -> WriteFailed:
+    self._failed = True
+    steps = [s for s in self.all_steps() if s != step]
+    kept = (f"the latest complete checkpoint is step {steps[-1]}" if steps
+            else "no complete checkpoint was written")
+    reason = error if isinstance(error, str) else (
+        f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}")
+    stopped = f"stopped at step {step if at_step is None else at_step}"
+    return WriteFailed(f"checkpoint {step} could not be written to {self.directory / str(step)} "
+                       f"({reason}); {stopped}, {kept}: run again to resume from it once the "
+                       "cause is fixed")
 
   def _data_restore(self, step: int) -> dict:
     """The per-host data item, where the checkpoint has one (older ones kept it in `progress`)."""
@@ -189,24 +257,52 @@ class Checkpoints:
       if attempt < len(RETRY_DELAYS_S):
         logging.warning("reading checkpoint %d failed (%s); retrying in %.0f s", step, result,
                         RETRY_DELAYS_S[attempt])
-        time.sleep(RETRY_DELAYS_S[attempt])
+        _sleep(RETRY_DELAYS_S[attempt])
     raise Unreadable(f"checkpoint {step} in {self.directory} could not be read in "
                      f"{len(RETRY_DELAYS_S) + 1} attempts ({result}); nothing was changed, run "
                      "again once the storage is reachable")
 
   def _attempt(self, step: int, abstract_state: Any) -> tuple[int, Any]:
-    """One try at a step; its array metadata is checked against the model first."""
+    """One try at a step; its files and array metadata are checked against the model first.
+
+    With several hosts, what that check found is agreed before orbax's restore, whose
+    collectives would otherwise wait for a host that has already given up on the step.
+    """
     try:
+      self._check_host_data(step)
       stored = _array_metadata(self.directory / str(step) / "state")
       mismatch = describe_mismatch(stored, _flat(ocp.tree.serialize_tree(abstract_state,
                                                                          keep_empty_nodes=True)))
-      if mismatch:
-        return _INCOMPATIBLE, Incompatible(step, self.directory, mismatch, set(stored))
+      checked = ((_INCOMPATIBLE, Incompatible(step, self.directory, mismatch, set(stored)))
+                 if mismatch else (_OK, None))
+    except Exception as e:  # classified below: nothing is renamed without evidence of corruption
+      checked = classify(e), _describe(e)
+    if _agree(*checked)[0] != _OK:
+      return checked  # the caller's agreement gives every host the most serious verdict
+    try:
       return _OK, self.restore(step, abstract_state)
     except HostCountError:  # every host sees the same files: the run's setup, not the checkpoint
       raise
     except Exception as e:  # classified below: nothing is renamed without evidence of corruption
-      return classify(e), f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+      return classify(e), _describe(e)
+
+  def _check_host_data(self, step: int) -> None:
+    """FileNotFoundError if this host's data position is missing from the step.
+
+    Checked before orbax's restore: its collectives would wait for a host that already failed,
+    so a file lost for one host only would surface as a barrier timeout instead of a verdict.
+    Another host count is left to `HostStateHandler`, which every host refuses alike.
+    """
+    path = self.directory / str(step)
+    if not (path / "data").exists():
+      if "data" not in json.loads((path / "progress" / "metadata").read_text()):
+        raise FileNotFoundError(f"checkpoint {step} has no data/ item (the hosts' positions)")
+      return
+    names = [p.name for p in (path / "data").iterdir()]
+    counts = {int(m.group(2)) for m in map(_HOST_FILE.fullmatch, names) if m}
+    own = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+    if counts <= {jax.process_count()} and own not in names:
+      raise FileNotFoundError(f"checkpoint {step} has no {own} (this host's data position)")
 
   def _set_aside(self, step: int) -> str:
     """Renames a corrupt step `corrupt_<step>` (`.1`, `.2` if it went bad before); the new name."""
@@ -225,7 +321,7 @@ class Checkpoints:
     restored = self._manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state),
         progress=ocp.args.JsonRestore(), **self._data_restore(step)))
-    return restored.state, _with_host_data(restored)
+    return restored.state, _with_host_data(restored, step)
 
   def reached_preemption(self, step: int) -> bool:
     """Whether all hosts agreed to stop at this step (JAX's preemption sync point, multi-host)."""
@@ -236,18 +332,39 @@ class Checkpoints:
     return self._manager.restore(step, args=ocp.args.Composite(
         config=ocp.args.JsonRestore())).config
 
-  def wait(self) -> None:
-    self._manager.wait_until_finished()
+  def wait(self, at_step: int | None = None) -> None:
+    """Blocks until the background save is complete; raises WriteFailed if it failed."""
+    try:
+      self._finish_writing(at_step)
+    except WriteFailed as e:
+      self._failure_seen = e
+    self._raise_agreed(at_step)
 
   def close(self) -> None:
-    self._manager.close()
+    """Waits for writes in flight; after a failed write, only lets go (the failure is reported)."""
+    try:
+      self._manager.close()
+    except Exception:  # the failed write was reported once, by WriteFailed
+      if not self._failed:
+        raise
+      self._manager.close()  # its failed save is now settled: closes its threads and stores
 
 
-def _with_host_data(restored) -> dict:
-  """The progress record with this host's own data position under "data"."""
+def _describe(error: BaseException) -> str:
+  return f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"
+
+
+def _with_host_data(restored, step: int) -> dict:
+  """The progress record with this host's own data position under "data".
+
+  Checkpoints of older versions kept the position in the progress record; one that has it in
+  neither place lost its `data/` item and is corrupt.
+  """
   progress = dict(restored.progress)
   if "data" in restored.keys() and restored.data is not None:
     progress["data"] = restored.data
+  if "data" not in progress:
+    raise FileNotFoundError(f"checkpoint {step} has no data/ item (the hosts' data positions)")
   return progress
 
 

@@ -131,6 +131,7 @@ RULES: dict[str, Rule] = {
     "train.init_from": ANY,
     "train.init_step": non_negative_or_off("its latest"),
     "train.allow_config_change": ANY,
+    "train.allow_data_change": ANY,
     "train.restart_if_unrestorable": ANY,
     "log.every_steps": POSITIVE,
     "profile.start_tokens": non_negative_or_off(),

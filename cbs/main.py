@@ -8,6 +8,7 @@ before anything is computed or written.
 import logging as py_logging
 import os
 import sys
+import threading
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow is imported only for its writers
 
@@ -28,11 +29,14 @@ flags.mark_flags_as_required(["config", "workdir"])
 class _QuietLibraries(py_logging.Filter):
   """Keeps orbax's per-save and JAX's backend-probing INFO chatter out of the run log.
 
-  Their warnings and errors still show.
+  Their warnings and errors still show, without orbax's tracebacks: a failed save is reported
+  once, in one line, by the run itself.
   """
 
   def filter(self, record: py_logging.LogRecord) -> bool:
     noisy = "/orbax/" in record.pathname or record.pathname.endswith("xla_bridge.py")
+    if "/orbax/" in record.pathname:
+      record.exc_info, record.exc_text = None, None
     return record.levelno >= py_logging.WARNING or not noisy
 
 
@@ -54,6 +58,14 @@ def parse_flags(argv: list[str]) -> list[str]:
     sys.exit(2)
 
 
+def _let_writers_end(timeout_s: float = 30.0) -> None:
+  """Waits for the checkpoint writer's threads after a failed save, so that what they log as they
+  wind down comes before the run's own last line, not after it."""
+  for thread in threading.enumerate():
+    if thread is not threading.current_thread() and not thread.daemon:
+      thread.join(timeout_s)
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -69,16 +81,21 @@ def main(argv: list[str]) -> None:
                  jax.devices()[0].platform)
     from cbs import train  # after validation: a bad config fails without loading TensorFlow
     from cbs import checkpoint
+    from cbs import workdir_lock
     from cbs.data import stream
     try:
       train.train_and_evaluate(config, _WORKDIR.value)
+    except checkpoint.WriteFailed as e:
+      _let_writers_end()
+      print(f"cbs: {e}", file=sys.stderr)
+      sys.exit(1)
     except (train.NonFiniteError, checkpoint.CheckpointError) as e:
       print(f"cbs: {e}", file=sys.stderr)
       sys.exit(1)
     except stream.DataError as e:
       print(f"cbs: bad data: {e}", file=sys.stderr)
       sys.exit(2)
-    except checkpoint.HostCountError as e:
+    except (checkpoint.HostCountError, workdir_lock.WorkdirBusy) as e:
       print(f"cbs: {e}", file=sys.stderr)
       sys.exit(2)
   except validation.ConfigError as e:

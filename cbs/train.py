@@ -20,6 +20,7 @@ import numpy as np
 import optax
 from absl import logging
 from etils import epath
+from jax.experimental import multihost_utils
 
 from cbs import checkpoint
 from cbs import convert_checkpoint
@@ -37,9 +38,12 @@ from cbs import sharding
 from cbs import step as step_lib
 from cbs import train_state
 from cbs import validation
+from cbs import workdir_lock
 from cbs.batching import controller as controller_lib
 from cbs.batching import fit
 from cbs.batching import layout as layout_lib
+from cbs.data import identity as data_identity
+from cbs.data import stream as data_stream
 
 
 _LOGGED = ("loss", "grad_norm", "param_norm", "nonfinite")  # step metrics written every step
@@ -157,13 +161,9 @@ def branch_from(config: ml_collections.ConfigDict, abstract_state) -> tuple[dict
   The branch continues that run's weights, optimizer state, averages, token count and data
   position exactly; its own config decides the batch size and learning rate from there on.
   """
-  parent = checkpoint.Checkpoints(config.train.init_from, keep=1_000_000)
-  with contextlib.closing(parent):
+  parent = checkpoint.Checkpoints(config.train.init_from, keep=1_000_000, create=False)
+  with contextlib.closing(parent):  # `validation.check_init_from` found the step
     step = config.train.init_step if config.train.init_step >= 0 else parent.latest_step()
-    if step is None or step not in parent.all_steps():
-      raise validation.ConfigError(
-          f"train.init_from={config.train.init_from!r} has no checkpoint at step "
-          f"{config.train.init_step} (it has {parent.all_steps()})")
     state, progress = parent.restore(step, abstract_state)
   logging.info("branched from %s at step %d (%s tokens)", config.train.init_from, step,
                f"{progress['tokens']:,}")
@@ -207,6 +207,48 @@ def _incompatible_message(error: checkpoint.Incompatible, checkpoints: checkpoin
   return message + "; nothing was changed"
 
 
+def check_same_data(progress: dict, identity: data_identity.Identity,
+                    config: ml_collections.ConfigDict, directory: epath.Path) -> bool:
+  """Whether a restored run continues on its own data (True), or deliberately on new data.
+
+  A checkpoint written on other data (files added, removed or resized, another manifest,
+  vocabulary or seed) is refused unless `train.allow_data_change`; older checkpoints that
+  recorded no identity are taken as they are.
+  """
+  saved = progress.get("data_identity")
+  changed = data_identity.changes(saved, identity) if saved is not None else []
+  if not changed:
+    return True
+  where = f"checkpoint {progress['step']} in {directory}"
+  if not config.train.allow_data_change:
+    raise validation.ConfigError(
+        f"{where} was written on other data ({'; '.join(changed)}); resume on the same data, or "
+        "set train.allow_data_change=True to go on with this data from the start of an epoch; "
+        "nothing was changed")
+  logging.warning("%s was written on other data (%s); train.allow_data_change=True: reading the "
+                  "new data from the start of an epoch", where, "; ".join(changed))
+  return False
+
+
+def lock_workdir(workdir: epath.Path, resources: contextlib.ExitStack) -> None:
+  """The primary host locks the workdir for this run; every host stops if it is refused."""
+  refusal = None
+  if jax.process_index() == 0:
+    try:
+      resources.enter_context(workdir_lock.Lock(workdir).acquire())
+    except workdir_lock.WorkdirBusy as e:
+      refusal = e
+  if jax.process_count() > 1:
+    refused = int(np.max(multihost_utils.process_allgather(np.int32(refusal is not None))))
+    if refused and refusal is None:
+      holder = workdir_lock.live_holder(workdir)
+      refusal = workdir_lock.WorkdirBusy(
+          f"workdir {workdir} is in use by "
+          f"{holder.describe() if holder else 'another run'}; wait for it to end or stop it")
+  if refusal is not None:
+    raise refusal
+
+
 def _mark_done(workdir: epath.Path, step: int, tokens: int) -> None:
   """`done.json`: the run reached its end; sweeps skip runs that hold it."""
   (workdir / "done.json").write_text(json.dumps({"step": step, "tokens": tokens}))
@@ -231,13 +273,18 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: in
   # ---- Data -------------------------------------------------------------------------------------
   try:
     data = data_lib.make(config, jax.process_index(), jax.process_count())
+  except data_stream.DataError:  # damaged data, named by the error: reported as such
+    raise
   except ValueError as e:  # missing files, splits, fields, vocabularies: the user's to fix
     raise validation.ConfigError(str(e)) from None
   resources.callback(data.train.close)
   seq_len = config.data.seq_len
   workdir = epath.Path(workdir)
   validation.check_workdir(config, workdir)
+  validation.check_init_from(config, workdir)
+  identity = data_identity.of(config)
   workdir.mkdir(parents=True, exist_ok=True)
+  lock_workdir(workdir, resources)  # before anything in the workdir is written
   is_main_host = jax.process_index() == 0
 
   # ---- Mesh and state layout -----------------------------------------------------------------------
@@ -284,7 +331,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: in
     progress = {"step": 0, "tokens": 0, "seed": config.seed}
   else:
     state, progress = restored
-    data.train.set_state(progress["data"])
+    if check_same_data(progress, identity, config, checkpoints.directory):
+      data.train.set_state(progress["data"])
     controller.set_state(progress["batch"])
     logging.info("resumed from step %d (%s tokens)", progress["step"], f"{progress['tokens']:,}")
   resumed_from = None if fresh else progress["step"]
@@ -357,8 +405,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: in
     stopping = done or preempted or steps_this_run == stop_after_steps
     eval_due = eval_schedule.due(config.eval, tokens_before, tokens) or done
     checkpoint_due = _crossed(tokens_before, tokens, config.checkpoint.every_tokens) or stopping
+    log_due = step % config.log.every_steps == 0 or stopping or eval_due or checkpoint_due
+    checkpoints.check_writes(step, agree=log_due)  # a failed background save stops the run here
 
-    if step % config.log.every_steps == 0 or stopping or eval_due or checkpoint_due:
+    if log_due:
       fetched = jax.device_get(pending)
       performance = meter.read(tokens)
       tokens_per_sec = performance["tokens_per_sec"]
@@ -369,7 +419,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: in
       writer.flush()
       bad = [(s, r["tokens"]) for s, r in fetched if r["nonfinite"]]
       if bad and config.train.on_nonfinite == "stop":
-        checkpoints.wait()  # the last good checkpoint is complete before the run ends
+        checkpoints.wait(step)  # the last good checkpoint is complete before the run ends
         latest = checkpoints.latest_step()
         kept = (f"the latest complete checkpoint is step {latest} in {workdir}" if latest is not None
                 else f"no checkpoint was written yet in {workdir}")
@@ -396,15 +446,15 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: in
 
     if checkpoint_due:
       progress = {"step": step, "tokens": tokens, "seed": config.seed,
-                  "data": data.train.get_state(), "batch": controller.get_state(),
-                  "skipped_steps": skipped}
+                  "data": data.train.get_state(), "data_identity": identity,
+                  "batch": controller.get_state(), "skipped_steps": skipped}
       writer.flush()
       checkpoints.save(step, state, progress, config_json)
     if stopping:
       break
 
   profile.stop(state)
-  checkpoints.wait()
+  checkpoints.wait(step)
   progress = {**progress, "resumed_from": resumed_from, "steps_run": steps_this_run}
   if preempted and not done:
     progress["preempted"] = True

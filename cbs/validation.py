@@ -215,10 +215,11 @@ def _differences(old, new, prefix: str) -> list[str]:
   return [] if old == new else [f"{prefix}: {old!r} -> {new!r}"]
 
 
-def model_data_changes(previous: dict, config: ml_collections.ConfigDict) -> list[str]:
+def model_data_changes(previous: dict, config: ml_collections.ConfigDict,
+                       sections: tuple[str, ...] = ("model", "data")) -> list[str]:
   """`key: old -> new` for each model/data setting that changes what is trained."""
   current = json.loads(json.dumps(config.to_dict()))
-  return [d for section in ("model", "data")
+  return [d for section in sections
           for d in _differences(previous.get(section), current.get(section), section)
           if not d.startswith(_PERFORMANCE_ONLY)]
 
@@ -234,7 +235,25 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: epath.Path) -> Non
   info = workdir / "config.json"
   if not info.exists() or config.train.allow_config_change:
     return
-  changed = model_data_changes(json.loads(info.read_text())["config"], config)
+  sections = ("model",) if config.train.allow_data_change else ("model", "data")
+  changed = model_data_changes(json.loads(info.read_text())["config"], config, sections)
   require(not changed, f"workdir {str(workdir)!r} holds a run with another model/data config "
            f"({'; '.join(changed[:3])}); use a new workdir, or set train.allow_config_change=True "
            "to continue it anyway")
+
+
+def check_init_from(config: ml_collections.ConfigDict, workdir: epath.Path) -> None:
+  """`train.init_from` holds a checkpoint at `train.init_step`, checked before a branch is created.
+
+  Only a run that has not started yet branches: one with a checkpoint of its own resumes from it.
+  """
+  parent = config.train.init_from
+  if not parent or (workdir / "checkpoints").exists():
+    return
+  directory = epath.Path(parent) / "checkpoints"
+  steps = sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if (
+      directory.is_dir()) else []
+  require(bool(steps), f"train.init_from={parent!r} holds no checkpoint (no steps in {directory})")
+  step = config.train.init_step
+  require(step < 0 or step in steps, f"train.init_from={parent!r} has no checkpoint at step {step} "
+          f"(train.init_step); it has {', '.join(map(str, steps))}")

@@ -158,6 +158,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.init_from = ""  # start from another run's checkpoint (its workdir); used by cbs.probe
   c.train.init_step = -1  # the step of that checkpoint; -1 = its latest
   c.train.allow_config_change = False  # resume a workdir whose model/data config differs from this
+  # resume on data that changed since the checkpoint (files, manifest, vocabulary, seed); the new
+  # data is read from the start of an epoch. Without it such a resume is refused.
+  c.train.allow_data_change = False
   c.train.restart_if_unrestorable = False  # start at step 0 if checkpoints exist but none restores
 
   c.log = ml_collections.ConfigDict()

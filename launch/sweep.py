@@ -32,6 +32,8 @@ from absl import app
 from absl import flags
 from etils import epath
 
+from cbs import workdir_lock
+
 from launch import backends
 from launch import grid
 from launch import outcome
@@ -111,15 +113,26 @@ def launch(runs: list[grid.Run], root: epath.Path, label: str, script: str,
   statuses = [outcome.status(root / r.name) for r in runs]
   skipped = ("finished",) if _RETRY_FAILED.value else ("finished", "failed")
   todo = [r for r, s in zip(runs, statuses) if s not in skipped]
+  elsewhere = running_elsewhere(todo, root)
+  todo = [r for r in todo if r.name not in elsewhere]
   print(f"{label}{len(runs)} runs, {statuses.count('finished')} finished, "
-        f"{statuses.count('failed')} failed, {len(todo)} to run "
+        f"{statuses.count('failed')} failed, "
+        f"{f'{len(elsewhere)} running elsewhere, ' if elsewhere else ''}{len(todo)} to run "
         f"(manifest: {root / 'manifest.json'})", flush=True)
+  for name, holder in elsewhere.items():
+    print(f"  {name}: running elsewhere ({holder.describe()})", flush=True)
   if not todo:
     return
   if not _DRY_RUN.value:
     for r in todo:
       outcome.clear_failure(root / r.name)
   BACKENDS[_BACKEND.value](todo, root, resolve, on_end, script)
+
+
+def running_elsewhere(runs: list[grid.Run], root: epath.Path) -> dict[str, workdir_lock.Holder]:
+  """The runs whose workdir a live run holds (an earlier launch still going): not started again."""
+  holders = {r.name: workdir_lock.live_holder(root / r.name) for r in runs}
+  return {name: holder for name, holder in holders.items() if holder is not None}
 
 
 def _local(runs, root, resolve, on_end, script) -> None:

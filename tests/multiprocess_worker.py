@@ -1,11 +1,13 @@
 """One process of a multi-process CPU run through the real command line (4 fake devices each).
 
-    python -m tests.multiprocess_worker PAUSE_AFTER_SAVES --config=... --workdir=... \
+    python -m tests.multiprocess_worker PAUSE_AFTER_SAVES SKEWED_HOST --config=... --workdir=... \
         --config.mesh.coordinator=localhost:PORT --config.mesh.num_processes=2 \
         --config.mesh.process_id=I ...                        (from the repository root)
 
 With PAUSE_AFTER_SAVES > 0 the process stops once that many checkpoints are complete, writes
-`WORKDIR/paused_<process id>` and sleeps, so a test can SIGKILL the run at a known step.
+`WORKDIR/paused_<process id>` and sleeps, so a test can SIGKILL the run at a known step. With
+SKEWED_HOST >= 0 that host reads one example more than the others at the start, so the hosts' data
+positions differ and each must restore its own.
 """
 
 import os
@@ -18,6 +20,7 @@ from absl import app  # noqa: E402
 from etils import epath  # noqa: E402
 
 from cbs import checkpoint  # noqa: E402
+from cbs import data as data_lib  # noqa: E402
 from cbs import main as cbs_main  # noqa: E402
 
 
@@ -42,8 +45,23 @@ def pause_after(saves: int, marker: epath.Path) -> None:
   checkpoint.Checkpoints.save = save
 
 
+def skew(host: int) -> None:
+  """Host `host` skips one example before its first batch (a restored position replaces it)."""
+  make = data_lib.make
+
+  def skewed(config, process_index: int, process_count: int):
+    data = make(config, process_index, process_count)
+    if process_index == host:
+      next(data.train._started())  # the stream's own iterator, one example on
+    return data
+
+  data_lib.make = skewed
+
+
 if __name__ == "__main__":
-  pause, argv = int(sys.argv[1]), [sys.argv[0], *sys.argv[2:]]
+  pause, skewed_host, argv = int(sys.argv[1]), int(sys.argv[2]), [sys.argv[0], *sys.argv[3:]]
+  if skewed_host >= 0:
+    skew(skewed_host)
   if pause:
     pause_after(pause, epath.Path(_flag(argv, "workdir")) /
                 f"paused_{_flag(argv, 'config.mesh.process_id')}")

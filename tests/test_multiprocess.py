@@ -1,7 +1,8 @@
 """Two jax.distributed processes on localhost (4 CPU devices each), started by hand through the
 command line: they train like one 8-device process, and a run killed with SIGKILL and started again
 continues bit for bit like an uninterrupted two-process run, on text files and on prepared shards,
-also while the batch grows."""
+also while the batch grows, while the hosts' data positions differ, and when the latest checkpoint
+is damaged on one host only (both hosts set it aside and resume from the previous one)."""
 
 import pathlib
 import signal
@@ -39,11 +40,12 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-def start(workdir: pathlib.Path, overrides: dict, pause_after_saves: int = 0):
+def start(workdir: pathlib.Path, overrides: dict, pause_after_saves: int = 0,
+          skewed_host: int = -1):
   port = free_port()
   flags = [f"--config.{key}={value}" for key, value in overrides.items()]
   return [subprocess.Popen(
-      [sys.executable, "-m", "tests.multiprocess_worker", str(pause_after_saves),
+      [sys.executable, "-m", "tests.multiprocess_worker", str(pause_after_saves), str(skewed_host),
        "--config=configs/tiny.py", f"--workdir={workdir}", *flags,
        f"--config.mesh.coordinator=localhost:{port}", "--config.mesh.num_processes=2",
        f"--config.mesh.process_id={i}"], cwd=ROOT, stdout=subprocess.DEVNULL,
@@ -103,20 +105,30 @@ def test_a_killed_two_process_run_resumes_bit_for_bit(tmp_path, text_corpus, sou
     # The batch grows 16 -> 32 before the kill and 32 -> 64 after it.
     overrides.update({"batch.size": 16, "batch.max_size": 64, "batch.schedule": "ramp",
                       "batch.ramp": f"((0, 16), ({STEP_TOKENS}, 32), ({5 * STEP_TOKENS}, 64))"})
+    skewed = -1
   else:
     prepare.prepare(text_corpus, "byte", str(tmp_path / "prepared"), workers=1)
     overrides["data.prepared_dir"] = str(tmp_path / "prepared")
-  finish(start(tmp_path / "whole", overrides))
-  killed = start(tmp_path / "killed", overrides, pause_after_saves=2)
+    skewed = 1  # host 1 is one example ahead: the hosts' positions differ
+  finish(start(tmp_path / "whole", overrides, skewed_host=skewed))
+  killed = start(tmp_path / "killed", overrides, pause_after_saves=2, skewed_host=skewed)
   step = kill_when_paused(killed, tmp_path / "killed")
   assert not (tmp_path / "killed" / "done.json").exists()  # the kill interrupted the run
   assert max(r["step"] for r in records.read_records(tmp_path / "killed")) == step
-  logs = finish(start(tmp_path / "killed", overrides))
+  restored = step
+  if source == "prepared":  # host 1's position in the latest checkpoint is lost
+    (tmp_path / "killed" / "checkpoints" / str(step) / "data" / "process_1-of-2.json").unlink()
+    restored = step - 2
+  logs = finish(start(tmp_path / "killed", overrides, skewed_host=skewed))
   whole, resumed = comparable(tmp_path / "whole"), comparable(tmp_path / "killed")
   last = whole[-1]["step"]
-  for log in logs:  # both hosts restored the step the kill left, and trained only what followed
-    assert f"resumed from step {step} (" in log
-    assert f"finished at step {last} (" in log and f", {last - step} steps in this process)" in log
+  for log in logs:  # both hosts restored the same step, and trained only what followed
+    assert f"resumed from step {restored} (" in log
+    assert f"finished at step {last} (" in log
+    assert f", {last - restored} steps in this process)" in log
+  if restored != step:
+    assert f"checkpoint {step} in" in logs[1] and f"restoring step {restored} instead" in logs[1]
+    assert (tmp_path / "killed" / "checkpoints" / f"corrupt_{step}").is_dir()
   assert resumed == whole  # every train and eval record, bit for bit
   assert step < whole[-1]["step"] and any("eval_loss" in r for r in whole)
   sizes = [r["batch_size"] for r in whole if "batch_size" in r]

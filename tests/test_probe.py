@@ -56,7 +56,12 @@ def test_probe_branches_from_the_checkpoints_and_reports_the_local_cbs(tmp_path)
                if "loss" in r]
     assert [r["batch_size"] for r in doubled] == [32, 32]
     assert doubled[0]["lr"] == pytest.approx(parent[p["step"] + 1]["lr"] * 2 ** 0.5)
-    assert p["k_star"] in (1.0, 2.0) and p["local_cbs"] == p["k_star"] * 16
+    # k* from the branches' own records: 2 if doubling the batch lost at most eps = 0.01.
+    held_out = [[r["eval_loss"] for r in records.read_records(
+        run / "probes" / f"tokens={p['tokens']},k={k}") if "eval_loss" in r][-1] for k in (1, 2)]
+    assert p["losses"] == held_out
+    assert p["k_star"] == (2.0 if held_out[1] <= held_out[0] + 0.01 else 1.0)
+    assert p["local_cbs"] == p["k_star"] * 16
     assert np.isfinite(p["losses"]).all() and p["grad_noise_scale"] > 0
   on_disk = json.loads((run / "probes" / "probe.json").read_text())
   assert on_disk["points"][0]["local_cbs"] == points[0]["local_cbs"]

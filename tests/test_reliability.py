@@ -51,8 +51,21 @@ def test_nonfinite_stop_raises_with_step_and_keeps_the_last_good_checkpoint(tmp_
   assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["1"]
 
 
-def poison_batch(monkeypatch, at_step: int) -> None:
-  """The training batch of `at_step` gets NaN loss weights: that one step's loss is NaN."""
+def nan_weights(weights: np.ndarray) -> np.ndarray:
+  """Every loss and gradient NaN."""
+  return np.full_like(weights, np.nan)
+
+
+def overflowing_weights(weights: np.ndarray) -> np.ndarray:
+  """Two tokens weighted +-1e25: a finite loss (about 1e25) whose gradient's squared norm
+  overflows float32, as a bfloat16 run's gradient can while its loss stays finite."""
+  poisoned = np.zeros_like(weights)
+  poisoned[0, 0], poisoned[0, 1] = 1e25, -1e25
+  return poisoned
+
+
+def poison_batch(monkeypatch, at_step: int, poison=nan_weights) -> None:
+  """The training batch of `at_step` gets poisoned loss weights (NaN by default)."""
   make = data_lib.make
 
   def make_poisoned(*args):
@@ -62,7 +75,7 @@ def poison_batch(monkeypatch, at_step: int) -> None:
     def poisoned(size):
       batch = next_batch(size)
       if next(calls) == at_step:
-        batch = {**batch, "weights": np.full_like(batch["weights"], np.nan)}
+        batch = {**batch, "weights": poison(batch["weights"])}
       return batch
 
     data.train.next_batch = poisoned
@@ -75,8 +88,10 @@ def saved_state(workdir, step):
   return ocp.StandardCheckpointer().restore(workdir / "checkpoints" / str(step) / "state")
 
 
-def test_nonfinite_skip_leaves_params_optimizer_and_averages_bit_for_bit(tmp_path, monkeypatch):
-  poison_batch(monkeypatch, at_step=3)
+@pytest.mark.parametrize("poison", [nan_weights, overflowing_weights])
+def test_nonfinite_skip_leaves_params_optimizer_and_averages_bit_for_bit(tmp_path, monkeypatch,
+                                                                         poison):
+  poison_batch(monkeypatch, at_step=3, poison=poison)
   config = short_config(5)
   config.train.on_nonfinite = "skip"
   config.checkpoint.keep = 10
@@ -84,7 +99,11 @@ def test_nonfinite_skip_leaves_params_optimizer_and_averages_bit_for_bit(tmp_pat
   logged = [r for r in records.read_records(tmp_path) if "loss" in r]
   assert [r["nonfinite"] for r in logged] == [0, 0, 1, 0, 0]
   assert logged[-1]["skipped_steps"] == 1
-  assert np.isnan(logged[2]["loss"]) and np.isfinite([r["loss"] for r in logged[3:]]).all()
+  assert np.isfinite([r["loss"] for r in logged[3:]]).all()
+  if poison is nan_weights:
+    assert np.isnan(logged[2]["loss"])
+  else:  # the loss alone would not show it
+    assert np.isfinite(logged[2]["loss"]) and not np.isfinite(logged[2]["grad_norm"])
   before, skipped, after = (saved_state(tmp_path, s) for s in (2, 3, 4))
   assert set(before) == {"params", "opt", "ewa"}
   jax.tree.map(np.testing.assert_array_equal, skipped, before)  # bit for bit, counts included
@@ -165,3 +184,31 @@ def test_unwritable_workdir_is_refused(tmp_path):
   (tmp_path / "a_file").write_text("")
   with pytest.raises(validation.ConfigError, match="cannot be written"):
     validation.check_workdir(short_config(), epath.Path(tmp_path / "a_file" / "run"))
+
+
+def test_a_failed_checkpoint_write_stops_at_the_next_step_in_one_line_and_resume_works(tmp_path):
+  """The save of step 4 fails (disk full); checkpoints every 2 steps, so the run would otherwise
+  go on to step 6 before noticing."""
+  run = tmp_path / "run"
+  flags = [f"--config={ROOT / 'configs/tiny.py'}", f"--workdir={run}",
+           "--config.compile_cache_dir=", "--config.mesh.data=1", "--config.log.every_steps=100",
+           f"--config.train_tokens={8 * STEP_TOKENS}", "--config.eval.every_tokens=0",
+           "--config.eval.tokens=4096", f"--config.checkpoint.every_tokens={2 * STEP_TOKENS}",
+           "--config.schedule.warmup_tokens=0"]
+  failed = subprocess.run([sys.executable, "-m", "tests.failing_disk_worker", "4", *flags],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+  assert failed.returncode == 1, failed.stderr[-3000:]
+  assert failed.stderr.strip().splitlines()[-1] == (
+      f"cbs: checkpoint 4 could not be written to {run}/checkpoints/4 (OSError: [Errno 28] No "
+      f"space left on device: '{run}/checkpoints/4.orbax-checkpoint-tmp/progress.orbax-checkpoint-"
+      "tmp'); stopped at step 5, the latest complete checkpoint is step 2: run again to resume "
+      "from it once the cause is fixed")
+  assert "Traceback" not in failed.stderr
+  assert max(r["step"] for r in records.read_records(run)) == 4  # flushed at the last save
+  assert sorted(p.name for p in (run / "checkpoints").iterdir() if p.name.isdigit()) == ["2"]
+  resumed = subprocess.run([sys.executable, "-m", "cbs.main", *flags], cwd=ROOT,
+                           capture_output=True, text=True, timeout=300, check=False)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert "resumed from step 2 (4,096 tokens)" in resumed.stderr
+  assert "finished at step 8 (16,384 tokens, 6 steps in this process)" in resumed.stderr
+  assert_each_step_once(run)

@@ -22,6 +22,7 @@ from cbs import convert_checkpoint
 from cbs import records
 from cbs import train
 from cbs import validation
+from tests.data import corpus
 from tests.test_reliability import assert_each_step_once
 from tests.test_reliability import short_config
 
@@ -123,8 +124,12 @@ def test_another_model_is_refused_and_with_allow_config_change_its_checkpoint_to
   assert snapshot(run) == before
 
 
-def failing_restore(monkeypatch, failures: int, error: Exception) -> list[int]:
-  """Checkpoints.restore raises `error` on its first `failures` calls; returns the steps tried."""
+def failing_restore(monkeypatch, failures: int, error: Exception,
+                    sleeps: list[float] | None = None) -> list[int]:
+  """Checkpoints.restore raises `error` on its first `failures` calls; returns the steps tried.
+
+  The waits between attempts go to `sleeps` (a fake clock) if given, else are zero.
+  """
   real, tried = checkpoint.Checkpoints.restore, []
 
   def restore(self, step, abstract_state):
@@ -134,7 +139,10 @@ def failing_restore(monkeypatch, failures: int, error: Exception) -> list[int]:
     return real(self, step, abstract_state)
 
   monkeypatch.setattr(checkpoint.Checkpoints, "restore", restore)
-  monkeypatch.setattr(checkpoint, "RETRY_DELAYS_S", (0.0, 0.0, 0.0))
+  if sleeps is None:
+    monkeypatch.setattr(checkpoint, "RETRY_DELAYS_S", (0.0, 0.0, 0.0))
+  else:
+    monkeypatch.setattr(checkpoint, "_sleep", sleeps.append)
   return tried
 
 
@@ -156,12 +164,15 @@ def test_a_persistent_read_error_stops_without_renaming_anything(six_steps, tmp_
                                                                  monkeypatch):
   run = stopped_at_4(six_steps, tmp_path)
   before = snapshot(run)
-  tried = failing_restore(monkeypatch, 1_000, OSError(errno.ETIMEDOUT, "Connection timed out"))
+  sleeps = []
+  tried = failing_restore(monkeypatch, 1_000, OSError(errno.ETIMEDOUT, "Connection timed out"),
+                          sleeps)
   with pytest.raises(checkpoint.Unreadable, match=r"checkpoint 4 in .* could not be read in 4 "
                      r"attempts \(TimeoutError: \[Errno 110\] Connection timed out\); nothing was "
                      r"changed"):
     train.train_and_evaluate(short_config(6), str(run))
   assert tried == [4, 4, 4, 4]
+  assert sleeps == [2.0, 8.0, 30.0]  # the waits before the 2nd, 3rd and 4th attempt
   assert snapshot(run) == before
 
 
@@ -178,6 +189,46 @@ def test_a_corrupt_latest_checkpoint_is_set_aside_and_the_previous_one_used(six_
   assert (run / "checkpoints" / "corrupt_4").is_dir()
   assert losses(run) == losses(six_steps)
   assert_each_step_once(run)
+
+
+@pytest.mark.parametrize("lost", ["data", "data/process_0-of-1.json"])
+def test_a_checkpoint_missing_an_item_is_set_aside_and_the_previous_one_used(six_steps, tmp_path,
+                                                                             caplog, lost):
+  run = stopped_at_4(six_steps, tmp_path)
+  shutil.rmtree(run / "checkpoints" / "4" / lost, ignore_errors=True)
+  (run / "checkpoints" / "4" / lost).unlink(missing_ok=True)
+  assert not (run / "checkpoints" / "4" / lost).exists()
+  with caplog.at_level(logging.WARNING):
+    progress = train.train_and_evaluate(short_config(6), str(run))
+  assert (progress["resumed_from"], progress["steps_run"]) == (3, 3)
+  assert "restoring step 3 instead" in caplog.text
+  assert (run / "checkpoints" / "corrupt_4").is_dir()
+  assert losses(run) == losses(six_steps)
+  assert_each_step_once(run)
+
+
+def test_a_checkpoint_of_another_host_count_is_refused_through_the_command_line(six_steps,
+                                                                                tmp_path):
+  run = stopped_at_4(six_steps, tmp_path)
+  for step in (1, 2, 3, 4):  # as a two-host run writes them
+    data = run / "checkpoints" / str(step) / "data"
+    position = (data / "process_0-of-1.json").read_text()
+    (data / "process_0-of-1.json").unlink()
+    for i in range(2):
+      (data / f"process_{i}-of-2.json").write_text(position)
+  before = snapshot(run)
+  refused = subprocess.run(
+      [sys.executable, "-m", "cbs.main", f"--config={ROOT / 'configs/tiny.py'}",
+       f"--workdir={run}", "--config.compile_cache_dir=", "--config.mesh.data=1",
+       f"--config.train_tokens={6 * 32 * 64}", "--config.eval.every_tokens=0",
+       "--config.eval.tokens=4096", "--config.checkpoint.every_tokens=2048",
+       "--config.log.every_steps=1", "--config.schedule.warmup_tokens=0"],
+      cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+  assert refused.returncode == 2, refused.stderr[-2000:]
+  assert refused.stderr.strip().splitlines()[-1] == (
+      "cbs: checkpoint 4 was written by 2 host(s) and this run has 1: each host's data position "
+      "belongs to its own shard of the data, so resume it on the same number of hosts")
+  assert snapshot(run) == before
 
 
 def test_no_silent_fresh_start_while_checkpoints_exist(six_steps, tmp_path):
@@ -214,3 +265,59 @@ def test_only_evidence_of_damage_counts_as_corrupt(error, verdict):
     raise Exception("Encountered error while reading array index") from error
   except Exception as wrapped:
     assert checkpoint.classify(wrapped) == verdict
+
+
+def test_another_seed_is_refused_naming_it(six_steps, tmp_path):
+  run = stopped_at_4(six_steps, tmp_path)
+  before = snapshot(run)
+  config = short_config(6)
+  config.seed = 1
+  with pytest.raises(validation.ConfigError, match=r"^checkpoint 4 in .*/checkpoints was written "
+                     r"on other data \(seed 0 -> 1\); resume on the same data, or set "
+                     r"train.allow_data_change=True to go on with this data from the start of an "
+                     r"epoch; nothing was changed$"):
+    train.train_and_evaluate(config, str(run))
+  assert snapshot(run) == before
+
+
+def text_config(pattern: str, steps: int):
+  config = short_config(steps)
+  config.data.source, config.data.files, config.data.prefetch = "text_files", pattern, 4
+  return config
+
+
+def test_files_that_changed_under_a_glob_are_refused_or_deliberately_read_anew(tmp_path, caplog):
+  corpus_dir = tmp_path / "corpus"
+  corpus_dir.mkdir()
+  corpus.write_jsonl(corpus_dir, files=4, per_file=60)
+  pattern = str(corpus_dir / "*.jsonl")
+  run = tmp_path / "run"
+  train.train_and_evaluate(text_config(pattern, 2), str(run))
+  saved = checkpoint.Checkpoints(run, 3)
+  assert saved.progress(2)["data_identity"]["held_out"] == [
+      [str(corpus_dir / "part3.jsonl"), (corpus_dir / "part3.jsonl").stat().st_size]]
+  saved.close()
+  (run / "done.json").unlink()
+  before = snapshot(run)
+  shutil.copy(corpus_dir / "part0.jsonl", corpus_dir / "part4.jsonl")  # one more file appears
+  with pytest.raises(validation.ConfigError, match=r"^checkpoint 2 in .* was written on other "
+                     r"data \(held-out files \+part4.jsonl, -part3.jsonl; train files "
+                     r"\+part3.jsonl\); resume on the same data"):
+    train.train_and_evaluate(text_config(pattern, 4), str(run))
+  assert snapshot(run) == before
+
+  allowed = text_config(pattern, 4)
+  allowed.train.allow_data_change = True
+  with caplog.at_level(logging.WARNING):
+    progress = train.train_and_evaluate(allowed, str(run))
+  assert (progress["resumed_from"], progress["steps_run"]) == (2, 2)
+  assert "train.allow_data_change=True: reading the new data from the start of an epoch" in (
+      caplog.text)
+  assert_each_step_once(run)
+  # The new data's stream started over: two steps in, it is where a fresh run's is after two.
+  train.train_and_evaluate(text_config(pattern, 2), str(tmp_path / "fresh"))
+  resumed, fresh = checkpoint.Checkpoints(run, 3), checkpoint.Checkpoints(tmp_path / "fresh", 3)
+  assert resumed.progress(4)["data"] == fresh.progress(2)["data"]
+  assert resumed.progress(4)["data_identity"] == fresh.progress(2)["data_identity"]
+  resumed.close()
+  fresh.close()

@@ -11,6 +11,7 @@ import pytest
 
 from analysis import measure
 from analysis import runs as runs_lib
+from cbs import workdir_lock
 from launch import grid
 from launch import outcome
 from tests.analysis import fake_runs
@@ -305,3 +306,18 @@ def test_two_phase_sweep_extends_the_learning_rate_grid_past_an_edge_best(tmp_pa
   assert before["best"][2]["steps"] == pytest.approx(1.4 * RELEASED_151M[1024], rel=1e-3)
   # An overestimated f(1024) looked like diminishing returns: the CBS was underestimated.
   assert (before["cbs"], after["cbs"]) == (pytest.approx(874.0, abs=0.5), pytest.approx(993.2, abs=0.5))
+
+
+def test_a_rerun_shows_runs_still_going_as_running_elsewhere_and_starts_only_the_others(tmp_path):
+  path = write_sweep(tmp_path / "s.py", {"optimizer.lr": [1e-3, 3e-3]})
+  root = tmp_path / "root"
+  (root / "optimizer.lr=0.001").mkdir(parents=True)
+  with workdir_lock.Lock(root / "optimizer.lr=0.001").acquire() as lock:
+    rerun = sweep([f"--sweep={path}", f"--root={root}", "--backend=local", "--dry_run"])
+    holder = workdir_lock.live_holder(lock.workdir)
+  assert rerun.returncode == 0, rerun.stderr[-2000:]
+  assert "2 runs, 0 finished, 0 failed, 1 running elsewhere, 1 to run" in rerun.stdout
+  assert f"  optimizer.lr=0.001: running elsewhere ({holder.describe()})" in rerun.stdout
+  assert "optimizer.lr=0.003" in rerun.stdout and "--workdir=" + str(root / "optimizer.lr=0.001") \
+      not in rerun.stdout
+  assert outcome.status(root / "optimizer.lr=0.001") == "pending"  # not failed

@@ -1,5 +1,6 @@
 """Bad configs fail before any compute with one line naming the key, the value and what is allowed."""
 
+import json
 import os
 import pathlib
 import subprocess
@@ -96,3 +97,41 @@ def test_an_ahead_of_time_compile_checks_no_data_files():
   config.data.source = "c4"
   with pytest.raises(validation.ConfigError, match="data.source='c4' is not one of"):
     validation.validate(config, num_devices=1, read_data=False)
+
+
+def test_a_workdir_run_on_other_model_or_data_settings_is_refused(tmp_path):
+  """Both sections are compared: data.* settings order and tokenize what is trained."""
+  saved = tiny.get_config()
+  (tmp_path / "config.json").write_text(json.dumps({"config": saved.to_dict()}))
+  other_data = tiny.get_config()
+  other_data.data.synthetic.seed = 99
+  with pytest.raises(validation.ConfigError, match=r"another model/data config "
+                     r"\(data.synthetic.seed: 1234 -> 99\)"):
+    validation.check_workdir(other_data, tmp_path)
+  other_data.train.allow_data_change = True  # data deliberately changed: the model still must not
+  validation.check_workdir(other_data, tmp_path)
+  other_data.model.d_model = 32
+  with pytest.raises(validation.ConfigError, match=r"\(model.d_model: 64 -> 32\)"):
+    validation.check_workdir(other_data, tmp_path)
+  performance = tiny.get_config()
+  performance.data.prefetch = 7  # speed only: accepted
+  validation.check_workdir(performance, tmp_path)
+
+
+def test_a_missing_init_from_checkpoint_is_refused_before_the_workdir_exists(tmp_path):
+  config = tiny.get_config()
+  config.train.init_from = str(tmp_path / "no_such_run")
+  with pytest.raises(validation.ConfigError, match=r"train.init_from=.*no_such_run' holds no "
+                                                   r"checkpoint"):
+    validation.check_init_from(config, tmp_path / "branch")
+  (tmp_path / "parent" / "checkpoints" / "8").mkdir(parents=True)
+  config.train.init_from, config.train.init_step = str(tmp_path / "parent"), 4
+  with pytest.raises(validation.ConfigError, match=r"has no checkpoint at step 4 "
+                                                   r"\(train.init_step\); it has 8$"):
+    validation.check_init_from(config, tmp_path / "branch")
+  from cbs import train  # the loop checks it before creating the workdir (imports TensorFlow)
+  config.compile_cache_dir, config.mesh.data = "", 1
+  with pytest.raises(validation.ConfigError, match=r"has no checkpoint at step 4"):
+    train.train_and_evaluate(config, str(tmp_path / "branch"))
+  assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == [
+      "parent", "parent/checkpoints", "parent/checkpoints/8"]

@@ -15,6 +15,8 @@ import grain
 import numpy as np
 from etils import epath
 
+from cbs.data.stream import DataError
+
 MANIFEST = "manifest.json"
 
 
@@ -28,6 +30,35 @@ def read_manifest(directory: str) -> dict[str, Any]:
                      "'python -m cbs.data.prepare --files=... --vocab=... --output=DIR')") from None
   except json.JSONDecodeError as e:
     raise ValueError(f"{path} is not valid JSON ({e.msg})") from None
+
+
+def _records_of(shard: str) -> int:
+  """The number of records of one shard; DataError naming it if it cannot be opened."""
+  if not epath.Path(shard).exists():
+    raise DataError(f"prepared shard {shard} is missing (listed in its {MANIFEST})")
+  try:
+    return len(grain.sources.ArrayRecordDataSource([shard]))
+  except Exception as e:  # array_record raises RuntimeError / ValueError for damaged files
+    reason = f": {str(e).splitlines()[0][:200]}" if str(e).strip() else ""
+    raise DataError(f"prepared shard {shard} cannot be read as ArrayRecord ({type(e).__name__}"
+                    f"{reason}): it is damaged or cut short") from None
+
+
+def _checked_records(shards: list[str], expected: int) -> grain.sources.ArrayRecordDataSource:
+  """The records of a split's shards, after checking their counts against the manifest.
+
+  `cbs.data.prepare` fills every shard but the last with the same number of records and the
+  token count fixes the total, so a truncated, missing or swapped shard shows in the counts.
+  """
+  counts = [_records_of(shard) for shard in shards]
+  full = max(counts[:-1], default=expected)  # a shard cut short holds fewer records, never more
+  wanted = [full] * (len(shards) - 1) + [expected - full * (len(shards) - 1)]
+  for shard, count, want in zip(shards, counts, wanted):
+    if count != want:
+      raise DataError(f"prepared shard {shard} holds {count} records where its {MANIFEST} needs "
+                      f"{want} ({expected} in the split's {len(shards)} shards): it was cut short, "
+                      "replaced or swapped")
+  return grain.sources.ArrayRecordDataSource(shards)
 
 
 class PreparedSplit:
@@ -45,7 +76,7 @@ class PreparedSplit:
     self._record_tokens = int(manifest["record_tokens"])
     self._dtype = np.dtype(manifest["dtype"])
     shards = [str(epath.Path(directory) / shard) for shard in info["shards"]]
-    self._records = grain.sources.ArrayRecordDataSource(shards)
+    self._records = _checked_records(shards, -(-self.tokens // self._record_tokens))
 
   def window(self, start: int, length: int) -> np.ndarray:
     """Tokens [start, start + length) of the stream, as int32."""

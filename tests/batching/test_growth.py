@@ -116,19 +116,42 @@ def test_skipped_nan_step_leaves_the_statistics_and_the_batch_still_grows(tmp_pa
   assert all(np.isfinite(v) for v in progress["batch"]["smoothed"].values())
 
 
-def test_testing_every_other_step_follows_the_every_step_run(tmp_path):
+def spy_on_steps(monkeypatch) -> list[str]:
+  """The variant ("none" or a statistics kind) of every compiled train step the loop runs."""
+  ran, step_compiler = [], train.step_compiler
+
+  def spying_compiler(*args, **kwargs):
+    compile_step = step_compiler(*args, **kwargs)
+
+    def compile_and_spy(key):
+      compiled = compile_step(key)
+
+      def run(*step_args):
+        ran.append(key[2])
+        return compiled(*step_args)
+      return run
+    return compile_and_spy
+
+  monkeypatch.setattr(train, "step_compiler", spying_compiler)
+  return ran
+
+
+def test_testing_every_other_step_follows_the_every_step_run(tmp_path, monkeypatch):
   # No growth (eta huge): the plain steps between tests must not change the trajectory, and the
   # statistics of the steps both runs test must agree.
-  runs = {}
+  runs, ran = {}, spy_on_steps(monkeypatch)
   for interval in (1, 2):
     config = growing_config(eta=1e6, test_interval=interval, precompile=False)
     config.mesh.data, config.mesh.fsdp = 1, False
     config.train_tokens = 6 * 32 * 64
+    del ran[:]
     train.train_and_evaluate(config, str(tmp_path / str(interval)))
     runs[interval] = train_records(tmp_path / str(interval))
   a, b = runs[1], runs[2]
   np.testing.assert_allclose([r["loss"] for r in b], [r["loss"] for r in a], rtol=2e-5)
   assert ["norm_test_stat" in r for r in b] == [False, True] * 3
+  # The loop runs the (costlier) statistics variant only on the steps that test, not on every step.
+  assert [kind != "none" for kind in ran] == [False, True] * 3
   tested = [(x, y) for x, y in zip(a, b) if "norm_test_stat" in y]
   for name in ("norm_test_stat", "grad_noise_scale"):
     np.testing.assert_allclose([y[name] for _, y in tested], [x[name] for x, _ in tested],

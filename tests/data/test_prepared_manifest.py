@@ -1,0 +1,71 @@
+"""Prepared shards that disagree with their manifest are refused when opened, naming the shard."""
+
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from cbs.data import prepare
+from cbs.data import prepared
+from cbs.data import stream
+from tests.data import corpus
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+  """12 training shards of 8, ..., 8, 2 records (256 tokens each) and 6 held-out ones."""
+  directory = tmp_path_factory.mktemp("prepared")
+  files = corpus.write_jsonl(directory, files=3, per_file=100)
+  prepare.prepare(files, "byte", str(directory / "out"), record_tokens=256, shard_tokens=2048,
+                  workers=1)
+  return directory / "out"
+
+
+def damaged(shards: pathlib.Path, tmp_path: pathlib.Path) -> pathlib.Path:
+  copy = tmp_path / "copy"
+  shutil.copytree(shards, copy)
+  return copy
+
+
+def test_intact_shards_open(shards):
+  assert prepared.PreparedSplit(str(shards), "train").tokens == 23036
+
+
+def test_a_swapped_shard_is_named(shards, tmp_path):
+  copy = damaged(shards, tmp_path)
+  (copy / "train-00011.array_record").rename(copy / "swap")
+  (copy / "train-00003.array_record").rename(copy / "train-00011.array_record")
+  (copy / "swap").rename(copy / "train-00003.array_record")
+  with pytest.raises(stream.DataError, match=r"^prepared shard .*/train-00003.array_record holds 2 "
+                     r"records where its manifest.json needs 8 \(90 in the split's 12 shards\): it "
+                     r"was cut short, replaced or swapped$"):
+    prepared.PreparedSplit(str(copy), "train")
+
+
+def test_a_shard_of_another_split_is_named(shards, tmp_path):
+  copy = damaged(shards, tmp_path)
+  shutil.copy(copy / "validation-00005.array_record", copy / "train-00011.array_record")
+  with pytest.raises(stream.DataError, match=r"train-00011.array_record holds \d records where its "
+                                             r"manifest.json needs 2 "):
+    prepared.PreparedSplit(str(copy), "train")
+
+
+def test_a_truncated_shard_is_refused_in_one_line_through_the_command_line(shards, tmp_path):
+  copy = damaged(shards, tmp_path)
+  shard = copy / "train-00001.array_record"
+  shard.write_bytes(shard.read_bytes()[:65536])  # cut short, as by a full disk or a partial copy
+  workdir = tmp_path / "run"
+  refused = subprocess.run(
+      [sys.executable, "-m", "cbs.main", f"--config={ROOT / 'configs/tiny.py'}",
+       f"--workdir={workdir}", "--config.compile_cache_dir=", "--config.mesh.data=1",
+       "--config.data.source=prepared", f"--config.data.prepared_dir={copy}"],
+      cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+  assert refused.returncode == 2
+  assert refused.stderr.strip().splitlines()[-1] == (
+      f"cbs: bad data: prepared shard {shard} cannot be read as ArrayRecord (RuntimeError): it is "
+      "damaged or cut short")
+  assert not workdir.exists()
