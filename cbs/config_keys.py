@@ -74,6 +74,7 @@ RULES: dict[str, Rule] = {
     "data.seqio_task": ANY,
     "data.seqio_module": ANY,
     "data.prefetch": NON_NEGATIVE,
+    "data.shuffle_buffer": POSITIVE,
     "data.synthetic.num_states": POSITIVE,
     "data.synthetic.vocab_size": POSITIVE,
     "data.synthetic.zipf_exponent": NON_NEGATIVE,

@@ -61,6 +61,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.seqio_task = "cbs_c4"  # seqio: task or mixture; cbs_c4 = raw C4 text with data.vocab
   c.data.seqio_module = ""  # seqio: module to import that registers data.seqio_task
   c.data.prefetch = 1024  # examples per host read ahead by grain in background threads
+  # text_files / tfds / seqio: examples per host mixed in each seeded block (1 = reading order)
+  c.data.shuffle_buffer = 4096
   c.data.synthetic = ml_collections.ConfigDict()
   c.data.synthetic.num_states = 256  # hidden states of the random automaton generating the text
   c.data.synthetic.vocab_size = 256  # tokens the automaton emits

@@ -4,7 +4,9 @@ The `cbs_c4` task is the T5-style span of raw C4 text - the `text` field tokeniz
 configured vocabulary, no corruption objective and no EOS (packing adds it). Other tasks are whatever
 the module named by `data.seqio_module` registers. Each host reads its seqio shard; a resume skips
 the documents already consumed, which tf.data does without tokenizing them only if the task's
-preprocessing is cheap - prefer the `tfds` source for very long runs.
+preprocessing is cheap - prefer the `tfds` source for very long runs. Documents come in the task's
+own order (shuffle=False, as a resumable position needs); packed examples are mixed after packing
+(`example_shuffle`).
 """
 
 from collections.abc import Iterator

@@ -1,7 +1,8 @@
 """Real text (text files, prepared shards, TFDS, seqio) as per-host grain streams and a held-out set.
 
 Each document source gives this host's tokenized documents from a cursor; `packed_stream` packs
-them and grain reads ahead in a thread. Prepared shards are already tokenized and read by random
+them, `example_shuffle` mixes the packed examples in blocks of `data.shuffle_buffer` and grain reads
+ahead in a thread. Prepared shards are already tokenized and read by random
 access. The held-out set comes from the validation split (prepared, TFDS, seqio) or from
 `data.eval_files` (text files; by default the last training file, which is then not trained on).
 """
@@ -11,6 +12,7 @@ import itertools
 import grain
 import ml_collections
 
+from cbs.data import example_shuffle
 from cbs.data import packed_stream
 from cbs.data import prepared
 from cbs.data import seqio_source
@@ -42,6 +44,17 @@ def _tokenized(read, vocabulary):
   return read_tokens
 
 
+def _cursor_epoch(position: dict) -> int:
+  """The epoch of a packed position whose reader's cursors start with the epoch (text files, TFDS)."""
+  return position["cursor"][0] if position["cursor"] else 0
+
+
+def _one_epoch(position: dict) -> int:
+  """seqio's cursor counts documents across epochs: blocks of examples may span two."""
+  del position
+  return 0
+
+
 def _num_eval(config: ml_collections.ConfigDict) -> int:
   eval_batch = config.eval.batch_size
   return -(-max(config.eval.tokens, 1) // (config.data.seq_len * eval_batch)) * eval_batch
@@ -64,6 +77,7 @@ def _prepared(config: ml_collections.ConfigDict, process_index: int, process_cou
 def make(config: ml_collections.ConfigDict, process_index: int, process_count: int) -> stream_lib.Data:
   d = config.data
   host = (process_index, process_count)
+  epoch_of = _cursor_epoch
   if d.source == "prepared":
     return _prepared(config, *host)
   if d.source == "text_files":
@@ -86,12 +100,14 @@ def make(config: ml_collections.ConfigDict, process_index: int, process_count: i
     task = seqio_source.task(d.seqio_task, d.seqio_module)
     train = seqio_source.SeqioDocuments(task, d.train_split, *host)
     read_train = train.documents
+    epoch_of = _one_epoch
     eval_documents = seqio_source.SeqioDocuments(task, d.eval_split).documents(epochs=1)
     vocabulary = train.vocabulary
 
   eval_batches = packed_stream.eval_batches(eval_documents, d.seq_len, vocabulary.eos_id,
                                             _num_eval(config), config.eval.batch_size, *host)
   examples = packed_stream.PackedDataset(read_train, d.seq_len, vocabulary.eos_id)
+  examples = example_shuffle.BlockShuffleDataset(examples, d.shuffle_buffer, config.seed, epoch_of)
   if d.prefetch > 0:
     examples = grain.experimental.ThreadPrefetchIterDataset(examples,
                                                             prefetch_buffer_size=d.prefetch)

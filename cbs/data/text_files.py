@@ -2,10 +2,13 @@
 
 The files are cut into *pieces*: a `.txt` file, a byte range of a `.jsonl` file (lines belong to
 the piece their first byte lies in), a row group of a `.parquet` file (the format Hugging Face
-datasets export to). Every epoch permutes the pieces with the seed, and host h of H reads pieces
-h, h+H, ... of that order, so each host reads only its own bytes and the hosts together read every
-document once per epoch. A position is [epoch, piece, byte offset or row]: reading restarts there by
-a seek, so resuming costs the same at any point of the run.
+datasets export to). Training reads `.jsonl` in pieces of 1/4096 of the corpus's `.jsonl` bytes
+(4 KiB to 64 MiB), so even a corpus in one file is read from all over within an epoch. Every epoch
+permutes the pieces with the seed, and host h of H reads pieces h, h+H, ... of that order, so each
+host reads only its own bytes and the hosts together read every document once per epoch. A
+position is [epoch, file, piece, byte offset or row]: reading restarts there by a seek, so resuming
+costs the same at any point of the run. It names its file, so a file list that changed since is
+either continued where that file's piece now lies or refused in one line.
 """
 
 from collections.abc import Iterator, Sequence
@@ -19,8 +22,10 @@ from cbs.data.stream import DataError
 
 SUFFIXES = (".txt", ".jsonl", ".parquet")
 JSONL_PIECE_BYTES = 64 << 20  # large enough to stream well, small enough to spread over hosts
+PIECES_PER_CORPUS = 4096  # training pieces of .jsonl: an epoch reads them in a seeded order
+MIN_PIECE_BYTES = 4 << 10
 
-Cursor = list[int]  # [epoch, piece index in this host's order, byte offset / row]
+Cursor = list  # [epoch, file path, piece start (byte, row group or 0), byte offset / row]
 
 
 def resolve(files: str | Sequence[str]) -> list[epath.Path]:
@@ -77,6 +82,12 @@ def pieces(paths: Sequence[epath.Path], text_field: str,
                          f"{', '.join(columns)}")
       found += [Piece(path, group, group + 1) for group in range(parquet.num_row_groups)]
   return found
+
+
+def training_piece_bytes(paths: Sequence[epath.Path]) -> int:
+  """The size of .jsonl pieces read in training: PIECES_PER_CORPUS of the .jsonl bytes, clamped."""
+  total = sum(epath.Path(p).stat().length for p in paths if epath.Path(p).suffix == ".jsonl")
+  return int(np.clip(total // PIECES_PER_CORPUS, MIN_PIECE_BYTES, JSONL_PIECE_BYTES))
 
 
 def _line_number(path: epath.Path, offset: int) -> int:
@@ -149,8 +160,9 @@ class TextFiles:
 
   def __init__(self, paths: Sequence[epath.Path], text_field: str, seed: int,
                process_index: int = 0, process_count: int = 1, shuffle: bool = True,
-               jsonl_piece_bytes: int = JSONL_PIECE_BYTES):
-    self._pieces = pieces(paths, text_field, jsonl_piece_bytes)
+               jsonl_piece_bytes: int | None = None):
+    piece_bytes = jsonl_piece_bytes or training_piece_bytes(paths)
+    self._pieces = pieces(paths, text_field, piece_bytes)
     self._text_field = text_field
     self._seed = seed
     self._shuffle = shuffle
@@ -158,8 +170,8 @@ class TextFiles:
     if not self._pieces:
       raise ValueError("every training file of data.files is empty")
     if len(self._pieces) < process_count:
-      raise ValueError(f"data.files hold {len(self._pieces)} pieces (.txt files, {JSONL_PIECE_BYTES >> 20}"
-                       f" MiB of .jsonl, .parquet row groups), fewer than the {process_count} hosts "
+      raise ValueError(f"data.files hold {len(self._pieces)} pieces (.txt files, {piece_bytes} "
+                       f"bytes of .jsonl, .parquet row groups), fewer than the {process_count} hosts "
                        "reading them; give more or larger files")
 
   def host_pieces(self, epoch: int) -> list[Piece]:
@@ -169,13 +181,30 @@ class TextFiles:
     index, count = self._process
     return [self._pieces[i] for i in order[index::count]]
 
+  def _locate(self, cursor: Cursor) -> tuple[int, int, int]:
+    """(epoch, piece number in this host's order, position) of a cursor; DataError if it is gone."""
+    if len(cursor) != 4 or not isinstance(cursor[1], str):
+      raise DataError(f"the saved text-file position {cursor} does not name its file "
+                      "([epoch, file, piece, offset]); resume it with the version that wrote it")
+    epoch, path, start, at = cursor
+    if path not in {str(piece.path) for piece in self._pieces}:
+      raise DataError(f"the saved data position is in {path}, which data.files no longer holds; "
+                      "resume with the files the run started with")
+    for number, piece in enumerate(self.host_pieces(epoch)):
+      if str(piece.path) == path and (piece.start <= at < piece.stop if piece.path.suffix ==
+                                      ".jsonl" else piece.start == start):
+        return epoch, number, at
+    raise DataError(f"the saved data position ({path}, piece {start}, position {at}) is not in "
+                    f"host {self._process[0]}'s pieces of epoch {epoch}: data.files changed since "
+                    "the checkpoint; resume with the files the run started with")
+
   def documents(self, cursor: Cursor | None = None, epochs: int | None = None
                 ) -> Iterator[tuple[Cursor, str]]:
     """(cursor, text) of this host's documents from `cursor` on (None = the start).
 
     Each cursor restarts reading at its own document; `epochs` = None repeats forever.
     """
-    epoch, first, at = cursor if cursor else (0, 0, None)
+    epoch, first, at = self._locate(cursor) if cursor else (0, 0, None)
     while epochs is None or epoch < epochs:
       has_text = False
       for number, piece in enumerate(self.host_pieces(epoch)):
@@ -184,7 +213,7 @@ class TextFiles:
         for position, text in piece_documents(piece, self._text_field,
                                               at if number == first else None):
           has_text = has_text or bool(text)
-          yield [epoch, number, position], text
+          yield [epoch, str(piece.path), piece.start, position], text
       if not has_text and first == 0 and at is None:
         raise DataError(f"data.files hold no text for host {self._process[0]} of "
                         f"{self._process[1]}: every document of its pieces is empty")

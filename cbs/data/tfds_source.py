@@ -5,7 +5,9 @@ C4 is already shuffled. A position is [epoch, document index in the block]. A da
 the ArrayRecord file format (`tfds build --file_format=array_record`) is read by random access
 (`tfds.data_source`), so a resume costs the same at any position; other formats are read through
 tf.data from the slice starting at that document, which TFDS serves by skipping whole files.
-Epochs repeat the block.
+Epochs repeat the block. The canonical order is the one `tfds build` shuffled the examples into,
+so no document order of the source survives; runs of one document's windows are mixed after
+packing (`example_shuffle`).
 """
 
 from collections.abc import Iterator

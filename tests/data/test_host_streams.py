@@ -33,19 +33,22 @@ def prepared_dir(tmp_path_factory, jsonl_files):
   return str(directory)
 
 
-def config_for(source, jsonl_files, tfds_dir, tfds_array_record_dir, spm_model, prepared_dir):
+def config_for(source, jsonl_files, tfds_dir, tfds_array_record_dir, spm_model, prepared_dir,
+               shuffle_buffer=1):
+  """Examples in reading order by default (`shuffle_buffer` 1), so packing can be checked."""
   config = tiny.get_config()
   config.data.update(dict(
       source="tfds" if source.startswith("tfds") else source, files=",".join(jsonl_files),
       vocab=spm_model, prepared_dir=prepared_dir, tfds_name="tiny_text:1.0.0",
       tfds_data_dir=str(tfds_array_record_dir if source == "tfds_array_record" else tfds_dir),
-      seq_len=SEQ_LEN, prefetch=16))
+      seq_len=SEQ_LEN, prefetch=16, shuffle_buffer=shuffle_buffer))
   config.eval.tokens, config.eval.batch_size = 512, 8
   return config
 
 
 def consume(config, host, restore_at=3):
-  """The examples host `host` of HOSTS receives for SIZES, resumed from a JSON position once."""
+  """The examples host `host` of HOSTS receives for SIZES, resumed from a JSON position once
+  (before batch `restore_at`; None: never)."""
   data = data_lib.make(config, host, HOSTS)
   rows = []
   for number, size in enumerate(SIZES):
