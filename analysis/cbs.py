@@ -222,7 +222,8 @@ def build_report(root: str, out: str, b_opt: int, threshold: float, metric: str,
 
 CBS_KINDS = (
     "'CBS (fit)' is B* = (1+t) B_opt + t b/a from the fit steps = a + b/B over every batch size: it "
-    "interpolates between the swept batch sizes, and its interval comes from resampling the points. "
+    "interpolates between the swept batch sizes; its interval resamples the runs in a study (see "
+    "the answer) and the points otherwise. "
     "'CBS (points)' applies the same rule to the measured points alone, so it is always a swept "
     "batch size and jumps by the grid's ratio with one noisy point; the scaling laws use the fitted "
     "CBS.")

@@ -96,8 +96,10 @@ def _warnings(group: dict, per_batch: list[dict], measured: list[int]) -> list[s
     out.append(f"{len(above)} batch size(s) above the CBS {cbs:.1f} ({above}): add batch "
                f"{_next_batch(measured, True)}")
   if len(below) < MIN_BELOW:
+    fix = (f"add batch {_next_batch(measured, False)}" if measured[0] > 1 else
+           "batch 1 is the smallest: use shorter sequences (the CBS is then more sequences)")
     out.append(f"{len(below)} batch size(s) below the CBS {cbs:.1f} ({below}), "
-               f"{MIN_BELOW} wanted: add batch {_next_batch(measured, False)}")
+               f"{MIN_BELOW} wanted: {fix}")
   overhead = token_overhead(group)
   if not overhead <= MAX_TOKEN_OVERHEAD:
     out.append(f"b_opt_token_overhead: B_opt={group['b_opt']} needs {overhead:.2f}x the tokens "

@@ -163,7 +163,8 @@ def power(a: np.ndarray, law: dict, n, d, batches, b_opt: float, threshold: floa
   the measured a per group, the measured noise (sigma per run, a share rho of it shared by the
   run's budgets) and the same seeds, batch sizes, N and D; true law c N^x D^beta_hat (for alpha) or
   c N^alpha_hat D^x (for beta), scaled to the measured values; detected when the fitted exponent is
-  beyond 1.96 x its spread under x = 0, on the right side. nan where no x up to 1 is detected."""
+  beyond the half-width of the study's own interval (`law`'s, when it has one) or else 1.96 x its
+  spread under x = 0, on the right side. nan where no x up to 1 is detected."""
   rng = np.random.default_rng(seed)
   log_n, log_d = np.log(np.asarray(n, np.float64)), np.log(np.asarray(d, np.float64))
   grid = np.geomspace(0.005, 1.0, 36)
@@ -181,8 +182,8 @@ def power(a: np.ndarray, law: dict, n, d, batches, b_opt: float, threshold: floa
       value = bn if kind == "noise_scale" else resample.cbs_of(bn, b_opt, threshold)
       coef = resample.joint_many(n, d, np.where(value > 0, value, np.nan).reshape(sims, -1))
       return coef[:, 1 if which == "alpha" else 2]
-    null = fitted(0.0)
-    critical = 1.96 * float(np.nanstd(null))
+    lo, hi = law.get(f"{which}_ci", (math.nan, math.nan))
+    critical = (hi - lo) / 2 if math.isfinite(hi - lo) else 1.96 * float(np.nanstd(fitted(0.0)))
     found = math.nan
     for x in grid:
       if np.nanmean(fitted(x) > critical) >= POWER:

@@ -32,13 +32,20 @@ def answer_blocks(answer: dict, groups: list[dict], out: str, noise: dict | None
                    f"{coupled['exponent']:.3f}", f"[{lo:.3f}, {hi:.3f}]", "-"])
   plot = study_plots.cbs_slices(groups, answer, f"{out}/cbs_vs_n_and_d.png")
   seeds = answer.get("seeds", 1)
-  how = (f"intervals resample runs: {answer['resampled']} ({seeds} seed(s) per run, "
-         f"{answer['samples']} samples), every budget recomputed from the drawn runs"
-         if "resampled" in answer else "intervals resample each group's points")
-  power = ("'Detectable' is the smallest |exponent| this design finds significant 80% of the "
-           "time, from studies simulated with the measured a of every group, the measured run "
-           f"noise (sigma {answer['sigma_run']:.3f} in log steps, a share {answer['rho']:.2f} of "
-           "its variance shared by a run's budgets), the same seeds, batch sizes, N and D."
+  if "resampled" not in answer:
+    how = "intervals resample each group's points"
+  elif seeds > 1:
+    how = (f"intervals resample runs: {seeds} seeds drawn in every (N, batch, learning rate) cell "
+           f"({answer['samples']} samples), every budget recomputed from the drawn runs, widened "
+           "by t / z for the few degrees of freedom of 2-seed variances")
+  else:
+    how = (f"one seed per run: intervals resample each model's batch sizes, the same for all its "
+           f"budgets ({answer['samples']} samples); seed noise is not measured")
+  power = ("'Detectable' is the smallest |exponent| this design finds beyond its interval's "
+           "half-width 80% of the time, from studies simulated with the measured a of every group, "
+           f"the measured run noise (sigma {answer['sigma_run']:.3f} in log steps, a share "
+           f"{answer['rho']:.2f} of its variance shared by a run's budgets), the same seeds, batch "
+           "sizes, N and D."
            if "sigma_run" in answer else "")
   blocks = [report_lib.heading("Answer: does the CBS scale with data or with model size?"),
             report_lib.paragraph(answer["sentence"]),

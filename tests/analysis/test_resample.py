@@ -94,6 +94,10 @@ def test_power_finds_an_exponent_the_design_detects_and_not_one_it_cannot():
                              0.02 * 0.5 ** 0.5)
   spread = np.std(_alpha(resample.best_over_rates(tables), n, d))
   assert quiet["alpha"] == pytest.approx(2.8 * spread, rel=0.35)
+  # With the study's own interval, an exponent is detected once it clears the half-width.
+  wide = scaling_laws.power(a, {**law, "alpha_ci": (-0.3, 0.3)}, n, d, BATCHES, B_OPT, T, "cbs",
+                            0.02, 0.5, 2, sims=100)
+  assert 0.3 < wide["alpha"] < 1.17 * (0.3 + 2 * spread)  # the grid steps by 1.16x
 
 
 def _seed_runs(root, b_noise: dict, n_params: int = fake_runs.N_PARAMS) -> list:
