@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from analysis import fits
+from analysis import measure
 from analysis import resample
 from analysis import scaling_laws
 from tests.analysis import fake_runs
@@ -159,4 +160,9 @@ def test_the_run_level_answer_fits_both_laws_to_the_seed_averaged_tables(tmp_pat
     assert law["alpha_ci"][0] < law["alpha"] < law["alpha_ci"][1]
     assert 1 <= law["alpha_dof"] < 8 * 2  # at most one degree of freedom per cell
   assert answer["cbs"]["alpha"] > 0.2  # B_noise doubles from the small model to the large one
+  # The report's table (analysis.measure: mean over seeds, lowest over rates) is the same table.
+  tables = [resample.Tables(m, budgets, [1, 2, 4, 8], 1, "best").table() for m in models]
+  for g in measure.measure(runs_lib.at_budgets(runs, budgets), b_opt=1, samples=0):
+    w, i = [10_000, 40_000].index(g["n_params"]), budgets.index(g["tokens"])
+    assert [p["steps"] for p in g["best"]] == pytest.approx(tables[w][i].tolist(), rel=1e-9)
   assert answer["seeds"] == 2 and answer["resampled"] == "seeds in every cell"
