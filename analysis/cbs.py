@@ -115,9 +115,20 @@ def build_report(root: str, out: str, b_opt: int, threshold: float, metric: str,
   groups = [] if skip_cbs else measure.measure(measured, b_opt, threshold, metric, target, samples)
   laws = measure.scaling(groups, b_opt, threshold, samples)
   fitted = [g for g in groups if "cbs" in g]
-  answer = {}
+  answer, noise_answer = {}, {}
   if len({g["n_params"] for g in fitted}) >= 2 and len({g["tokens"] for g in fitted}) >= 2:
-    answer = scaling_laws.answer(groups, b_opt, threshold, samples)
+    if budgets:  # one run measures every budget: resample runs, not points
+      both = scaling_laws.run_level_answer(all_runs, list(budgets), b_opt, threshold, metric,
+                                           samples)
+      shared = {k: both[k] for k in ("seeds", "samples", "sigma_run", "rho", "resampled")}
+      answer = {**both["cbs"], **shared, "sentence": both["sentence"], "groups": len(groups)}
+      noise_answer = {**both["noise_scale"], **shared, "groups": len(groups)}
+      for g in groups:
+        i = next(i for i, x in enumerate(both["groups"])
+                 if (x["n_params"], x["tokens"]) == (g["n_params"], g["tokens"]))
+        g["cbs_ci"], g["b_noise_ci"] = answer["values_ci"][i], noise_answer["values_ci"][i]
+    else:
+      answer = scaling_laws.answer(groups, b_opt, threshold, samples)
   blocks = [report_lib.heading("Critical batch size report", 1),
             report_lib.code(command),
             *guard_blocks(groups),
@@ -128,15 +139,17 @@ def build_report(root: str, out: str, b_opt: int, threshold: float, metric: str,
                 f" CBS = largest batch within {threshold:.0%} of linear scaling from B_opt={b_opt}. "
                 f"{CBS_KINDS}")]
   if answer:
-    blocks += study_report.answer_blocks(answer, groups, out)
+    blocks += study_report.answer_blocks(answer, groups, out, noise_answer)
   if any(g["best"] for g in groups):
     blocks += [report_lib.heading("CBS per model and data budget"), report_lib.table(
-        ["group", "N", "D (tokens)", "target loss", "a (S_min)", "b", "B_noise", "CBS (fit)",
-         "95% interval", "CBS (points)", "rmse log", "not reached"],
-        [[g["name"], g["n_params"], g["tokens"], g["target"], g.get("a", math.nan),
-          g.get("b", math.nan), g.get("b_noise", math.nan), g.get("cbs", math.nan),
-          _interval(g.get("cbs_ci")), g.get("cbs_raw", math.nan), g.get("rmse_log", math.nan),
-          len(g["unreached"])]
+        ["group", "N", "D (tokens)", "target loss", "target - Bayes floor", "a (S_min)", "b",
+         "B_noise", "95% interval", "CBS (fit)", "95% interval", "CBS (points)", "B_opt tokens / "
+         "small-batch limit", "rmse log", "not reached"],
+        [[g["name"], g["n_params"], g["tokens"], g["target"], g.get("target_above_floor", math.nan),
+          g.get("a", math.nan), g.get("b", math.nan), g.get("b_noise", math.nan),
+          _interval(g.get("b_noise_ci")), g.get("cbs", math.nan), _interval(g.get("cbs_ci")),
+          g.get("cbs_raw", math.nan), g["guards"].get("b_opt_token_overhead", math.nan),
+          g.get("rmse_log", math.nan), len(g["unreached"])]
          for g in groups])]
     blocks.append(report_lib.image(
         plots.steps_vs_batch(groups, os.path.join(out, "steps_vs_batch.png"), metric),
@@ -203,13 +216,14 @@ def build_report(root: str, out: str, b_opt: int, threshold: float, metric: str,
                report_lib.image(plots.local_cbs(r, probe, os.path.join(out, f"local_cbs_{i}.png")),
                                 "Local CBS (probes), online noise scale and the run's batch size")]
   results = {"command": command, "root": root, "groups": groups, "scaling": laws, "answer": answer,
-             "schedules": comparison, "probes": probes}
+             "answer_noise_scale": noise_answer, "schedules": comparison, "probes": probes}
   return blocks, results
 
 
 CBS_KINDS = (
     "'CBS (fit)' is B* = (1+t) B_opt + t b/a from the fit steps = a + b/B over every batch size: it "
-    "interpolates between the swept batch sizes, and its interval comes from resampling the points. "
+    "interpolates between the swept batch sizes; its interval resamples the runs in a study (see "
+    "the answer) and the points otherwise. "
     "'CBS (points)' applies the same rule to the measured points alone, so it is always a swept "
     "batch size and jumps by the grid's ratio with one noisy point; the scaling laws use the fitted "
     "CBS.")
@@ -230,8 +244,10 @@ def guard_blocks(groups: list[dict]) -> list:
   lines = [f"{'every group' if len(names) == len(groups) > 1 else '; '.join(names)}: {w}"
            for w, names in failed.items()]
   checked = ("Checked per group: best learning rate of each batch size inside its grid, at least "
-             f"{guards.MIN_SIDE} batch sizes on each side of the CBS, the CBS inside the batch "
-             "sizes that reached the target, every batch size reached.")
+             f"{guards.MIN_BELOW} batch sizes below the CBS and {guards.MIN_SIDE} above it, the CBS "
+             "inside the batch sizes that reached the target, every batch size reached, and "
+             f"b_opt_token_overhead: B_opt within {guards.MAX_TOKEN_OVERHEAD}x the tokens of the "
+             "small-batch limit.")
   if not lines:
     return [report_lib.heading("Guards"), report_lib.paragraph(checked + " All passed.")]
   return [report_lib.heading("Guards"), report_lib.paragraph(checked + " Failed:"),

@@ -6,12 +6,19 @@ with fewer than two batch sizes on either side of its CBS, or a CBS outside the 
 extrapolates. `guards` reports these per group (stored in results.json and at the top of the
 report); `lr_extensions` turns the edge cases into the runs that move the best learning rate inside
 its grid, for sweeps that extend their grid by themselves.
+
+`b_opt_token_overhead`: Definition 1 anchors linear scaling at B_opt, which must itself be in the
+linear regime. With steps = a + b/B, B_opt needs (a B_opt + b) / b = 1 + B_opt / B_noise times the
+tokens of the small-batch limit; above MAX_TOKEN_OVERHEAD the target is not the best loss reachable
+at D and the constant (1+t) B_opt dominates the CBS, compressing its exponents.
 """
 
 import math
 from collections.abc import Collection
 
-MIN_SIDE = 2  # batch sizes wanted on each side of the CBS
+MIN_SIDE = 2  # batch sizes wanted above the CBS
+MIN_BELOW = 3  # batch sizes wanted below the CBS: they carry the linear-scaling regime
+MAX_TOKEN_OVERHEAD = 1.15  # B_opt's tokens to target over the small-batch limit's, at most
 
 
 def _round(lr: float) -> float:
@@ -88,10 +95,25 @@ def _warnings(group: dict, per_batch: list[dict], measured: list[int]) -> list[s
   elif len(above) < MIN_SIDE:
     out.append(f"{len(above)} batch size(s) above the CBS {cbs:.1f} ({above}): add batch "
                f"{_next_batch(measured, True)}")
-  if len(below) < MIN_SIDE:
-    out.append(f"{len(below)} batch size(s) below the CBS {cbs:.1f} ({below}): add batch "
-               f"{_next_batch(measured, False)}")
+  if len(below) < MIN_BELOW:
+    fix = (f"add batch {_next_batch(measured, False)}" if measured[0] > 1 else
+           "batch 1 is the smallest: use shorter sequences (the CBS is then more sequences)")
+    out.append(f"{len(below)} batch size(s) below the CBS {cbs:.1f} ({below}), "
+               f"{MIN_BELOW} wanted: {fix}")
+  overhead = token_overhead(group)
+  if not overhead <= MAX_TOKEN_OVERHEAD:
+    out.append(f"b_opt_token_overhead: B_opt={group['b_opt']} needs {overhead:.2f}x the tokens "
+               f"of the small-batch limit (at most {MAX_TOKEN_OVERHEAD}): start the batch sizes "
+               "lower (or use shorter sequences) and take a smaller B_opt")
   return out
+
+
+def token_overhead(group: dict) -> float:
+  """Tokens to target at B_opt over the small-batch limit's: 1 + B_opt / B_noise (inf if the fit
+  is flat, nan without a fit)."""
+  if "b_noise" not in group:
+    return math.nan
+  return 1 + group["b_opt"] / group["b_noise"] if group["b_noise"] > 0 else math.inf
 
 
 def guards(group: dict, default_ratio: float = 2.0) -> dict:
@@ -112,6 +134,7 @@ def guards(group: dict, default_ratio: float = 2.0) -> dict:
           "points_below_cbs": sum(b < cbs for b in measured),
           "points_above_cbs": sum(b > cbs for b in measured),
           "cbs_in_range": bool(measured) and measured[0] <= cbs <= measured[-1],
+          "b_opt_token_overhead": token_overhead(group),
           "unreached": [r for e in per_batch for r in e["unreached"]],
           "capped": [r for e in per_batch for r in e["capped"]],
           "warnings": _warnings(group, per_batch, measured)}

@@ -1,9 +1,11 @@
 """From runs to the CBS table: target loss, steps to target, minimum over the sweep, fits.
 
 Groups share a model and data budget. For each group: the target is the best loss the reference
-runs (batch B_opt, any learning rate) reach after D tokens, unless given; each run's steps to the
-target is its earliest interpolated crossing; f(B) is the minimum over runs at batch B. Runs that
-never reach the target are kept in the table with `reached=False`.
+runs (batch B_opt) reach after D tokens, unless given (lowest over learning rates of the mean over
+seeds); each run's steps to the target is its earliest interpolated crossing; f(B) is the lowest
+over learning rates at batch B of the mean over seeds. Runs that never reach the target are kept in
+the table with `reached=False`. Seeds are averaged, never minimised over: a minimum over seeds
+would reward luck.
 """
 
 import collections
@@ -16,18 +18,48 @@ from analysis import guards
 from analysis import runs as runs_lib
 
 
+def mean_over_seeds(values: list[tuple[float, float]]) -> dict[float, float]:
+  """{lr: mean value over its seeds} from (lr, value) pairs; nan where any seed has nan (a seed
+  that did not get there: the rate cannot be trusted at this point)."""
+  by_lr: dict[float, list[float]] = collections.defaultdict(list)
+  for lr, value in values:
+    by_lr[lr].append(value)
+  return {lr: float(np.mean(v)) for lr, v in by_lr.items()}
+
+
 def target_loss(reference: list[runs_lib.Run], budget: float, metric: str = "best") -> float:
-  """The best loss the reference runs (batch B_opt) reach after D tokens; nan if none got there."""
-  losses = [runs_lib.loss_after(r, budget, metric) for r in reference]
-  losses = [v for v in losses if not math.isnan(v)]
-  return min(losses) if losses else math.nan
+  """The best loss the reference runs (batch B_opt) reach after D tokens: the lowest over learning
+  rates of the mean over seeds; nan if none got there."""
+  means = mean_over_seeds([(r.config["optimizer"]["lr"], runs_lib.loss_after(r, budget, metric))
+                           for r in reference])
+  finite = [v for v in means.values() if not math.isnan(v)]
+  return min(finite) if finite else math.nan
 
 
-def step_cap(done: list[runs_lib.Run], batch: int, target: float, metric: str = "best") -> float:
+def lowest_loss(reference: list[runs_lib.Run], budget: float, metric: str = "best") -> float:
+  """The lowest target a bootstrap of the reference runs' seeds can draw at D: per learning rate
+  the best seed's loss, its deviation from the mean over K seeds scaled by sqrt(K/(K-1)) as
+  `analysis.resample` does; runs that stop here have crossed every target the bootstrap uses."""
+  by_lr: dict[float, list[float]] = collections.defaultdict(list)
+  for r in reference:
+    loss = runs_lib.loss_after(r, budget, metric)
+    if not math.isnan(loss):
+      by_lr[r.config["optimizer"]["lr"]].append(loss)
+  lowest = []
+  for losses in by_lr.values():
+    k, mean = len(losses), float(np.mean(losses))
+    scale = math.sqrt(k / (k - 1)) if k > 1 else 1.0
+    lowest.append(math.exp(math.log(mean) + scale * (math.log(min(losses)) - math.log(mean))))
+  return min(lowest) if lowest else math.nan
+
+
+def step_cap(done: list[runs_lib.Run], batch: int, target: float, metric: str = "best",
+             slack: float = 1.0) -> float:
   """Steps after which a run at `batch` can no longer be f(batch), the minimum over its sweep.
 
-  The fewest steps to the target of a finished run at this batch, if one got there; else 1.1 x
-  that of the largest smaller batch (f does not grow with B; 10% slack for noise); else inf.
+  `slack` x the fewest steps to the target of a finished run at this batch, if one got there (with
+  several seeds a slower seed of the best rate must still get there: slack > 1); else 1.1 x slack
+  x that of the largest smaller batch (f does not grow with B; 10% for noise); else inf.
   """
   best: dict[int, float] = {}
   for r in done:
@@ -35,9 +67,28 @@ def step_cap(done: list[runs_lib.Run], batch: int, target: float, metric: str = 
     if not math.isnan(steps):
       best[r.batch_size] = min(steps, best.get(r.batch_size, math.inf))
   if batch in best:
-    return best[batch]
+    return slack * best[batch]
   smaller = [b for b in best if b < batch]
-  return 1.1 * best[max(smaller)] if smaller else math.inf
+  return 1.1 * slack * best[max(smaller)] if smaller else math.inf
+
+
+def best_points(rows: list[dict]) -> list[dict]:
+  """f(B) per batch size: the lowest over learning rates of the mean steps over seeds (a rate
+  counts only where every seed reached the target). Each point names its rate, its first run and
+  the steps of each seed."""
+  cells: dict[tuple[int, float], list[dict]] = collections.defaultdict(list)
+  for row in rows:
+    cells[(row["batch_size"], row["lr"])].append(row)
+  best: dict[int, dict] = {}
+  for (batch, lr), members in cells.items():
+    if not all(m["reached"] for m in members):
+      continue
+    point = {**members[0], "steps": float(np.mean([m["steps"] for m in members])),
+             "seed_steps": [m["steps"] for m in members]}
+    point["tokens"] = point["steps"] * batch * members[0]["seq_len"]
+    if batch not in best or point["steps"] < best[batch]["steps"]:
+      best[batch] = point
+  return [best[b] for b in sorted(best)]
 
 
 def measure_group(group: list[runs_lib.Run], b_opt: int, metric: str,
@@ -59,6 +110,7 @@ def measure_group(group: list[runs_lib.Run], b_opt: int, metric: str,
   for r in sorted(constant, key=lambda r: (r.batch_size, r.name)):
     steps, key = runs_lib.best_crossing(r, target, metric, "step")
     rows.append({"run": r.name, "batch_size": r.batch_size, "lr": r.config["optimizer"]["lr"],
+                 "seed": r.seed, "seq_len": r.seq_len,
                  "steps": steps, "tokens": steps * r.batch_size * r.seq_len, "metric": key,
                  "reached": not math.isnan(steps), "finished": r.finished,
                  # a run told to stop at the target that finished without it ran out of tokens:
@@ -66,14 +118,12 @@ def measure_group(group: list[runs_lib.Run], b_opt: int, metric: str,
                  "capped": (r.finished and math.isnan(steps)
                             and r.config.get("train", {}).get("stop_loss", 0) > 0),
                  "final_step": r.evals[-1]["step"] if r.evals else 0})
-  best = {}
-  for row in rows:
-    if row["reached"] and (row["batch_size"] not in best
-                           or row["steps"] < best[row["batch_size"]]["steps"]):
-      best[row["batch_size"]] = row
+  floor = group[0].floors.get("eval_bayes_loss", math.nan)
   result = {"name": runs_lib.group_name(group[0]), "n_params": group[0].n_params,
             "tokens": budget, "seq_len": group[0].seq_len, "target": target, "b_opt": b_opt,
-            "runs": rows, "best": [best[b] for b in sorted(best)],
+            "bayes_floor": floor, "target_above_floor": target - floor,
+            "seeds": len({r.seed for r in constant}),
+            "runs": rows, "best": best_points(rows),
             "unreached": [row["run"] for row in rows if not row["reached"]]}
   return result
 

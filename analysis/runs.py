@@ -28,6 +28,11 @@ class Run:
   evals: list[dict]  # eval records: step, tokens, eval_loss, eval_loss_ewa_<decay>...
   train: list[dict]  # train records: step, tokens, loss, batch_size, ...
   finished: bool
+  floors: dict = dataclasses.field(default_factory=dict)  # known loss floors of the data (nats)
+
+  @property
+  def seed(self) -> int:
+    return int(self.config.get("seed", 0))
 
   @property
   def batch_size(self) -> int:
@@ -66,7 +71,7 @@ def load_run(workdir, name: str | None = None) -> Run:
   train = [r for r in read if "loss" in r]
   return Run(name=name or workdir.name, workdir=str(workdir), config=info["config"],
              n_params=int(info["params"]["non_embedding"]), evals=evals, train=train,
-             finished=(workdir / "done.json").exists())
+             finished=(workdir / "done.json").exists(), floors=info.get("floors") or {})
 
 
 def load_sweep(root) -> list[Run]:

@@ -1,5 +1,5 @@
 """Sections of a study's report beyond one sweep's measurement: the answer to "data or model size?",
-the protocol ablation (constant LR + EWA against cosine and WSD, b2 at small batches), and the
+the protocol ablation (constant LR + EWA against cosine and WSD), the pilot, and the
 adaptive schedules' equal-token and equal-step tables with a plain statement of who wins where."""
 
 import math
@@ -10,31 +10,73 @@ from analysis import plots
 from analysis import report as report_lib
 from analysis import runs as runs_lib
 from analysis import study_plots
+from cbs.counts import short as _short
 
 
-def answer_blocks(answer: dict, groups: list[dict], out: str) -> list:
-  """The report's opening: both exponents with intervals, the coupled exponent, the sentence, the
-  two views of CBS against N and D."""
-  a_lo, a_hi = answer["alpha_ci"]
-  b_lo, b_hi = answer["beta_ci"]
-  rows = [["CBS ~ D^beta at fixed N", f"{answer['beta']:.3f}", f"[{b_lo:.3f}, {b_hi:.3f}]"],
-          ["CBS ~ N^alpha at fixed D", f"{answer['alpha']:.3f}", f"[{a_lo:.3f}, {a_hi:.3f}]"]]
-  coupled = answer.get("coupled")
-  if coupled:
-    lo, hi = coupled["exponent_ci"]
-    rows.append([f"CBS ~ N^gamma with D proportional to N ({len(coupled['points'])} sizes)",
-                 f"{coupled['exponent']:.3f}", f"[{lo:.3f}, {hi:.3f}]"])
+def answer_blocks(answer: dict, groups: list[dict], out: str, noise: dict | None = None) -> list:
+  """The report's opening: the sentence, both exponents with intervals (Definition 1's CBS and,
+  when given, B_noise = b / a), the coupled exponent, the power, the two views of CBS against N and
+  D, and the (N, D) tables of both."""
+  laws = [("CBS (Definition 1)", answer)] + ([("B_noise = b / a", noise)] if noise else [])
+  rows = []
+  for label, law in laws:
+    for key, what in (("beta", "D^beta at fixed N"), ("alpha", "N^alpha at fixed D")):
+      lo, hi = law[f"{key}_ci"]
+      detect = law.get("power", {}).get(key, math.nan)
+      rows.append([f"{label} ~ {what}", f"{law[key]:.3f}", f"[{lo:.3f}, {hi:.3f}]",
+                   "-" if math.isnan(detect) else f"{detect:.3f}"])
+    coupled = law.get("coupled")
+    if coupled:
+      lo, hi = coupled["exponent_ci"]
+      rows.append([f"{label} ~ N^gamma, D proportional to N ({len(coupled['points'])} sizes)",
+                   f"{coupled['exponent']:.3f}", f"[{lo:.3f}, {hi:.3f}]", "-"])
   plot = study_plots.cbs_slices(groups, answer, f"{out}/cbs_vs_n_and_d.png")
-  return [report_lib.heading("Answer: does the CBS scale with data or with model size?"),
-          report_lib.paragraph(answer["sentence"]),
-          report_lib.table(["law", "exponent", "95% bootstrap interval"], rows),
-          report_lib.paragraph(
-              f"Joint fit log CBS = log c + alpha log N + beta log D over {answer['groups']} "
-              "groups (N non-embedding parameters, D tokens), CBS from each group's fit of steps = "
-              "a + b/B; intervals resample each group's points. The coupled exponent is fitted "
-              "along the groups whose D/N ratio matches across model sizes."),
-          report_lib.image(plot, "CBS vs N at each D (left) and vs D at each N (right), with the "
-                                 "joint law dashed")]
+  seeds = answer.get("seeds", 1)
+  if "resampled" not in answer:
+    how = "intervals resample each group's points"
+  elif seeds > 1:
+    how = (f"intervals resample runs: {seeds} seeds drawn in every (N, batch, learning rate) cell "
+           f"({answer['samples']} samples), every budget recomputed from the drawn runs, widened "
+           "by t / z for the few degrees of freedom of 2-seed variances")
+  else:
+    how = (f"one seed per run: intervals resample each model's batch sizes, the same for all its "
+           f"budgets ({answer['samples']} samples); seed noise is not measured")
+  power = ("'Detectable' is the smallest |exponent| this design finds beyond its interval's "
+           "half-width 80% of the time, from studies simulated with the measured a of every group, "
+           f"the measured run noise (sigma {answer['sigma_run']:.3f} in log steps, a share "
+           f"{answer['rho']:.2f} of its variance shared by a run's budgets), the same seeds, batch "
+           "sizes, N and D."
+           if "sigma_run" in answer else "")
+  blocks = [report_lib.heading("Answer: does the CBS scale with data or with model size?"),
+            report_lib.paragraph(answer["sentence"]),
+            report_lib.table(["law", "exponent", "95% bootstrap interval", "detectable"], rows),
+            report_lib.paragraph(
+                f"Joint fit log value = log c + alpha log N + beta log D over {answer['groups']} "
+                "groups (N non-embedding parameters, D tokens), each group's value from its fit "
+                f"of steps = a + b/B; {how}. The coupled exponent is fitted along the groups "
+                f"whose D/N ratio matches across model sizes. {power}"),
+            report_lib.image(plot, "CBS vs N at each D (left) and vs D at each N (right), with the "
+                                   "joint law dashed")]
+  for label, key, ci in (("CBS (fit, sequences)", "cbs", "cbs_ci"),
+                         ("B_noise = b / a (sequences)", "b_noise", "b_noise_ci")):
+    blocks += [report_lib.paragraph(f"{label} with its 95% interval, for every (N, D):"),
+               nd_table(groups, key, ci)]
+  return blocks
+
+
+def nd_table(groups: list[dict], key: str, ci_key: str):
+  """A table with one row per N and one column per D: value [interval]."""
+  ns, ds = sorted({g["n_params"] for g in groups}), sorted({g["tokens"] for g in groups})
+  cell = {(g["n_params"], g["tokens"]): g for g in groups}
+
+  def text(g):
+    if g is None or key not in g:
+      return "-"
+    lo, hi = g.get(ci_key) or (math.nan, math.nan)
+    return f"{g[key]:.3g} [{lo:.3g}, {hi:.3g}]"
+
+  return report_lib.table(["N \\ D", *(_short(d) for d in ds)],
+                          [[_short(n), *(text(cell.get((n, d))) for d in ds)] for n in ns])
 
 
 def final_losses(runs: list[runs_lib.Run], tokens: int, metric: str) -> dict[int, float]:
@@ -49,25 +91,17 @@ def final_losses(runs: list[runs_lib.Run], tokens: int, metric: str) -> dict[int
 
 def ablation(main_runs: list[runs_lib.Run], ablation_runs: list[runs_lib.Run], budget: int,
              target: float, metric: str) -> dict:
-  """Final loss at D per batch size for each schedule (each tuned over its learning rates), and
-  b2 = 0.95 against 0.999 at the batches swept with both: steps to the group's target (runs there
-  stop at the target, so steps are what they measure), best learning rate for each b2."""
-  schedules = {"constant + EWA": [r for r in main_runs if r.config["optimizer"]["b2"] == 0.95]}
+  """Final loss at D per batch size for each schedule, each tuned over its learning rates; the
+  constant-LR runs are the main sweep's of the ablation runs' seed."""
+  seeds = {r.seed for r in ablation_runs}
+  schedules = {"constant + EWA": [r for r in main_runs if r.seed in seeds]}
   for name in ("cosine", "wsd"):
     schedules[name] = [r for r in ablation_runs if r.config["schedule"]["name"] == name]
   batches = sorted({r.batch_size for r in ablation_runs})
   losses = {name: final_losses(runs, budget, metric) for name, runs in schedules.items()}
   table = [{"batch_size": b, **{name: losses[name].get(b, math.nan) for name in losses}}
            for b in batches]
-  b2_rows = []
-  for b in sorted({r.batch_size for r in main_runs if r.config["optimizer"]["b2"] != 0.95}):
-    row = {"batch_size": b}
-    for value in (0.95, 0.999):
-      steps = [runs_lib.best_crossing(r, target, metric)[0] for r in main_runs
-               if r.batch_size == b and r.config["optimizer"]["b2"] == value]
-      row[str(value)] = min((s for s in steps if not math.isnan(s)), default=math.nan)
-    b2_rows.append(row)
-  return {"tokens": budget, "target": target, "metric": metric, "schedules": table, "b2": b2_rows}
+  return {"tokens": budget, "target": target, "metric": metric, "schedules": table}
 
 
 def ablation_blocks(result: dict, n_params: int) -> list:
@@ -83,14 +117,6 @@ def ablation_blocks(result: dict, n_params: int) -> list:
     blocks.append(report_lib.table(["batch", *names, "constant - best other"], [
         [r["batch_size"], *(r[n] for n in names),
          r[names[0]] - min(r[n] for n in names[1:])] for r in result["schedules"]]))
-  if result["b2"]:
-    blocks += [report_lib.heading("Adam b2 at small batches", 3),
-               report_lib.paragraph(f"Steps to the target loss {result['target']:.4f} of this "
-                                    "(N, D), best learning rate for each b2."),
-               report_lib.table(["batch", "steps, b2 = 0.95", "steps, b2 = 0.999",
-                                 "ratio 0.999 / 0.95"],
-                                [[r["batch_size"], r["0.95"], r["0.999"], r["0.999"] / r["0.95"]]
-                                 for r in result["b2"]])]
   return blocks
 
 

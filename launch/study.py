@@ -1,12 +1,13 @@
 """End-to-end studies on one machine: `python -m launch.study cbs|adaptive [--root DIR] [--quick]
-[--config=CONFIG] [--config.KEY=VALUE ...]`.
+[--pilot] [--seeds=K] [--widths=W,...] [--config=CONFIG] [--config.KEY=VALUE ...]`.
 
 `cbs` asks the critical-batch-size paper's question (Zhang et al. 2024): does the CBS scale with
-data size or with model size? It sweeps batch sizes and learning rates (EWA on, constant learning
-rate) for three model widths, measures the CBS at five data budgets from the same runs, fits
-CBS = c N^alpha D^beta with bootstrap intervals and the coupled law (D proportional to N), runs the
-protocol ablation (cosine and WSD, b2) at one (N, D), and writes a report that opens with the
-answer (`launch.cbs_study`). By default the tiny model on the embedded language; `--config` and
+data size or with model size? A pilot first checks that the model widths move the loss (else it
+refuses, naming widths to use; `--pilot` stops after it). Then it sweeps batch sizes from 1 and
+learning rates (EWA on, constant learning rate) for three model widths with K seeds each, measures
+the CBS and B_noise at four data budgets from the same runs, fits c N^alpha D^beta for both with
+intervals that resample runs, states the design's power, runs the protocol ablation (cosine and
+WSD) at one (N, D), and writes a report that opens with the answer (`launch.cbs_study`). By default the tiny model on the embedded language; `--config` and
 `--config.KEY=VALUE` put any model and data under the same protocol (widths are then relative to
 the config's `model.d_model`), the study's own knobs (batch sizes, learning rates, budgets, run
 lengths) staying the study's. With `--theory` the report gains the least-squares testbed
@@ -30,6 +31,8 @@ from launch import adaptive_study
 from launch import cbs_study
 from launch import grid
 from launch import study_plan
+from launch.study_plan import ADAPTIVE
+from launch.study_plan import ADAPTIVE_QUICK
 from launch.study_plan import CONFIG
 from launch.study_plan import FULL
 from launch.study_plan import QUICK
@@ -63,6 +66,22 @@ def parse_overrides(extra: list[str]) -> dict:
   return overrides
 
 
+def with_options(plan: study_plan.Plan, seeds: int, widths: str) -> study_plan.Plan:
+  """The plan with `--seeds` and `--widths` applied; ValueError names a bad value."""
+  if seeds < 0:
+    raise ValueError(f"--seeds={seeds}: need a positive number of seeds")
+  if widths:
+    try:
+      values = tuple(sorted(float(w) for w in widths.split(",")))
+    except ValueError:
+      raise ValueError(f"--widths={widths!r}: expected comma-separated positive numbers") from None
+    if len(values) < 2 or values[0] <= 0 or len(set(values)) < len(values):
+      raise ValueError(f"--widths={widths!r}: need at least two distinct positive widths")
+    middle = values[len(values) // 2]
+    plan = dataclasses.replace(plan, widths=values, ablation_width=middle)
+  return dataclasses.replace(plan, seeds=seeds or plan.seeds)
+
+
 def check_root(root: str, setup: dict) -> None:
   """A root holds the runs of one model and data: reusing them for another would mix studies."""
   manifest = os.path.join(root, "manifest.json")
@@ -85,12 +104,21 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--config", default=CONFIG,
                  help=f"the model and data to study (default {CONFIG}); "
                  "then --config.KEY=VALUE ...")
+  p.add_argument("--pilot", action="store_true", help="cbs: only the pilot (leverage on N)")
+  p.add_argument("--seeds", type=int, default=0,
+                 help="cbs: seeds per (width, batch, learning rate) (default 2, --quick 1)")
+  p.add_argument("--widths", default="",
+                 help="cbs: model widths relative to the config's d_model, e.g. 0.25,0.5")
   args, extra = p.parse_known_args(argv)
-  plan = QUICK if args.quick else FULL
+  if args.study == "adaptive":
+    plan = ADAPTIVE_QUICK if args.quick else ADAPTIVE
+  else:
+    plan = QUICK if args.quick else FULL
   name = args.study + ("" if args.config == CONFIG else
                        "_" + os.path.splitext(os.path.basename(args.config.split(":")[0]))[0])
   root = os.path.abspath(args.root or os.path.join("study", name + ("_quick" * args.quick)))
   try:
+    plan = with_options(plan, args.seeds, args.widths)
     user = parse_overrides(extra)
     setup = {"config": args.config, "overrides": user}
     check_root(root, setup)
@@ -106,9 +134,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.study == "cbs":
       results = cbs_study.cbs_study(root, plan, bootstrap=200 if args.quick else 1000,
                                     theory_blocks=theory_blocks if args.theory else None,
-                                    config=args.config, user=user)
-      summary = {"cbs": {g["name"]: g.get("cbs") for g in results["groups"]},
-                 "answer": results["answer"], "ablation": results["ablation"]}
+                                    config=args.config, user=user, pilot_only=args.pilot,
+                                    refuse=not args.quick)
+      summary = {} if args.pilot else {
+          "cbs": {g["name"]: g.get("cbs") for g in results["groups"]},
+          "b_noise": {g["name"]: g.get("b_noise") for g in results["groups"]},
+          "answer": results["answer"], "answer_noise_scale": results["answer_noise_scale"],
+          "ablation": results["ablation"]}
     else:
       tokens = plan.max_budget * (1 if args.quick else 2)
       results = adaptive_study.adaptive_study(root, plan, tokens, args.config, user)

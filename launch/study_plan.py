@@ -28,8 +28,10 @@ class Plan:
   ablation_width: float  # the (N, D) of the protocol ablation: this model ...
   ablation_divisor: int  # ... at D = max_budget / this
   ablation_batches: tuple[int, ...]  # cosine and WSD runs, tuned over lr_multipliers
-  b2_batches: tuple[int, ...]  # small batches also swept with b2 = 0.999 (ablation model)
   lr_extensions: int = 0  # learning rates added per batch while the best one sits at a grid edge
+  seeds: int = 1  # runs per (width, batch, learning rate): init and data order seeded alike
+  pilot_widths: tuple[float, ...] = ()  # candidate widths the pilot measures (with `widths`)
+  pilot_batches: tuple[int, ...] = (4, 16)  # the pilot's batches above b_opt (B_noise at min D)
 
   @property
   def budgets(self) -> list[int]:
@@ -40,13 +42,28 @@ class Plan:
     return self.max_budget // self.ablation_divisor
 
 
-FULL = Plan(widths=(0.5, 1.0, 2.0), batches=(2, 4, 8, 16, 32, 64, 128), b_opt=4,
-            lr_multipliers=(0.5, 1.0, 2.0), max_budget=256_000, budget_divisors=(16, 8, 4, 2, 1),
-            eval_tokens=8192, evals_per_doubling=6, ablation_width=1.0, ablation_divisor=2,
-            ablation_batches=(4, 16, 64), b2_batches=(2, 4), lr_extensions=2)
-QUICK = Plan(widths=(0.5, 1.0), batches=(2, 4, 8, 16), b_opt=4, lr_multipliers=(1.0,),
+# Widths d_model 16, 24, 32 of the tiny model: where capacity binds on the embedded language (the
+# pilot measures it: d_model 64 and 128 reach within a few hundredths of d_model 32 at 256k tokens).
+# Batches from 1: B_opt = 1 needs 1 + 1 / B_noise of the small-batch limit's tokens (B_noise >= 7
+# keeps that within 15%; batch 4 needed up to 1.44x here).
+FULL = Plan(widths=(0.25, 0.375, 0.5), batches=(1, 2, 4, 8, 16, 32, 64), b_opt=1,
+            lr_multipliers=(0.5, 1.0, 2.0), max_budget=256_000, budget_divisors=(8, 4, 2, 1),
+            eval_tokens=8192, evals_per_doubling=6, ablation_width=0.375, ablation_divisor=2,
+            ablation_batches=(2, 8, 32), lr_extensions=2, seeds=2,
+            pilot_widths=(0.125, 0.25, 0.5, 1.0))
+QUICK = Plan(widths=(0.25, 0.5), batches=(1, 2, 4, 8, 16), b_opt=1, lr_multipliers=(1.0,),
              max_budget=24_576, budget_divisors=(4, 2, 1), eval_tokens=2048, evals_per_doubling=4,
-             ablation_width=1.0, ablation_divisor=1, ablation_batches=(8,), b2_batches=(2,))
+             ablation_width=0.5, ablation_divisor=1, ablation_batches=(4,), seeds=1,
+             pilot_batches=(4, 16))
+# The adaptive study's plans (batch 4 up to 128 for the full one): separate from the CBS study's.
+ADAPTIVE = Plan(widths=(0.5, 1.0, 2.0), batches=(2, 4, 8, 16, 32, 64, 128), b_opt=4,
+                lr_multipliers=(0.5, 1.0, 2.0), max_budget=256_000,
+                budget_divisors=(16, 8, 4, 2, 1), eval_tokens=8192, evals_per_doubling=6,
+                ablation_width=1.0, ablation_divisor=2, ablation_batches=(4, 16, 64), lr_extensions=2)
+ADAPTIVE_QUICK = Plan(widths=(0.5, 1.0), batches=(2, 4, 8, 16), b_opt=4, lr_multipliers=(1.0,),
+                      max_budget=24_576, budget_divisors=(4, 2, 1), eval_tokens=2048,
+                      evals_per_doubling=4, ablation_width=1.0, ablation_divisor=1,
+                      ablation_batches=(8,))
 
 
 def lr_center(batch: int, d_model: int = 64) -> float:
@@ -78,11 +95,17 @@ def d_model(config, width: float) -> int:
   return size
 
 
-def make_run(batch: int, lr: float, overrides: dict, config: str = CONFIG, prefix: str = "") -> grid.Run:
-  """A run named by what varies: `[prefix,]batch.size=B,optimizer.lr=LR` (lr to 3 digits)."""
+def make_run(batch: int, lr: float, overrides: dict, config: str = CONFIG, prefix: str = "",
+             seed: int | None = None) -> grid.Run:
+  """A run named by what varies: `[prefix,]batch.size=B,optimizer.lr=LR[,seed=S]` (lr to 3
+  digits); `seed` sets `seed`, which draws both the initialisation and the data order."""
   lr = float(f"{lr:.3g}")
   name = f"{prefix}batch.size={batch},optimizer.lr={lr}"
-  return grid.Run(name, config, {**overrides, "batch.size": batch, "optimizer.lr": lr})
+  overrides = {**overrides, "batch.size": batch, "optimizer.lr": lr}
+  if seed is not None:
+    name += f",seed={seed}"
+    overrides["seed"] = seed
+  return grid.Run(name, config, overrides)
 
 
 def expected_cost(batch: int, tokens: float, d_model: int, seq_len: int) -> float:

@@ -5,9 +5,12 @@ import json
 import math
 import pathlib
 
+import numpy as np
 import pytest
 
+from analysis import pilot as pilot_analysis
 from launch import cbs_study
+from launch import pilot
 from launch import study
 from launch import study_plan
 from tests.data import corpus
@@ -17,7 +20,8 @@ def test_quick_cbs_study_answers_data_or_model_size(tmp_path, capsys):
   root = tmp_path / "cbs"
   assert study.main(["cbs", "--quick", "--root", str(root)]) == 0
   out = capsys.readouterr().out
-  assert "100.0% of the work, 11/11 runs" in out and "report: " in out and "ETA ~" in out
+  assert "100.0% of the work, 6/6 runs" in out  # the pilot: 3 runs per width
+  assert "100.0% of the work, 12/12 runs" in out and "report: " in out and "ETA ~" in out
   results = json.loads((root / "report" / "results.json").read_text())
   groups = results["groups"]
   plan = study.QUICK
@@ -26,24 +30,53 @@ def test_quick_cbs_study_answers_data_or_model_size(tmp_path, capsys):
   for g in groups:
     assert math.isfinite(g["cbs"]) and plan.batches[0] <= g["cbs"] <= plan.batches[-1]
     assert not g["unreached"]
-  answer = results["answer"]
-  for key in ("alpha", "beta"):
-    lo, hi = answer[f"{key}_ci"]
-    assert math.isfinite(answer[key]) and lo <= answer[key] <= hi
-  assert "coupled" in answer and answer["sentence"].startswith("At this scale the CBS")
+    assert 0 < g["target_above_floor"] == pytest.approx(g["target"] - g["bayes_floor"])
+  # Both laws against an independent least-squares fit of the groups' own values (computed by
+  # analysis.fits, not by the vectorised fits of the answer).
+  design = np.array([[1, math.log(g["n_params"]), math.log(g["tokens"])] for g in groups])
+  for key, value in (("answer", "cbs"), ("answer_noise_scale", "b_noise")):
+    law = results[key]
+    (_, alpha, beta), *_ = np.linalg.lstsq(design, np.log([g[value] for g in groups]), rcond=None)
+    assert (law["alpha"], law["beta"]) == pytest.approx((alpha, beta), abs=2e-3)
+    for name in ("alpha", "beta"):
+      lo, hi = law[f"{name}_ci"]
+      assert lo < hi and math.isfinite(law["power"][name]) or math.isnan(law["power"][name])
+  assert "coupled" in results["answer"] and "At this scale the CBS" in results["answer"]["sentence"]
   md = (root / "report" / "report.md").read_text()
-  assert md.index("## Answer: does the CBS scale") < md.index("## CBS per model and data budget")
+  assert (md.index("## Pilot") < md.index("## Answer: does the CBS scale")
+          < md.index("## CBS per model and data budget"))
+  assert "b_opt_token_overhead" in md and "B_noise = b / a" in md
   assert "(cbs_vs_n_and_d.png)" in md and "## Protocol ablation" in md
   assert (root / "report" / "cbs_vs_n_and_d.png").stat().st_size > 10_000
   ablation = results["ablation"]
   assert [r["batch_size"] for r in ablation["schedules"]] == list(plan.ablation_batches)
   assert all(math.isfinite(r[k]) for r in ablation["schedules"] for k in ("cosine", "wsd"))
-  assert [r["batch_size"] for r in ablation["b2"]] == list(plan.b2_batches)
   # A rerun trains nothing and reproduces the table.
   assert study.main(["cbs", "--quick", "--root", str(root)]) == 0
-  assert capsys.readouterr().out.count("reused") == 11
+  assert capsys.readouterr().out.count("reused") == 18
   again = json.loads((root / "report" / "results.json").read_text())["groups"]
   assert [g["cbs"] for g in again] == [g["cbs"] for g in groups]
+
+
+def _pilot_rows(losses_at_max: dict[float, float]) -> list:
+  """Pilot rows of a language whose loss falls by 0.3 nats from the smallest to the largest D."""
+  return [pilot_analysis.Width(w, round(64 * w), 1000, loss + 0.3, loss, 10.0, ())
+          for w, loss in losses_at_max.items()]
+
+
+def test_the_study_refuses_widths_that_barely_move_the_loss(tmp_path, capsys, monkeypatch):
+  rows = _pilot_rows({0.125: 3.04, 0.25: 2.85, 0.375: 2.83, 0.5: 2.82, 1.0: 2.81})
+  monkeypatch.setattr(pilot, "run_pilot", lambda *args: rows)
+  assert study.main(["cbs", "--root", str(tmp_path), "--widths=0.375,0.5,1.0"]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and "widths d_model 24, 32, 64 differ by 0.020 nats" in err[0]
+  assert err[0].endswith("use --widths=0.125,0.25,0.375 (d_model 8, 16, 24) instead")
+  assert not (tmp_path / "manifest.json").exists()  # nothing of the sweep was started
+  assert study.main(["cbs", "--pilot", "--root", str(tmp_path)]) == 2  # 16, 24, 32: 0.03 / 0.3
+  monkeypatch.setattr(pilot, "run_pilot", lambda *args: _pilot_rows(
+      {0.125: 3.04, 0.25: 2.95, 0.375: 2.87, 0.5: 2.82, 1.0: 2.81}))
+  assert study.main(["cbs", "--pilot", "--root", str(tmp_path)]) == 0  # 0.13 / 0.3: leverage
+  assert "## Pilot" in (tmp_path / "pilot" / "report" / "report.md").read_text()
 
 
 def test_quick_adaptive_study_compares_schedules_at_equal_tokens_and_steps(tmp_path):
@@ -71,7 +104,7 @@ def test_quick_adaptive_study_compares_schedules_at_equal_tokens_and_steps(tmp_p
 def test_quick_cbs_study_on_the_users_config_and_text_files(tmp_path, capsys, monkeypatch):
   # One model and no ablation: the plan's breadth is the test above's; this one checks the data.
   monkeypatch.setattr(study, "QUICK", dataclasses.replace(
-      study.QUICK, widths=(1.0,), ablation_batches=(), b2_batches=()))
+      study.QUICK, widths=(1.0,), ablation_width=1.0, ablation_batches=()))
   for f in range(2):
     (tmp_path / f"part{f}.jsonl").write_text("".join(
         json.dumps({"text": corpus.document(f * 300 + i)}) + "\n" for i in range(300)))
@@ -86,7 +119,7 @@ def test_quick_cbs_study_on_the_users_config_and_text_files(tmp_path, capsys, mo
   groups = json.loads((root / "report" / "results.json").read_text())["groups"]
   assert sorted({g["tokens"] for g in groups}) == study.QUICK.budgets
   assert all(math.isfinite(g["cbs"]) for g in groups)
-  run = json.loads((root / "d_model=64,batch.size=4,optimizer.lr=0.00354" / "config.json")
+  run = json.loads((root / "d_model=64,batch.size=4,optimizer.lr=0.00354,seed=0" / "config.json")
                    .read_text())
   assert (run["config"]["data"]["source"], run["config"]["data"]["vocab"]) == ("text_files", "byte")
   assert json.loads((root / "study.json").read_text())["config"] == "configs/tiny.py"

@@ -78,9 +78,24 @@ def test_too_few_points_below_the_cbs(tmp_path):
   assert g["cbs"] == pytest.approx(13.6, rel=0.02)
   assert (g["guards"]["points_below_cbs"], g["guards"]["points_above_cbs"]) == (1, 3)
   assert g["guards"]["cbs_in_range"]
-  assert g["guards"]["warnings"] == [f"1 batch size(s) below the CBS {g['cbs']:.1f} ([8]): add batch 4"]
+  assert g["guards"]["warnings"][0] == (f"1 batch size(s) below the CBS {g['cbs']:.1f} ([8]), "
+                                        "3 wanted: add batch 4")
   lo, hi = g["cbs_ci"]
   assert lo <= g["cbs"] <= hi
+
+
+@pytest.mark.parametrize("b_opt,b_noise,flagged", [(8, 20.0, True), (4, 40.0, False)])
+def test_a_reference_batch_outside_the_linear_regime_fails_its_guard(tmp_path, b_opt, b_noise,
+                                                                     flagged):
+  # Tokens at B_opt over the small-batch limit: (a B_opt + b) / b = 1 + B_opt / B_noise.
+  lrs = {b: 1e-3 for b in (b_opt, 2 * b_opt, 4 * b_opt, 8 * b_opt)}
+  write_sweep(tmp_path, {b: [5e-4, 1e-3, 2e-3] for b in lrs}, lrs, b_noise, b_opt)
+  g = measured(tmp_path, b_opt)
+  assert g["guards"]["b_opt_token_overhead"] == pytest.approx(1 + b_opt / b_noise, rel=0.02)
+  named = [w for w in g["guards"]["warnings"] if w.startswith("b_opt_token_overhead")]
+  assert named == ([f"b_opt_token_overhead: B_opt={b_opt} needs {1 + b_opt / b_noise:.2f}x the "
+                    "tokens of the small-batch limit (at most 1.15): start the batch sizes lower "
+                    "(or use shorter sequences) and take a smaller B_opt"] if flagged else [])
 
 
 def test_a_cbs_above_the_swept_batch_sizes(tmp_path):
