@@ -26,6 +26,7 @@ import os
 import sys
 import time
 
+from launch import adaptive_plan
 from launch import adaptive_study
 from launch import cbs_study
 from launch import grid
@@ -110,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
       summary = {"cbs": {g["name"]: g.get("cbs") for g in results["groups"]},
                  "answer": results["answer"], "ablation": results["ablation"]}
     else:
-      tokens = plan.max_budget * (1 if args.quick else 2)
-      results = adaptive_study.adaptive_study(root, plan, tokens, args.config, user)
+      results = adaptive_study.adaptive_study(root, adaptive_plan.QUICK if args.quick
+                                              else adaptive_plan.FULL, args.config, user)
       summary = {"schedules": results["schedules"], "frontier": results["frontier"]}
   except ValueError as e:  # a bad value in the user's config, found when its runs are built
     print(f"launch.study: {e}", file=sys.stderr)
