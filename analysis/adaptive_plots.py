@@ -43,8 +43,8 @@ def frontier(arms: list, path: str) -> str:
       tokens = np.array([e["tokens"] for e in curve], float)
       steps = np.array([e["step"] for e in curve], float)
       losses = np.array([e[key] for e in curve], float)
-      style = dict(color=f"C{i % 10}", ls=STYLES[arm.kind], lw=1.4 if k == 0 else 0.8,
-                   label=f"{arm.label} (lr {arm.lr:.3g})" if k == 0 else None)
+      style = {"color": f"C{i % 10}", "ls": STYLES[arm.kind], "lw": 1.4 if k == 0 else 0.8,
+               "label": f"{arm.label} (lr {arm.lr:.3g})" if k == 0 else None}
       axes[0].plot(np.maximum(steps, 1), losses, **style)
       axes[1].plot(tokens, losses, **style)
   _log_x(axes[0], "optimizer steps")

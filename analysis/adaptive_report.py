@@ -72,9 +72,9 @@ def tuned(measured: list[Measured], tokens: int) -> dict[str, Tuned]:
   for label in dict.fromkeys(m.label for m in measured):
     mine = [m for m in measured if m.label == label]
     rates = tuple(sorted({m.lr for m in mine}))
-    score = lambda lr: _mean(final_loss(m.run, tokens) for m in mine if m.lr == lr)
-    scored = [lr for lr in rates if not math.isnan(score(lr))]
-    lr = min(scored, key=score) if scored else rates[0]
+    scores = {lr: _mean(final_loss(m.run, tokens) for m in mine if m.lr == lr) for lr in rates}
+    scored = [lr for lr in rates if not math.isnan(scores[lr])]
+    lr = min(scored, key=scores.get) if scored else rates[0]
     best = sorted((m for m in mine if m.lr == lr), key=lambda m: m.seed)
     out[label] = Tuned(label, mine[0].kind, lr, rates,
                        tuple(final_loss(m.run, tokens) for m in best), tuple(m.run for m in best))

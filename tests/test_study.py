@@ -3,13 +3,11 @@
 import dataclasses
 import json
 import math
-import pathlib
 
 import pytest
 
 from launch import cbs_study
 from launch import study
-from launch import study_plan
 from tests.data import corpus
 
 
@@ -44,28 +42,6 @@ def test_quick_cbs_study_answers_data_or_model_size(tmp_path, capsys):
   assert capsys.readouterr().out.count("reused") == 11
   again = json.loads((root / "report" / "results.json").read_text())["groups"]
   assert [g["cbs"] for g in again] == [g["cbs"] for g in groups]
-
-
-def test_quick_adaptive_study_compares_schedules_at_equal_tokens_and_steps(tmp_path):
-  root = tmp_path / "adaptive"
-  assert study.main(["adaptive", "--quick", "--root", str(root)]) == 0
-  results = json.loads((root / "report" / "results.json").read_text())
-  rows = {r["run"]: r for r in results["schedules"]["rows"]}
-  small, large = (study_plan.make_run(b, study_plan.lr_center(b), {}).name for b in (4, 16))
-  assert set(rows) == {small, large, "schedule=ramp", "schedule=norm", "schedule=norm_lau"}
-  assert rows["schedule=ramp"]["final_batch"] == 16 and rows["schedule=ramp"]["initial_batch"] == 4
-  assert rows["schedule=norm"]["final_batch"] > 4 and rows["schedule=norm_lau"]["final_batch"] > 4
-  lau = json.loads((root / "schedule=norm_lau" / "config.json").read_text())["config"]["batch"]
-  assert (lau["test_interval"], lau["lr_scaling"], lau["stats_ema"]) == (1, "none", 0.0)
-  for r in rows.values():
-    assert all(math.isfinite(v) for v in r["losses"])
-  # At equal tokens, a bigger batch has taken fewer steps.
-  assert rows[large]["steps"][-1] < rows["schedule=norm"]["steps"][-1] < rows[small]["steps"][-1]
-  steps = results["frontier"]["equal_steps"]
-  at = steps["steps"].index(steps["horizon"])  # where the run with the fewest steps ends
-  assert len(steps["rows"]) == 5 and all(math.isfinite(r["losses"][at]) for r in steps["rows"])
-  assert "wins" in results["frontier"]["sentence"]
-  assert pathlib.Path(root / "report" / "frontier.png").stat().st_size > 10_000
 
 
 def test_quick_cbs_study_on_the_users_config_and_text_files(tmp_path, capsys, monkeypatch):
