@@ -32,9 +32,12 @@ def _log_x(ax, label: str) -> None:
   ax.tick_params(labelsize=10)
 
 
-def frontier(arms: list, path: str) -> str:
-  """Eval loss against steps (left) and tokens (right); `arms` are `adaptive_report.Tuned`."""
+def frontier(arms: list, targets: list[float], path: str) -> str:
+  """Eval loss against steps (left) and tokens (right), the target losses dotted; `arms` are
+  `adaptive_report.Tuned`."""
   fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharey=True)
+  for target in targets:
+    axes[0].axhline(target, color="0.5", ls=":", lw=0.8)
   for i, arm in enumerate(arms):
     for k, run in enumerate(arm.runs):
       if not run.evals:

@@ -221,7 +221,7 @@ def write(measured: list[Measured], design: Design, out: str) -> dict:
   rows = [compare(arms, t) for t in goals]
   result = answer(rows, seeds, design.tokens)
   table = arm_rows(arms, design, goals)
-  frontier = adaptive_plots.frontier(arms, f"{out}/frontier.png")
+  frontier = adaptive_plots.frontier(arms, goals, f"{out}/frontier.png")
   batches = adaptive_plots.batch_sizes(arms, f"{out}/batch_sizes.png")
   sweep = [r for r in table if r["arm"].startswith("norm test")]
   blocks = [
@@ -239,7 +239,7 @@ def write(measured: list[Measured], design: Design, out: str) -> dict:
           "difference is within seed noise. Targets run from the highest loss every seed of "
           "every arm reaches by D to the lowest that every seed of some arm reaches."),
       report_lib.image(frontier, "Eval loss against steps (left) and tokens (right) of every "
-                                 "tuned arm, one line per seed"),
+                                 "tuned arm, one line per seed; the target losses dotted"),
       report_lib.heading("Tuned arms"),
       report_lib.table(["arm", "rate", "loss at D", "steps at D", "last batch",
                         "step the cap was reached", "share of D at the cap",
