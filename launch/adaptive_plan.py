@@ -32,10 +32,12 @@ class AdaptivePlan:
   theta: float  # the inner-product arm's tolerance
   evals: int  # evaluations per run, every tokens / evals
   eval_tokens: int
+  lr_extensions: int = 0  # rates added past a grid's edge while an arm's best rate sits on it
 
 
 FULL = AdaptivePlan(start=2, cap=128, tokens=512_000, lr_multipliers=(0.5, 1.0, 2.0), seeds=(0, 1),
-                    eta=0.5, etas=(0.1, 0.25, 0.8), theta=0.1, evals=32, eval_tokens=4096)
+                    eta=0.5, etas=(0.1, 0.25, 0.8), theta=0.1, evals=32, eval_tokens=4096,
+                    lr_extensions=1)
 QUICK = AdaptivePlan(start=2, cap=16, tokens=16_384, lr_multipliers=(1.0,), seeds=(0,), eta=0.5,
                      etas=(0.1,), theta=0.1, evals=8, eval_tokens=1024)
 
@@ -121,6 +123,15 @@ def eta_trials(plan: AdaptivePlan, lr: float, d_model: int, base: dict,
   """The eta sweep at the norm arm's tuned rate."""
   return [trial(norm_arm(plan, eta, d_model), lr, seed, base, config)
           for eta in plan.etas for seed in plan.seeds]
+
+
+def beyond_edge(lr: float, rates: tuple[float, ...]) -> float | None:
+  """The next rate past the grid's edge when the best rate `lr` sits on it (same ratio as the
+  grid's first step); None when it is interior or only one rate was swept."""
+  if len(rates) < 2 or rates[0] < lr < rates[-1]:
+    return None
+  ratio = rates[1] / rates[0]
+  return lr * ratio if lr == rates[-1] else lr / ratio
 
 
 def expected_cost(arm: Arm, plan: AdaptivePlan, d_model: int, seq_len: int) -> float:

@@ -2,8 +2,8 @@
 batch and the best ramp at equal tokens (Lau et al. 2024)?
 
 Two stages under one root (`launch.adaptive_plan` says what and why): every arm over its
-learning-rate grid and seeds, then the norm test's eta sweep at the norm arm's tuned rate. Each run
-is trained once; a rerun reuses finished and failed runs. `analysis.adaptive_report` tunes the arms,
+learning-rate grid and seeds (one rate further wherever the best sits on the grid's edge), then the
+norm test's eta sweep at the norm arm's tuned rate. Each run is trained once; a rerun reuses finished and failed runs. `analysis.adaptive_report` tunes the arms,
 measures steps to common losses per seed and writes the report with its answer.
 """
 
@@ -34,10 +34,44 @@ def base_overrides(plan: AdaptivePlan, user: dict) -> dict:
           "checkpoint.every_tokens": 10 * plan.tokens}
 
 
-def train_all(trials: list[Trial], root: str, progress: study_plan.Progress) -> list:
-  """Each trial's run loaded after training (or reuse), in order."""
-  return [adaptive_report.Measured(t.arm.label, t.arm.kind, t.lr, t.seed,
-                                   cbs_study.train(t.run, root, progress)) for t in trials]
+class Study:
+  """The study's trials under one root: planned (manifest, progress bar), then trained in order."""
+
+  def __init__(self, root: str, plan: AdaptivePlan, config: str, base: dict, d_model: int,
+               progress: study_plan.Progress, cost: dict[str, float], setup: dict):
+    self.root, self.plan, self.config, self.base = root, plan, config, base
+    self.d_model, self.progress, self.cost, self.setup = d_model, progress, cost, setup
+    self.planned: list[Trial] = []
+    self.measured: list[adaptive_report.Measured] = []
+
+  def train(self, trials: list[Trial]) -> None:
+    """Adds `trials` to the manifest and the progress bar, then trains (or reuses) each."""
+    for t in trials:
+      self.progress.add(t.run.name, self.cost[t.arm.key])
+    self.planned += trials
+    backends.write_manifest(epath.Path(self.root), COMMAND, [t.run for t in self.planned],
+                            self.setup)
+    self.measured += [adaptive_report.Measured(t.arm.label, t.arm.kind, t.lr, t.seed,
+                                               cbs_study.train(t.run, self.root, self.progress))
+                      for t in trials]
+
+  def tuned_lr(self, arm: adaptive_plan.Arm) -> float:
+    return adaptive_report.tuned(self.measured, self.plan.tokens)[arm.label].lr
+
+  def extend_edges(self) -> None:
+    """Runs at a rate past the grid's edge, every seed, for each arm whose best rate sits on the
+    edge, up to `plan.lr_extensions` rounds (a best rate on the edge is not known to be best)."""
+    for _ in range(self.plan.lr_extensions):
+      best = adaptive_report.tuned(self.measured, self.plan.tokens)
+      trials = [adaptive_plan.trial(arm, lr, seed, self.base, self.config)
+                for arm in adaptive_plan.arms(self.plan, self.d_model)
+                if (lr := adaptive_plan.beyond_edge(best[arm.label].lr, best[arm.label].rates))
+                for seed in self.plan.seeds]
+      if not trials:
+        return
+      print("[study] best rate on the grid's edge; adding "
+            + ", ".join(dict.fromkeys(f"{t.arm.label} lr {t.lr:g}" for t in trials)), flush=True)
+      self.train(trials)
 
 
 def adaptive_study(root: str, plan: AdaptivePlan, config: str = study_plan.CONFIG,
@@ -46,32 +80,25 @@ def adaptive_study(root: str, plan: AdaptivePlan, config: str = study_plan.CONFI
   base = base_overrides(plan, user)
   config_dict = grid.load_config(config, base)
   d_model, seq_len = config_dict.model.d_model, config_dict.data.seq_len
-  first = adaptive_plan.grid_trials(plan, d_model, base, config)
-  setup = {"setup": {"config": config, "overrides": user}}
-  backends.write_manifest(epath.Path(root), COMMAND, [t.run for t in first], setup)
+  norm = adaptive_plan.norm_arm(plan, plan.eta, d_model)
   cost = {arm.key: adaptive_plan.expected_cost(arm, plan, d_model, seq_len)
           for arm in [*adaptive_plan.arms(plan, d_model),
                       *(adaptive_plan.norm_arm(plan, e, d_model) for e in plan.etas)]}
-  planned = {t.run.name: cost[t.arm.key] for t in first}
-  sweep = {f"{e:g},{s}": cost[adaptive_plan.norm_arm(plan, e, d_model).key]
+  sweep = {f"eta {e:g}, seed {s}": cost[adaptive_plan.norm_arm(plan, e, d_model).key]
            for e in plan.etas for s in plan.seeds}  # named once the norm arm's rate is known
-  progress = study_plan.Progress({**planned, **sweep})
-  measured = train_all(first, root, progress)
-  norm_label = adaptive_plan.norm_arm(plan, plan.eta, d_model).label
-  lr = adaptive_report.tuned(measured, plan.tokens)[norm_label].lr
+  study = Study(root, plan, config, base, d_model, study_plan.Progress(sweep), cost,
+                {"setup": {"config": config, "overrides": user}})
+  study.train(adaptive_plan.grid_trials(plan, d_model, base, config))
+  study.extend_edges()
+  lr = study.tuned_lr(norm)
   print(f"[study] norm test (eta {plan.eta:g}): tuned rate {lr:g}; sweeping eta over "
         f"{', '.join(f'{e:g}' for e in plan.etas)}", flush=True)
-  second = adaptive_plan.eta_trials(plan, lr, d_model, base, config)
-  for t in second:
-    progress.costs.pop(f"{t.arm.overrides['batch.eta']:g},{t.seed}")
-    progress.add(t.run.name, cost[t.arm.key])
-  runs = [t.run for t in first + second]
-  backends.write_manifest(epath.Path(root), COMMAND, runs, setup)
-  measured += train_all(second, root, progress)
+  for key in sweep:
+    study.progress.costs.pop(key)
+  study.train(adaptive_plan.eta_trials(plan, lr, d_model, base, config))
   out = os.path.join(root, "report")
   os.makedirs(out, exist_ok=True)
-  results = adaptive_report.write(measured, adaptive_report.Design(
+  results = adaptive_report.write(study.measured, adaptive_report.Design(
       plan.start, plan.cap, plan.tokens, plan.eta, COMMAND), out)
   print(f"[study] {results['answer']['sentence']}", flush=True)
   return results
-

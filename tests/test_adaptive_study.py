@@ -108,6 +108,14 @@ def test_full_plan_tunes_every_arm_with_room_to_grow():
   assert [t for t, _ in stages] == [plan.tokens * k // 7 for k in range(1, 7)]  # equal tokens
 
 
+def test_a_best_rate_on_the_grids_edge_gets_the_next_rate_past_it():
+  rates = (1e-3, 2e-3, 4e-3)
+  assert adaptive_plan.beyond_edge(4e-3, rates) == pytest.approx(8e-3)
+  assert adaptive_plan.beyond_edge(1e-3, rates) == pytest.approx(5e-4)
+  assert adaptive_plan.beyond_edge(2e-3, rates) is None
+  assert adaptive_plan.beyond_edge(2e-3, (2e-3,)) is None  # one rate: no direction to go
+
+
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
   root = tmp_path_factory.mktemp("adaptive")
