@@ -36,7 +36,7 @@ class AdaptivePlan:
 
 
 FULL = AdaptivePlan(start=2, cap=128, tokens=512_000, lr_multipliers=(0.5, 1.0, 2.0), seeds=(0, 1),
-                    eta=0.5, etas=(0.1, 0.25, 0.8), theta=0.1, evals=32, eval_tokens=4096,
+                    eta=0.5, etas=(0.1, 0.25, 0.8, 1.0), theta=0.1, evals=32, eval_tokens=4096,
                     lr_extensions=1)
 QUICK = AdaptivePlan(start=2, cap=16, tokens=16_384, lr_multipliers=(1.0,), seeds=(0,), eta=0.5,
                      etas=(0.1,), theta=0.1, evals=8, eval_tokens=1024)
