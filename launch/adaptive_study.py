@@ -1,76 +1,104 @@
-"""The adaptive study: batch-size schedules against constant batches at equal tokens and equal steps.
+"""The adaptive study: does an adaptive batch reach a loss in fewer steps than the best constant
+batch and the best ramp at equal tokens (Lau et al. 2024)?
 
-Five runs of one model for the same tokens: constant B_opt, constant largest batch, a stagewise
-ramp with equal tokens per stage, the norm test as Lau et al. 2024 run it (tested every step, eta
-0.1, raw statistics, no learning-rate change when the batch grows, sizes rounded up to a multiple of
-the starting batch), and the norm test as tuned here (eta 0.5, statistics EMA 0.9, sqrt learning-
-rate scaling, powers of two). The report tabulates loss at equal tokens and at equal steps, draws
-the steps / tokens frontier and says which schedule wins where.
+Two stages under one root (`launch.adaptive_plan` says what and why): every arm over its
+learning-rate grid and seeds (one rate further wherever the best sits on the grid's edge), then the
+norm test's eta sweep at the norm arm's tuned rate. Each run is trained once; a rerun reuses finished and failed runs. `analysis.adaptive_report` tunes the arms,
+measures steps to common losses per seed and writes the report with its answer.
 """
 
 import os
 
 from etils import epath
 
-from analysis import cbs as cbs_analysis
-from analysis import report as report_lib
-from analysis import study_report
+from analysis import adaptive_report
+from launch import adaptive_plan
 from launch import backends
 from launch import cbs_study
 from launch import grid
 from launch import study_plan
-from launch.study_plan import Plan
+from launch.adaptive_plan import AdaptivePlan
+from launch.adaptive_plan import Trial
 
 COMMAND = "python -m launch.study adaptive"
 
 
-def schedule_runs(plan: Plan, tokens: int, config: str, base: dict,
-                  d_model: int) -> list[tuple[grid.Run, str]]:
-  """(run, label) for the five schedules."""
-  small, large = plan.b_opt, plan.batches[-1]
-  lr = study_plan.lr_center(small, d_model)
-  ladder = [b for b in plan.batches if b >= small]
-  stages = [[int(tokens * k / len(ladder)), b] for k, b in enumerate(ladder) if k]
-  grow = {**base, "batch.size": small, "optimizer.lr": lr, "batch.max_size": large}
-  lau = {**grow, "batch.schedule": "norm", "batch.eta": 0.1, "batch.test_interval": 1,
-         "batch.stats_ema": 0.0, "batch.lr_scaling": "none", "batch.round": "multiple"}
-  tuned = {**grow, "batch.schedule": "norm", "batch.eta": 0.5, "batch.stats_ema": 0.9,
-           "batch.lr_scaling": "sqrt", "batch.round": "pow2"}
-  ramp = {**grow, "batch.schedule": "ramp", "batch.ramp": stages, "batch.lr_scaling": "sqrt",
-          "batch.round": "pow2"}
-  return [(study_plan.make_run(small, lr, base, config), f"constant {small}"),
-          (study_plan.make_run(large, study_plan.lr_center(large, d_model), base, config),
-           f"constant {large}"),
-          (grid.Run("schedule=ramp", config, ramp), f"ramp {small} -> {large}"),
-          (grid.Run("schedule=norm_lau", config, lau), "norm test (Lau et al.: every step, eta 0.1)"),
-          (grid.Run("schedule=norm", config, tuned), "norm test (tuned: eta 0.5, EMA, sqrt lr)")]
+def base_overrides(plan: AdaptivePlan, user: dict) -> dict:
+  """The study's protocol on any config: constant rate after a short warmup, EWA, evenly spaced
+  evals (steps to a loss are read between them), one run length."""
+  return {"mesh.data": 1, "ewa.decays": [0.99, 0.998], "eval.batch_size": 32,
+          "eval.dense_from_tokens": 0, "log.every_steps": 100, **user,
+          "train_tokens": plan.tokens, "data_budget_tokens": plan.tokens,
+          "schedule.warmup_tokens": plan.tokens // 40, "eval.tokens": plan.eval_tokens,
+          "eval.every_tokens": plan.tokens // plan.evals, "eval.per_doubling": 0,
+          "checkpoint.every_tokens": 10 * plan.tokens}
 
 
-def adaptive_study(root: str, plan: Plan, tokens: int, config: str = study_plan.CONFIG,
+class Study:
+  """The study's trials under one root: planned (manifest, progress bar), then trained in order."""
+
+  def __init__(self, root: str, plan: AdaptivePlan, config: str, base: dict, d_model: int,
+               progress: study_plan.Progress, cost: dict[str, float], setup: dict):
+    self.root, self.plan, self.config, self.base = root, plan, config, base
+    self.d_model, self.progress, self.cost, self.setup = d_model, progress, cost, setup
+    self.planned: list[Trial] = []
+    self.measured: list[adaptive_report.Measured] = []
+
+  def train(self, trials: list[Trial]) -> None:
+    """Adds `trials` to the manifest and the progress bar, then trains (or reuses) each."""
+    for t in trials:
+      self.progress.add(t.run.name, self.cost[t.arm.key])
+    self.planned += trials
+    backends.write_manifest(epath.Path(self.root), COMMAND, [t.run for t in self.planned],
+                            self.setup)
+    self.measured += [adaptive_report.Measured(t.arm.label, t.arm.kind, t.lr, t.seed,
+                                               cbs_study.train(t.run, self.root, self.progress))
+                      for t in trials]
+
+  def tuned_lr(self, arm: adaptive_plan.Arm) -> float:
+    return adaptive_report.tuned(self.measured, self.plan.tokens)[arm.label].lr
+
+  def extend_edges(self) -> None:
+    """Runs at a rate past the grid's edge, every seed, for each arm whose best rate sits on the
+    edge, up to `plan.lr_extensions` rounds (a best rate on the edge is not known to be best)."""
+    for _ in range(self.plan.lr_extensions):
+      best = adaptive_report.tuned(self.measured, self.plan.tokens)
+      trials = [adaptive_plan.trial(arm, lr, seed, self.base, self.config)
+                for arm in adaptive_plan.arms(self.plan, self.d_model)
+                if (lr := adaptive_plan.beyond_edge(best[arm.label].lr, best[arm.label].rates))
+                for seed in self.plan.seeds]
+      if not trials:
+        return
+      print("[study] best rate on the grid's edge; adding "
+            + ", ".join(dict.fromkeys(f"{t.arm.label} lr {t.lr:g}" for t in trials)), flush=True)
+      self.train(trials)
+
+
+def adaptive_study(root: str, plan: AdaptivePlan, config: str = study_plan.CONFIG,
                    user: dict | None = None) -> dict:
   user = user or {}
-  base = {**study_plan.base_overrides(plan), **user, "train_tokens": tokens,
-          "data_budget_tokens": tokens, "eval.every_tokens": tokens // 32, "eval.per_doubling": 0,
-          "schedule.warmup_tokens": tokens // 40}
+  base = base_overrides(plan, user)
   config_dict = grid.load_config(config, base)
-  d_model = config_dict.model.d_model
-  labelled = schedule_runs(plan, tokens, config, base, d_model)
-  runs = [r for r, _ in labelled]
-  setup = {"setup": {"config": config, "overrides": user}}
-  backends.write_manifest(epath.Path(root), COMMAND, runs, setup)
-  costs = {r.name: study_plan.expected_cost(r.overrides["batch.size"], tokens, d_model,
-                                            config_dict.data.seq_len) for r in runs}
-  progress = study_plan.Progress(costs)
-  done = [cbs_study.train(r, root, progress) for r in runs]
-  backends.write_manifest(epath.Path(root), COMMAND, runs, setup)
+  d_model, seq_len = config_dict.model.d_model, config_dict.data.seq_len
+  norm = adaptive_plan.norm_arm(plan, plan.eta, d_model)
+  cost = {arm.key: adaptive_plan.expected_cost(arm, plan, d_model, seq_len)
+          for arm in [*adaptive_plan.arms(plan, d_model),
+                      *(adaptive_plan.norm_arm(plan, e, d_model) for e in plan.etas)]}
+  sweep = {f"eta {e:g}, seed {s}": cost[adaptive_plan.norm_arm(plan, e, d_model).key]
+           for e in plan.etas for s in plan.seeds}  # named once the norm arm's rate is known
+  study = Study(root, plan, config, base, d_model, study_plan.Progress(sweep), cost,
+                {"setup": {"config": config, "overrides": user}})
+  study.train(adaptive_plan.grid_trials(plan, d_model, base, config))
+  study.extend_edges()
+  lr = study.tuned_lr(norm)
+  print(f"[study] norm test (eta {plan.eta:g}): tuned rate {lr:g}; sweeping eta over "
+        f"{', '.join(f'{e:g}' for e in plan.etas)}", flush=True)
+  for key in sweep:
+    study.progress.costs.pop(key)
+  study.train(adaptive_plan.eta_trials(plan, lr, d_model, base, config))
   out = os.path.join(root, "report")
-  blocks, results = cbs_analysis.build_report(root, out, plan.b_opt, 0.2, "best", None, 0,
-                                              COMMAND, skip_cbs=True)
-  labels = {r.name: label for r, label in labelled}
-  extra, frontier = study_report.adaptive_blocks([r for r in done if r.evals], labels,
-                                                 results["schedules"], "best", out)
-  results.update(frontier=frontier, labels=labels)
-  at = blocks.index(report_lib.heading("Batch-size schedules"))  # who wins, then the details
-  cbs_analysis.save(blocks[:at] + extra + blocks[at:], results, out)
-  print(f"[study] {frontier['sentence']}", flush=True)
+  os.makedirs(out, exist_ok=True)
+  results = adaptive_report.write(study.measured, adaptive_report.Design(
+      plan.start, plan.cap, plan.tokens, plan.eta, COMMAND), out)
+  print(f"[study] {results['answer']['sentence']}", flush=True)
   return results

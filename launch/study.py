@@ -27,6 +27,7 @@ import os
 import sys
 import time
 
+from launch import adaptive_plan
 from launch import adaptive_study
 from launch import cbs_study
 from launch import grid
@@ -142,8 +143,8 @@ def main(argv: list[str] | None = None) -> int:
           "answer": results["answer"], "answer_noise_scale": results["answer_noise_scale"],
           "ablation": results["ablation"]}
     else:
-      tokens = plan.max_budget * (1 if args.quick else 2)
-      results = adaptive_study.adaptive_study(root, plan, tokens, args.config, user)
+      results = adaptive_study.adaptive_study(root, adaptive_plan.QUICK if args.quick
+                                              else adaptive_plan.FULL, args.config, user)
       summary = {"schedules": results["schedules"], "frontier": results["frontier"]}
   except ValueError as e:  # a bad value in the user's config, found when its runs are built
     print(f"launch.study: {e}", file=sys.stderr)

@@ -3,7 +3,6 @@
 import dataclasses
 import json
 import math
-import pathlib
 
 import numpy as np
 import pytest
@@ -12,7 +11,6 @@ from analysis import pilot as pilot_analysis
 from launch import cbs_study
 from launch import pilot
 from launch import study
-from launch import study_plan
 from tests.data import corpus
 
 
@@ -77,28 +75,6 @@ def test_the_study_refuses_widths_that_barely_move_the_loss(tmp_path, capsys, mo
       {0.125: 3.04, 0.25: 2.95, 0.375: 2.87, 0.5: 2.82, 1.0: 2.81}))
   assert study.main(["cbs", "--pilot", "--root", str(tmp_path)]) == 0  # 0.13 / 0.3: leverage
   assert "## Pilot" in (tmp_path / "pilot" / "report" / "report.md").read_text()
-
-
-def test_quick_adaptive_study_compares_schedules_at_equal_tokens_and_steps(tmp_path):
-  root = tmp_path / "adaptive"
-  assert study.main(["adaptive", "--quick", "--root", str(root)]) == 0
-  results = json.loads((root / "report" / "results.json").read_text())
-  rows = {r["run"]: r for r in results["schedules"]["rows"]}
-  small, large = (study_plan.make_run(b, study_plan.lr_center(b), {}).name for b in (4, 16))
-  assert set(rows) == {small, large, "schedule=ramp", "schedule=norm", "schedule=norm_lau"}
-  assert rows["schedule=ramp"]["final_batch"] == 16 and rows["schedule=ramp"]["initial_batch"] == 4
-  assert rows["schedule=norm"]["final_batch"] > 4 and rows["schedule=norm_lau"]["final_batch"] > 4
-  lau = json.loads((root / "schedule=norm_lau" / "config.json").read_text())["config"]["batch"]
-  assert (lau["test_interval"], lau["lr_scaling"], lau["stats_ema"]) == (1, "none", 0.0)
-  for r in rows.values():
-    assert all(math.isfinite(v) for v in r["losses"])
-  # At equal tokens, a bigger batch has taken fewer steps.
-  assert rows[large]["steps"][-1] < rows["schedule=norm"]["steps"][-1] < rows[small]["steps"][-1]
-  steps = results["frontier"]["equal_steps"]
-  at = steps["steps"].index(steps["horizon"])  # where the run with the fewest steps ends
-  assert len(steps["rows"]) == 5 and all(math.isfinite(r["losses"][at]) for r in steps["rows"])
-  assert "wins" in results["frontier"]["sentence"]
-  assert pathlib.Path(root / "report" / "frontier.png").stat().st_size > 10_000
 
 
 def test_quick_cbs_study_on_the_users_config_and_text_files(tmp_path, capsys, monkeypatch):
