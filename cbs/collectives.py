@@ -23,6 +23,8 @@ import dataclasses
 import math
 import re
 
+import numpy as np
+
 KINDS = ("all-gather", "reduce-scatter", "all-reduce", "all-to-all", "collective-permute")
 DCN = "dcn"
 ICI = "ici"
@@ -130,18 +132,8 @@ def parse(text: str) -> tuple[dict[str, list[_Instruction]], str, int]:
 
 def _iota_groups(shape: list[int], dims: list[int], perm: list[int] | None) -> list[list[int]]:
   """`[groups,size]<=[dims]T(perm)`: iota over `dims`, transposed by `perm`, reshaped."""
-  ids = list(range(math.prod(dims)))
-  if perm:
-    strides = [math.prod(dims[i + 1:]) for i in range(len(dims))]
-    order = [dims[p] for p in perm]
-    ids = []
-    for flat in range(math.prod(order)):
-      index, rest = [], flat
-      for size in reversed(order):
-        index.append(rest % size)
-        rest //= size
-      index.reverse()
-      ids.append(sum(index[k] * strides[perm[k]] for k in range(len(perm))))
+  ids = np.arange(math.prod(dims)).reshape(dims)
+  ids = (ids.transpose(perm) if perm else ids).ravel().tolist()
   size = shape[-1]
   return [ids[i:i + size] for i in range(0, len(ids), size)]
 
@@ -151,11 +143,7 @@ def _mesh_groups(axes: list[tuple[str, int]], reduced: list[str]) -> list[list[i
   sizes = [size for _, size in axes]
   groups = {}
   for device in range(math.prod(sizes)):
-    coords, rest = [], device
-    for size in reversed(sizes):
-      coords.append(rest % size)
-      rest //= size
-    coords.reverse()
+    coords = np.unravel_index(device, sizes)
     key = tuple(c for (name, _), c in zip(axes, coords) if name not in reduced)
     groups.setdefault(key, []).append(device)
   return list(groups.values())
