@@ -23,6 +23,12 @@ from launch import outcome
 Resolve = Callable[[grid.Run], grid.Run]
 
 
+class Stopped(Exception):
+  """A run here ended neither finished nor failed: SIGTERM / SIGINT asked it to checkpoint and
+  return (the run's own handler took the signal), so the sweep stops too instead of starting the
+  next run; the same command resumes it."""
+
+
 def _same(run: grid.Run) -> grid.Run:
   return run
 
@@ -75,7 +81,8 @@ def run_inprocess(runs: list[grid.Run], root: epath.Path, dry_run: bool = False,
   """Trains each run here in turn; returns {name: status}.
 
   Every config is built and validated before the first run starts, so a typo in the sweep fails in
-  one line at once; a run that diverges or crashes is recorded as failed and the sweep goes on.
+  one line at once; a run that diverges or crashes is recorded as failed and the sweep goes on. A
+  run stopped by SIGTERM / SIGINT (checkpointed, not finished) raises `Stopped`.
   """
   import jax  # noqa: PLC0415  (the other backends never load JAX in the launcher)
 
@@ -103,6 +110,9 @@ def run_inprocess(runs: list[grid.Run], root: epath.Path, dry_run: bool = False,
       outcome.record_failure(root / r.name, f"{type(e).__name__}: {e}", 1)
     statuses[r.name] = report(r, root, progress)
     on_end()
+    if not outcome.is_settled(root / r.name):
+      raise Stopped(f"run {r.name} was stopped (SIGTERM or SIGINT) after its checkpoint; "
+                    f"{len(runs) - i} run(s) not started: the same command resumes")
   return statuses
 
 

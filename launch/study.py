@@ -24,11 +24,13 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import sys
 import time
 
 from launch import adaptive_plan
 from launch import adaptive_study
+from launch import backends
 from launch import cbs_study
 from launch import grid
 from launch import study_plan
@@ -149,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
   except ValueError as e:  # a bad value in the user's config, found when its runs are built
     print(f"launch.study: {e}", file=sys.stderr)
     return 2
+  except backends.Stopped as e:  # SIGTERM / SIGINT: the run in progress checkpointed
+    print(f"launch.study: stopped: {e}", file=sys.stderr)
+    return 128 + signal.SIGTERM
   with open(os.path.join(root, "study.json"), "w") as f:
     json.dump({"study": args.study, "quick": args.quick, "plan": dataclasses.asdict(plan),
                **setup, "wall_seconds": time.monotonic() - start, **summary}, f, indent=2)

@@ -25,6 +25,7 @@ reads Slurm's layout). Remote runs record their own failures (`python -m launch.
 import os
 import shlex
 import subprocess
+import signal
 import sys
 from collections.abc import Callable
 
@@ -239,6 +240,9 @@ def main(argv: list[str]) -> None:
   except (ValueError, FileNotFoundError) as e:
     print(f"launch.sweep: {e}", file=sys.stderr)
     sys.exit(2)
+  except backends.Stopped as e:  # SIGTERM / SIGINT: the run in progress checkpointed
+    print(f"launch.sweep: stopped: {e}", file=sys.stderr)
+    sys.exit(128 + signal.SIGTERM)
 
 
 if __name__ == "__main__":

@@ -73,3 +73,18 @@ def test_inprocess_backend_runs_leave_no_threads_behind(settled, tmp_path):
   assert handlers() == before_handlers
   left = threads() - before_threads
   assert not left, f"threads left running: {[t.name for t in left]}"
+
+
+def test_inprocess_sweep_stops_when_a_run_was_stopped(tmp_path, monkeypatch):
+  """A SIGTERM during an in-process run is taken by the run's own handler (it checkpoints and
+  returns unfinished): the sweep must stop there, not start the next run."""
+  started = []
+
+  def stopped_run(config, workdir):  # what a run stopped by SIGTERM leaves: no done/failed record
+    del config
+    started.append(workdir)
+
+  monkeypatch.setattr(train, "train_and_evaluate", stopped_run)
+  with pytest.raises(backends.Stopped, match=r"lr=0.001 was stopped .* 1 run\(s\) not started"):
+    backends.run_inprocess(tiny_runs(1e-3, 2e-3), tmp_path, progress=lambda _: None)
+  assert [pathlib.Path(w).name for w in started] == ["lr=0.001"]
