@@ -34,8 +34,6 @@ from launch import backends
 from launch import cbs_study
 from launch import grid
 from launch import study_plan
-from launch.study_plan import ADAPTIVE
-from launch.study_plan import ADAPTIVE_QUICK
 from launch.study_plan import CONFIG
 from launch.study_plan import FULL
 from launch.study_plan import QUICK
@@ -114,20 +112,28 @@ def main(argv: list[str] | None = None) -> int:
                  help="cbs: model widths relative to the config's d_model, e.g. 0.25,0.5")
   args, extra = p.parse_known_args(argv)
   if args.study == "adaptive":
-    plan = ADAPTIVE_QUICK if args.quick else ADAPTIVE
+    plan = adaptive_plan.QUICK if args.quick else adaptive_plan.FULL
   else:
     plan = QUICK if args.quick else FULL
   name = args.study + ("" if args.config == CONFIG else
                        "_" + os.path.splitext(os.path.basename(args.config.split(":")[0]))[0])
   root = os.path.abspath(args.root or os.path.join("study", name + ("_quick" * args.quick)))
   try:
-    plan = with_options(plan, args.seeds, args.widths)
     user = parse_overrides(extra)
     setup = {"config": args.config, "overrides": user}
-    check_root(root, setup)
-    config = grid.load_config(args.config, {**study_plan.base_overrides(plan), **user})
-    for width in plan.widths:
-      study_plan.d_model(config, width)
+    if args.study == "adaptive":
+      cbs_only = [f for f, v in (("--pilot", args.pilot), ("--seeds", args.seeds),
+                                 ("--widths", args.widths)) if v]
+      if cbs_only:
+        raise ValueError(f"{', '.join(cbs_only)}: for the cbs study only")
+      check_root(root, setup)
+      adaptive_study.check(plan, args.config, user)
+    else:
+      plan = with_options(plan, args.seeds, args.widths)
+      check_root(root, setup)
+      config = grid.load_config(args.config, {**study_plan.base_overrides(plan), **user})
+      for width in plan.widths:
+        study_plan.d_model(config, width)
   except ValueError as e:
     print(f"launch.study: {e}", file=sys.stderr)
     return 2
@@ -145,8 +151,7 @@ def main(argv: list[str] | None = None) -> int:
           "answer": results["answer"], "answer_noise_scale": results["answer_noise_scale"],
           "ablation": results["ablation"]}
     else:
-      results = adaptive_study.adaptive_study(root, adaptive_plan.QUICK if args.quick
-                                              else adaptive_plan.FULL, args.config, user)
+      results = adaptive_study.adaptive_study(root, plan, args.config, user)
       summary = {"schedules": results["schedules"], "frontier": results["frontier"]}
   except ValueError as e:  # a bad value in the user's config, found when its runs are built
     print(f"launch.study: {e}", file=sys.stderr)

@@ -57,15 +57,6 @@ QUICK = Plan(widths=(0.25, 0.5), batches=(1, 2, 4, 8, 16), b_opt=1, lr_multiplie
              max_budget=24_576, budget_divisors=(4, 2, 1), eval_tokens=2048, evals_per_doubling=4,
              ablation_width=0.5, ablation_divisor=1, ablation_batches=(4,), seeds=1,
              pilot_batches=(4, 16))
-# The adaptive study's plans (batch 4 up to 128 for the full one): separate from the CBS study's.
-ADAPTIVE = Plan(widths=(0.5, 1.0, 2.0), batches=(2, 4, 8, 16, 32, 64, 128), b_opt=4,
-                lr_multipliers=(0.5, 1.0, 2.0), max_budget=256_000,
-                budget_divisors=(16, 8, 4, 2, 1), eval_tokens=8192, evals_per_doubling=6,
-                ablation_width=1.0, ablation_divisor=2, ablation_batches=(4, 16, 64), lr_extensions=2)
-ADAPTIVE_QUICK = Plan(widths=(0.5, 1.0), batches=(2, 4, 8, 16), b_opt=4, lr_multipliers=(1.0,),
-                      max_budget=24_576, budget_divisors=(4, 2, 1), eval_tokens=2048,
-                      evals_per_doubling=4, ablation_width=1.0, ablation_divisor=1,
-                      ablation_batches=(8,))
 
 
 def lr_center(batch: int, d_model: int = 64) -> float:

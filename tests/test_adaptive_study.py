@@ -143,3 +143,15 @@ def test_quick_adaptive_study_tunes_arms_and_reuses_runs_on_rerun(quick, capsys)
   assert out.count("reused") == 6 and "100.0% of the work, 6/6 runs" in out
   again = json.loads((quick / "report" / "results.json").read_text())
   assert again["answer"] == results["answer"]
+
+
+@pytest.mark.parametrize("flag,message", [
+    ("--config.model.d_model=-3", "model.d_model"),
+    ("--widths=0.5,1", "--widths: for the cbs study only")])
+def test_bad_input_to_the_adaptive_study_is_one_line_and_writes_nothing(tmp_path, capsys, flag,
+                                                                        message):
+  root = tmp_path / "root"
+  assert study.main(["adaptive", "--quick", "--root", str(root), flag]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and message in err[0], err
+  assert not root.exists()
