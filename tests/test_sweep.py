@@ -8,12 +8,14 @@ import subprocess
 import sys
 
 import pytest
+from etils import epath
 
 from analysis import measure
 from analysis import runs as runs_lib
 from cbs import workdir_lock
 from launch import grid
 from launch import outcome
+from launch import status_table
 from tests.analysis import fake_runs
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -321,3 +323,18 @@ def test_a_rerun_shows_runs_still_going_as_running_elsewhere_and_starts_only_the
   assert "optimizer.lr=0.003" in rerun.stdout and "--workdir=" + str(root / "optimizer.lr=0.001") \
       not in rerun.stdout
   assert outcome.status(root / "optimizer.lr=0.001") == "pending"  # not failed
+
+
+def test_status_shows_a_run_held_by_a_live_launch_as_running_elsewhere(tmp_path):
+  root = tmp_path / "root"
+  for name in ("a", "b"):
+    (root / name).mkdir(parents=True)
+  (root / "manifest.json").write_text(json.dumps({"runs": [{"name": "a"}, {"name": "b"}]}))
+  with workdir_lock.Lock(root / "a").acquire() as lock:
+    table = status_table.render(epath.Path(root))
+    holder = workdir_lock.live_holder(lock.workdir)
+  rows = {line.split()[0]: line for line in table.splitlines()[1:3]}
+  assert rows["a"].split()[1:3] == ["running", "elsewhere"] and holder.describe() in rows["a"]
+  assert rows["b"].split()[1] == "pending"
+  assert table.splitlines()[-1] == "1 pending, 1 running elsewhere"
+  assert status_table.render(epath.Path(root)).splitlines()[-1] == "2 pending"  # lock released
