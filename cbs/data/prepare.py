@@ -58,6 +58,7 @@ class _ShardWriter:
     self._writer = None
     self._records_in_shard = 0
     self.shards: list[str] = []
+    self.first_records: list[str] = []  # each shard's first record's digest (swaps show)
     self.tokens = 0
 
   def write(self, tokens: np.ndarray) -> None:
@@ -76,6 +77,7 @@ class _ShardWriter:
       self._writer = array_record_module.ArrayRecordWriter(os.path.join(self._dir, name),
                                                            "group_size:1")
       self.shards.append(name)
+      self.first_records.append(prepared.record_digest(record.astype(self._dtype).tobytes()))
     self._writer.write(record.astype(self._dtype).tobytes())
     self._records_in_shard += 1
 
@@ -146,7 +148,7 @@ def prepare(files: Sequence[str], vocab_spec: str, output: str, eval_files: Sequ
     if not writer.tokens:
       raise ValueError(f"the {split} files ({', '.join(map(str, paths))}) hold no text")
     splits[split] = {"tokens": writer.tokens, "documents": documents, "shards": writer.shards,
-                     "files": [str(p) for p in paths]}
+                     "first_records": writer.first_records, "files": [str(p) for p in paths]}
   if local != output:
     for split in splits.values():
       for shard in split["shards"]:

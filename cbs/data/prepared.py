@@ -8,6 +8,7 @@ of batch sizes the hosts together have consumed exactly a prefix of the permuted
 and a position is one integer per host.
 """
 
+import hashlib
 import json
 from typing import Any
 
@@ -32,25 +33,36 @@ def read_manifest(directory: str) -> dict[str, Any]:
     raise ValueError(f"{path} is not valid JSON ({e.msg})") from None
 
 
-def _records_of(shard: str) -> int:
-  """The number of records of one shard; DataError naming it if it cannot be opened."""
+def record_digest(record: bytes) -> str:
+  """A short digest of one record: the manifest keeps each shard's first one."""
+  return hashlib.sha256(record).hexdigest()[:16]
+
+
+def _records_of(shard: str) -> tuple[int, str]:
+  """The number of records of one shard and its first record's digest; DataError naming it if it
+  cannot be opened."""
   if not epath.Path(shard).exists():
     raise DataError(f"prepared shard {shard} is missing (listed in its {MANIFEST})")
   try:
-    return len(grain.sources.ArrayRecordDataSource([shard]))
+    source = grain.sources.ArrayRecordDataSource([shard])
+    return len(source), record_digest(source[0]) if len(source) else ""
   except Exception as e:  # array_record raises RuntimeError / ValueError for damaged files
     reason = f": {str(e).splitlines()[0][:200]}" if str(e).strip() else ""
     raise DataError(f"prepared shard {shard} cannot be read as ArrayRecord ({type(e).__name__}"
                     f"{reason}): it is damaged or cut short") from None
 
 
-def _checked_records(shards: list[str], expected: int) -> grain.sources.ArrayRecordDataSource:
-  """The records of a split's shards, after checking their counts against the manifest.
+def _checked_records(shards: list[str], expected: int,
+                     first_records: list[str] | None = None) -> grain.sources.ArrayRecordDataSource:
+  """The records of a split's shards, after checking them against the manifest.
 
   `cbs.data.prepare` fills every shard but the last with the same number of records and the
-  token count fixes the total, so a truncated, missing or swapped shard shows in the counts.
+  token count fixes the total, so a truncated or missing shard shows in the counts; full shards
+  swapped with each other hold equal counts, so the manifest also keeps each shard's first
+  record's digest (`first_records`; manifests written before it have none: counts only).
   """
-  counts = [_records_of(shard) for shard in shards]
+  opened = [_records_of(shard) for shard in shards]
+  counts = [count for count, _ in opened]
   full = max(counts[:-1], default=expected)  # a shard cut short holds fewer records, never more
   wanted = [full] * (len(shards) - 1) + [expected - full * (len(shards) - 1)]
   for shard, count, want in zip(shards, counts, wanted):
@@ -58,6 +70,10 @@ def _checked_records(shards: list[str], expected: int) -> grain.sources.ArrayRec
       raise DataError(f"prepared shard {shard} holds {count} records where its {MANIFEST} needs "
                       f"{want} ({expected} in the split's {len(shards)} shards): it was cut short, "
                       "replaced or swapped")
+  for shard, (_, digest), want in zip(shards, opened, first_records or ()):
+    if digest != want:
+      raise DataError(f"prepared shard {shard} does not start with the record its {MANIFEST} "
+                      "lists for it: it was replaced or swapped with another shard")
   return grain.sources.ArrayRecordDataSource(shards)
 
 
@@ -76,7 +92,8 @@ class PreparedSplit:
     self._record_tokens = int(manifest["record_tokens"])
     self._dtype = np.dtype(manifest["dtype"])
     shards = [str(epath.Path(directory) / shard) for shard in info["shards"]]
-    self._records = _checked_records(shards, -(-self.tokens // self._record_tokens))
+    self._records = _checked_records(shards, -(-self.tokens // self._record_tokens),
+                                     info.get("first_records"))
 
   def window(self, start: int, length: int) -> np.ndarray:
     """Tokens [start, start + length) of the stream, as int32."""

@@ -46,6 +46,18 @@ def test_a_swapped_shard_is_named(shards, tmp_path):
     prepared.PreparedSplit(str(copy), "train")
 
 
+def test_full_shards_swapped_with_each_other_are_named(shards, tmp_path):
+  """Equal record counts: only the first records' digests in the manifest tell them apart."""
+  copy = damaged(shards, tmp_path)
+  (copy / "train-00005.array_record").rename(copy / "swap")
+  (copy / "train-00003.array_record").rename(copy / "train-00005.array_record")
+  (copy / "swap").rename(copy / "train-00003.array_record")
+  with pytest.raises(stream.DataError, match=r"^prepared shard .*/train-00003.array_record does "
+                     r"not start with the record its manifest.json lists for it: it was replaced "
+                     r"or swapped with another shard$"):
+    prepared.PreparedSplit(str(copy), "train")
+
+
 def test_a_shard_of_another_split_is_named(shards, tmp_path):
   copy = damaged(shards, tmp_path)
   shutil.copy(copy / "validation-00005.array_record", copy / "train-00011.array_record")
