@@ -2,7 +2,7 @@
 
 Lau et al. 2024 claim that an adaptive batch (the norm test) reaches a loss in fewer steps than a
 constant batch at equal tokens. The comparison is only fair when every arm is tuned and the
-adaptive ones can grow: each arm (constant small, constant large, a stagewise ramp, the norm test,
+adaptive ones can grow: each arm (constant batches from small to large, a stagewise ramp, the norm test,
 the inner-product test) runs every rate of its grid with every seed (initialisation and data order)
 for the same tokens; the growing arms start at the small batch and may grow 64x to the large one.
 The norm test's request is about B_noise / eta^2 (about 100 x the noise scale at Lau's eta = 0.1),
@@ -33,11 +33,14 @@ class AdaptivePlan:
   evals: int  # evaluations per run, every tokens / evals
   eval_tokens: int
   lr_extensions: int = 0  # rates added past a grid's edge while an arm's best rate sits on it
+  between: tuple[int, ...] = ()  # constant batches between start and cap, tuned like the ends
 
 
+# Constant 8 and 32 bracket the model's noise scale (B_noise ~ 10-20 sequences at these budgets):
+# the best constant batch at a mid-range loss may lie there, not at either end.
 FULL = AdaptivePlan(start=2, cap=128, tokens=512_000, lr_multipliers=(0.5, 1.0, 2.0), seeds=(0, 1),
                     eta=0.5, etas=(0.1, 0.25, 0.8, 1.0), theta=0.1, evals=32, eval_tokens=4096,
-                    lr_extensions=1)
+                    lr_extensions=1, between=(8, 32))
 QUICK = AdaptivePlan(start=2, cap=16, tokens=16_384, lr_multipliers=(1.0,), seeds=(0,), eta=0.5,
                      etas=(0.1,), theta=0.1, evals=8, eval_tokens=1024)
 
@@ -89,13 +92,13 @@ def norm_arm(plan: AdaptivePlan, eta: float, d_model: int) -> Arm:
 
 
 def arms(plan: AdaptivePlan, d_model: int) -> list[Arm]:
-  """The five arms whose rates are tuned (the norm test at `plan.eta`)."""
+  """The arms whose rates are tuned: constant batches (start, `between`, cap), the ramp, the norm
+  test at `plan.eta` and the inner-product test."""
   grow, center = _growing(plan), growing_center(plan, d_model)
+  constants = [Arm(f"constant={b}", f"constant {b}", "constant", {"batch.size": b},
+                   lr_center(b, d_model)) for b in (plan.start, *plan.between, plan.cap)]
   return [
-      Arm(f"constant={plan.start}", f"constant {plan.start}", "constant",
-          {"batch.size": plan.start}, lr_center(plan.start, d_model)),
-      Arm(f"constant={plan.cap}", f"constant {plan.cap}", "constant",
-          {"batch.size": plan.cap}, lr_center(plan.cap, d_model)),
+      *constants,
       Arm("ramp", f"ramp {plan.start} -> {plan.cap}", "ramp",
           {**grow, "batch.schedule": "ramp", "batch.ramp": ramp_stages(plan)}, center),
       norm_arm(plan, plan.eta, d_model),

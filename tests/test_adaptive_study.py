@@ -101,8 +101,10 @@ def test_full_plan_tunes_every_arm_with_room_to_grow():
   assert plan.cap // plan.start >= 64 and len(plan.lr_multipliers) >= 3 and len(plan.seeds) >= 2
   assert min(plan.etas) <= 0.1 < plan.eta < max(plan.etas)  # Lau's eta to one that barely grows
   trials = adaptive_plan.grid_trials(plan, 64, {}, "c")
-  assert len({t.run.name for t in trials}) == len(trials) == 5 * 3 * 2
+  assert len({t.run.name for t in trials}) == len(trials) == 7 * 3 * 2
   assert {t.arm.kind for t in trials} == {"constant", "ramp", "adaptive"}
+  constants = sorted({t.arm.overrides["batch.size"] for t in trials if t.arm.kind == "constant"})
+  assert constants[0] == plan.start and constants[-1] == plan.cap and len(constants) >= 4
   stages = adaptive_plan.ramp_stages(plan)
   assert [b for _, b in stages] == [4, 8, 16, 32, 64, 128]
   assert [t for t, _ in stages] == [plan.tokens * k // 7 for k in range(1, 7)]  # equal tokens
