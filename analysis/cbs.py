@@ -119,7 +119,7 @@ def build_report(root: str, out: str, b_opt: int, threshold: float, metric: str,
   if len({g["n_params"] for g in fitted}) >= 2 and len({g["tokens"] for g in fitted}) >= 2:
     if budgets:  # one run measures every budget: resample runs, not points
       both = scaling_laws.run_level_answer(all_runs, list(budgets), b_opt, threshold, metric,
-                                           samples)
+                                           samples, flagged=linear_regime_flags(groups))
       shared = {k: both[k] for k in ("seeds", "samples", "sigma_run", "rho", "resampled")}
       answer = {**both["cbs"], **shared, "sentence": both["sentence"], "groups": len(groups)}
       noise_answer = {**both["noise_scale"], **shared, "groups": len(groups)}
@@ -231,6 +231,24 @@ CBS_KINDS = (
 
 def _interval(ci) -> str:
   return "-" if not ci or any(math.isnan(v) for v in ci) else f"{ci[0]:.3g} .. {ci[1]:.3g}"
+
+
+def linear_regime_flags(groups: list[dict]) -> dict[tuple[float, float], str]:
+  """(N, D) -> why, for the groups whose Definition-1 CBS rests on too little of the linear regime:
+  B_opt above `guards.MAX_TOKEN_OVERHEAD` of the small-batch limit's tokens, or fewer than
+  `guards.MIN_BELOW` batch sizes below the CBS."""
+  out = {}
+  for g in groups:
+    if "cbs" not in g:
+      continue
+    why = []
+    if g["guards"]["points_below_cbs"] < guards.MIN_BELOW:
+      why.append(f"{g['guards']['points_below_cbs']} batch sizes below its CBS")
+    if not g["guards"]["b_opt_token_overhead"] <= guards.MAX_TOKEN_OVERHEAD:
+      why.append(f"B_opt needs {g['guards']['b_opt_token_overhead']:.2f}x the small-batch tokens")
+    if why:
+      out[(float(g["n_params"]), float(g["tokens"]))] = "; ".join(why)
+  return out
 
 
 def guard_blocks(groups: list[dict]) -> list:

@@ -194,9 +194,14 @@ def power(a: np.ndarray, law: dict, n, d, batches, b_opt: float, threshold: floa
 
 
 def run_level_answer(runs: list, budgets: list[int], b_opt: int, threshold: float, metric: str,
-                     samples: int, level: float = 0.95) -> dict:
+                     samples: int, level: float = 0.95,
+                     flagged: dict[tuple[float, float], str] | None = None) -> dict:
   """The answer from the study's runs: per kind (Definition 1's CBS, B_noise) the joint law with
-  run-level intervals (`analysis.resample`), the coupled exponent, and the design's power."""
+  run-level intervals (`analysis.resample`), the coupled exponent, and the design's power.
+
+  `flagged`: (N, D) -> why a group's value is doubtful (a failed guard); each law is refitted
+  without them as a check (`without_flagged`). Leaving groups out by their measured value selects
+  on the outcome, so that fit is a sensitivity check beside the answer, never the answer."""
   models = resample.model_runs(runs)
   draws = resample.run_tables(models, budgets, b_opt, metric, samples)
   batches, estimate, seeds = draws.batches, draws.estimate, draws.seeds
@@ -234,9 +239,23 @@ def run_level_answer(runs: list, budgets: list[int], b_opt: int, threshold: floa
                         "exponent_ci": list(resample.interval(slopes, level, slope, dof)),
                         "points": [[float(n[i]), float(d[i])] for i in idx]}
     law["power"] = power(a_hat, law, n, d, batches, b_opt, threshold, kind, sigma, rho, seeds)
+    law["without_flagged"] = _without(flagged or {}, n, d, est, smp, var, seeds, level)
     out[kind] = law
   out["sentence"] = power_verdict(out)
   return out
+
+
+def _without(flagged: dict, n, d, est, smp, var, seeds: int, level: float) -> dict:
+  """The joint law over the groups not in `flagged` ({} when none is flagged, or too few groups
+  are left: two model sizes and two budgets, and more groups than coefficients)."""
+  keep = np.array([(float(x), float(y)) not in flagged for x, y in zip(n, d)])
+  if keep.all() or len(set(n[keep])) < 2 or len(set(d[keep])) < 2 or keep.sum() <= 3:
+    return {}
+  law = _law(n[keep], d[keep], est[keep], smp[:, keep], None if var is None else var[..., keep],
+             seeds, level)
+  return {key: law[key] for key in ("alpha", "alpha_ci", "beta", "beta_ci")} | {
+      "left_out": [{"n_params": float(x), "tokens": float(y), "why": flagged[(float(x), float(y))]}
+                   for x, y, k in zip(n, d, keep) if not k]}
 
 
 def _trend(lo: float, hi: float) -> str:

@@ -13,6 +13,28 @@ from analysis import study_plots
 from cbs.counts import short as _short
 
 
+def sensitivity_blocks(laws: list[tuple[str, dict]]) -> list:
+  """Each law refitted without the groups a linear-regime guard flags: whether they drive it."""
+  rows, left_out = [], []
+  for label, law in laws:
+    check = law.get("without_flagged")
+    if not check:
+      continue
+    left_out = check["left_out"]
+    for key in ("beta", "alpha"):
+      lo, hi = check[f"{key}_ci"]
+      rows.append([f"{label}: {key}", f"{law[key]:.3f}", f"{check[key]:.3f}",
+                   f"[{lo:.3f}, {hi:.3f}]"])
+  if not rows:
+    return []
+  names = "; ".join(f"N={g['n_params']:,.0f}, D={g['tokens']:,.0f} ({g['why']})" for g in left_out)
+  return [report_lib.paragraph(
+              f"Check: the same laws without the {len(left_out)} group(s) a linear-regime guard "
+              f"flags ({names}). Leaving groups out by their measured value selects on the "
+              "outcome, so this is a check of how much they move the answer, not an answer."),
+          report_lib.table(["exponent", "all groups", "without flagged", "95% interval"], rows)]
+
+
 def answer_blocks(answer: dict, groups: list[dict], out: str, noise: dict | None = None) -> list:
   """The report's opening: the sentence, both exponents with intervals (Definition 1's CBS and,
   when given, B_noise = b / a), the coupled exponent, the power, the two views of CBS against N and
@@ -50,6 +72,7 @@ def answer_blocks(answer: dict, groups: list[dict], out: str, noise: dict | None
   blocks = [report_lib.heading("Answer: does the CBS scale with data or with model size?"),
             report_lib.paragraph(answer["sentence"]),
             report_lib.table(["law", "exponent", "95% bootstrap interval", "detectable"], rows),
+            *sensitivity_blocks(laws),
             report_lib.paragraph(
                 f"Joint fit log value = log c + alpha log N + beta log D over {answer['groups']} "
                 "groups (N non-embedding parameters, D tokens), each group's value from its fit "

@@ -64,3 +64,23 @@ def test_the_sentence_says_whether_the_paper_is_reproduced(alpha_ci, beta_ci, ag
                                    "beta": sum(beta_ci) / 2, "beta_ci": beta_ci})
   assert ("this agrees with the paper" in sentence) == agrees
   assert ("does not reproduce" in sentence) == (not agrees)
+
+
+def test_the_check_without_flagged_groups_refits_only_the_others():
+  """Values on an exact law c N^0.1 D^0.5, one group off it by 3x: the check leaves that group out
+  and recovers the exponents exactly, while the fit over all groups does not."""
+  n = np.repeat([1e4, 2e4, 4e4], 3)
+  d = np.tile([64e3, 128e3, 256e3], 3)
+  est = 2.0 * n ** 0.1 * d ** 0.5
+  est[0] *= 3.0
+  rng = np.random.default_rng(0)
+  boot = est[None] * np.exp(0.01 * rng.standard_normal((50, 9)))
+  check = scaling_laws._without({(1e4, 64e3): "2 batch sizes below its CBS"}, n, d, est, boot,
+                                None, 1, 0.95)
+  assert check["alpha"] == pytest.approx(0.1, abs=1e-9)
+  assert check["beta"] == pytest.approx(0.5, abs=1e-9)
+  assert check["left_out"] == [{"n_params": 1e4, "tokens": 64e3,
+                                "why": "2 batch sizes below its CBS"}]
+  everything = scaling_laws._law(n, d, est, boot, None, 1, 0.95)
+  assert abs(everything["alpha"] - 0.1) > 0.05
+  assert scaling_laws._without({}, n, d, est, boot, None, 1, 0.95) == {}
