@@ -29,7 +29,10 @@ import time
 from absl import logging
 from etils import epath
 
-LOCK_FILE = "lock.json"
+from cbs import object_store
+from cbs import run_dir
+
+LOCK_FILE = run_dir.LOCK
 HEARTBEAT_S = 60.0  # object stores: how often a holder rewrites its heartbeat
 STALE_S = 600.0  # object stores: a heartbeat this old is a dead holder's
 
@@ -82,10 +85,6 @@ def _refusal(workdir: epath.Path, holder: Holder | None) -> WorkdirBusy:
                      "(a run that died leaves no lock behind)")
 
 
-def _is_local(workdir: epath.Path) -> bool:
-  return "://" not in str(workdir)
-
-
 class Lock:
   """A held lock; `release` (or leaving the `with` block) lets the next run take it."""
 
@@ -106,7 +105,8 @@ class Lock:
 
   def acquire(self) -> "Lock":
     """Takes the lock, or raises WorkdirBusy naming the live holder; writes nothing if refused."""
-    previous = self._acquire_local() if _is_local(self.workdir) else self._acquire_remote()
+    remote = object_store.is_object_store(self.workdir)
+    previous = self._acquire_remote() if remote else self._acquire_local()
     if previous is not None:
       logging.warning("took over the lock of workdir %s from %s, which is no longer running",
                       self.workdir, previous.describe())
@@ -170,7 +170,7 @@ class Lock:
 def live_holder(workdir: epath.PathLike, clock=time.time) -> Holder | None:
   """The live run holding `workdir`, or None; takes and changes nothing (for sweeps' status)."""
   path = epath.Path(workdir) / LOCK_FILE
-  if not _is_local(path):
+  if object_store.is_object_store(path):
     holder = _read(path)
     return holder if holder and clock() - holder.heartbeat < STALE_S else None
   try:

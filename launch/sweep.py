@@ -32,6 +32,7 @@ from absl import app
 from absl import flags
 from etils import epath
 
+from cbs import object_store
 from cbs import workdir_lock
 
 from launch import backends
@@ -228,7 +229,8 @@ def run_sweep(root: epath.Path, path: str) -> None:
 
 def main(argv: list[str]) -> None:
   del argv
-  root = epath.Path(_ROOT.value if "://" in _ROOT.value else os.path.abspath(_ROOT.value))
+  root = _ROOT.value
+  root = epath.Path(root if object_store.is_object_store(root) else os.path.abspath(root))
   try:
     if _STATUS.value:
       print(status_table.render(root))
