@@ -1,11 +1,10 @@
 """Every knob of a `cbs` run, with its default and what it means.
 
-Other configs start from `get_config()` here and change what they need; any key can be overridden
-on the command line (`--config.batch.size=64`). Durations are in tokens, never steps, because the
-batch size may change during a run.
+Config files start from `get_config()` here (`configs/base.py` names it for them) and change what
+they need; any key can be overridden on the command line (`--config.batch.size=64`). Durations are
+in tokens, never steps, because the batch size may change during a run. Part of `cbs`, which
+checks every config against these keys, so that the package never imports the config files.
 """
-
-import json
 
 import ml_collections
 
@@ -78,7 +77,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.batch.round = "multiple"  # sizes allowed: multiple (of microbatch x data-parallel) | pow2 (x 2^k)
   c.batch.schedule = "constant"  # constant | ramp | measured | norm | inner_product | augmented | gns
   c.batch.ramp = ()  # ramp: stages ((tokens, size), ...): from `tokens` on, train at `size`
-  c.batch.probe_file = ""  # measured: a cbs.probe result (RUN/probes/probe.json) to ramp along
+  c.batch.probe_file = ""  # measured: a launch.probe result (RUN/probes/probe.json) to ramp along
   c.batch.ramp_tokens = 0  # ramp: if > 0, grow linearly from batch.size to max_size over these tokens
   c.batch.eta = 0.1  # norm test: passes if gradient variance / batch <= eta^2 |g|^2
   c.batch.theta = 0.1  # inner-product test tolerance (inner_product, augmented)
@@ -157,7 +156,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict()
   c.train.on_nonfinite = "stop"  # NaN/Inf loss or gradient: stop (error, keep last checkpoint) | skip
   c.train.stop_loss = 0.0  # finish early once an eval loss (raw or any EWA) is <= this; 0 = off
-  c.train.init_from = ""  # start from another run's checkpoint (its workdir); used by cbs.probe
+  c.train.init_from = ""  # start from another run's checkpoint (its workdir); used by launch.probe
   c.train.init_step = -1  # the step of that checkpoint; -1 = its latest
   c.train.allow_config_change = False  # resume a workdir whose model/data config differs from this
   # resume on data that changed since the checkpoint (files, manifest, vocabulary, seed); the new
@@ -172,25 +171,3 @@ def get_config() -> ml_collections.ConfigDict:
   c.profile.start_tokens = -1  # capture a jax.profiler trace from this token count on; -1 = off
   c.profile.steps = 5  # steps in the trace (WORKDIR/plugins/profile, TensorBoard's profile tab)
   return c
-
-
-def changed(config: dict) -> dict:
-  """The keys (dotted, flat) of a config, as a plain dict, whose values differ from these defaults.
-
-  What a config file, a sweep or the command line chose: probes carry them into branches, and
-  runs show them in TensorBoard's HParams dashboard.
-  """
-  plain = json.loads(json.dumps(config))  # tuples and lists compare alike, as in config.json
-  defaults = _flat(json.loads(json.dumps(get_config().to_dict())))
-  missing = object()
-  return {k: v for k, v in _flat(plain).items() if defaults.get(k, missing) != v}
-
-
-def _flat(tree: dict, prefix: str = "") -> dict:
-  flat = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      flat.update(_flat(value, f"{prefix}{key}."))
-    else:
-      flat[f"{prefix}{key}"] = value
-  return flat
