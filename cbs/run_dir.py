@@ -34,14 +34,18 @@ def has_run(workdir: epath.PathLike) -> bool:
   return (epath.Path(workdir) / RUN_INFO).exists()
 
 
+def _read(workdir: epath.PathLike) -> dict:
+  return json.loads((epath.Path(workdir) / RUN_INFO).read_text())
+
+
 def read_run_info(workdir: epath.PathLike) -> RunInfo:
-  info = json.loads((epath.Path(workdir) / RUN_INFO).read_text())
+  info = _read(workdir)
   return RunInfo(info["config"], info["params"], info.get("floors") or {})
 
 
 def read_config(workdir: epath.PathLike) -> dict:
-  """The config a run was started with, as a plain dict."""
-  return read_run_info(workdir).config
+  """The config a run was started with, as a plain dict (all a resume or a branch needs)."""
+  return _read(workdir)["config"]
 
 
 def write_run_info(workdir: epath.PathLike, info: RunInfo) -> None:

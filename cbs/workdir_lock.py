@@ -85,6 +85,10 @@ def _refusal(workdir: epath.Path, holder: Holder | None) -> WorkdirBusy:
                      "(a run that died leaves no lock behind)")
 
 
+def _is_local(workdir: epath.Path) -> bool:
+  return not object_store.is_object_store(workdir)
+
+
 class Lock:
   """A held lock; `release` (or leaving the `with` block) lets the next run take it."""
 
@@ -105,8 +109,7 @@ class Lock:
 
   def acquire(self) -> "Lock":
     """Takes the lock, or raises WorkdirBusy naming the live holder; writes nothing if refused."""
-    remote = object_store.is_object_store(self.workdir)
-    previous = self._acquire_remote() if remote else self._acquire_local()
+    previous = self._acquire_local() if _is_local(self.workdir) else self._acquire_remote()
     if previous is not None:
       logging.warning("took over the lock of workdir %s from %s, which is no longer running",
                       self.workdir, previous.describe())
@@ -170,7 +173,7 @@ class Lock:
 def live_holder(workdir: epath.PathLike, clock=time.time) -> Holder | None:
   """The live run holding `workdir`, or None; takes and changes nothing (for sweeps' status)."""
   path = epath.Path(workdir) / LOCK_FILE
-  if object_store.is_object_store(path):
+  if not _is_local(path):
     holder = _read(path)
     return holder if holder and clock() - holder.heartbeat < STALE_S else None
   try:
