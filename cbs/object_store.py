@@ -37,7 +37,7 @@ class GrowingFile:
       with self._path.open("ab") as f:
         f.write(data)
       return
-    path = self._part(self._next_part)
+    path = epath.Path(self._part(self._next_part))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     self._next_part += 1

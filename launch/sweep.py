@@ -32,6 +32,7 @@ from absl import app
 from absl import flags
 from etils import epath
 
+from cbs import config_overrides
 from cbs import object_store
 from cbs import workdir_lock
 
@@ -60,7 +61,7 @@ _SLURM_ARGS = flags.DEFINE_string("slurm_args", "", "slurm: extra #SBATCH option
 def recorded(command: list[str], workdir: epath.Path, python: str) -> list[str]:
   """A remote run's command, wrapped so that it records its own failure in its workdir."""
   return [python, "-m", "launch.outcome", f"--workdir={workdir}", "--", python, *command[1:],
-          "--config.mesh.distributed=True"]
+          *config_overrides.to_flags({"mesh.distributed": True})]
 
 
 def run_tpu(runs: list[grid.Run], root: epath.Path, resolve: backends.Resolve,
