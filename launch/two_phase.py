@@ -112,9 +112,9 @@ class Phase2:
 
   def __call__(self, run: grid.Run) -> grid.Run:
     batch, goal = batch_of(run), self.goal
-    started = self.root / run.name
-    if run_dir.has_run(started):  # a resumed run keeps its length (a shorter cap could end it
-      tokens = run_dir.read_config(started)["train_tokens"]  # unfinished)
+    workdir = self.root / run.name
+    if run_dir.has_run(workdir):  # a resumed run keeps its length (a shorter cap: unfinished)
+      tokens = run_dir.read_config(workdir)["train_tokens"]
     else:
       tokens = int(self.spec.cap * goal.budget)
       steps = measure.step_cap(self.finished(), batch, goal.loss, self.spec.metric)
