@@ -31,6 +31,7 @@ from analysis import run_report
 from analysis import runs as runs_lib
 from analysis import scaling_laws
 from analysis import study_report
+from cbs import run_dir
 
 
 def read_table(path: str) -> dict[str, dict]:
@@ -196,7 +197,7 @@ def build_report(root: str, out: str, b_opt: int, threshold: float, metric: str,
                          "Batch size and eval loss of adaptive (solid) and constant (dashed) runs")]
   probes = {}
   for i, r in enumerate(all_runs):
-    path = os.path.join(r.workdir, "probes", "probe.json")
+    path = os.path.join(r.workdir, run_dir.PROBES, run_dir.PROBE_RESULT)
     if not os.path.exists(path):
       continue
     with open(path) as f:

@@ -14,14 +14,15 @@ from matplotlib import pyplot as plt
 
 from analysis import report as report_lib
 from analysis import runs as runs_lib
+from cbs import run_dir
 
 
 def load(run_dirs: list[str]) -> list[runs_lib.Run]:
   """The runs; raises ValueError naming a directory that holds no run."""
   runs = []
   for workdir in run_dirs:
-    if not os.path.exists(os.path.join(workdir, "config.json")):
-      raise ValueError(f"--runs entry {workdir!r} holds no run (no config.json)")
+    if not run_dir.has_run(workdir):
+      raise ValueError(f"--runs entry {workdir!r} holds no run (no {run_dir.RUN_INFO})")
     runs.append(runs_lib.load_run(workdir, name=os.path.basename(os.path.normpath(workdir))))
   return runs
 

@@ -15,6 +15,7 @@ from etils import epath
 
 from cbs import counts
 from cbs import records
+from cbs import run_dir
 
 EVAL_PREFIX = "eval_loss"
 
@@ -65,27 +66,27 @@ def read_metrics(workdir: epath.Path) -> list[dict]:
 
 def load_run(workdir, name: str | None = None) -> Run:
   workdir = epath.Path(workdir)
-  info = json.loads((workdir / "config.json").read_text())
+  info = run_dir.read_run_info(workdir)
   read = read_metrics(workdir)
   evals = [r for r in read if any(k.startswith(EVAL_PREFIX) for k in r)]
   train = [r for r in read if "loss" in r]
-  return Run(name=name or workdir.name, workdir=str(workdir), config=info["config"],
-             n_params=int(info["params"]["non_embedding"]), evals=evals, train=train,
-             finished=(workdir / "done.json").exists(), floors=info.get("floors") or {})
+  return Run(name=name or workdir.name, workdir=str(workdir), config=info.config,
+             n_params=int(info.params["non_embedding"]), evals=evals, train=train,
+             finished=(workdir / run_dir.DONE).exists(), floors=info.floors)
 
 
 def load_sweep(root) -> list[Run]:
   """Every run of `root/manifest.json` that has started (holds a config.json)."""
   root = epath.Path(root)
-  manifest = root / "manifest.json"
-  if not manifest.exists():
-    raise FileNotFoundError(f"{root} holds no manifest.json (is it a launch.sweep root?)")
+  manifest = run_dir.read_manifest(root)
+  if manifest is None:
+    raise FileNotFoundError(f"{root} holds no {run_dir.MANIFEST} (is it a launch.sweep root?)")
   runs = []
-  for entry in json.loads(manifest.read_text())["runs"]:
+  for entry in manifest["runs"]:
     workdir = epath.Path(entry["workdir"])
-    if not (workdir / "config.json").exists():
+    if not run_dir.has_run(workdir):
       workdir = root / entry["name"]  # the root was moved or copied
-    if (workdir / "config.json").exists():
+    if run_dir.has_run(workdir):
       runs.append(load_run(workdir, entry["name"]))
   return runs
 

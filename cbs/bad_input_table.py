@@ -6,15 +6,17 @@ and its entries' examples, `validation`'s cross-key and device checks - is appli
 and the exact line printed. Run from the repository root (some examples name its files).
 """
 
-import json
+import pathlib
 
 import ml_collections
 
 from cbs import config_keys
+from cbs import config_overrides
 from cbs import registry
 from cbs import validation
-from configs import tiny
 
+# Read as a config file, as `cbs.main --config=...` does: the package imports no config file.
+TINY_CONFIG = str(pathlib.Path(__file__).resolve().parent.parent / "configs" / "tiny.py")
 UNKNOWN_KEY_EXAMPLE = "optimizer.learning_rate"
 HEADER = ("| overrides | message |", "|---|---|")
 
@@ -34,11 +36,7 @@ def examples() -> list[registry.Overrides]:
 def configured(overrides: registry.Overrides) -> ml_collections.ConfigDict:
   """configs/tiny.py with the overrides applied (ints in float fields become floats, as on the
   command line)."""
-  config = tiny.get_config()
-  for key, value in overrides.items():
-    section, _, name = key.rpartition(".")
-    (registry.lookup(config, section) if section else config)[name] = value
-  return config
+  return config_overrides.apply(config_overrides.load(TINY_CONFIG, {}), overrides)
 
 
 def message(overrides: registry.Overrides) -> str:
@@ -53,16 +51,11 @@ def message(overrides: registry.Overrides) -> str:
   raise ValueError(f"{overrides} is accepted, but it is declared as an example of a refusal")
 
 
-def _flag(key: str, value) -> str:
-  text = json.dumps(value) if isinstance(value, (tuple, list)) else str(value)
-  return f"--config.{key}={text}"
-
-
 def rows() -> list[str]:
   """The table, one markdown line per example."""
   lines = list(HEADER)
   for overrides in examples():
-    flags = " ".join(_flag(k, v) for k, v in overrides.items())
+    flags = " ".join(config_overrides.to_flags(overrides))
     lines.append(f"| `{flags}` | `{message(overrides)}` |")
   return lines
 

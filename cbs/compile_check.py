@@ -26,6 +26,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from cbs import chip_peaks
 from cbs import collectives
 from cbs import interconnect
 
@@ -44,7 +45,7 @@ flags.mark_flags_as_required(["config", "topology"])
 class Chip:
   """Public per-chip figures of a TPU generation (one JAX device per chip)."""
   hbm_bytes: int
-  peak_flops: float  # dense bf16 FLOP/s
+  peak_flops: float  # dense bf16 FLOP/s (`chip_peaks`)
   hbm_bandwidth: float  # bytes/s
   chip_config: str  # libtpu's device layout: megacore = both TensorCores of a chip as one device
   ici_ports: int  # links to neighbours: 4 on a 2D torus, 6 on a 3D torus
@@ -52,15 +53,16 @@ class Chip:
 
 
 # Cloud TPU system architecture pages (https://cloud.google.com/tpu/docs/v4, .../v5e, .../v5p,
-# .../v6e): bf16 peak, HBM, ports and bidirectional ICI bandwidth per chip (v5e 400 GB/s over 4
+# .../v6e): HBM, ports and bidirectional ICI bandwidth per chip (v5e 400 GB/s over 4
 # ports, v5p 1200 GB/s over 6, v6e 800 GB/s over 4), halved for one direction and split over the
 # ports. v4's page gives no ICI figure: 6 links of 50 GB/s per direction from the TPU v4 paper
 # (Jouppi et al., "TPU v4: An Optically Reconfigurable Supercomputer ...", ISCA 2023).
+_PEAK = chip_peaks.TPU_GENERATIONS
 CHIPS = {
-    "v4": Chip(32 * 2**30, 275e12, 1.2e12, "megacore", 6, 50e9),
-    "v5e": Chip(16 * 2**30, 197e12, 0.819e12, "default", 4, 400e9 / 2 / 4),
-    "v5p": Chip(95 * 2**30, 459e12, 2.765e12, "megacore", 6, 1200e9 / 2 / 6),
-    "v6e": Chip(32 * 2**30, 918e12, 1.64e12, "default", 4, 800e9 / 2 / 4),
+    "v4": Chip(32 * 2**30, _PEAK["v4"], 1.2e12, "megacore", 6, 50e9),
+    "v5e": Chip(16 * 2**30, _PEAK["v5e"], 0.819e12, "default", 4, 400e9 / 2 / 4),
+    "v5p": Chip(95 * 2**30, _PEAK["v5p"], 2.765e12, "megacore", 6, 1200e9 / 2 / 6),
+    "v6e": Chip(32 * 2**30, _PEAK["v6e"], 1.64e12, "default", 4, 800e9 / 2 / 4),
 }
 EXAMPLES = ("v4:2x2x2", "v5e:4x4", "v5p:2x2x4", "v6e:4x4")
 _NAME = re.compile(r"^(v4|v5e|v5p|v6e):\d+(x\d+){1,2}$")

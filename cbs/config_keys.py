@@ -1,7 +1,7 @@
 """The domain of every config key that is not a named choice: what values can work, on their own.
 
 Named choices (`optimizer.name`, `model.dtype`, ...) are checked by their registries; what depends
-on several keys by `validation`. `RULES` holds one rule per remaining key of `configs/base.py`;
+on several keys by `validation`. `RULES` holds one rule per remaining key of `config_defaults`;
 `bad` is a value the rule refuses (None: any value of the key's type works), which the tests and the
 README's bad-input table use.
 """

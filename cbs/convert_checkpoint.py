@@ -19,6 +19,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from cbs import run_dir
+
 _UNROLLED, _SCANNED = "blocks", "layers"  # the state keys of the two layouts (cbs.models)
 
 
@@ -68,11 +70,11 @@ def _copy(src: epath.Path, dst: epath.Path) -> None:
     src.copy(dst)
 
 
-def _set_scan_layers(config_file: epath.Path, scan_layers: bool, key: str | None = None) -> None:
-  """Rewrites a JSON config (`key` holds it inside the file, if given) with the new layout."""
+def _set_scan_layers(config_file: epath.Path, scan_layers: bool) -> None:
+  """Rewrites a checkpoint's JSON config with the new layout."""
   data = json.loads(config_file.read_text())
-  (data[key] if key else data)["model"]["scan_layers"] = scan_layers
-  config_file.write_text(json.dumps(data, indent=2 if key else None))
+  data["model"]["scan_layers"] = scan_layers
+  config_file.write_text(json.dumps(data))
 
 
 def convert_workdir(workdir: epath.PathLike, scan_layers: bool) -> list[int]:
@@ -109,8 +111,10 @@ def convert_workdir(workdir: epath.PathLike, scan_layers: bool) -> list[int]:
       _set_scan_layers(target / str(step) / "config" / "metadata", scan_layers)
   source.rename(backup)
   target.rename(source)
-  if (workdir / "config.json").exists():
-    _set_scan_layers(workdir / "config.json", scan_layers, key="config")
+  if run_dir.has_run(workdir):
+    info = run_dir.read_run_info(workdir)
+    info.config["model"]["scan_layers"] = scan_layers
+    run_dir.write_run_info(workdir, info)
   return steps
 
 

@@ -15,14 +15,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from cbs import chip_peaks
 from cbs import models
-
-# Published dense bf16 peaks per chip (FLOP/s), by the start of `device.device_kind`.
-CHIP_PEAKS = {
-    "NVIDIA H100": 989e12, "NVIDIA H200": 989e12, "NVIDIA GH200": 989e12, "NVIDIA A100": 312e12,
-    "NVIDIA L4": 121e12, "TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12,
-    "TPU v5p": 459e12, "TPU v5": 459e12, "TPU v6 lite": 918e12, "TPU v6e": 918e12,
-}
 
 
 def matmul_params(model_cfg: ml_collections.ConfigDict, vocab_size: int) -> int:
@@ -61,8 +55,8 @@ def device_peak_flops(dtype_name: str = "float32") -> tuple[float, str]:
   short matmul measurement on this machine, taken once per process.
   """
   device = jax.local_devices()[0]
-  for name, peak in CHIP_PEAKS.items():
-    if device.platform != "cpu" and device.device_kind.startswith(name):
-      return peak, f"{device.device_kind} dense bf16"
+  peak = None if device.platform == "cpu" else chip_peaks.of_device_kind(device.device_kind)
+  if peak is not None:
+    return peak, f"{device.device_kind} dense bf16"
   return (measured_matmul_peak(jnp.dtype(dtype_name), n=1024, repeats=5),
           f"measured matmul on {device.device_kind}")

@@ -18,6 +18,7 @@ from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from cbs import config_overrides  # noqa: E402
 from cbs import processes  # noqa: E402
 from cbs import validation  # noqa: E402
 
@@ -40,17 +41,12 @@ class _QuietLibraries(py_logging.Filter):
     return record.levelno >= py_logging.WARNING or not noisy
 
 
-def _config_overrides(argv: list[str]) -> list[str]:
-  """The keys of `--config.KEY=VALUE` arguments."""
-  return [arg.split("=", 1)[0][len("--config."):] for arg in argv if arg.startswith("--config.")]
-
-
 def parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing, with an unknown config key refused in one line (exit code 2)."""
   try:
     return flags.FLAGS(argv)
   except (AttributeError, KeyError, flags.Error) as e:
-    unknown = [key for key in _config_overrides(argv) if key not in validation.KNOWN_KEYS]
+    unknown = [key for key in config_overrides.flag_keys(argv) if key not in validation.KNOWN_KEYS]
     if unknown:
       print(f"cbs: bad config: {validation.unknown_key(unknown[0])}", file=sys.stderr)
     else:

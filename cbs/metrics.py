@@ -17,7 +17,9 @@ from absl import logging  # noqa: E402
 from clu import metric_writers  # noqa: E402
 from etils import epath  # noqa: E402
 
+from cbs import config_overrides  # noqa: E402
 from cbs import counts  # noqa: E402
+from cbs import object_store  # noqa: E402
 from cbs import records  # noqa: E402
 from cbs import tensorboard  # noqa: E402
 
@@ -29,10 +31,11 @@ class JsonlWriter(tensorboard.ScalarsOnlyWriter):
   """
 
   def __init__(self, path: epath.PathLike):
-    self._path = epath.Path(path)
-    self._append = not records.on_object_store(path)
-    parts = [] if self._append else records.parts(self._path.parent)
-    self._next_part = int(parts[-1].stem) + 1 if parts else 0
+    path = epath.Path(path)
+    parts = [] if not object_store.is_object_store(path) else records.parts(path.parent)
+    self._file = object_store.GrowingFile(
+        path, lambda n: path.parent / records.PARTS_DIR / f"{n:08d}.jsonl",
+        int(parts[-1].stem) + 1 if parts else 0)
     self._pending: list[str] = []
 
   def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
@@ -44,15 +47,7 @@ class JsonlWriter(tensorboard.ScalarsOnlyWriter):
   def flush(self) -> None:
     if not self._pending:
       return
-    text = "".join(line + "\n" for line in self._pending)
-    if self._append:
-      with self._path.open("a") as f:
-        f.write(text)
-    else:
-      directory = self._path.parent / records.PARTS_DIR
-      directory.mkdir(parents=True, exist_ok=True)
-      (directory / f"{self._next_part:08d}.jsonl").write_text(text)
-      self._next_part += 1
+    self._file.write("".join(line + "\n" for line in self._pending).encode())
     self._pending = []
 
   def close(self) -> None:
@@ -117,10 +112,9 @@ def floor_gaps(losses: Mapping[str, float], floors: Mapping[str, float]) -> str:
 
 
 def hyperparameters(config) -> dict[str, bool | int | float | str]:
-  """The config values that differ from `configs/base.py`: what a sweep or a user chose.
+  """The config values that differ from the defaults: what a config file, a sweep or a user chose.
 
   They go to TensorBoard's HParams dashboard, where runs are filtered and compared by them.
   """
-  from configs import base  # the defaults every config starts from
   return {k: v if isinstance(v, (bool, int, float, str)) else json.dumps(v)
-          for k, v in base.changed(config.to_dict()).items()}
+          for k, v in config_overrides.changed(config.to_dict()).items()}

@@ -18,12 +18,8 @@ import ml_collections
 import optax
 from flax import nnx
 
+from cbs import axis_names
 from cbs import registry
-from cbs.models.transformer import LAYERS as STACKED_AXIS
-
-# Logical axes that name a parameter's role: a stack of scanned blocks (STACKED_AXIS) does not make
-# a vector a matrix, and a matrix with a vocabulary axis is an input or output embedding.
-VOCAB_AXIS = "vocab"
 
 
 def _no_decay(name: str, also: registry.Check = registry.no_check):
@@ -87,17 +83,19 @@ def logical_axes(leaf) -> tuple[str, ...] | None:
 def is_matrix(leaf) -> bool:
   """Whether a parameter is a matrix (decayed, muP-scaled) rather than a vector (norm scales).
 
-  A bare array (no logical axes) counts its dimensions.
+  A bare array (no logical axes) counts its dimensions; a stack of scanned blocks does not make a
+  vector a matrix.
   """
   axes = logical_axes(leaf)
   if axes is None:
     return jnp.ndim(leaf) >= 2
-  return sum(axis != STACKED_AXIS for axis in axes) >= 2
+  return sum(axis != axis_names.LAYERS for axis in axes) >= 2
 
 
 def is_hidden(leaf) -> bool:
-  """A matrix other than the input/output embeddings (muP's "matrix-like" parameters)."""
-  return is_matrix(leaf) and VOCAB_AXIS not in (logical_axes(leaf) or ())
+  """A matrix other than the input/output embeddings (muP's "matrix-like" parameters): those are
+  the matrices with a vocabulary axis."""
+  return is_matrix(leaf) and axis_names.VOCAB not in (logical_axes(leaf) or ())
 
 
 def _map_variables(fn, *trees):

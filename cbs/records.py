@@ -1,8 +1,8 @@
 """The run's metrics records (`WORKDIR/metrics.jsonl`): where they live, reading and truncating them.
 
-One JSON object per line, `{"step": ..., **scalars}`. Locally one file; on object stores (gs://,
-s3://), where an append rewrites the whole object, the writer adds one part per flush under
-`metrics.jsonl.parts/<n>.jsonl`, and readers join the parts in order. Nothing here imports the
+One JSON object per line, `{"step": ..., **scalars}`. Locally one file; on object stores the
+writer adds one part per flush (`object_store.GrowingFile`) under `metrics.jsonl.parts/<n>.jsonl`,
+and readers join the parts in order. Nothing here imports the
 writers' libraries, so the analysis can read runs cheaply.
 """
 
@@ -10,12 +10,11 @@ import json
 
 from etils import epath
 
-METRICS_FILE = "metrics.jsonl"
+from cbs import object_store
+from cbs import run_dir
+
+METRICS_FILE = run_dir.METRICS
 PARTS_DIR = METRICS_FILE + ".parts"
-
-
-def on_object_store(path: epath.PathLike) -> bool:
-  return "://" in str(path)
 
 
 def parts(workdir: epath.Path) -> list[epath.Path]:
@@ -49,7 +48,7 @@ def drop_records_after(workdir: epath.PathLike, step: int) -> None:
     text = "".join(json.dumps(r) + "\n" for r in kept)
     if path != main and not kept:
       path.unlink()
-    elif on_object_store(path):
+    elif object_store.is_object_store(path):
       path.write_text(text)
     else:
       staged = path.with_name(path.name + ".tmp")

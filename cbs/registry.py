@@ -7,9 +7,10 @@ each check refuses: the tests and the README's bad-input table (`python -m cbs.b
 are generated from them, so both cover every check.
 """
 
+import contextlib
 import dataclasses
 import difflib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
 import ml_collections
@@ -26,6 +27,24 @@ def require(ok: bool, message: str) -> None:
   """Raises ConfigError(message) unless `ok`."""
   if not ok:
     raise ConfigError(message)
+
+
+@contextlib.contextmanager
+def as_config_errors() -> Iterator[None]:
+  """A ValueError raised inside (by code reading what a key names: files, a probe result) becomes
+  the ConfigError of that key, so it is refused in one line like any other bad value."""
+  try:
+    yield
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+
+
+def raising_config_errors(check: Callable[[ml_collections.ConfigDict], object]) -> Check:
+  """`check` with its ValueErrors raised as ConfigErrors (`as_config_errors`)."""
+  def checked(config: ml_collections.ConfigDict) -> None:
+    with as_config_errors():
+      check(config)
+  return checked
 
 
 def no_check(config: ml_collections.ConfigDict) -> None:

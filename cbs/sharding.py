@@ -17,6 +17,8 @@ from flax.core import spmd
 from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from cbs import axis_names
+
 AXES = ("data", "model")
 Rules = tuple[tuple[str, str | None], ...]
 
@@ -61,13 +63,13 @@ def make_mesh(mesh_cfg: ml_collections.ConfigDict, devices: Sequence[jax.Device]
 
 def logical_rules(mesh_cfg: ml_collections.ConfigDict) -> Rules:
   """The configured rules, with `embed` sent to `data` exactly when FSDP is on."""
-  rules = tuple((name, axis) for name, axis in mesh_cfg.rules if name != "embed")
+  rules = tuple((name, axis) for name, axis in mesh_cfg.rules if name != axis_names.EMBED)
   for name, axis in rules:
     if axis not in (None, *AXES):
       raise ValueError(f"mesh.rules maps {name!r} to {axis!r}; mesh axes are {AXES} or None")
-  if "layers" not in dict(rules):  # scanned blocks' stacked axis: never split
-    rules += (("layers", None),)
-  return rules + (("embed", "data" if mesh_cfg.fsdp else None),)
+  if axis_names.LAYERS not in dict(rules):  # scanned blocks' stacked axis: never split
+    rules += ((axis_names.LAYERS, None),)
+  return rules + ((axis_names.EMBED, "data" if mesh_cfg.fsdp else None),)
 
 
 @contextlib.contextmanager
@@ -109,7 +111,7 @@ def constrain(x: jax.Array, *logical_axes: str | None) -> jax.Array:
 
 def batch_sharding(mesh: Mesh, rules: Rules) -> NamedSharding:
   """Sequences split over the axis that `batch` maps to; positions never split."""
-  return NamedSharding(mesh, PartitionSpec(dict(rules).get("batch"), None))
+  return NamedSharding(mesh, PartitionSpec(dict(rules).get(axis_names.BATCH), None))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -117,7 +119,7 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def data_parallel_size(mesh: Mesh, rules: Rules) -> int:
-  axis = dict(rules).get("batch")
+  axis = dict(rules).get(axis_names.BATCH)
   return mesh.shape[axis] if axis else 1
 
 

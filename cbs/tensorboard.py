@@ -4,12 +4,12 @@ Scalars get grouped tags (`train/loss`, `eval/loss_ewa_0.99`, `batch/size`, `per
 TensorBoard shows one section per kind. TensorBoard's x-axis can be the step, the relative or the
 wall time, never another scalar; runs with growing batches are compared at equal tokens, so
 `TokensWriter` keeps a second event stream (`WORKDIR/tokens/`) whose step is the token count.
-Locally one event file is appended; on object stores (gs://, s3://), where appending means
-rewriting, every flush writes a new event file, which TensorBoard reads in name order.
+Locally one event file is appended; on object stores every flush writes a new event file
+(`object_store.GrowingFile`), which TensorBoard reads in name order.
 """
 
 from collections.abc import Mapping
-import itertools
+import io
 import socket
 import time
 from typing import Any
@@ -20,6 +20,8 @@ from tensorboard.compat.proto import event_pb2
 from tensorboard.compat.proto import summary_pb2
 from tensorboard.plugins.hparams import summary_v2 as hparams_summary
 from tensorboard.summary.writer import record_writer
+
+from cbs import object_store
 
 TOKENS_RUN = "tokens"
 # metrics.jsonl key -> TensorBoard tag; keys not listed go under `other/`.
@@ -51,10 +53,6 @@ def tag(key: str) -> str:
   return "other/" + key
 
 
-def _appendable(path: epath.Path) -> bool:
-  return "://" not in str(path)
-
-
 class ScalarsOnlyWriter(metric_writers.MetricWriter):
   """A clu writer of scalars: images, histograms and the other kinds are accepted and dropped."""
 
@@ -73,10 +71,10 @@ class EventWriter(ScalarsOnlyWriter):
   def __init__(self, logdir: epath.PathLike):
     self._logdir = epath.Path(logdir)
     self._logdir.mkdir(parents=True, exist_ok=True)
-    self._name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}"
-    self._parts = itertools.count()
+    name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}"
+    self._file = object_store.GrowingFile(self._logdir / name,
+                                          lambda n: self._logdir / f"{name}.{n:06d}")
     self._pending: list[bytes] = []
-    self._file = None
     self._add(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
 
   def _add(self, event: event_pb2.Event) -> None:
@@ -96,26 +94,15 @@ class EventWriter(ScalarsOnlyWriter):
   def flush(self) -> None:
     if not self._pending:
       return
-    if _appendable(self._logdir):
-      if self._file is None:
-        self._file = (self._logdir / self._name).open("ab")
-      writer = record_writer.RecordWriter(self._file)
-      for event in self._pending:
-        writer.write(event)
-      self._file.flush()
-    else:  # one new object per flush: O(new bytes), never a rewrite
-      path = self._logdir / f"{self._name}.{next(self._parts):06d}"
-      with path.open("wb") as f:
-        writer = record_writer.RecordWriter(f)
-        for event in self._pending:
-          writer.write(event)
+    events = io.BytesIO()
+    writer = record_writer.RecordWriter(events)
+    for event in self._pending:
+      writer.write(event)
+    self._file.write(events.getvalue())
     self._pending = []
 
   def close(self) -> None:
     self.flush()
-    if self._file is not None:
-      self._file.close()
-      self._file = None
 
 
 class TokensWriter(ScalarsOnlyWriter):

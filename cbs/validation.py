@@ -16,19 +16,22 @@ import jax
 import ml_collections
 from etils import epath
 
+from cbs import axis_names
+from cbs import config_defaults
 from cbs import config_keys
 from cbs import data
 from cbs import ewa
 from cbs import lr_schedules
 from cbs import models
+from cbs import object_store
 from cbs import optim
 from cbs import registry
+from cbs import run_dir
 from cbs import sharding
 from cbs.batching import layout
 from cbs.batching import schedules as batch_schedules
 from cbs.data import vocab
 from cbs.models import choices
-from configs import base
 
 ConfigError = registry.ConfigError
 require = registry.require
@@ -49,13 +52,13 @@ class CrossCheck:
   examples: tuple[registry.Overrides, ...]
 
 
-_DEFAULTS = config_keys.flat(base.get_config())
+_DEFAULTS = config_keys.flat(config_defaults.get_config())
 # Every key a config may hold, sections included (`--config.batch=...` is a key too).
 KNOWN_KEYS = frozenset(_DEFAULTS) | {k.rsplit(".", i)[0] for k in _DEFAULTS for i in (1, 2)}
 
 
 def unknown_key(key: str) -> str:
-  """The refusal of a key that `configs/base.py` does not define, naming the closest one."""
+  """The refusal of a key that `config_defaults` does not define, naming the closest one."""
   return f"{key} is not a config key{registry.closest(key, _DEFAULTS)}"
 
 
@@ -91,20 +94,9 @@ def _one_decay(config: ml_collections.ConfigDict) -> None:
 
 def _growth_cap(config: ml_collections.ConfigDict) -> None:
   b = config.batch
-  try:
+  with registry.as_config_errors():  # an unreadable probe file: its error names it
     cap = batch_schedules.max_size(b)
-  except ValueError as e:  # an unreadable probe file: the measured schedule's check names it
-    raise ConfigError(str(e)) from None
   require(cap >= b.size, f"batch.max_size={b.max_size} is below batch.size={b.size}")
-
-
-def _as_config_error(check):
-  def checked(config: ml_collections.ConfigDict) -> None:
-    try:
-      check(config)
-    except ValueError as e:
-      raise ConfigError(str(e)) from None
-  return checked
 
 
 def _model_shape(config: ml_collections.ConfigDict) -> None:
@@ -113,7 +105,8 @@ def _model_shape(config: ml_collections.ConfigDict) -> None:
 
 def _data_parallel(config: ml_collections.ConfigDict, num_devices: int) -> int:
   data_size, _ = sharding.mesh_shape(config.mesh, num_devices)
-  return data_size if dict(sharding.logical_rules(config.mesh)).get("batch") == "data" else 1
+  batch_axis = dict(sharding.logical_rules(config.mesh)).get(axis_names.BATCH)
+  return data_size if batch_axis == "data" else 1
 
 
 def _batch_split(config: ml_collections.ConfigDict, num_devices: int, process_count: int) -> None:
@@ -145,11 +138,11 @@ def _model_split(config: ml_collections.ConfigDict, num_devices: int) -> None:
   dm = models.dims(config.model, 1)
   sizes = dict(zip(sharding.AXES, sharding.mesh_shape(config.mesh, num_devices)))
   rules = dict(sharding.logical_rules(config.mesh))
-  for logical, key, size in (("embed", "model.d_model", dm.d_model),
-                             ("heads", "model.num_heads", dm.num_heads),
-                             ("kv_heads", "model.num_kv_heads", dm.num_kv_heads),
-                             ("head_dim", "model.d_head", dm.d_head),
-                             ("mlp", "model.mlp_dim", dm.mlp_dim)):
+  for logical, key, size in ((axis_names.EMBED, "model.d_model", dm.d_model),
+                             (axis_names.HEADS, "model.num_heads", dm.num_heads),
+                             (axis_names.KV_HEADS, "model.num_kv_heads", dm.num_kv_heads),
+                             (axis_names.HEAD_DIM, "model.d_head", dm.d_head),
+                             (axis_names.MLP, "model.mlp_dim", dm.mlp_dim)):
     axis = rules.get(logical)
     require(axis is None or size % sizes[axis] == 0,
             f"{key}={size} does not split evenly over mesh.{axis}={sizes.get(axis)} "
@@ -162,16 +155,16 @@ CROSS_CHECKS: tuple[CrossCheck, ...] = (
     CrossCheck(_log_spaced_evals, ({"eval.per_doubling": 4, "eval.every_tokens": 0},)),
     CrossCheck(_one_decay, ({"optimizer.weight_decay": 0.1, "optimizer.wd_timescale": 0.2},)),
     CrossCheck(_growth_cap, ({"batch.max_size": 16},)),
-    CrossCheck(_as_config_error(lambda c: ewa.names(c.ewa)),
+    CrossCheck(registry.raising_config_errors(lambda c: ewa.names(c.ewa)),
                ({"ewa.decays": (1.5,)}, {"ewa.horizons_tokens": (0.0,)})),
-    CrossCheck(_as_config_error(_model_shape),
+    CrossCheck(registry.raising_config_errors(_model_shape),
                ({"model.d_model": 60, "model.num_heads": 8},
                 {"model.name": "llama", "model.num_kv_heads": 3})),
 )
 # Configs that `validate` refuses on one device, for the checks that need the device count.
 DEVICE_EXAMPLES: tuple[registry.Overrides, ...] = (
     {"mesh.data": 16},
-    {"mesh.rules": (("batch", "dat"),)},
+    {"mesh.rules": ((axis_names.BATCH, "dat"),)},
     {"batch.microbatch": 3},
     {"batch.schedule": "norm", "batch.microbatch": 1, "batch.size": 1},
 )
@@ -226,17 +219,16 @@ def model_data_changes(previous: dict, config: ml_collections.ConfigDict,
 
 def check_workdir(config: ml_collections.ConfigDict, workdir: epath.Path) -> None:
   """The workdir can be written, and any run already in it trained the same model on the same data."""
-  if "://" not in str(workdir):
+  if not object_store.is_object_store(workdir):
     existing = pathlib.Path(str(workdir)).absolute()
     while not existing.exists():
       existing = existing.parent
     require(existing.is_dir() and os.access(existing, os.W_OK | os.X_OK),
              f"workdir {str(workdir)!r} cannot be written ({existing} is not a writable directory)")
-  info = workdir / "config.json"
-  if not info.exists() or config.train.allow_config_change:
+  if not run_dir.has_run(workdir) or config.train.allow_config_change:
     return
   sections = ("model",) if config.train.allow_data_change else ("model", "data")
-  changed = model_data_changes(json.loads(info.read_text())["config"], config, sections)
+  changed = model_data_changes(run_dir.read_config(workdir), config, sections)
   require(not changed, f"workdir {str(workdir)!r} holds a run with another model/data config "
            f"({'; '.join(changed[:3])}); use a new workdir, or set train.allow_config_change=True "
            "to continue it anyway")

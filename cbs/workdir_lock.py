@@ -29,7 +29,10 @@ import time
 from absl import logging
 from etils import epath
 
-LOCK_FILE = "lock.json"
+from cbs import object_store
+from cbs import run_dir
+
+LOCK_FILE = run_dir.LOCK
 HEARTBEAT_S = 60.0  # object stores: how often a holder rewrites its heartbeat
 STALE_S = 600.0  # object stores: a heartbeat this old is a dead holder's
 
@@ -83,7 +86,7 @@ def _refusal(workdir: epath.Path, holder: Holder | None) -> WorkdirBusy:
 
 
 def _is_local(workdir: epath.Path) -> bool:
-  return "://" not in str(workdir)
+  return not object_store.is_object_store(workdir)
 
 
 class Lock:

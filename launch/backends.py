@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from etils import epath
 
+from cbs import run_dir
 from launch import grid
 from launch import outcome
 
@@ -45,7 +46,7 @@ def write_manifest(root: epath.Path, sweep_path: str, runs: list[grid.Run],
       entry["reason"] = outcome.failure(workdir).get("reason", "")
     entries.append(entry)
   root.mkdir(parents=True, exist_ok=True)
-  (root / "manifest.json").write_text(json.dumps({"sweep": sweep_path, **(extra or {}),
+  (root / run_dir.MANIFEST).write_text(json.dumps({"sweep": sweep_path, **(extra or {}),
                                                   "runs": entries}, indent=2))
 
 

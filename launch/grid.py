@@ -9,8 +9,9 @@ maps to the same workdirs and a rerun finds its finished and unfinished runs.
 import dataclasses
 import importlib.util
 import itertools
-import json
 import pathlib
+
+from cbs import config_overrides
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,11 +23,7 @@ class Run:
   def args(self, workdir: str) -> list[str]:
     """The `cbs.main` command line of this run."""
     return ["-m", "cbs.main", f"--config={self.config}", f"--workdir={workdir}",
-            *(f"--config.{key}={_flag_value(value)}" for key, value in self.overrides.items())]
-
-
-def _flag_value(value) -> str:
-  return json.dumps(value) if isinstance(value, (list, tuple)) else str(value)
+            *config_overrides.to_flags(self.overrides)]
 
 
 def load(path: str) -> dict:
@@ -56,37 +53,9 @@ def expand(sweep: dict) -> list[Run]:
 def at(sweep: dict, point: dict) -> Run:
   """The run of the sweep at `point` (a value for each axis, in the axes' order): also a point
   off the grid, which two-phase sweeps add when a learning rate grid needs extending."""
-  name = ",".join(f"{k}={_flag_value(v)}" for k, v in point.items()) or "run"
+  name = ",".join(f"{k}={config_overrides.flag_value(v)}" for k, v in point.items()) or "run"
   return Run(name.replace("/", "_"), sweep["config"], {**sweep.get("fixed", {}), **point})
 
 
-def load_config(config: str, overrides: dict):
-  """The ConfigDict `cbs.main --config=... --config.KEY=VALUE` would build, without a subprocess.
-
-  Values are converted to the type of the field they replace (as the command line does), so a
-  sweep's `1e-3` fills a float field and `64` an int field; unknown keys raise ValueError.
-  """
-  path, _, arg = config.partition(":")
-  spec = importlib.util.spec_from_file_location("cbs_run_config", path)
-  if spec is None or not pathlib.Path(path).is_file():
-    raise ValueError(f"config {path!r} is not a Python file")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config(arg) if arg else module.get_config()
-  for key, value in overrides.items():
-    *parents, name = key.split(".")
-    node = c
-    for part in parents:
-      node = node[part] if node is not None and part in node else None
-    if node is None or name not in node:
-      from cbs import validation  # noqa: PLC0415  (loads JAX: only to name the closest key)
-      raise ValueError(f"override {key}={value!r}: {validation.unknown_key(key)}")
-    old = node[name]
-    if isinstance(old, bool):
-      value = value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
-    elif isinstance(old, (int, float)) and not isinstance(value, bool):
-      value = type(old)(value) if isinstance(old, float) or float(value).is_integer() else value
-    elif isinstance(old, tuple):
-      value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
-    node[name] = value
-  return c
+# The config a run builds: `config_overrides.load`, named here for the sweeps that call it.
+load_config = config_overrides.load

@@ -17,15 +17,17 @@ import sys
 
 from etils import epath
 
+from cbs import run_dir
+
 STATUSES = ("pending", "started", "finished", "failed")
 
 
 def status(workdir: epath.Path) -> str:
-  if (workdir / "failed.json").exists():
+  if (workdir / run_dir.FAILED).exists():
     return "failed"
-  if (workdir / "done.json").exists():
+  if (workdir / run_dir.DONE).exists():
     return "finished"
-  return "started" if (workdir / "config.json").exists() else "pending"
+  return "started" if run_dir.has_run(workdir) else "pending"
 
 
 def is_settled(workdir: epath.Path) -> bool:
@@ -35,19 +37,19 @@ def is_settled(workdir: epath.Path) -> bool:
 
 def failure(workdir: epath.Path) -> dict:
   """The recorded `{"reason", "exit_code"}` of a failed run ({} if it has not failed)."""
-  path = workdir / "failed.json"
+  path = workdir / run_dir.FAILED
   return json.loads(path.read_text()) if path.exists() else {}
 
 
 def record_failure(workdir: epath.Path, reason: str, exit_code: int) -> None:
   lines = [line for line in reason.strip().splitlines() if line.strip()]
   workdir.mkdir(parents=True, exist_ok=True)
-  (workdir / "failed.json").write_text(json.dumps(
+  (workdir / run_dir.FAILED).write_text(json.dumps(
       {"reason": lines[-1].strip() if lines else "no output", "exit_code": exit_code}))
 
 
 def clear_failure(workdir: epath.Path) -> None:
-  (workdir / "failed.json").unlink(missing_ok=True)
+  (workdir / run_dir.FAILED).unlink(missing_ok=True)
 
 
 def _exit_reason(code: int) -> str:

@@ -1,9 +1,9 @@
 """`launch.sweep --status`: where every run of a sweep stands, read from its run directory alone."""
 
-import json
 
 from etils import epath
 
+from cbs import run_dir
 from analysis import runs as runs_lib
 from cbs import workdir_lock
 from launch import outcome
@@ -26,11 +26,12 @@ def row(name: str, workdir: epath.Path) -> list[str]:
 
 
 def render(root: epath.Path) -> str:
-  manifest = root / "manifest.json"
-  if not manifest.exists():
-    raise FileNotFoundError(f"--root={root} holds no manifest.json (is it a launch.sweep root?)")
+  manifest = run_dir.read_manifest(root)
+  if manifest is None:
+    raise FileNotFoundError(f"--root={root} holds no {run_dir.MANIFEST} (is it a launch.sweep "
+                            "root?)")
   rows = [["run", "status", "tokens", "last loss", "reason"]]
-  rows += [row(e["name"], root / e["name"]) for e in json.loads(manifest.read_text())["runs"]]
+  rows += [row(e["name"], root / e["name"]) for e in manifest["runs"]]
   widths = [max(len(r[i]) for r in rows) for i in range(4)]
   lines = ["  ".join([*(c.ljust(w) if i != 2 else c.rjust(w) for i, (c, w) in
                         enumerate(zip(r, widths))), r[4]]).rstrip() for r in rows]

@@ -28,6 +28,8 @@ import signal
 import sys
 import time
 
+from cbs import config_overrides
+from cbs import run_dir
 from launch import adaptive_plan
 from launch import adaptive_study
 from launch import backends
@@ -52,21 +54,6 @@ def theory_blocks(out: str) -> list:
   return theory.write(result, out)
 
 
-def parse_overrides(extra: list[str]) -> dict:
-  """`--config.KEY=VALUE` arguments as overrides; values read as JSON where they parse (numbers,
-  booleans, lists), else kept as strings; ValueError names any other argument."""
-  overrides = {}
-  for arg in extra:
-    key, eq, value = arg.removeprefix("--config.").partition("=")
-    if not arg.startswith("--config.") or not eq or not key:
-      raise ValueError(f"unrecognized argument {arg!r}: expected --config.KEY=VALUE")
-    try:
-      overrides[key] = json.loads(value)
-    except json.JSONDecodeError:
-      overrides[key] = value
-  return overrides
-
-
 def with_options(plan: study_plan.Plan, seeds: int, widths: str) -> study_plan.Plan:
   """The plan with `--seeds` and `--widths` applied; ValueError names a bad value."""
   if seeds < 0:
@@ -85,10 +72,9 @@ def with_options(plan: study_plan.Plan, seeds: int, widths: str) -> study_plan.P
 
 def check_root(root: str, setup: dict) -> None:
   """A root holds the runs of one model and data: reusing them for another would mix studies."""
-  manifest = os.path.join(root, "manifest.json")
-  if os.path.exists(manifest):
-    with open(manifest) as f:
-      before = json.load(f).get("setup", setup)
+  manifest = run_dir.read_manifest(root)
+  if manifest is not None:
+    before = manifest.get("setup", setup)
     if before != setup:
       raise ValueError(f"--root={root} holds a study of {before}, not {setup}; "
                        "choose another --root")
@@ -119,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                        "_" + os.path.splitext(os.path.basename(args.config.split(":")[0]))[0])
   root = os.path.abspath(args.root or os.path.join("study", name + ("_quick" * args.quick)))
   try:
-    user = parse_overrides(extra)
+    user = config_overrides.parse_flags(extra)
     setup = {"config": args.config, "overrides": user}
     if args.study == "adaptive":
       cbs_only = [f for f, v in (("--pilot", args.pilot), ("--seeds", args.seeds),

@@ -33,6 +33,8 @@ from absl import app
 from absl import flags
 from etils import epath
 
+from cbs import config_overrides
+from cbs import object_store
 from cbs import workdir_lock
 
 from launch import backends
@@ -60,7 +62,7 @@ _SLURM_ARGS = flags.DEFINE_string("slurm_args", "", "slurm: extra #SBATCH option
 def recorded(command: list[str], workdir: epath.Path, python: str) -> list[str]:
   """A remote run's command, wrapped so that it records its own failure in its workdir."""
   return [python, "-m", "launch.outcome", f"--workdir={workdir}", "--", python, *command[1:],
-          "--config.mesh.distributed=True"]
+          *config_overrides.to_flags({"mesh.distributed": True})]
 
 
 def run_tpu(runs: list[grid.Run], root: epath.Path, resolve: backends.Resolve,
@@ -229,7 +231,8 @@ def run_sweep(root: epath.Path, path: str) -> None:
 
 def main(argv: list[str]) -> None:
   del argv
-  root = epath.Path(_ROOT.value if "://" in _ROOT.value else os.path.abspath(_ROOT.value))
+  root = _ROOT.value
+  root = epath.Path(root if object_store.is_object_store(root) else os.path.abspath(root))
   try:
     if _STATUS.value:
       print(status_table.render(root))

@@ -15,11 +15,11 @@ better reference lowers it), the others with phase 2's stop and caps.
 """
 
 import dataclasses
-import json
 import math
 
 from etils import epath
 
+from cbs import run_dir
 from analysis import guards
 from analysis import measure
 from analysis import runs as runs_lib
@@ -112,9 +112,9 @@ class Phase2:
 
   def __call__(self, run: grid.Run) -> grid.Run:
     batch, goal = batch_of(run), self.goal
-    started = self.root / run.name / "config.json"
-    if started.exists():  # a resumed run keeps its length (a shorter cap could end it unfinished)
-      tokens = json.loads(started.read_text())["config"]["train_tokens"]
+    workdir = self.root / run.name
+    if run_dir.has_run(workdir):  # a resumed run keeps its length (a shorter cap: unfinished)
+      tokens = run_dir.read_config(workdir)["train_tokens"]
     else:
       tokens = int(self.spec.cap * goal.budget)
       steps = measure.step_cap(self.finished(), batch, goal.loss, self.spec.metric)
@@ -136,7 +136,7 @@ def extensions(root: epath.Path, sweep: dict, runs: list[grid.Run], spec_: Spec,
   if not spec_.extend_lr or not lrs:
     return []
   loaded = [runs_lib.load_run(root / r.name, r.name) for r in runs
-            if (root / r.name / "config.json").exists()]
+            if run_dir.has_run(root / r.name)]
   groups = measure.measure(loaded, spec_.b_opt, metric=spec_.metric, target=target_loss, samples=0)
   best = {e["batch_size"]: e["best_run"] for g in groups for e in g["guards"]["batches"]}
   by_name = {r.name: r for r in runs}
@@ -150,10 +150,9 @@ def extensions(root: epath.Path, sweep: dict, runs: list[grid.Run], spec_: Spec,
 
 def recorded_extensions(root: epath.Path) -> list[grid.Run]:
   """The runs an earlier call added beyond the grid (the manifest's `two_phase.extended`)."""
-  manifest = root / "manifest.json"
-  if not manifest.exists():
+  content = run_dir.read_manifest(root)
+  if content is None:
     return []
-  content = json.loads(manifest.read_text())
   names = set(content.get("two_phase", {}).get("extended", ()))
   return [grid.Run(e["name"], e["config"], e["overrides"]) for e in content["runs"]
           if e["name"] in names]

@@ -13,6 +13,7 @@ from tensorboard.backend.event_processing import event_accumulator
 
 from cbs import flops
 from cbs import metrics
+from cbs import object_store
 from cbs import perf
 from cbs import records
 from cbs import tensorboard
@@ -123,11 +124,11 @@ def test_progress_of_a_run_whose_last_step_passes_its_tokens_reads_100_percent(m
 
 def test_metrics_on_an_object_store_are_written_once_and_read_back_in_order(tmp_path,
                                                                             monkeypatch):
-  monkeypatch.setattr(records, "on_object_store", lambda path: True)
+  monkeypatch.setattr(object_store, "is_object_store", lambda path: True)
   written = []
-  original = epath.Path.write_text
-  monkeypatch.setattr(epath.Path, "write_text",
-                      lambda self, text, **kw: written.append(len(text)) or original(self, text, **kw))
+  original = epath.Path.write_bytes
+  monkeypatch.setattr(epath.Path, "write_bytes",
+                      lambda self, data: written.append(len(data)) or original(self, data))
   writer = metrics.JsonlWriter(tmp_path / records.METRICS_FILE)
   lines = []
   for step in range(1, 51):

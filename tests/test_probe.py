@@ -7,9 +7,9 @@ import pytest
 
 from analysis import cbs as cbs_report
 from cbs import records
-from cbs import probe
 from cbs import train
 from configs import tiny
+from launch import probe
 
 
 @pytest.mark.parametrize("losses,eps,expected", [

@@ -3,8 +3,8 @@
 Every schedule is monotone non-decreasing and capped at `batch.max_size`: the controller keeps the
 largest size asked for so far. `ramp` is stagewise (`batch.ramp` = ((tokens, size), ...)) or linear
 in tokens (`batch.ramp_tokens` > 0, from `batch.size` to `batch.max_size`). `measured` is the
-stagewise ramp that a `cbs.probe` result implies (`batch.probe_file`): from each probed token count
-on, the local critical batch size measured there (never decreasing). The adaptive schedules ask for
+stagewise ramp that a `launch.probe` result implies (`batch.probe_file`): from each probed token
+count on, the local critical batch size measured there (never decreasing). The adaptive schedules ask for
 the batch their test says the current noise needs (see `statistics.py`).
 """
 

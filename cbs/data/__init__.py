@@ -38,19 +38,13 @@ def _check_synthetic(config: ml_collections.ConfigDict) -> None:
                    f"(data.synthetic.vocab_size={data_size})")
 
 
-def _as_config_error(check: Callable[[], object]) -> None:
-  try:
-    check()
-  except ValueError as e:
-    raise registry.ConfigError(str(e)) from None
-
-
 def _check_text_files(config: ml_collections.ConfigDict) -> None:
   vocab.VOCABULARIES.check(config)
   from cbs.data import text_files  # noqa: PLC0415
-  _as_config_error(lambda: text_files.resolve(config.data.files))
-  if config.data.eval_files:
-    _as_config_error(lambda: text_files.resolve(config.data.eval_files))
+  with registry.as_config_errors():
+    text_files.resolve(config.data.files)
+    if config.data.eval_files:
+      text_files.resolve(config.data.eval_files)
 
 
 def _check_prepared(config: ml_collections.ConfigDict) -> None:
@@ -58,7 +52,8 @@ def _check_prepared(config: ml_collections.ConfigDict) -> None:
                    "data.source='prepared' needs data.prepared_dir (the output of "
                    "'python -m cbs.data.prepare')")
   from cbs.data import prepared  # noqa: PLC0415
-  _as_config_error(lambda: prepared.read_manifest(config.data.prepared_dir))
+  with registry.as_config_errors():
+    prepared.read_manifest(config.data.prepared_dir)
 
 
 def _check_tfds(config: ml_collections.ConfigDict) -> None:

@@ -25,6 +25,7 @@ from absl import app
 from absl import flags
 from etils import epath
 
+from cbs import object_store
 from cbs.data import prepared
 from cbs.data import text_files
 from cbs.data import vocab as vocab_lib
@@ -133,7 +134,8 @@ def prepare(files: Sequence[str], vocab_spec: str, output: str, eval_files: Sequ
   workers = workers or os.cpu_count() or 1
   out = epath.Path(output)
   out.mkdir(parents=True, exist_ok=True)
-  local = output if "://" not in output else tempfile.mkdtemp(prefix="cbs_prepare_")
+  staged = object_store.is_object_store(output)
+  local = tempfile.mkdtemp(prefix="cbs_prepare_") if staged else output
   splits = {}
   for split, paths in (("train", train_paths), ("validation", eval_paths)):
     pieces = text_files.pieces(paths, text_field)

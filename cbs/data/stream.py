@@ -12,6 +12,7 @@ import dataclasses
 from typing import Protocol
 
 import grain
+import ml_collections
 import numpy as np
 
 Batch = dict[str, np.ndarray]
@@ -72,6 +73,15 @@ def examples_batch(examples: list[tuple[np.ndarray, int]]) -> Batch:
   """`to_batch` of packed examples: (tokens [seq_len + 1], number of real tokens) each."""
   return to_batch(np.stack([tokens for tokens, _ in examples]),
                   np.array([length for _, length in examples]))
+
+
+def eval_examples(config: ml_collections.ConfigDict) -> int:
+  """Held-out examples to score: `eval.tokens` rounded up to whole eval batches (at least one).
+
+  Every source sizes its fixed held-out set by this, so `eval.tokens` means the same on each.
+  """
+  eval_batch = config.eval.batch_size
+  return -(-max(config.eval.tokens, 1) // (config.data.seq_len * eval_batch)) * eval_batch
 
 
 def eval_batches(examples: list[tuple[np.ndarray, int]], eval_batch: int, process_index: int,

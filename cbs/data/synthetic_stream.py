@@ -46,7 +46,7 @@ def make(config: ml_collections.ConfigDict, process_index: int, process_count: i
   cfg = config.data.synthetic
   automaton = synthetic.make_automaton(cfg.num_states, cfg.vocab_size, cfg.zipf_exponent, cfg.seed)
   seq_len, eval_batch = config.data.seq_len, config.eval.batch_size
-  num_eval = -(-max(config.eval.tokens, 1) // (seq_len * eval_batch)) * eval_batch
+  num_eval = data_lib.eval_examples(config)
   # The held-out set depends on the language only, so every run of a sweep is scored on the same text.
   eval_tokens = synthetic.sample(automaton, cfg.seed, _EVAL, np.arange(num_eval), seq_len + 1)
   rows = data_lib.host_rows(eval_batch, process_index, process_count)

@@ -55,16 +55,11 @@ def _one_epoch(position: dict) -> int:
   return 0
 
 
-def _num_eval(config: ml_collections.ConfigDict) -> int:
-  eval_batch = config.eval.batch_size
-  return -(-max(config.eval.tokens, 1) // (config.data.seq_len * eval_batch)) * eval_batch
-
-
 def _prepared(config: ml_collections.ConfigDict, process_index: int, process_count: int):
   d = config.data
   train = prepared.PreparedSplit(d.prepared_dir, d.train_split)
   held_out = prepared.PreparedSplit(d.prepared_dir, d.eval_split)
-  count = min(_num_eval(config), held_out.num_examples(d.seq_len))
+  count = min(stream_lib.eval_examples(config), held_out.num_examples(d.seq_len))
   examples = held_out.examples(d.seq_len)
   eval_batches = stream_lib.eval_batches([examples[i] for i in range(count)],
                                          config.eval.batch_size, process_index, process_count)
@@ -105,7 +100,8 @@ def make(config: ml_collections.ConfigDict, process_index: int, process_count: i
     vocabulary = train.vocabulary
 
   eval_batches = packed_stream.eval_batches(eval_documents, d.seq_len, vocabulary.eos_id,
-                                            _num_eval(config), config.eval.batch_size, *host)
+                                            stream_lib.eval_examples(config),
+                                            config.eval.batch_size, *host)
   examples = packed_stream.PackedDataset(read_train, d.seq_len, vocabulary.eos_id)
   examples = example_shuffle.BlockShuffleDataset(examples, d.shuffle_buffer, config.seed, epoch_of)
   if d.prefetch > 0:

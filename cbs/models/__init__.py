@@ -8,6 +8,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from cbs import axis_names
 from cbs.models.sizes import PAPER_SIZES
 from cbs.models.transformer import Dims, Transformer, dims, hidden_lr_scale
 
@@ -37,6 +38,6 @@ def param_counts(model_cfg: ml_collections.ConfigDict, vocab_size: int) -> dict[
   for leaf in jax.tree.leaves(params, is_leaf=lambda x: isinstance(x, nnx.Variable)):
     size = int(np.prod(leaf.shape))
     total += size
-    if "vocab" in (leaf.get_metadata().get("out_sharding") or ()):  # input/output embeddings
+    if axis_names.VOCAB in (leaf.get_metadata().get("out_sharding") or ()):  # (un)embeddings
       embedding += size
   return {"total": total, "non_embedding": total - embedding}

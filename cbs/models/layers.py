@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from cbs.axis_names import BATCH, EMBED, HEAD_DIM, HEADS, KV_HEADS, MLP
 from cbs.sharding import constrain
 
 
@@ -34,7 +35,7 @@ class Norm(nnx.Module):
   statistics in float32. Several dimensions: QK-norm over whole query / key vectors of all heads."""
 
   def __init__(self, size: int | tuple[int, ...], kind: str, eps: float,
-               axes: str | tuple[str, ...] = "embed"):
+               axes: str | tuple[str, ...] = EMBED):
     shape = (size,) if isinstance(size, int) else tuple(size)
     axes = (axes,) if isinstance(axes, str) else tuple(axes)
     self.scale = ones_param(shape, axes)
@@ -99,16 +100,16 @@ class Attention(nnx.Module):
                rngs: nnx.Rngs, scale: float | None = None, implementation: str = "einsum"):
     in_std = 1.0 / math.sqrt(d_model)
     self.scale = scale  # of the scores; None = 1/sqrt(d_head)
-    self.q = param(rngs, (d_model, num_heads, d_head), ("embed", "heads", "head_dim"), in_std)
-    self.k = param(rngs, (d_model, num_kv_heads, d_head), ("embed", "kv_heads", "head_dim"), in_std)
-    self.v = param(rngs, (d_model, num_kv_heads, d_head), ("embed", "kv_heads", "head_dim"), in_std)
+    self.q = param(rngs, (d_model, num_heads, d_head), (EMBED, HEADS, HEAD_DIM), in_std)
+    self.k = param(rngs, (d_model, num_kv_heads, d_head), (EMBED, KV_HEADS, HEAD_DIM), in_std)
+    self.v = param(rngs, (d_model, num_kv_heads, d_head), (EMBED, KV_HEADS, HEAD_DIM), in_std)
     out_std = depth_scale / math.sqrt(num_heads * d_head)
-    self.o = param(rngs, (num_heads, d_head, d_model), ("heads", "head_dim", "embed"), out_std)
+    self.o = param(rngs, (num_heads, d_head, d_model), (HEADS, HEAD_DIM, EMBED), out_std)
     if qk_norm == "full":
-      shapes = ((num_heads, d_head), ("heads", "head_dim")), ((num_kv_heads, d_head),
-                                                                ("kv_heads", "head_dim"))
+      shapes = ((num_heads, d_head), (HEADS, HEAD_DIM)), ((num_kv_heads, d_head),
+                                                          (KV_HEADS, HEAD_DIM))
     else:
-      shapes = ((d_head, "head_dim"),) * 2
+      shapes = ((d_head, HEAD_DIM),) * 2
     norms = [Norm(size, "layernorm", norm_eps, axes) for size, axes in shapes]
     self.q_norm, self.k_norm = norms if qk_norm != "none" else (None, None)
     self.rope_theta = rope_theta
@@ -124,15 +125,15 @@ class Attention(nnx.Module):
       return (x_NxD @ w_DxHxK.reshape(d_model, -1)).reshape(batch, length, *w_DxHxK.shape[1:])
 
     q_BxLxHxK, k_BxLxGxK, v_BxLxGxK = project(self.q), project(self.k), project(self.v)
-    q_BxLxHxK = constrain(q_BxLxHxK, "batch", None, "heads", None)
-    k_BxLxGxK, v_BxLxGxK = (constrain(t, "batch", None, "kv_heads", None)
+    q_BxLxHxK = constrain(q_BxLxHxK, BATCH, None, HEADS, None)
+    k_BxLxGxK, v_BxLxGxK = (constrain(t, BATCH, None, KV_HEADS, None)
                             for t in (k_BxLxGxK, v_BxLxGxK))
     if self.q_norm is not None:
       q_BxLxHxK, k_BxLxGxK = self.q_norm(q_BxLxHxK), self.k_norm(k_BxLxGxK)
     q_BxLxHxK = rope(q_BxLxHxK, self.rope_theta)
     k_BxLxGxK = rope(k_BxLxGxK, self.rope_theta)
     out_BxLxHxK = constrain(attend(q_BxLxHxK, k_BxLxGxK, v_BxLxGxK, self.scale,
-                                   self.implementation), "batch", None, "heads", None)
+                                   self.implementation), BATCH, None, HEADS, None)
     o_HKxD = self.o[...].astype(self.dtype).reshape(-1, d_model)
     return (out_BxLxHxK.reshape(batch * length, -1) @ o_HKxD).reshape(batch, length, d_model)
 
@@ -144,18 +145,18 @@ class Mlp(nnx.Module):
   def __init__(self, d_model: int, mlp_dim: int, kind: str, *, depth_scale: float, dtype,
                rngs: nnx.Rngs, gelu: str = "exact"):
     in_std = 1.0 / math.sqrt(d_model)
-    self.wi = param(rngs, (d_model, mlp_dim), ("embed", "mlp"), in_std)
-    self.wg = param(rngs, (d_model, mlp_dim), ("embed", "mlp"), in_std) if kind == "swiglu" else None
-    self.wo = param(rngs, (mlp_dim, d_model), ("mlp", "embed"), depth_scale / math.sqrt(mlp_dim))
+    self.wi = param(rngs, (d_model, mlp_dim), (EMBED, MLP), in_std)
+    self.wg = param(rngs, (d_model, mlp_dim), (EMBED, MLP), in_std) if kind == "swiglu" else None
+    self.wo = param(rngs, (mlp_dim, d_model), (MLP, EMBED), depth_scale / math.sqrt(mlp_dim))
     self.dtype = dtype
     self.approximate = gelu == "tanh"
 
   def __call__(self, x_BxLxD):
     cast = lambda p: p[...].astype(self.dtype)
     x_NxD = x_BxLxD.reshape(-1, x_BxLxD.shape[-1])  # 2-D matmuls: see Attention
-    h_NxF = constrain(x_NxD @ cast(self.wi), "batch", "mlp")  # N = B x L: rows split like B
+    h_NxF = constrain(x_NxD @ cast(self.wi), BATCH, MLP)  # N = B x L: rows split like B
     if self.wg is None:
       h_NxF = jax.nn.gelu(h_NxF, approximate=self.approximate)
     else:
-      h_NxF = jax.nn.silu(constrain(x_NxD @ cast(self.wg), "batch", "mlp")) * h_NxF
+      h_NxF = jax.nn.silu(constrain(x_NxD @ cast(self.wg), BATCH, MLP)) * h_NxF
     return (h_NxF @ cast(self.wo)).reshape(x_BxLxD.shape)

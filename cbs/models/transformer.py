@@ -15,11 +15,11 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from cbs.axis_names import BATCH, EMBED, LAYERS, VOCAB
 from cbs.models import choices
 from cbs.models import layers
 from cbs.sharding import constrain
 
-LAYERS = "layers"  # logical axis of the stacked parameters of scanned blocks
 
 
 def hidden_lr_scale(model_cfg: ml_collections.ConfigDict) -> float:
@@ -103,8 +103,8 @@ class Block(nnx.Module):
                           rngs=rngs, gelu=cfg.get("gelu", "exact"))
 
   def __call__(self, x_BxLxD):
-    x_BxLxD = constrain(x_BxLxD + self.attn(self.attn_norm(x_BxLxD)), "batch", None, None)
-    return constrain(x_BxLxD + self.mlp(self.mlp_norm(x_BxLxD)), "batch", None, None)
+    x_BxLxD = constrain(x_BxLxD + self.attn(self.attn_norm(x_BxLxD)), BATCH, None, None)
+    return constrain(x_BxLxD + self.mlp(self.mlp_norm(x_BxLxD)), BATCH, None, None)
 
 
 def _stacked_blocks(cfg: ml_collections.ConfigDict, dm: Dims, rngs: nnx.Rngs) -> Block:
@@ -132,7 +132,7 @@ class Transformer(nnx.Module):
     # base_width / width (at base width both equal the standard parameterization).
     embed_std = 1.0 / math.sqrt(cfg.base_width) if mup else std
     self.output_scale = cfg.base_width / dm.d_model if mup else 1.0
-    self.embed = layers.param(rngs, (dm.vocab_size, dm.d_model), ("vocab", "embed"), embed_std)
+    self.embed = layers.param(rngs, (dm.vocab_size, dm.d_model), (VOCAB, EMBED), embed_std)
     self.scan = cfg.get("scan_layers", False)
     if self.scan:  # one Block whose parameters carry a leading `layers` axis
       self.layers = _stacked_blocks(cfg, dm, rngs)
@@ -140,13 +140,13 @@ class Transformer(nnx.Module):
       self.blocks = nnx.List([Block(cfg, dm, rngs, i) for i in range(dm.num_layers)])
     self.final_norm = layers.Norm(dm.d_model, choices.MODELS[cfg.name].norm, cfg.norm_eps)
     self.unembed = None if self.tied else layers.param(
-        rngs, (dm.d_model, dm.vocab_size), ("embed", "vocab"), std)
+        rngs, (dm.d_model, dm.vocab_size), (EMBED, VOCAB), std)
     self.dtype = choices.DTYPES[cfg.dtype].build
     self.remat = cfg.get("remat", "none")
 
   def features(self, tokens_BxL):
     """The residual stream after the last block, before the final norm (muP coordinate checks)."""
-    x_BxLxD = constrain(self.embed[...].astype(self.dtype)[tokens_BxL], "batch", None, None)
+    x_BxLxD = constrain(self.embed[...].astype(self.dtype)[tokens_BxL], BATCH, None, None)
     apply = lambda block, x: block(x)
     if self.remat != "none":  # trade compute for activation memory
       apply = nnx.remat(apply, policy=choices.REMAT[self.remat].build)
@@ -164,6 +164,6 @@ class Transformer(nnx.Module):
     else:
       unembed_DxV = self.unembed[...].astype(self.dtype)
     logits_NxV = constrain(x_BxLxD.reshape(-1, x_BxLxD.shape[-1]) @ unembed_DxV,  # 2-D: see
-                           "batch", "vocab")  # layers.Attention; each chip its own rows' logits
+                           BATCH, VOCAB)  # layers.Attention; each chip its own rows' logits
     logits_BxLxV = logits_NxV.reshape(*tokens_BxL.shape, -1)
     return (logits_BxLxV * self.output_scale).astype(jnp.float32)

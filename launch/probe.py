@@ -1,6 +1,6 @@
-"""Local critical batch size by branching (Merrill et al. 2025): `python -m cbs.probe`.
+"""Local critical batch size by branching (Merrill et al. 2025): `python -m launch.probe`.
 
-    python -m cbs.probe --workdir=RUN --at_tokens=T1,T2 --k=0.5,1,2,4,8 --branch_tokens=N
+    python -m launch.probe --workdir=RUN --at_tokens=T1,T2 --k=0.5,1,2,4,8 --branch_tokens=N
         [--eps=0.01] [--lr_exponent=0.5] [--tolerance=0.1] [--backend=inprocess|local|gpus]
 
 From RUN's checkpoint nearest to each token count (refused when none lies within tolerance x T
@@ -19,14 +19,21 @@ import json
 import math
 import sys
 
+import ml_collections
 import numpy as np
 from absl import app
 from absl import flags
 from etils import epath
 
 from cbs import checkpoint
+from cbs import config_overrides
 from cbs import records
+from cbs import run_dir
 from cbs.batching import schedules as batch_schedules
+from configs import base
+from launch import backends
+from launch import grid
+from launch import outcome
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run to probe.")
 _AT = flags.DEFINE_list("at_tokens", None, "Token counts to branch at (the nearest checkpoint).")
@@ -81,13 +88,9 @@ def checkpoint_points(workdir: epath.Path, at_tokens: list[int],
 def branch_runs(workdir: epath.Path, parent: dict, point: dict, ks: list[float],
                 branch_tokens: int, lr_exponent: float):
   """launch.grid Runs of one branch point: the parent's config with the branch's overrides."""
-  from configs import base  # noqa: PLC0415
-  from launch import grid  # noqa: PLC0415
-
-  batch_cfg = parent["batch"]
-  lr_now = parent["optimizer"]["lr"] * (point["batch"] / batch_cfg["size"]) ** (
-      batch_schedules.LR_SCALINGS[batch_cfg["lr_scaling"]].build)
-  inherited = base.changed(parent)
+  batch_cfg = ml_collections.ConfigDict(parent["batch"])
+  lr_now = parent["optimizer"]["lr"] * batch_schedules.lr_multiplier(batch_cfg, point["batch"])
+  inherited = config_overrides.changed(parent)
   runs = []
   for k in ks:
     size = int(round(k * point["batch"]))
@@ -120,22 +123,19 @@ def online_noise_scale(records: list[dict], tokens: int, window: float = 0.2) ->
 
 def probe(workdir: str, at_tokens: list[int], ks: list[float], branch_tokens: int, eps: float,
           lr_exponent: float, backend: str, tolerance: float = 0.1) -> dict:
-  from launch import backends  # noqa: PLC0415
-  from launch import outcome  # noqa: PLC0415
-
   workdir = epath.Path(workdir)
-  if not (workdir / "config.json").exists():
-    raise ValueError(f"--workdir={workdir} holds no run (no config.json)")
+  if not run_dir.has_run(workdir):
+    raise ValueError(f"--workdir={workdir} holds no run (no {run_dir.RUN_INFO})")
   if branch_tokens is None or branch_tokens <= 0 or not ks or min(ks) <= 0:
     raise ValueError(f"--branch_tokens={branch_tokens} and --k={ks} must be positive")
-  parent = json.loads((workdir / "config.json").read_text())["config"]
-  root = workdir / "probes"
+  parent = run_dir.read_config(workdir)
+  root = workdir / run_dir.PROBES
   points = checkpoint_points(workdir, at_tokens, tolerance)
   runs = [r for p in points for r in branch_runs(workdir, parent, p, ks, branch_tokens, lr_exponent)]
-  backends.write_manifest(root, "cbs.probe", runs)
+  backends.write_manifest(root, "launch.probe", runs)
   todo = [r for r in runs if not outcome.is_settled(root / r.name)]
   backends.WAITING[backend](todo, root)
-  backends.write_manifest(root, "cbs.probe", runs)
+  backends.write_manifest(root, "launch.probe", runs)
   parent_records = records.read_records(workdir)
   results = []
   for p in points:
@@ -145,7 +145,7 @@ def probe(workdir: str, at_tokens: list[int], ks: list[float], branch_tokens: in
                     "grad_noise_scale": online_noise_scale(parent_records, p["tokens"])})
   out = {"workdir": str(workdir), "branch_tokens": branch_tokens, "eps": eps,
          "lr_exponent": lr_exponent, "points": results}
-  (root / "probe.json").write_text(json.dumps(out, indent=2))
+  (root / run_dir.PROBE_RESULT).write_text(json.dumps(out, indent=2))
   return out
 
 
@@ -156,14 +156,14 @@ def main(argv: list[str]) -> None:
                    _BRANCH.value, _EPS.value, _LR_EXPONENT.value, _BACKEND.value,
                    _TOLERANCE.value)
   except ValueError as e:
-    print(f"cbs.probe: {e}", file=sys.stderr)
+    print(f"launch.probe: {e}", file=sys.stderr)
     sys.exit(2)
   print(f"{'tokens':>12} {'batch':>6} {'k*':>5} {'local CBS':>10} {'noise scale':>12}  losses by k")
   for p in result["points"]:
     losses = " ".join(f"{k:g}:{v:.4f}" for k, v in zip(p["k"], p["losses"]))
     print(f"{p['tokens']:>12,} {p['batch']:>6} {p['k_star']:>5g} {p['local_cbs']:>10g} "
           f"{p['grad_noise_scale']:>12.4g}  {losses}")
-  print(f"written: {epath.Path(_WORKDIR.value) / 'probes' / 'probe.json'}")
+  print(f"written: {epath.Path(_WORKDIR.value) / run_dir.PROBES / run_dir.PROBE_RESULT}")
 
 
 if __name__ == "__main__":
