@@ -30,7 +30,7 @@ setuptools.setup(
         "matplotlib>=3.8",  # analysis plots
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.5"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "ruff==0.17.6"],
         "tpu": ["jax[tpu]"],  # libtpu: runs on TPU VMs, and compiles for TPU slices anywhere
     },
 )
