@@ -40,7 +40,8 @@ def test_ci_runs_the_readme_test_command_as_written():
 
 def _anchors(page: pathlib.Path) -> set[str]:
   """GitHub's anchors of a Markdown page's headings."""
-  headings = re.findall(r"^#+ (.*)$", page.read_text(), flags=re.M)
+  text = re.sub(r"^```.*?^```", "", page.read_text(), flags=re.M | re.S)  # not code's comments
+  headings = re.findall(r"^#+ (.*)$", text, flags=re.M)
   return {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings}
 
 
