@@ -7,7 +7,8 @@ setuptools.setup(
     version="0.1.0",
     description="JAX/Flax pretraining for studying and exploiting the critical batch size.",
     python_requires=">=3.11",
-    packages=setuptools.find_packages(include=["cbs", "cbs.*", "configs", "analysis", "analysis.*", "launch", "launch.*"]),
+    packages=setuptools.find_packages(
+        include=["cbs", "cbs.*", "configs", "analysis", "analysis.*", "launch", "launch.*"]),
     install_requires=[
         "jax>=0.7.0",
         "flax>=0.12.0",
