@@ -9,8 +9,8 @@ BIN := $(VENV)/bin
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: setup.py | $(BIN)/python
-	$(BIN)/pip install -q -e '.[test,tpu]'
+$(VENV)/.installed: setup.py constraints.txt | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test,tpu]' -c constraints.txt
 	touch $@
 
 install: $(VENV)/.installed

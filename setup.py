@@ -7,7 +7,8 @@ setuptools.setup(
     version="0.1.0",
     description="JAX/Flax pretraining for studying and exploiting the critical batch size.",
     python_requires=">=3.11",
-    packages=setuptools.find_packages(include=["cbs", "cbs.*", "configs", "analysis", "analysis.*", "launch", "launch.*"]),
+    packages=setuptools.find_packages(
+        include=["cbs", "cbs.*", "configs", "analysis", "analysis.*", "launch", "launch.*"]),
     install_requires=[
         "jax>=0.7.0",
         "flax>=0.12.0",
@@ -30,7 +31,7 @@ setuptools.setup(
         "matplotlib>=3.8",  # analysis plots
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.5"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "ruff==0.17.6"],
         "tpu": ["jax[tpu]"],  # libtpu: runs on TPU VMs, and compiles for TPU slices anywhere
     },
 )
