@@ -1,9 +1,8 @@
 """The README's quick-start commands are the ones CI runs and the ones that exist."""
 
-import pathlib
 import re
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT
 
 
 def quick_start_commands() -> list[str]:
