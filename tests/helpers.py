@@ -55,15 +55,20 @@ def main_flags(workdir: pathlib.Path, overrides: dict | None = None) -> list[str
           *(f"--config.{key}={value}" for key, value in overrides.items())]
 
 
+def child_env() -> dict[str, str]:
+  """The environment of a child process: this checkout's packages first on its path, and, where
+  a run names a compile cache, every program cached however fast it compiled, so that a later run
+  with the same shapes compiles nothing."""
+  path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+  return {**os.environ, "PYTHONPATH": path, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+
+
 def run_module(module: str, args: list[str], timeout: int = 300,
                cwd: pathlib.Path = ROOT) -> subprocess.CompletedProcess:
-  """`python -m module args` in `cwd` (the repository root unless given), importing this
-  checkout's packages, its output captured; never raises on a failed exit, so a test asserts the
-  status and the message."""
-  path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+  """`python -m module args` in `cwd` (the repository root unless given), its output captured;
+  never raises on a failed exit, so a test asserts the status and the message."""
   return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True,
-                        text=True, timeout=timeout, check=False,
-                        env={**os.environ, "PYTHONPATH": path})
+                        text=True, timeout=timeout, check=False, env=child_env())
 
 
 def run_main(args: list[str], timeout: int = 300,
@@ -89,7 +94,7 @@ def values(workdir, key: str) -> list:
 
 def last_step(workdir) -> int:
   """The latest step the run's records reached."""
-  return last_step(workdir)
+  return max(r["step"] for r in records.read_records(workdir))
 
 
 def comparable(workdir) -> list[dict]:

@@ -102,9 +102,10 @@ def preemption_run(steps: int, checkpoint_steps: int) -> dict:
           "schedule.warmup_tokens": 10 * STEP_TOKENS}
 
 
-def signalled(tmp_path, sig: str, at_step: int, steps: int, checkpoint_steps: int):
+def signalled(tmp_path, cache: str, sig: str, at_step: int, steps: int, checkpoint_steps: int):
   """The run in `tmp_path/split` through the command line, sending itself `sig` at `at_step`."""
-  flags = main_flags(tmp_path / "split", preemption_run(steps, checkpoint_steps))
+  flags = main_flags(tmp_path / "split", {**preemption_run(steps, checkpoint_steps),
+                                          "compile_cache_dir": cache})
   return run_module("tests.integration.signal_worker", [sig, str(at_step), *flags])
 
 
@@ -114,13 +115,13 @@ def whole_run_losses(tmp_path, steps: int, checkpoint_steps: int) -> list[float]
   return values(tmp_path / "whole", "loss")
 
 
-def test_sigterm_checkpoints_exits_zero_and_resumes_exactly(tmp_path):
+def test_sigterm_checkpoints_exits_zero_and_resumes_exactly(tmp_path, compile_cache):
   # The signal is sent during step 10; the loop sees it at its next check and stops after step 11.
-  run = signalled(tmp_path, "SIGTERM", 10, 30, 1000)
+  run = signalled(tmp_path, compile_cache, "SIGTERM", 10, 30, 1000)
   assert run.returncode == 0, run.stderr[-2000:]
   assert "stopped by a signal at step 11 (22,528 tokens, 11 steps in this process)" in run.stderr
   assert sorted(p.name for p in (tmp_path / "split" / "checkpoints").iterdir()) == ["11"]
-  resumed = signalled(tmp_path, "SIGTERM", 0, 30, 1000)
+  resumed = signalled(tmp_path, compile_cache, "SIGTERM", 0, 30, 1000)
   assert resumed.returncode == 0, resumed.stderr[-2000:]
   assert "resumed from step 11 (22,528 tokens)" in resumed.stderr
   assert "finished at step 30 (61,440 tokens, 19 steps in this process)" in resumed.stderr
@@ -128,10 +129,11 @@ def test_sigterm_checkpoints_exits_zero_and_resumes_exactly(tmp_path):
   assert values(tmp_path / "split", "loss") == whole_run_losses(tmp_path, 30, 1000)
 
 
-def test_sigkill_before_and_after_a_checkpoint_and_a_partial_save_then_resume_exactly(tmp_path):
+def test_sigkill_before_and_after_a_checkpoint_and_a_partial_save_then_resume_exactly(
+    tmp_path, compile_cache):
   split = tmp_path / "split"
   for kill_at in (3, 12):  # before the first checkpoint (step 8), then after it
-    run = signalled(tmp_path, "SIGKILL", kill_at, 24, 8)
+    run = signalled(tmp_path, compile_cache, "SIGKILL", kill_at, 24, 8)
     assert run.returncode == -signal.SIGKILL
     assert "resumed from" not in run.stderr  # nothing to resume: the first kill left no checkpoint
     # Killed mid-run: the records stop before the kill step, nothing says the run finished.
@@ -140,7 +142,7 @@ def test_sigkill_before_and_after_a_checkpoint_and_a_partial_save_then_resume_ex
   assert sorted(p.name for p in (split / "checkpoints").iterdir()) == ["8"]
   # A save cut off mid-way leaves only orbax's temporary directory, which must be ignored.
   (split / "checkpoints" / "16.orbax-checkpoint-tmp-1").mkdir()
-  resumed = signalled(tmp_path, "SIGKILL", 0, 24, 8)
+  resumed = signalled(tmp_path, compile_cache, "SIGKILL", 0, 24, 8)
   assert resumed.returncode == 0, resumed.stderr[-2000:]
   assert "resumed from step 8 (16,384 tokens)" in resumed.stderr
   assert "finished at step 24 (49,152 tokens, 16 steps in this process)" in resumed.stderr
@@ -155,12 +157,14 @@ def test_unwritable_workdir_is_refused(tmp_path):
     validation.check_workdir(short_run_config(4), epath.Path(tmp_path / "a_file" / "run"))
 
 
-def test_a_failed_checkpoint_write_stops_at_the_next_step_in_one_line_and_resume_works(tmp_path):
+def test_a_failed_checkpoint_write_stops_at_the_next_step_in_one_line_and_resume_works(
+    tmp_path, compile_cache):
   """The save of step 4 fails (disk full); checkpoints every 2 steps, so the run would otherwise
   go on to step 6 before noticing."""
   run = tmp_path / "run"
   flags = main_flags(run, {**short_run(8), "log.every_steps": 100,
-                           "checkpoint.every_tokens": 2 * STEP_TOKENS, "schedule.warmup_tokens": 0})
+                           "checkpoint.every_tokens": 2 * STEP_TOKENS, "schedule.warmup_tokens": 0,
+                           "compile_cache_dir": compile_cache})
   failed = run_module("tests.integration.failing_disk_worker", ["4", *flags])
   assert failed.returncode == 1, failed.stderr[-3000:]
   assert last_line(failed.stderr) == (
