@@ -7,8 +7,6 @@ installs the extra: there they fail.
 
 import importlib.util
 import os
-import subprocess
-import sys
 import weakref
 
 import jax
@@ -27,7 +25,10 @@ from cbs import validation
 from cbs.batching import controller as controller_lib
 from cbs.batching import fit
 from configs import base
-from configs import tiny
+from tests.helpers import TINY
+from tests.helpers import last_line
+from tests.helpers import run_module
+from tests.helpers import tiny_config
 
 TOPOLOGY = "v5e:2x2"  # 4 chips of 16 GiB
 
@@ -50,10 +51,9 @@ def tpu():
   return require_libtpu()
 
 
-def tiny_config(**batch):
-  c = tiny.get_config()
-  c.batch.update(batch)
-  return c
+def batch_config(**batch):
+  """configs/tiny.py with these `batch` settings."""
+  return tiny_config({f"batch.{key}": value for key, value in batch.items()})
 
 
 def huge_config(**batch):
@@ -61,7 +61,7 @@ def huge_config(**batch):
 
   Large logits rather than a large batch: the compile time grows with the bytes of the layout.
   """
-  config = tiny_config(size=2048, **batch)
+  config = batch_config(size=2048, **batch)
   config.model.vocab_size = 131072
   return config
 
@@ -178,14 +178,14 @@ def test_fsdp_chips_compute_their_own_rows_with_gathered_weights(tpu):
   *global* batch's logits (128 x 64 x 32768 x 4 B = 1 GiB). Without pinned activation shardings
   the partitioner contracted over the data-split `embed` axis and held and all-reduced the whole
   batch's logits on every chip (2.1 GiB of temporaries here, 8.1 MiB pinned)."""
-  config = tiny_config(size=128)
+  config = batch_config(size=128)
   config.mesh.fsdp, config.mesh.data, config.model.vocab_size = True, -1, 32768
   (layout,) = compile_check.check(config, "v5e:4x4")["layouts"]
   assert layout["bytes"]["temporaries"] < 128 * 64 * 32768 * 4 / 8
 
 
 def test_a_growing_batch_checks_every_layout_on_two_slices(tpu):
-  config = tiny_config(size=32, max_size=64, round="pow2", schedule="norm")
+  config = batch_config(size=32, max_size=64, round="pow2", schedule="norm")
   config.model.scan_layers = True
   report = compile_check.check(config, TOPOLOGY, slices=2)
   assert report["chips"] == 8 and report["mesh"] == {"data": 8, "model": 1}
@@ -262,16 +262,14 @@ def test_missing_libtpu_names_the_extra(monkeypatch):
 
 
 def test_cli_unknown_topology_exits_2_with_one_line():
-  result = subprocess.run(
-      [sys.executable, "-m", "cbs.compile_check", "--config=configs/tiny.py", "--topology=v7:2x2"],
-      capture_output=True, text=True, timeout=120)
+  result = run_module("cbs.compile_check", [f"--config={TINY}", "--topology=v7:2x2"], timeout=120)
   assert result.returncode == 2
-  assert result.stderr.strip().splitlines()[-1].startswith("cbs: --topology='v7:2x2' is not known")
+  assert last_line(result.stderr).startswith("cbs: --topology='v7:2x2' is not known")
   assert result.stdout == ""
 
 
 def test_auto_microbatch_is_validated_and_whole_batch_on_cpu():
-  config = tiny_config(microbatch="auto")
+  config = batch_config(microbatch="auto")
   validation.validate(config, 8)
   config.batch.microbatch = "big"
   with pytest.raises(validation.ConfigError, match="batch.microbatch='big' must be"):

@@ -2,9 +2,6 @@
 metrics on object stores without rewrites, and a console without error-looking lines."""
 
 import json
-import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -18,23 +15,20 @@ from cbs import perf
 from cbs import records
 from cbs import tensorboard
 from cbs import train
-from configs import tiny
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-STEP_TOKENS = 32 * 64
+from tests.helpers import STEP_TOKENS
+from tests.helpers import TINY
+from tests.helpers import records_with
+from tests.helpers import run_main
+from tests.helpers import tiny_config
+from tests.helpers import values
 
 
 def small_config():
-  c = tiny.get_config()
-  c.compile_cache_dir = ""
-  c.mesh.data = 1
-  c.train_tokens = 24 * STEP_TOKENS
-  c.schedule.warmup_tokens = 0
-  c.eval.every_tokens, c.eval.tokens = 8 * STEP_TOKENS, 4096
-  c.log.every_steps = 4
-  c.optimizer.lr = 2e-3  # differs from configs/base.py: an hyper-parameter of this run
-  c.profile.start_tokens, c.profile.steps = 10 * STEP_TOKENS, 2
-  return c
+  return tiny_config({
+      "mesh.data": 1, "train_tokens": 24 * STEP_TOKENS, "schedule.warmup_tokens": 0,
+      "eval.every_tokens": 8 * STEP_TOKENS, "eval.tokens": 4096, "log.every_steps": 4,
+      "optimizer.lr": 2e-3,  # differs from configs/base.py: an hyper-parameter of this run
+      "profile.start_tokens": 10 * STEP_TOKENS, "profile.steps": 2})
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +51,10 @@ def test_tensorboard_groups_tags_and_keeps_a_token_axis_stream(run):
   for expected in ("train/loss", "train/lr", "eval/loss", "eval/loss_ewa_0.99", "batch/size",
                    "perf/tokens_per_sec", "perf/mfu", "perf/step_time", "data/floor_entropy_rate"):
     assert expected in scalars
-  losses = [r["loss"] for r in records.read_records(run) if "loss" in r]
-  np.testing.assert_allclose([e.value for e in by_step.Scalars("train/loss")], losses, rtol=1e-6)
+  np.testing.assert_allclose([e.value for e in by_step.Scalars("train/loss")], values(run, "loss"),
+                             rtol=1e-6)
   by_tokens = accumulator(run / tensorboard.TOKENS_RUN)
-  evals = [r for r in records.read_records(run) if "eval_loss" in r]
+  evals = records_with(run, "eval_loss")
   assert [e.step for e in by_tokens.Scalars("eval/loss")] == [r["tokens"] for r in evals]
   assert [e.step for e in by_tokens.Scalars("train/loss")][:2] == [STEP_TOKENS, 2 * STEP_TOKENS]
 
@@ -81,7 +75,7 @@ def test_a_profile_window_writes_a_trace(run):
 
 
 def test_throughput_after_a_resume_excludes_the_compile_and_mfu_follows_from_it(run):
-  logged = [r for r in records.read_records(run) if "perf_mfu" in r]
+  logged = records_with(run, "perf_mfu")
   resumed = next(r for r in logged if r["step"] > 12)
   assert resumed["perf_compile_stall_seconds"] > 0  # the resumed process compiled its step ...
   later = np.median([r["tokens_per_sec"] for r in logged if r["step"] > resumed["step"]])
@@ -95,8 +89,8 @@ def test_throughput_after_a_resume_excludes_the_compile_and_mfu_follows_from_it(
 
 def test_throughput_after_an_eval_excludes_the_eval(run, monkeypatch):
   # In the run: the log point after each eval but the last (which ends the run) carries its time.
-  logged = {r["step"]: r for r in records.read_records(run) if "perf_eval_seconds" in r}
-  evals = [r["step"] for r in records.read_records(run) if "eval_loss" in r]
+  logged = {r["step"]: r for r in records_with(run, "perf_eval_seconds")}
+  evals = [r["step"] for r in records_with(run, "eval_loss")]
   assert evals == [8, 16, 24]
   for step in evals[:-1]:
     assert logged[min(s for s in logged if s > step)]["perf_eval_seconds"] > 0
@@ -146,10 +140,9 @@ def test_metrics_on_an_object_store_are_written_once_and_read_back_in_order(tmp_
 
 
 def test_the_quick_start_console_has_no_line_that_looks_like_an_error(tmp_path):
-  done = subprocess.run(
-      [sys.executable, "-m", "cbs.main", "--config=configs/tiny.py", f"--workdir={tmp_path}",
-       f"--config.train_tokens={4 * STEP_TOKENS}", "--config.schedule.warmup_tokens=0",
-       "--config.eval.tokens=4096"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+  done = run_main([f"--config={TINY}", f"--workdir={tmp_path}",
+                   f"--config.train_tokens={4 * STEP_TOKENS}",
+                   "--config.schedule.warmup_tokens=0", "--config.eval.tokens=4096"])
   assert done.returncode == 0, done.stderr[-3000:]
   for noise in ("E0000", "cuInit", "oneDNN", "absl::InitializeLog", "Traceback"):
     assert noise not in done.stderr
@@ -161,10 +154,9 @@ def test_any_run_directory_is_reported_without_a_manifest(run, tmp_path):
   from analysis import cbs as cbs_cli
   assert cbs_cli.main(["report", f"--runs={run}", f"--out={tmp_path}"]) == 0
   results = json.loads((tmp_path / "results.json").read_text())
-  last = [r for r in records.read_records(run) if "loss" in r][-1]
+  last = records_with(run, "loss")[-1]
   (row,) = results["runs"]
   assert (row["steps"], row["tokens"], row["finished"]) == (last["step"], last["tokens"], True)
-  assert row["best eval loss"] == min(r[row["eval"]] for r in records.read_records(run)
-                                      if row["eval"] in r)
+  assert row["best eval loss"] == min(values(run, row["eval"]))
   assert (tmp_path / "runs.png").stat().st_size > 0 and (tmp_path / "report.html").exists()
   assert cbs_cli.main(["report", f"--runs={tmp_path / 'nothing'}"]) == 2

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 from analysis import cbs as cbs_report
-from cbs import records
 from cbs import train
-from configs import tiny
 from launch import probe
+from tests.helpers import records_with
+from tests.helpers import tiny_config
+from tests.helpers import values
 
 
 @pytest.mark.parametrize("losses,eps,expected", [
@@ -26,16 +27,10 @@ def test_k_star_is_the_largest_k_within_eps_of_every_smaller_k(losses, eps, expe
 
 
 def parent_config():
-  c = tiny.get_config()
-  c.compile_cache_dir = ""
-  c.mesh.data = 1
-  c.batch.update(dict(size=16, gns_every=2))
-  c.train_tokens = 30 * 16 * 64
-  c.schedule.warmup_tokens = 2048
-  c.eval.update(dict(every_tokens=10 * 16 * 64, tokens=2048))
-  c.checkpoint.update(dict(every_tokens=10 * 16 * 64, keep=10))
-  c.log.every_steps = 1
-  return c
+  return tiny_config({
+      "mesh.data": 1, "batch.size": 16, "batch.gns_every": 2, "train_tokens": 30 * 16 * 64,
+      "schedule.warmup_tokens": 2048, "eval.every_tokens": 10 * 16 * 64, "eval.tokens": 2048,
+      "checkpoint.every_tokens": 10 * 16 * 64, "checkpoint.keep": 10, "log.every_steps": 1})
 
 
 def test_probe_branches_from_the_checkpoints_and_reports_the_local_cbs(tmp_path):
@@ -44,21 +39,19 @@ def test_probe_branches_from_the_checkpoints_and_reports_the_local_cbs(tmp_path)
   result = probe.probe(str(run), [20 * 1024 - 700], [1.0, 2.0], 4 * 1024, 0.01, 0.5, "inprocess")
   points = result["points"]
   assert [(p["step"], p["tokens"], p["batch"]) for p in points] == [(20, 20480, 16)]  # nearest
-  parent = {r["step"]: r for r in records.read_records(run) if "loss" in r}
+  parent = {r["step"]: r for r in records_with(run, "loss")}
   for p in points:
     # k = 1 continues the parent exactly: same weights, optimizer state, data and learning rate.
-    branch = [r for r in records.read_records(run / "probes" / f"tokens={p['tokens']},k=1")
-              if "loss" in r]
+    branch = records_with(run / "probes" / f"tokens={p['tokens']},k=1", "loss")
     assert [r["step"] for r in branch] == [p["step"] + 1 + i for i in range(4)]
     np.testing.assert_allclose([r["loss"] for r in branch],
                                [parent[r["step"]]["loss"] for r in branch], rtol=1e-6)
-    doubled = [r for r in records.read_records(run / "probes" / f"tokens={p['tokens']},k=2")
-               if "loss" in r]
+    doubled = records_with(run / "probes" / f"tokens={p['tokens']},k=2", "loss")
     assert [r["batch_size"] for r in doubled] == [32, 32]
     assert doubled[0]["lr"] == pytest.approx(parent[p["step"] + 1]["lr"] * 2 ** 0.5)
     # k* from the branches' own records: 2 if doubling the batch lost at most eps = 0.01.
-    held_out = [[r["eval_loss"] for r in records.read_records(
-        run / "probes" / f"tokens={p['tokens']},k={k}") if "eval_loss" in r][-1] for k in (1, 2)]
+    held_out = [values(run / "probes" / f"tokens={p['tokens']},k={k}", "eval_loss")[-1]
+                for k in (1, 2)]
     assert p["losses"] == held_out
     assert p["k_star"] == (2.0 if held_out[1] <= held_out[0] + 0.01 else 1.0)
     assert p["local_cbs"] == p["k_star"] * 16

@@ -2,8 +2,6 @@
 unknown keys name the closest one (on the command line: tests/test_validation.py; the bad-input
 table generated from these examples is checked in tests/test_readme.py)."""
 
-import pathlib
-
 import ml_collections
 import pytest
 
@@ -12,8 +10,8 @@ from cbs import config_keys
 from cbs import registry
 from cbs import validation
 from configs import base
+from tests.helpers import ROOT
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 ENTRY_EXAMPLES = [(choice.key, name, example) for choice in validation.REGISTRIES
                   for name, entry in choice.items() for example in entry.examples]
 

@@ -7,32 +7,19 @@ import pytest
 
 from cbs import records
 from cbs import train
-from configs import tiny
-
-STEP_TOKENS = 32 * 64  # tiny: batch 32 x seq_len 64
-
-
-def small_config(steps: int, **mesh):
-  c = tiny.get_config()
-  c.compile_cache_dir = ""
-  c.train_tokens = steps * STEP_TOKENS
-  c.schedule.warmup_tokens = 2 * STEP_TOKENS
-  c.model.mlp_dim = 128
-  c.eval.tokens = 64 * 64
-  c.eval.every_tokens = 3 * STEP_TOKENS
-  c.checkpoint.every_tokens = 4 * STEP_TOKENS
-  c.log.every_steps = 1
-  c.mesh.data, c.mesh.model = mesh.get("data", 1), mesh.get("model", 1)
-  c.mesh.fsdp = mesh.get("fsdp", False)
-  return c
+from tests.helpers import STEP_TOKENS
+from tests.helpers import comparable
+from tests.helpers import records_with
+from tests.helpers import tiny_config
+from tests.helpers import values
 
 
-def having(workdir, key):
-  return [r for r in records.read_records(workdir) if key in r]
-
-
-def without_timing(workdir):
-  return [records.without_timings(r) for r in records.read_records(workdir)]
+def small_config(steps: int, data: int = 1, model: int = 1, fsdp: bool = False):
+  return tiny_config({
+      "train_tokens": steps * STEP_TOKENS, "schedule.warmup_tokens": 2 * STEP_TOKENS,
+      "model.mlp_dim": 128, "eval.tokens": 64 * 64, "eval.every_tokens": 3 * STEP_TOKENS,
+      "checkpoint.every_tokens": 4 * STEP_TOKENS, "log.every_steps": 1, "mesh.data": data,
+      "mesh.model": model, "mesh.fsdp": fsdp})
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +34,12 @@ def single_device_run(tmp_path_factory):
                                              (2, 4, True)])
 def test_sharded_training_matches_one_device(single_device_run, tmp_path, data, model, fsdp):
   train.train_and_evaluate(small_config(5, data=data, model=model, fsdp=fsdp), str(tmp_path))
-  expected = [r["loss"] for r in having(single_device_run, "loss")]
-  got = [r["loss"] for r in having(tmp_path, "loss")]
+  expected = values(single_device_run, "loss")
+  got = values(tmp_path, "loss")
   assert len(got) == 5
   np.testing.assert_allclose(got, expected, rtol=2e-5)
-  np.testing.assert_allclose(having(tmp_path, "eval_loss")[-1]["eval_loss_ewa_0.99"],
-                             having(single_device_run, "eval_loss")[-1]["eval_loss_ewa_0.99"],
+  np.testing.assert_allclose(records_with(tmp_path, "eval_loss")[-1]["eval_loss_ewa_0.99"],
+                             records_with(single_device_run, "eval_loss")[-1]["eval_loss_ewa_0.99"],
                              rtol=2e-5)
 
 
@@ -65,7 +52,7 @@ def test_resumed_run_reproduces_uninterrupted_metrics(single_device_run, tmp_pat
     f.write(json.dumps({"step": 3, "loss": -1.0}) + "\n")
   progress = train.train_and_evaluate(config, str(tmp_path))
   assert (progress["resumed_from"], progress["steps_run"]) == (2, 3)
-  assert without_timing(tmp_path) == without_timing(single_device_run)
+  assert comparable(tmp_path) == comparable(single_device_run)
 
 
 def test_finished_run_returns_without_training(single_device_run):
@@ -77,11 +64,11 @@ def test_finished_run_returns_without_training(single_device_run):
 
 
 def test_metrics_file_has_the_documented_fields(single_device_run):
-  train_records = having(single_device_run, "loss")
+  train_records = records_with(single_device_run, "loss")
   for key in ("step", "tokens", "batch_size", "loss", "lr", "grad_norm", "tokens_per_sec"):
     assert key in train_records[0]
   assert [r["tokens"] for r in train_records] == [STEP_TOKENS * i for i in range(1, 6)]
-  eval_records = having(single_device_run, "eval_loss")
+  eval_records = records_with(single_device_run, "eval_loss")
   assert [r["step"] for r in eval_records] == [3, 5]
   assert {"eval_loss_ewa_0.9", "eval_loss_ewa_0.99"} <= set(eval_records[0])
   info = json.loads((single_device_run / "config.json").read_text())
@@ -89,15 +76,12 @@ def test_metrics_file_has_the_documented_fields(single_device_run):
 
 
 def test_training_closes_most_of_the_gap_to_the_loss_floor(tmp_path):
-  config = tiny.get_config()
-  config.compile_cache_dir = ""
-  config.train_tokens = 200 * STEP_TOKENS
-  config.eval.every_tokens = 0
-  config.eval.tokens = 64 * 64
+  config = tiny_config({"train_tokens": 200 * STEP_TOKENS, "eval.every_tokens": 0,
+                        "eval.tokens": 64 * 64})
   train.train_and_evaluate(config, str(tmp_path))
   floors = json.loads((tmp_path / "config.json").read_text())["floors"]
   uniform = np.log(config.data.synthetic.vocab_size)
-  final = having(tmp_path, "eval_loss")[-1]["eval_loss"]
+  final = records_with(tmp_path, "eval_loss")[-1]["eval_loss"]
   # Cannot beat the exact Bayes-optimal loss of the held-out set, and must beat guessing by a lot.
   assert floors["eval_bayes_loss"] - 0.01 < final
   assert final < floors["entropy_rate"] + 0.6 * (uniform - floors["entropy_rate"])
@@ -111,5 +95,5 @@ def test_scanned_layers_train_sharded_and_resume_like_one_device(tmp_path):
   progress = train.train_and_evaluate(sharded, str(tmp_path / "sharded"))
   assert (progress["resumed_from"], progress["steps_run"]) == (2, 3)
   for key in ("loss", "eval_loss_ewa_0.99"):
-    np.testing.assert_allclose([r[key] for r in having(tmp_path / "sharded", key)],
-                               [r[key] for r in having(tmp_path / "one", key)], rtol=2e-5)
+    np.testing.assert_allclose(values(tmp_path / "sharded", key), values(tmp_path / "one", key),
+                               rtol=2e-5)

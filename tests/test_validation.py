@@ -1,17 +1,13 @@
 """Bad configs fail before any compute with one line naming the key, the value and what is allowed."""
 
 import json
-import os
-import pathlib
-import subprocess
-import sys
 
 import pytest
 
 from cbs import validation
 from configs import tiny
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from tests.helpers import TINY
+from tests.helpers import run_main
 
 
 @pytest.mark.parametrize("overrides,message", [
@@ -59,11 +55,7 @@ def test_tiny_config_is_valid():
      "cbs: bad config: optimizer.learning_rate is not a config key; did you mean optimizer.lr?")])
 def test_command_line_reports_one_line_and_writes_nothing(tmp_path, flag, message):
   workdir = tmp_path / "run"
-  result = subprocess.run(
-      [sys.executable, "-m", "cbs.main", f"--config={ROOT / 'configs/tiny.py'}",
-       f"--workdir={workdir}", flag],
-      capture_output=True, text=True, cwd=tmp_path, check=False,
-      env={**os.environ, "PYTHONPATH": str(ROOT)})
+  result = run_main([f"--config={TINY}", f"--workdir={workdir}", flag], cwd=tmp_path)
   assert result.returncode == 2
   assert result.stderr.strip().splitlines() == [message]
   assert not workdir.exists()

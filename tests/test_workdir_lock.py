@@ -3,19 +3,17 @@
 import json
 import logging
 import os
-import pathlib
 import socket
-import subprocess
-import sys
 
 import pytest
 
 from cbs import train
 from cbs import workdir_lock
-from tests.test_reliability import short_config
-from tests.test_restore import snapshot
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from tests.helpers import last_line
+from tests.helpers import main_flags
+from tests.helpers import run_main
+from tests.helpers import short_run_config
+from tests.helpers import snapshot
 
 
 def test_a_second_run_is_refused_in_one_line_naming_the_holder_and_writes_nothing(tmp_path):
@@ -26,20 +24,16 @@ def test_a_second_run_is_refused_in_one_line_naming_the_holder_and_writes_nothin
     holder = json.loads((run / workdir_lock.LOCK_FILE).read_text())
     assert (holder["host"], holder["pid"]) == (socket.gethostname(), os.getpid())
     before = snapshot(run)
-    refused = subprocess.run(
-        [sys.executable, "-m", "cbs.main", f"--config={ROOT / 'configs/tiny.py'}",
-         f"--workdir={run}", "--config.compile_cache_dir=", "--config.mesh.data=1",
-         "--config.train_tokens=2048", "--config.schedule.warmup_tokens=0",
-         "--config.eval.tokens=4096"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    refused = run_main(main_flags(run, {"mesh.data": 1, "train_tokens": 2048,
+                                        "schedule.warmup_tokens": 0, "eval.tokens": 4096}))
     assert refused.returncode == 2
-    assert refused.stderr.strip().splitlines()[-1] == (
+    assert last_line(refused.stderr) == (
         f"cbs: workdir {run} is in use by pid {os.getpid()} on {socket.gethostname()}, started "
         f"{holder['started']}; wait for it to end or stop it (a run that died leaves no lock "
         "behind)")
     assert snapshot(run) == before  # no config, record, checkpoint or lock change
     with pytest.raises(workdir_lock.WorkdirBusy, match="is in use by pid"):
-      train.train_and_evaluate(short_config(1), str(run))
+      train.train_and_evaluate(short_run_config(1), str(run))
     assert snapshot(run) == before
   assert not (run / workdir_lock.LOCK_FILE).exists()  # released: the next run may start
 

@@ -4,14 +4,13 @@ import numpy as np
 import pytest
 
 from cbs import data as data_lib
-from cbs import records
 from cbs import train
-from configs import tiny
+from tests.helpers import records_with
+from tests.helpers import tiny_config
 
 
 def growing_config(**batch):
-  c = tiny.get_config()
-  c.compile_cache_dir = ""
+  c = tiny_config()
   c.mesh.data, c.mesh.fsdp = 8, True
   c.model.mlp_dim = 128
   # The trajectory below (when the test fails) was designed on this model form; the mechanics under
@@ -25,10 +24,6 @@ def growing_config(**batch):
   return c
 
 
-def train_records(workdir):
-  return [r for r in records.read_records(workdir) if "loss" in r]
-
-
 @pytest.fixture(scope="module")
 def norm_run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("norm")
@@ -38,14 +33,14 @@ def norm_run(tmp_path_factory):
 
 def test_norm_test_grows_the_batch_twice_on_an_fsdp_mesh(norm_run):
   workdir, progress = norm_run
-  sizes = [r["batch_size"] for r in train_records(workdir)]
+  sizes = [r["batch_size"] for r in records_with(workdir, "loss")]
   assert sizes == [32] * 4 + [64] * 6 + [128]
   assert [(h["old"], h["new"]) for h in progress["batch"]["history"]] == [(32, 64), (64, 128)]
-  tested = [r for r in train_records(workdir) if "norm_test_stat" in r]
+  tested = [r for r in records_with(workdir, "loss") if "norm_test_stat" in r]
   assert tested and all(r["grad_noise_scale"] > 0 for r in tested)
   # Sequences per device: 4 per microbatch, so 32, 64, 128 are 1, 2, 4 accumulation steps; the
   # test at 32 splits its microbatch in two groups.
-  assert [r["accum_steps"] for r in train_records(workdir)][::5] == [1, 2, 4]
+  assert [r["accum_steps"] for r in records_with(workdir, "loss")][::5] == [1, 2, 4]
   assert [r["test_groups"] for r in tested] == [2] * len(tested)  # FSDP: the microbatches only
 
 
@@ -53,7 +48,7 @@ def test_same_sizes_as_a_ramp_give_the_same_losses(norm_run, tmp_path):
   workdir, progress = norm_run
   stages = [(0, 32)] + [(h["tokens"], h["new"]) for h in progress["batch"]["history"]]
   train.train_and_evaluate(growing_config(schedule="ramp", ramp=tuple(stages)), str(tmp_path))
-  ramp, norm = train_records(tmp_path), train_records(workdir)
+  ramp, norm = records_with(tmp_path, "loss"), records_with(workdir, "loss")
   assert [r["batch_size"] for r in ramp] == [r["batch_size"] for r in norm]
   np.testing.assert_allclose([r["loss"] for r in ramp], [r["loss"] for r in norm], rtol=2e-5)
 
@@ -63,7 +58,7 @@ def test_resumed_run_makes_the_same_decisions(norm_run, tmp_path):
   config = growing_config()
   train.train_and_evaluate(config, str(tmp_path), stop_after_steps=5)
   progress = train.train_and_evaluate(config, str(tmp_path))
-  resumed, whole = train_records(tmp_path), train_records(workdir)
+  resumed, whole = records_with(tmp_path, "loss"), records_with(workdir, "loss")
   assert (progress["resumed_from"], progress["steps_run"]) == (5, len(whole) - 5)
   assert [r["batch_size"] for r in resumed] == [r["batch_size"] for r in whole]
   assert [r["loss"] for r in resumed] == [r["loss"] for r in whole]
@@ -75,11 +70,11 @@ def test_weight_decay_timescale_follows_the_growing_batch(tmp_path):
   config.mesh.data, config.mesh.fsdp = 1, False  # one device: this checks the host-side rule
   config.optimizer.wd_timescale = 0.25
   train.train_and_evaluate(config, str(tmp_path))
-  for r in train_records(tmp_path):
+  for r in records_with(tmp_path, "loss"):
     peak_lr = config.optimizer.lr * (r["batch_size"] / 32) ** 0.5
     expected = r["batch_size"] * 64 / (peak_lr * 0.25 * config.train_tokens)
     assert r["weight_decay"] == pytest.approx(expected, rel=1e-6)
-  decays = {r["batch_size"]: r["weight_decay"] for r in train_records(tmp_path)}
+  decays = {r["batch_size"]: r["weight_decay"] for r in records_with(tmp_path, "loss")}
   assert decays[128] / decays[32] == pytest.approx(2.0)  # 4x the batch over 2x the lr
 
 
@@ -107,7 +102,7 @@ def test_skipped_nan_step_leaves_the_statistics_and_the_batch_still_grows(tmp_pa
 
   monkeypatch.setattr(data_lib, "make", data_with_a_nan_batch)
   progress = train.train_and_evaluate(config, str(tmp_path))
-  records = train_records(tmp_path)
+  records = records_with(tmp_path, "loss")
   assert [r["nonfinite"] for r in records[:3]] == [0, 1, 0]
   assert "norm_test_stat" not in records[1] and records[1]["test_groups"] == 2
   assert [h["step"] for h in progress["batch"]["history"]] and all(
@@ -146,7 +141,7 @@ def test_testing_every_other_step_follows_the_every_step_run(tmp_path, monkeypat
     config.train_tokens = 6 * 32 * 64
     del ran[:]
     train.train_and_evaluate(config, str(tmp_path / str(interval)))
-    runs[interval] = train_records(tmp_path / str(interval))
+    runs[interval] = records_with(tmp_path / str(interval), "loss")
   a, b = runs[1], runs[2]
   np.testing.assert_allclose([r["loss"] for r in b], [r["loss"] for r in a], rtol=2e-5)
   assert ["norm_test_stat" in r for r in b] == [False, True] * 3

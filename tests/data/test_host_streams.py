@@ -2,7 +2,6 @@
 and bad data reported in one line."""
 
 import json
-import pathlib
 import subprocess
 import sys
 import time
@@ -19,8 +18,11 @@ from cbs.data import tfds_source
 from cbs.data import vocab as vocab_lib
 from configs import tiny
 from tests.data import corpus
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+from tests.helpers import ROOT
+from tests.helpers import STEP_TOKENS
+from tests.helpers import last_line
+from tests.helpers import main_flags
+from tests.helpers import tiny_config
 SEQ_LEN = 64
 SIZES = (4, 8, 2, 16, 6, 12)  # global batch sizes, restored from a saved position after the third
 HOSTS = 2
@@ -160,11 +162,10 @@ def test_restore_costs_the_same_at_ten_times_the_position(source, long_corpus, t
 
 
 def _main(workdir, *overrides):
-  return subprocess.Popen(
-      [sys.executable, "-m", "cbs.main", "--config=configs/tiny.py", f"--workdir={workdir}",
-       "--config.train_tokens=80000", "--config.schedule.warmup_tokens=0",
-       "--config.compile_cache_dir=", *overrides],
-      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  """The command line started in the background, so the cases run side by side."""
+  flags = main_flags(workdir, {"train_tokens": 80000, "schedule.warmup_tokens": 0})
+  return subprocess.Popen([sys.executable, "-m", "cbs.main", *flags, *overrides], cwd=ROOT,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def test_bad_data_is_reported_in_one_line_with_the_file_and_position(tmp_path):
@@ -194,7 +195,7 @@ def test_bad_data_is_reported_in_one_line_with_the_file_and_position(tmp_path):
           for name, (overrides, _) in cases.items()}
   for name, run in runs.items():
     _, stderr = run.communicate(timeout=300)
-    last = stderr.strip().splitlines()[-1]
+    last = last_line(stderr)
     assert run.returncode == 2, (name, stderr[-2000:])
     assert last.startswith(cases[name][1]), (name, last)
     assert "Traceback" not in stderr, (name, stderr[-2000:])
@@ -203,9 +204,8 @@ def test_bad_data_is_reported_in_one_line_with_the_file_and_position(tmp_path):
 def test_a_checkpoint_of_another_host_count_is_refused_in_one_line(tmp_path):
   from cbs import checkpoint
   from cbs import train
-  config = tiny.get_config()
-  config.update(dict(train_tokens=2 * 32 * 64, compile_cache_dir=""))
-  config.schedule.warmup_tokens, config.eval.every_tokens, config.mesh.data = 0, 0, 1
+  config = tiny_config({"train_tokens": 2 * STEP_TOKENS, "schedule.warmup_tokens": 0,
+                        "eval.every_tokens": 0, "mesh.data": 1})
   train.train_and_evaluate(config, str(tmp_path))
   data_item = tmp_path / "checkpoints" / "2" / "data"
   own = data_item / "process_0-of-1.json"

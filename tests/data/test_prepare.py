@@ -2,8 +2,6 @@
 
 import json
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pyarrow as pa
@@ -19,8 +17,8 @@ from cbs.data import text_files
 from cbs.data import vocab as vocab_lib
 from configs import tiny
 from tests.data import corpus
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+from tests.helpers import last_line
+from tests.helpers import run_module
 
 
 def jsonl_texts(paths):
@@ -141,16 +139,15 @@ def test_prepared_epochs_are_seeded_permutations_of_all_windows(tmp_path, jsonl_
 
 
 def test_prepare_command_writes_the_manifest_and_names_bad_input(tmp_path, jsonl_files):
-  command = [sys.executable, "-m", "cbs.data.prepare", f"--files={','.join(jsonl_files)}",
-             "--vocab=byte", f"--output={tmp_path / 'out'}", "--workers=1"]
-  done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+  args = [f"--files={','.join(jsonl_files)}", "--vocab=byte", f"--output={tmp_path / 'out'}",
+          "--workers=1"]
+  done = run_module("cbs.data.prepare", args, timeout=120)
   assert done.returncode == 0, done.stderr[-2000:]
   manifest = prepared.read_manifest(str(tmp_path / "out"))
   assert manifest["splits"]["train"]["documents"] == 100 and "--vocab=byte" in manifest["command"]
   assert "train: " in done.stdout and "--config.data.source=prepared" in done.stdout
-  bad = subprocess.run(command[:3] + ["--files=/nonexistent/*.jsonl"] + command[4:], cwd=ROOT,
-                       capture_output=True, text=True, timeout=120)
+  bad = run_module("cbs.data.prepare", ["--files=/nonexistent/*.jsonl", *args[1:]], timeout=120)
   assert bad.returncode == 2
-  assert bad.stderr.strip().splitlines()[-1] == (
+  assert last_line(bad.stderr) == (
       "cbs.data.prepare: data.files entry '/nonexistent/*.jsonl' matches no file")
   assert "Traceback" not in bad.stderr

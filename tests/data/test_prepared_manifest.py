@@ -2,8 +2,6 @@
 
 import pathlib
 import shutil
-import subprocess
-import sys
 
 import pytest
 
@@ -11,8 +9,9 @@ from cbs.data import prepare
 from cbs.data import prepared
 from cbs.data import stream
 from tests.data import corpus
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+from tests.helpers import last_line
+from tests.helpers import main_flags
+from tests.helpers import run_main
 
 
 @pytest.fixture(scope="module")
@@ -71,13 +70,10 @@ def test_a_truncated_shard_is_refused_in_one_line_through_the_command_line(shard
   shard = copy / "train-00001.array_record"
   shard.write_bytes(shard.read_bytes()[:65536])  # cut short, as by a full disk or a partial copy
   workdir = tmp_path / "run"
-  refused = subprocess.run(
-      [sys.executable, "-m", "cbs.main", f"--config={ROOT / 'configs/tiny.py'}",
-       f"--workdir={workdir}", "--config.compile_cache_dir=", "--config.mesh.data=1",
-       "--config.data.source=prepared", f"--config.data.prepared_dir={copy}"],
-      cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+  refused = run_main(main_flags(workdir, {"mesh.data": 1, "data.source": "prepared",
+                                          "data.prepared_dir": copy}))
   assert refused.returncode == 2
-  assert refused.stderr.strip().splitlines()[-1] == (
+  assert last_line(refused.stderr) == (
       f"cbs: bad data: prepared shard {shard} cannot be read as ArrayRecord (RuntimeError): it is "
       "damaged or cut short")
   assert not workdir.exists()

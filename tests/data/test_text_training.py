@@ -1,13 +1,12 @@
 """Training on real text sources end to end, and resuming on them exactly."""
 
-from cbs import records
 from cbs import train
-from configs import tiny
+from tests.helpers import records_with
+from tests.helpers import tiny_config
 
 
 def text_config(source, tfds_dir, spm_model, steps):
-  config = tiny.get_config()
-  config.compile_cache_dir = ""
+  config = tiny_config()
   config.data.update(dict(source=source, vocab=spm_model, tfds_name="tiny_text:1.0.0",
                           tfds_data_dir=str(tfds_dir), seq_len=32, prefetch=16))
   config.batch.size = 8
@@ -19,7 +18,7 @@ def text_config(source, tfds_dir, spm_model, steps):
 
 
 def losses(workdir):
-  return [(r["step"], r["loss"]) for r in records.read_records(workdir) if "loss" in r]
+  return [(r["step"], r["loss"]) for r in records_with(workdir, "loss")]
 
 
 def test_tfds_run_resumed_mid_way_matches_the_uninterrupted_run(tmp_path, tfds_dir, spm_model):

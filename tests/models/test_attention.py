@@ -8,18 +8,7 @@ import pytest
 from cbs import validation
 from cbs.models import layers
 from configs import tiny
-
-
-def np_attention(q, k, v, scale):
-  """Causal attention in float64 with grouped heads repeated (independent of `layers.attend`)."""
-  repeat = q.shape[2] // k.shape[2]
-  k, v = np.repeat(k, repeat, axis=2), np.repeat(v, repeat, axis=2)
-  scores = np.einsum("blhk,bmhk->bhlm", q, k) * scale
-  length = q.shape[1]
-  scores = np.where(np.tril(np.ones((length, length), bool)), scores, -np.inf)
-  probs = np.exp(scores - scores.max(-1, keepdims=True))
-  probs /= probs.sum(-1, keepdims=True)
-  return np.einsum("bhlm,bmhk->blhk", probs, v)
+from tests.models import numpy_reference as reference
 
 
 @pytest.mark.parametrize("heads,groups,scale", [(4, 4, None), (4, 2, None), (6, 1, 0.3)])
@@ -27,8 +16,8 @@ def test_einsum_and_xla_attention_match_numpy(heads, groups, scale):
   keys = jax.random.split(jax.random.key(0), 3)
   q = jax.random.normal(keys[0], (2, 9, heads, 8))
   k, v = (jax.random.normal(key, (2, 9, groups, 8)) for key in keys[1:])
-  expected = np_attention(*(np.asarray(t, np.float64) for t in (q, k, v)),
-                          1 / np.sqrt(8) if scale is None else scale)
+  expected = reference.causal_attention(*(np.asarray(t, np.float64) for t in (q, k, v)),
+                                        1 / np.sqrt(8) if scale is None else scale)
   for implementation in ("einsum", "xla"):
     got = layers.attend(q, k, v, scale, implementation)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)

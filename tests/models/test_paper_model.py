@@ -12,33 +12,16 @@ from cbs import models
 from cbs.models import layers
 from cbs.models import transformer
 from configs import tiny
-
-
-def np_layernorm(x, axes, eps=1e-5):
-  x = x - x.mean(axis=axes, keepdims=True)
-  return x / np.sqrt((x * x).mean(axis=axes, keepdims=True) + eps)
-
-
-def np_rope(x, theta):
-  half = x.shape[-1] // 2
-  freq = theta ** (-np.arange(half) / half)
-  angle = np.arange(x.shape[1])[:, None] * freq[None, :]
-  cos, sin = np.cos(angle)[None, :, None, :], np.sin(angle)[None, :, None, :]
-  x1, x2 = x[..., :half], x[..., half:]
-  return np.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+from tests.models import numpy_reference as reference
 
 
 def np_attention_block(x, wq, wk, wv, wo, qk_axes):
   """Attention with LayerNorm of q and k over `qk_axes` of [B, L, H, K], before RoPE."""
   q, k, v = (np.einsum("bld,dhk->blhk", x, w) for w in (wq, wk, wv))
-  q, k = np_layernorm(q, qk_axes), np_layernorm(k, qk_axes)
-  q, k = np_rope(q, 10_000.0), np_rope(k, 10_000.0)
-  scores = np.einsum("blhk,bmhk->bhlm", q, k) / math.sqrt(q.shape[-1])
-  length = x.shape[1]
-  scores = np.where(np.tril(np.ones((length, length), bool)), scores, -np.inf)
-  probs = np.exp(scores - scores.max(-1, keepdims=True))
-  probs /= probs.sum(-1, keepdims=True)
-  return np.einsum("blhk,hkd->bld", np.einsum("bhlm,bmhk->blhk", probs, v), wo)
+  q, k = (reference.norm(t, 1.0, "layernorm", axes=qk_axes) for t in (q, k))
+  q, k = reference.rope(q), reference.rope(k)
+  heads = reference.causal_attention(q, k, v, 1 / math.sqrt(q.shape[-1]))
+  return np.einsum("blhk,hkd->bld", heads, wo)
 
 
 @pytest.mark.parametrize("qk_norm,axes", [("full", (-2, -1)), ("head", (-1,))])
@@ -104,7 +87,7 @@ def test_mlp_gelu_matches_numpy(gelu):
   wi, wo = (np.asarray(p[...], np.float64) for p in (mlp.wi, mlp.wo))
   h = x @ wi
   if gelu == "exact":
-    act = 0.5 * h * (1 + np.vectorize(math.erf)(h / math.sqrt(2)))
+    act = reference.gelu(h)
   else:
     act = 0.5 * h * (1 + np.tanh(math.sqrt(2 / math.pi) * (h + 0.044715 * h ** 3)))
   np.testing.assert_allclose(mlp(x.astype(np.float32)), act @ wo, rtol=1e-4, atol=1e-5)

@@ -1,7 +1,5 @@
 """The transformers against an independent float64 numpy implementation, and their invariants."""
 
-import math
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,6 +8,7 @@ from flax import nnx
 
 from cbs import models
 from configs import base
+from tests.models import numpy_reference as reference
 
 VOCAB = 24
 
@@ -31,55 +30,29 @@ def randomised(cfg):
   return model, jax.tree.map(lambda x: np.asarray(x, np.float64), nnx.to_pure_dict(noisy))
 
 
-# ---- numpy reference ----------------------------------------------------------------------------
-
-def np_norm(x, scale, kind, eps=1e-5, axes=(-1,)):
-  if kind == "layernorm":
-    x = x - x.mean(axes, keepdims=True)
-  return x / np.sqrt((x * x).mean(axes, keepdims=True) + eps) * scale
-
-
-def np_rope(x, theta=10_000.0):
-  length, half = x.shape[1], x.shape[-1] // 2
-  angle = np.arange(length)[:, None] * theta ** (-np.arange(half) / half)[None, :]
-  cos, sin = np.cos(angle)[None, :, None, :], np.sin(angle)[None, :, None, :]
-  x1, x2 = x[..., :half], x[..., half:]
-  return np.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1)
-
-
-def np_gelu(x):  # exact (erf) GeLU, the paper's
-  return 0.5 * x * (1 + np.vectorize(math.erf)(x / np.sqrt(2)))
-
-
 def np_forward(p, tokens, paper, tied=False):
   kind = "layernorm" if paper else "rmsnorm"
   x = p["embed"][tokens]
-  length = tokens.shape[1]
   for block in p["blocks"].values():
     a = block["attn"]
-    h = np_norm(x, block["attn_norm"]["scale"], kind)
+    h = reference.norm(x, block["attn_norm"]["scale"], kind)
     q, k, v = (np.einsum("bld,dhk->blhk", h, a[n]) for n in "qkv")
     if paper:
       # QK-norm over each token's whole query / key vector (all heads), as the paper's OLMo code
-      q = np_norm(q, a["q_norm"]["scale"], "layernorm", axes=(-2, -1))
-      k = np_norm(k, a["k_norm"]["scale"], "layernorm", axes=(-2, -1))
-    q, k = np_rope(q), np_rope(k)
-    group = q.shape[2] // k.shape[2]
-    k, v = np.repeat(k, group, axis=2), np.repeat(v, group, axis=2)
-    scores = np.einsum("bqhk,bshk->bhqs", q, k) / np.sqrt(q.shape[-1])
-    scores = np.where(np.tril(np.ones((length, length), bool)), scores, -np.inf)
-    weights = np.exp(scores - scores.max(-1, keepdims=True))
-    weights /= weights.sum(-1, keepdims=True)
-    x = x + np.einsum("bhqs,bshk,hkd->bqd", weights, v, a["o"])
+      q = reference.norm(q, a["q_norm"]["scale"], "layernorm", axes=(-2, -1))
+      k = reference.norm(k, a["k_norm"]["scale"], "layernorm", axes=(-2, -1))
+    q, k = reference.rope(q), reference.rope(k)
+    heads = reference.causal_attention(q, k, v, 1 / np.sqrt(q.shape[-1]))
+    x = x + np.einsum("blhk,hkd->bld", heads, a["o"])
     m = block["mlp"]
-    h = np_norm(x, block["mlp_norm"]["scale"], kind)
+    h = reference.norm(x, block["mlp_norm"]["scale"], kind)
     if paper:
-      h = np_gelu(h @ m["wi"])
+      h = reference.gelu(h @ m["wi"])
     else:
       gate = h @ m["wg"]
       h = gate / (1 + np.exp(-gate)) * (h @ m["wi"])
     x = x + h @ m["wo"]
-  x = np_norm(x, p["final_norm"]["scale"], kind)
+  x = reference.norm(x, p["final_norm"]["scale"], kind)
   return x @ (p["embed"].T if tied else p["unembed"])
 
 

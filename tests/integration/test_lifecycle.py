@@ -1,7 +1,6 @@
 """Every way out of a run releases what it started: signal handlers, threads, open files."""
 
 import json
-import pathlib
 import signal
 import threading
 
@@ -11,8 +10,8 @@ from cbs import train
 from cbs.batching import controller as controller_lib
 from launch import backends
 from launch import grid
+from tests.helpers import TINY
 
-TINY = str(pathlib.Path(__file__).resolve().parents[1] / "configs/tiny.py")
 # A run of two steps that writes, evaluates and checkpoints: every resource of the loop in use.
 STEP_TOKENS = 8 * 16
 OVERRIDES = {"compile_cache_dir": "", "train_tokens": 2 * STEP_TOKENS, "model.num_layers": 1,

@@ -3,14 +3,14 @@ mixed in blocks), killed with SIGKILL mid-block and started again, continues bit
 
 import json
 
-from cbs import records
-from tests.test_multiprocess import BASE
-from tests.test_multiprocess import STEP_TOKENS
-from tests.test_multiprocess import comparable
-from tests.test_multiprocess import finish
-from tests.test_multiprocess import kill_when_paused
-from tests.test_multiprocess import start
 from tests.data import corpus
+from tests.helpers import STEP_TOKENS
+from tests.helpers import comparable
+from tests.helpers import last_step
+from tests.integration.test_multiprocess import BASE
+from tests.integration.test_multiprocess import finish
+from tests.integration.test_multiprocess import kill_when_paused
+from tests.integration.test_multiprocess import start
 
 
 def test_a_killed_two_process_run_on_one_file_resumes_bit_for_bit(tmp_path):
@@ -27,7 +27,7 @@ def test_a_killed_two_process_run_on_one_file_resumes_bit_for_bit(tmp_path):
   killed = start(tmp_path / "killed", overrides, pause_after_saves=1)
   step = kill_when_paused(killed, tmp_path / "killed")
   assert step == 2 and not (tmp_path / "killed" / "done.json").exists()
-  assert max(r["step"] for r in records.read_records(tmp_path / "killed")) == step
+  assert last_step(tmp_path / "killed") == step
   positions = [json.loads((tmp_path / "killed" / "checkpoints" / "2" / "data" /
                            f"process_{i}-of-2.json").read_text()) for i in range(2)]
   assert [p["handed"] for p in positions] == [32, 32], positions  # each host mid-block

@@ -5,20 +5,20 @@ import pathlib
 import shlex
 import shutil
 import subprocess
-import sys
 
 import pytest
 from etils import epath
 
 from analysis import measure
 from analysis import runs as runs_lib
+from cbs import records
 from cbs import workdir_lock
 from launch import grid
 from launch import outcome
 from launch import status_table
 from tests.analysis import fake_runs
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from tests.helpers import last_line
+from tests.helpers import run_module
 
 
 def write_sweep(path: pathlib.Path, axes: dict) -> str:
@@ -32,8 +32,7 @@ def write_sweep(path: pathlib.Path, axes: dict) -> str:
 
 
 def sweep(args: list[str]) -> subprocess.CompletedProcess:
-  return subprocess.run([sys.executable, "-m", "launch.sweep", *args], cwd=ROOT, text=True,
-                        capture_output=True, timeout=600, check=False)
+  return run_module("launch.sweep", args, timeout=600)
 
 
 def test_grid_names_are_deterministic_and_readable(tmp_path):
@@ -77,8 +76,8 @@ def test_local_sweep_records_a_diverging_run_goes_on_and_skips_settled_runs(tmp_
   assert inprocess.returncode == 0, inprocess.stderr[-2000:]
 
   def losses(root, name):
-    lines = (tmp_path / root / name / "metrics.jsonl").read_text().splitlines()
-    return [[r.get("loss"), r.get("eval_loss")] for r in map(json.loads, lines)]
+    return [[r.get("loss"), r.get("eval_loss")]
+            for r in records.read_records(tmp_path / root / name)]
 
   assert losses("root", good) == losses("inproc", good)
 
@@ -90,9 +89,7 @@ def test_local_sweep_records_a_diverging_run_goes_on_and_skips_settled_runs(tmp_
 def test_a_remote_run_records_its_own_failure(tmp_path, script, reason, code):
   """The wrapper of tpu and slurm runs: a crash or a kill (the out-of-memory killer) is recorded."""
   workdir = tmp_path / "run"
-  result = subprocess.run([sys.executable, "-m", "launch.outcome", f"--workdir={workdir}", "--",
-                           "bash", "-c", script], cwd=ROOT, text=True, capture_output=True,
-                          check=False)
+  result = run_module("launch.outcome", [f"--workdir={workdir}", "--", "bash", "-c", script])
   assert result.returncode == 1
   assert json.loads((workdir / "failed.json").read_text()) == {"reason": reason, "exit_code": code}
   assert outcome.status(workdir) == "failed"
@@ -102,7 +99,7 @@ def test_inprocess_sweep_rejects_a_bad_override_before_running(tmp_path):
   path = write_sweep(tmp_path / "s.py", {"batch.size": [16], "optimizer.lrr": [1e-3]})
   result = sweep([f"--sweep={path}", f"--root={tmp_path / 'root'}", "--backend=inprocess"])
   assert result.returncode == 2
-  assert result.stderr.strip().splitlines()[-1].endswith(
+  assert last_line(result.stderr).endswith(
       "optimizer.lrr is not a config key; did you mean optimizer.lr?")
   assert not list((tmp_path / "root").glob("*/config.json"))
 

@@ -1,6 +1,7 @@
 """One process of a multi-process CPU run through the real command line (4 fake devices each).
 
-    python -m tests.multiprocess_worker PAUSE_AFTER_SAVES SKEWED_HOST --config=... --workdir=... \
+    python -m tests.integration.multiprocess_worker PAUSE_AFTER_SAVES SKEWED_HOST \
+        --config=... --workdir=... \
         --config.mesh.coordinator=localhost:PORT --config.mesh.num_processes=2 \
         --config.mesh.process_id=I ...                        (from the repository root)
 

@@ -5,13 +5,10 @@ fresh start fails; no case may rename a checkpoint without evidence that it is d
 """
 
 import errno
-import hashlib
 import json
 import logging
 import pathlib
 import shutil
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -23,17 +20,21 @@ from cbs import records
 from cbs import train
 from cbs import validation
 from tests.data import corpus
-from tests.test_reliability import assert_each_step_once
-from tests.test_reliability import short_config
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from tests.helpers import assert_each_step_once
+from tests.helpers import last_line
+from tests.helpers import main_flags
+from tests.helpers import run_main
+from tests.helpers import short_run
+from tests.helpers import short_run_config
+from tests.helpers import snapshot
+from tests.helpers import values
 
 
 @pytest.fixture(scope="module")
 def six_steps(tmp_path_factory):
   """A finished six-step unrolled run with a checkpoint at every step."""
   workdir = tmp_path_factory.mktemp("six")
-  config = short_config(6)
+  config = short_run_config(6)
   config.checkpoint.keep = 6
   train.train_and_evaluate(config, str(workdir))
   return workdir
@@ -50,28 +51,14 @@ def stopped_at_4(six_steps, tmp_path) -> pathlib.Path:
   return run
 
 
-def snapshot(workdir: pathlib.Path) -> dict[str, str]:
-  return {str(p.relative_to(workdir)): hashlib.sha256(p.read_bytes()).hexdigest()
-          for p in sorted(workdir.rglob("*")) if p.is_file()}
-
-
-def losses(workdir):
-  return [r["loss"] for r in records.read_records(workdir) if "loss" in r]
-
-
 def test_scanned_rerun_of_an_unrolled_run_is_refused_then_converted_and_resumed(six_steps,
                                                                                 tmp_path):
   run = stopped_at_4(six_steps, tmp_path)
   before = snapshot(run)
-  command = [sys.executable, "-m", "cbs.main", f"--config={ROOT / 'configs/tiny.py'}",
-             f"--workdir={run}", "--config.compile_cache_dir=", "--config.mesh.data=1",
-             f"--config.train_tokens={6 * 32 * 64}", "--config.schedule.warmup_tokens=0",
-             "--config.model.scan_layers=True",
-             "--config.train.allow_config_change=True"]
-  refused = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                           check=False)
+  refused = run_main(main_flags(run, {**short_run(6), "model.scan_layers": True,
+                                      "train.allow_config_change": True}))
   assert refused.returncode == 2
-  line = refused.stderr.strip().splitlines()[-1]
+  line = last_line(refused.stderr)
   assert line == (f"cbs: bad config: checkpoint 4 in {run}/checkpoints does not fit the configured "
                   "model: it holds params/blocks where the model has params/layers "
                   "(model.scan_layers: False -> True); convert its unrolled blocks to scanned ones "
@@ -90,14 +77,14 @@ def test_scanned_rerun_of_an_unrolled_run_is_refused_then_converted_and_resumed(
   jax.tree.map(np.testing.assert_array_equal, convert_checkpoint.convert(converted, False),
                original)  # and back, bit for bit
 
-  config = short_config(6)
+  config = short_run_config(6)
   config.model.scan_layers = True  # config.json now says so: no allow_config_change needed
   progress = train.train_and_evaluate(config, str(run))
   assert (progress["resumed_from"], progress["steps_run"]) == (4, 2)
   assert_each_step_once(run)
   # The same function of the same numbers: the uninterrupted unrolled run, to rounding.
-  np.testing.assert_allclose(losses(run), losses(six_steps), rtol=2e-5)
-  assert losses(run)[:4] == losses(six_steps)[:4]
+  np.testing.assert_allclose(values(run, "loss"), values(six_steps, "loss"), rtol=2e-5)
+  assert values(run, "loss")[:4] == values(six_steps, "loss")[:4]
 
 
 @pytest.mark.parametrize("args", [[], ["--workdir=/nonexistent", "--scan_layers=maybe"],
@@ -111,7 +98,7 @@ def test_another_model_is_refused_and_with_allow_config_change_its_checkpoint_to
                                                                                    tmp_path):
   run = stopped_at_4(six_steps, tmp_path)
   before = snapshot(run)
-  other = short_config(6)
+  other = short_run_config(6)
   other.model.d_model = 32
   with pytest.raises(validation.ConfigError, match=r"holds a run with another model/data config "
                                                    r"\(model.d_model: 64 -> 32\)"):
@@ -151,7 +138,8 @@ def test_a_transient_read_error_is_retried_and_the_latest_step_restored(six_step
   run = stopped_at_4(six_steps, tmp_path)
   before = snapshot(run)
   tried = failing_restore(monkeypatch, 2, OSError(errno.EIO, "Input/output error"))
-  progress = train.train_and_evaluate(short_config(4), str(run))  # 4 steps: finished once restored
+  # 4 steps: finished once restored
+  progress = train.train_and_evaluate(short_run_config(4), str(run))
   assert tried == [4, 4, 4]
   assert (progress["resumed_from"], progress["steps_run"], progress["step"]) == (4, 0, 4)
   after = snapshot(run)
@@ -170,7 +158,7 @@ def test_a_persistent_read_error_stops_without_renaming_anything(six_steps, tmp_
   with pytest.raises(checkpoint.Unreadable, match=r"checkpoint 4 in .* could not be read in 4 "
                      r"attempts \(TimeoutError: \[Errno 110\] Connection timed out\); nothing was "
                      r"changed"):
-    train.train_and_evaluate(short_config(6), str(run))
+    train.train_and_evaluate(short_run_config(6), str(run))
   assert tried == [4, 4, 4, 4]
   assert sleeps == [2.0, 8.0, 30.0]  # the waits before the 2nd, 3rd and 4th attempt
   assert snapshot(run) == before
@@ -183,11 +171,11 @@ def test_a_corrupt_latest_checkpoint_is_set_aside_and_the_previous_one_used(six_
     if path.is_file() and "ocdbt.process_0" in str(path):
       path.write_bytes(b"")  # cut short, as by a full disk
   with caplog.at_level(logging.WARNING):
-    progress = train.train_and_evaluate(short_config(6), str(run))
+    progress = train.train_and_evaluate(short_run_config(6), str(run))
   assert (progress["resumed_from"], progress["steps_run"]) == (3, 3)
   assert "checkpoint 4 in" in caplog.text and "restoring step 3 instead" in caplog.text
   assert (run / "checkpoints" / "corrupt_4").is_dir()
-  assert losses(run) == losses(six_steps)
+  assert values(run, "loss") == values(six_steps, "loss")
   assert_each_step_once(run)
 
 
@@ -199,11 +187,11 @@ def test_a_checkpoint_missing_an_item_is_set_aside_and_the_previous_one_used(six
   (run / "checkpoints" / "4" / lost).unlink(missing_ok=True)
   assert not (run / "checkpoints" / "4" / lost).exists()
   with caplog.at_level(logging.WARNING):
-    progress = train.train_and_evaluate(short_config(6), str(run))
+    progress = train.train_and_evaluate(short_run_config(6), str(run))
   assert (progress["resumed_from"], progress["steps_run"]) == (3, 3)
   assert "restoring step 3 instead" in caplog.text
   assert (run / "checkpoints" / "corrupt_4").is_dir()
-  assert losses(run) == losses(six_steps)
+  assert values(run, "loss") == values(six_steps, "loss")
   assert_each_step_once(run)
 
 
@@ -217,15 +205,9 @@ def test_a_checkpoint_of_another_host_count_is_refused_through_the_command_line(
     for i in range(2):
       (data / f"process_{i}-of-2.json").write_text(position)
   before = snapshot(run)
-  refused = subprocess.run(
-      [sys.executable, "-m", "cbs.main", f"--config={ROOT / 'configs/tiny.py'}",
-       f"--workdir={run}", "--config.compile_cache_dir=", "--config.mesh.data=1",
-       f"--config.train_tokens={6 * 32 * 64}", "--config.eval.every_tokens=0",
-       "--config.eval.tokens=4096", "--config.checkpoint.every_tokens=2048",
-       "--config.log.every_steps=1", "--config.schedule.warmup_tokens=0"],
-      cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+  refused = run_main(main_flags(run, {**short_run(6), "schedule.warmup_tokens": 0}))
   assert refused.returncode == 2, refused.stderr[-2000:]
-  assert refused.stderr.strip().splitlines()[-1] == (
+  assert last_line(refused.stderr) == (
       "cbs: checkpoint 4 was written by 2 host(s) and this run has 1: each host's data position "
       "belongs to its own shard of the data, so resume it on the same number of hosts")
   assert snapshot(run) == before
@@ -239,13 +221,14 @@ def test_no_silent_fresh_start_while_checkpoints_exist(six_steps, tmp_path):
     with pytest.raises(checkpoint.NoneRestorable, match=r"no checkpoint in .* restores \(set "
                        r"aside: corrupt_1, corrupt_2, corrupt_3, corrupt_4\); set "
                        r"train.restart_if_unrestorable=True to start over"):
-      train.train_and_evaluate(short_config(6), str(run))
-  assert len(losses(run)) == 4  # the records are left as they were
-  config = short_config(2)
+      train.train_and_evaluate(short_run_config(6), str(run))
+  assert len(values(run, "loss")) == 4  # the records are left as they were
+  config = short_run_config(2)
   config.train.restart_if_unrestorable = True
   progress = train.train_and_evaluate(config, str(run))
   assert (progress["resumed_from"], progress["steps_run"]) == (None, 2)
-  assert losses(run) == losses(six_steps)[:2]  # the old records of steps 1-4 are gone
+  # the old records of steps 1-4 are gone
+  assert values(run, "loss") == values(six_steps, "loss")[:2]
   assert_each_step_once(run)
 
 
@@ -270,7 +253,7 @@ def test_only_evidence_of_damage_counts_as_corrupt(error, verdict):
 def test_another_seed_is_refused_naming_it(six_steps, tmp_path):
   run = stopped_at_4(six_steps, tmp_path)
   before = snapshot(run)
-  config = short_config(6)
+  config = short_run_config(6)
   config.seed = 1
   with pytest.raises(validation.ConfigError, match=r"^checkpoint 4 in .*/checkpoints was written "
                      r"on other data \(seed 0 -> 1\); resume on the same data, or set "
@@ -281,7 +264,7 @@ def test_another_seed_is_refused_naming_it(six_steps, tmp_path):
 
 
 def text_config(pattern: str, steps: int):
-  config = short_config(steps)
+  config = short_run_config(steps)
   config.data.source, config.data.files, config.data.prefetch = "text_files", pattern, 4
   return config
 

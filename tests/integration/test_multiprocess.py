@@ -14,24 +14,19 @@ import time
 import numpy as np
 import pytest
 
-from cbs import records
 from cbs import train
 from cbs.data import prepare
-from configs import tiny
 from tests.data import corpus
+from tests.helpers import ROOT
+from tests.helpers import STEP_TOKENS
+from tests.helpers import comparable
+from tests.helpers import last_step
+from tests.helpers import main_flags
+from tests.helpers import tiny_config
+from tests.helpers import values
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-STEP_TOKENS = 32 * 64
-BASE = {"compile_cache_dir": "", "mesh.data": 8, "model.mlp_dim": 128, "log.every_steps": 1,
-        "schedule.warmup_tokens": 0, "eval.tokens": 4096}
-
-
-def config(overrides):
-  c = tiny.get_config()
-  for key, value in overrides.items():
-    section, _, name = key.rpartition(".")
-    (c[section] if section else c)[name] = value
-  return c
+BASE = {"mesh.data": 8, "model.mlp_dim": 128, "log.every_steps": 1, "schedule.warmup_tokens": 0,
+        "eval.tokens": 4096}
 
 
 def free_port() -> int:
@@ -43,10 +38,9 @@ def free_port() -> int:
 def start(workdir: pathlib.Path, overrides: dict, pause_after_saves: int = 0,
           skewed_host: int = -1):
   port = free_port()
-  flags = [f"--config.{key}={value}" for key, value in overrides.items()]
   return [subprocess.Popen(
-      [sys.executable, "-m", "tests.multiprocess_worker", str(pause_after_saves), str(skewed_host),
-       "--config=configs/tiny.py", f"--workdir={workdir}", *flags,
+      [sys.executable, "-m", "tests.integration.multiprocess_worker", str(pause_after_saves),
+       str(skewed_host), *main_flags(workdir, overrides),
        f"--config.mesh.coordinator=localhost:{port}", "--config.mesh.num_processes=2",
        f"--config.mesh.process_id={i}"], cwd=ROOT, stdout=subprocess.DEVNULL,
       stderr=subprocess.PIPE, text=True) for i in range(2)]
@@ -75,18 +69,12 @@ def kill_when_paused(workers, workdir: pathlib.Path) -> int:
   return steps.pop()
 
 
-def comparable(workdir: pathlib.Path) -> list[dict]:
-  """Every record but the wall-clock throughput."""
-  return [records.without_timings(r) for r in records.read_records(workdir)]
-
-
 def test_two_processes_match_one_process_with_eight_devices(tmp_path):
   overrides = {**BASE, "train_tokens": 5 * STEP_TOKENS, "eval.every_tokens": 0}
   finish(start(tmp_path / "two", overrides))
-  train.train_and_evaluate(config(overrides), str(tmp_path / "one"))
+  train.train_and_evaluate(tiny_config(overrides), str(tmp_path / "one"))
   for key in ("loss", "eval_loss"):
-    two, one = ([r[key] for r in records.read_records(tmp_path / d) if key in r]
-                for d in ("two", "one"))
+    two, one = (values(tmp_path / d, key) for d in ("two", "one"))
     assert len(two) == len(one) > 0
     np.testing.assert_allclose(two, one, rtol=2e-5)
 
@@ -114,7 +102,7 @@ def test_a_killed_two_process_run_resumes_bit_for_bit(tmp_path, text_corpus, sou
   killed = start(tmp_path / "killed", overrides, pause_after_saves=2, skewed_host=skewed)
   step = kill_when_paused(killed, tmp_path / "killed")
   assert not (tmp_path / "killed" / "done.json").exists()  # the kill interrupted the run
-  assert max(r["step"] for r in records.read_records(tmp_path / "killed")) == step
+  assert last_step(tmp_path / "killed") == step
   restored = step
   if source == "prepared":  # host 1's position in the latest checkpoint is lost
     (tmp_path / "killed" / "checkpoints" / str(step) / "data" / "process_1-of-2.json").unlink()

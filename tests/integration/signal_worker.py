@@ -1,6 +1,7 @@
 """`cbs.main` that sends itself a signal at a given step, so preemption tests do not race the loop.
 
-    python -m tests.signal_worker SIGNAL STEP [cbs.main flags ...]   (from the repository root)
+    python -m tests.integration.signal_worker SIGNAL STEP [cbs.main flags ...]
+        (from the repository root)
 
 The signal goes out from the loop's per-step preemption check at STEP. Before a SIGKILL the
 checkpoint writes in flight are awaited, so which checkpoint the killed run left is known.

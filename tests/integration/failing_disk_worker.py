@@ -1,6 +1,7 @@
 """`cbs.main` whose checkpoint writer runs out of disk space (ENOSPC) from a given step on.
 
-    python -m tests.failing_disk_worker STEP [cbs.main flags ...]   (from the repository root)
+    python -m tests.integration.failing_disk_worker STEP [cbs.main flags ...]
+        (from the repository root)
 
 The background writer of the progress item fails for the checkpoint of STEP, as a full disk makes it
 fail; `disk_full_from` does the same in-process. The loop's check for failed saves is made to see
