@@ -30,6 +30,7 @@ from absl import flags
 from absl import logging
 from flax import nnx
 
+from cbs import compiled_steps
 from cbs import ewa
 from cbs import models
 from cbs import optim
@@ -75,20 +76,19 @@ def step_costs(blocks: int) -> dict:
   config.compile_cache_dir = ""
   config.batch.update(size=64, microbatch=32, schedule="norm", max_size=1 << 20, eta=1e6)
   vocab = config.data.synthetic.vocab_size
-  mesh, rules = sharding.make_mesh(config.mesh), sharding.logical_rules(config.mesh)
-  tx = optim.make(config.optimizer, models.hidden_lr_scale(config.model))
-  layout = train_state.state_layout(config, vocab, tx, mesh, rules)
-  compile_step = train.step_compiler(config, layout, tx, mesh, rules)
-  control = controller_lib.Controller(config.batch, sharding.data_parallel_size(mesh, rules),
+  setup = compiled_steps.step_setup(config, vocab, sharding.make_mesh(config.mesh))
+  where = setup.placement
+  compile_step = compiled_steps.step_compiler(config, setup)
+  control = controller_lib.Controller(config.batch, where.data_parallel,
                                       compile_step)
   steps = {tested: compile_step(control.key(64, tested)) for tested in (False, True)}
   control.close()
-  state = train_state.create(config, vocab, layout, mesh, rules)
+  state = train_state.create(config, vocab, setup.state_layout, where.mesh, where.rules)
   rng = np.random.default_rng(0)
   host = {"inputs": rng.integers(0, vocab, (64, SEQ_LEN), dtype=np.int32),
           "targets": rng.integers(0, vocab, (64, SEQ_LEN), dtype=np.int32),
           "weights": np.ones((64, SEQ_LEN), np.float32)}
-  batch = sharding.to_global(host, sharding.batch_sharding(mesh, rules))
+  batch = sharding.to_global(host, where.batch)
   scalars = (np.float32(1e-3), np.float32(0.0), ewa.taus(config.ewa, 64 * SEQ_LEN))
   patterns = {"plain": [False] * 10, "interval_10": [False] * 9 + [True],
               "every_step": [True] * 10}

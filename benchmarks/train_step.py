@@ -35,11 +35,9 @@ import numpy as np  # noqa: E402
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
+from cbs import compiled_steps  # noqa: E402
 from cbs import flops  # noqa: E402
-from cbs import models  # noqa: E402
-from cbs import optim  # noqa: E402
 from cbs import sharding  # noqa: E402
-from cbs import train  # noqa: E402
 from cbs import train_state  # noqa: E402
 from configs import c4  # noqa: E402
 from configs import cbs_paper  # noqa: E402
@@ -82,27 +80,24 @@ def size_config(size: str):
   return c, vocab
 
 
-def build(config, vocab: int, devices):
+def build(config, vocab: int, devices) -> compiled_steps.StepSetup:
   config.mesh.data = len(devices)
-  mesh = sharding.make_mesh(config.mesh, devices)
-  rules = sharding.logical_rules(config.mesh)
-  tx = optim.make(config.optimizer, models.hidden_lr_scale(config.model))
-  layout = train_state.state_layout(config, vocab, tx, mesh, rules)
-  return mesh, rules, tx, layout
+  return compiled_steps.step_setup(config, vocab, sharding.make_mesh(config.mesh, devices))
 
 
 def time_step(config, vocab: int, devices) -> dict:
-  mesh, rules, tx, layout = build(config, vocab, devices)
+  setup = build(config, vocab, devices)
+  where = setup.placement
   start = time.perf_counter()
-  compiled = train.step_compiler(config, layout, tx, mesh, rules)((config.batch.size, 1, "none"))
+  compiled = compiled_steps.step_compiler(config, setup)((config.batch.size, 1, "none"))
   compile_seconds = time.perf_counter() - start
-  state = train_state.create(config, vocab, layout, mesh, rules)
+  state = train_state.create(config, vocab, setup.state_layout, where.mesh, where.rules)
   rng = np.random.default_rng(0)
   shape = (config.batch.size, config.data.seq_len)
   host = {"inputs": rng.integers(0, vocab, shape, dtype=np.int32),
           "targets": rng.integers(0, vocab, shape, dtype=np.int32),
           "weights": np.ones(shape, np.float32)}
-  batch = sharding.to_global(host, sharding.batch_sharding(mesh, rules))
+  batch = sharding.to_global(host, where.batch)
   taus = {name: np.float32(0.99) for name in compiled.args_info[0][4]}
   lr, wd = np.float32(1e-3), np.float32(0.0)
   start = time.perf_counter()
@@ -129,8 +124,7 @@ def compile_times(size: str) -> dict:
   config = cbs_paper.get_config(size)
   config.mesh.update(dict(data=8, fsdp=True))
   config.model.remat, config.model.scan_layers = _REMAT.value, _SCAN.value
-  mesh, rules, tx, layout = build(config, VOCAB, jax.devices()[:8])
-  compile_step = train.step_compiler(config, layout, tx, mesh, rules)
+  compile_step = compiled_steps.step_compiler(config, build(config, VOCAB, jax.devices()[:8]))
   out = {"config": f"configs/cbs_paper.py:{size}", "devices": 8, "fsdp": True}
   with tempfile.TemporaryDirectory() as cache:
     jax.config.update("jax_compilation_cache_dir", cache)

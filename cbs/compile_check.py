@@ -1,8 +1,8 @@
 """Does a config fit a TPU slice? `python -m cbs.compile_check --config=CONFIG --topology=v5e:4x4`.
 
-Compiles the loop's own train step (`train.step_compiler`: same mesh, shardings, FSDP / model axis,
-scanned layers, remat) for a TPU topology on this host, with no TPU and no data: libtpu (the `tpu`
-extra) compiles for compile-only devices, shapes stand in for arrays. Each layout the batch
+Compiles the loop's own train step (`compiled_steps.step_compiler`: same mesh, shardings,
+FSDP / model axis, scanned layers, remat) for a TPU topology on this host, with no TPU and no
+data: libtpu (the `tpu` extra) compiles for compile-only devices, shapes stand in for arrays. Each layout the batch
 controller can reach (every size up to `batch.max_size`) is compiled; the JSON printed gives per-chip
 bytes against the chip's HBM, the compiled program's FLOPs, bytes accessed and collectives per step
 (`cbs.collectives`, timed on the slice's links by `cbs.interconnect`), and a range for the step
@@ -188,7 +188,7 @@ def estimate(flops: float, bytes_accessed: float, comm_seconds: float, model_flo
                  "leaves out latency, contention, kernel efficiency and host work"}
 
 
-def host_count(config, state_layout, tx, key, data_parallel: int) -> float:
+def host_count(config, setup, key) -> float:
   """XLA's FLOPs of the step's unpartitioned program, lowered on this host (no compile).
 
   The TPU program cannot be counted directly: under FSDP (and a model axis) its compiler overlaps
@@ -198,11 +198,13 @@ def host_count(config, state_layout, tx, key, data_parallel: int) -> float:
   """
   import jax  # noqa: PLC0415
 
-  from cbs import train  # noqa: PLC0415
+  from cbs import compiled_steps  # noqa: PLC0415
 
-  unplaced = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state_layout.abstract)
-  step_fn = jax.jit(train.bound_step(config, state_layout, tx, key, data_parallel))
-  return step_fn.lower(*train.step_arguments(config, unplaced, key[0])).cost_analysis()["flops"]
+  unplaced = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype),
+                          setup.state_layout.abstract)
+  step_fn = jax.jit(compiled_steps.bound_step(config, setup, key))
+  arguments = compiled_steps.step_arguments(config, unplaced, key[0])
+  return step_fn.lower(*arguments).cost_analysis()["flops"]
 
 
 def _cost(compiled, host_flops: float, chips: int, scale: float, model_flops: float,
@@ -231,12 +233,10 @@ def check(config, topology: str, slices: int = 1,
   if not dcn_bandwidth > 0:
     raise UsageError(f"--dcn_bandwidth={dcn_bandwidth} must be positive (bytes/s per host)")
   chip, devices = topology_devices(topology, slices)  # a bad name fails before the heavy imports
+  from cbs import compiled_steps  # noqa: PLC0415
   from cbs import flops as flops_lib  # noqa: PLC0415
   from cbs import models  # noqa: PLC0415
-  from cbs import optim  # noqa: PLC0415
   from cbs import sharding  # noqa: PLC0415
-  from cbs import train  # noqa: PLC0415
-  from cbs import train_state  # noqa: PLC0415
   from cbs import validation  # noqa: PLC0415
   from cbs.batching import controller as controller_lib  # noqa: PLC0415
   from cbs.batching import fit  # noqa: PLC0415
@@ -248,11 +248,9 @@ def check(config, topology: str, slices: int = 1,
     mesh = sharding.make_mesh(config.mesh, devices)
   except ValueError as e:  # e.g. a mesh that does not split evenly over the slices
     raise UsageError(str(e)) from None
-  rules = sharding.logical_rules(config.mesh)
-  data_parallel = sharding.data_parallel_size(mesh, rules)
-  tx = optim.make(config.optimizer, models.hidden_lr_scale(config.model))
-  state_layout = train_state.state_layout(config, vocab, tx, mesh, rules)
-  compile_step = figures_of(train.step_compiler(config, state_layout, tx, mesh, rules),
+  setup = compiled_steps.step_setup(config, vocab, mesh)
+  data_parallel = setup.placement.data_parallel
+  compile_step = figures_of(compiled_steps.step_compiler(config, setup),
                             lambda compiled: collectives.count(compiled.as_text(), slices))
   links = links_of(chip, devices, dcn_bandwidth)
   budget = fit.budget(chip.hbm_bytes)
@@ -292,7 +290,7 @@ def check(config, topology: str, slices: int = 1,
           "compile_seconds": round(time.perf_counter() - compile_start, 2)})
       if compiled is not None:
         model_flops = per_token * size * config.data.seq_len / len(devices)
-        host_flops = host_count(config, state_layout, tx, key, data_parallel)
+        host_flops = host_count(config, setup, key)
         communication = interconnect.traffic(compiled.collectives, mesh, links)
         layouts[-1].update(_cost(compiled, host_flops, len(devices),
                                  loop_scale(config, vocab, key[1]), model_flops, chip,

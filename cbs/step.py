@@ -18,9 +18,10 @@ from jax.sharding import Mesh, PartitionSpec
 
 from cbs import ewa
 from cbs import optim
+from cbs.batching.noise_sums import NoiseSums
 
 Batch = dict[str, jax.Array]
-Metrics = dict[str, jax.Array]
+Metrics = dict[str, jax.Array | NoiseSums]  # the scalars, and "noise" on statistics steps
 DeviceGroups = tuple[Mesh, str]  # (mesh, data axis): each device's local gradients are groups
 
 
@@ -120,21 +121,20 @@ def _group_sums(params: nnx.State, batch: Batch, *, graphdef: nnx.GraphDef, grou
   grads = jax.tree.map(lambda g: g / weight_sum, grad_sum)
   grad_sq_norm = _tree_dot(grads, grads)
   total_groups = groups * devices
-  metrics = {"loss": loss_sum / weight_sum, "grad_norm": jnp.sqrt(grad_sq_norm),
-             "grad_sq_norm": grad_sq_norm, "group_sq_norm_mean": sq_norm_sum / total_groups}
+  sums = NoiseSums(grad_sq_norm, sq_norm_sum / total_groups)
   if statistics == "full":
     dev_sq, dot, dot_sq = reduce(_deviations(params, graphdef, grouped, grads, zero))
-    metrics.update(group_dev_sq_norm_mean=dev_sq / total_groups,
-                   group_dot_dev_mean=dot / total_groups,
-                   group_dot_dev_sq_mean=dot_sq / total_groups)
-  return grads, metrics
+    sums = sums._replace(group_dev_sq_norm_mean=dev_sq / total_groups,
+                         group_dot_dev_mean=dot / total_groups,
+                         group_dot_dev_sq_mean=dot_sq / total_groups)
+  return grads, {"loss": loss_sum / weight_sum, "grad_norm": jnp.sqrt(grad_sq_norm), "noise": sums}
 
 
 def gradients_with_statistics(params: nnx.State, graphdef: nnx.GraphDef, batch: Batch, groups: int,
                               data_parallel: int, statistics: str,
                               device_groups: DeviceGroups | None = None
                               ) -> tuple[nnx.State, Metrics]:
-  """The plain step's gradient and the noise sums of M groups, for the batch-size tests.
+  """The plain step's gradient and the noise sums of M groups (`NoiseSums`, under "noise").
 
   Without `device_groups` the groups are the `groups` microbatches (M = groups). With it, each
   device's local gradient of each microbatch is a group, summed before the cross-device reduction
@@ -179,8 +179,8 @@ def train_step(state: dict, batch: Batch, lr: jax.Array, weight_decay: jax.Array
   """One optimizer update on the batch's mean token loss, then the weight averages.
 
   `statistics` other than "none" compiles the statistics variant (same update, plus the noise
-  sums). With `skip_nonfinite`, a step whose loss or gradient norm is NaN/Inf leaves the state
-  unchanged; `nonfinite` (0/1) reports it either way.
+  sums under "noise"). With `skip_nonfinite`, a step whose loss or gradient norm is NaN/Inf leaves
+  the state unchanged; `nonfinite` (0/1) reports it either way.
   """
   if statistics == "none":
     grads, metrics = gradients(state["params"], graphdef, batch, groups, data_parallel)

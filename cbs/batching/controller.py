@@ -4,8 +4,10 @@ Each layout has two compiled train steps: the plain one, and the statistics vari
 returns the gradient-noise sums of M = `batch.test_groups` groups. A step runs the variant only when
 its statistics are read (every `batch.test_interval` steps while an adaptive test may still grow the
 batch, every `batch.gns_every` steps to monitor the noise), so statistics cost nothing on the other
-steps. Steps are keyed (size, microbatches in the scan, statistics); both variants of the next
-likely layout are compiled ahead of time in a background thread so a switch does not stall training.
+steps. The loop asks for one `StepPlan` per step (`plan`) and hands back the statistics steps'
+`NoiseSums` (`observe`). Steps are keyed (size, microbatches in the scan, statistics); both
+variants of the next likely layout are compiled ahead of time in a background thread so a switch
+does not stall training.
 Switches come from the token count (ramps) or from the statistics (tests). A non-finite step's
 statistics are dropped, never averaged in. The controller's state - size, smoothed statistics,
 switch history - is JSON and goes into every checkpoint, so a resumed run makes the same decisions.
@@ -22,8 +24,8 @@ from absl import logging
 from cbs.batching import layout as layout_lib
 from cbs.batching import schedules
 from cbs.batching import statistics as stats_lib
-
-StepKey = tuple[int, int, str]  # (global batch, microbatches in the scan, statistics computed)
+from cbs.batching.noise_sums import NoiseSums
+from cbs.batching.step_plan import StepKey, StepPlan
 
 
 class Controller:
@@ -89,8 +91,8 @@ class Controller:
   def key(self, size: int, statistics: bool = False) -> StepKey:
     """The plain step of `size`, or its statistics variant (where `size` is tested)."""
     if statistics and self.testing(size):
-      return size, self._test_microbatches(size), self._statistics
-    return size, self.accumulation(size), "none"
+      return StepKey(size, self._test_microbatches(size), self._statistics)
+    return StepKey(size, self.accumulation(size), "none")
 
   def keys(self, size: int) -> list[StepKey]:
     """The variants a run at `size` may use, the more frequent first."""
@@ -155,6 +157,13 @@ class Controller:
     return self._round(2 * self.size)
 
   # ---- decisions -----------------------------------------------------------------------------------
+  def plan(self, step: int, tokens: int) -> StepPlan:
+    """Step `step + 1`, starting at `tokens`: the token schedule applied, the variant chosen (the
+    statistics one only where they are read), its compiled step ready."""
+    size = self.before_step(step, tokens)
+    statistics = self.wants_statistics(step + 1)
+    return StepPlan(self.key(size, statistics), self.lr_multiplier(), self.step_fn(statistics))
+
   def before_step(self, step: int, tokens: int) -> int:
     """Applies the token schedule; returns this step's batch size."""
     if schedules.SCHEDULES[self._cfg.schedule].stagewise:
@@ -169,25 +178,31 @@ class Controller:
     """Whether step number `step` (counting from 1) runs the statistics variant."""
     return self.testing() and step % self._interval() == 0
 
-  def observe(self, step: int, tokens: int, metrics: dict) -> None:
+  def observe(self, step: int, tokens: int, sums: NoiseSums, nonfinite: bool = False) -> dict:
     """Updates the smoothed statistics from one statistics step and grows the batch if a test
-    fails. A non-finite step (skipped by `train.on_nonfinite=skip`) changes nothing."""
+    fails; returns the statistics to record. A non-finite step (skipped by
+    `train.on_nonfinite=skip`) changes nothing."""
     groups = self.test_groups(self.size)
     group_size = self.size // groups
-    m = {k: float(v) for k, v in metrics.items()}
-    current = stats_lib.noise(m["group_sq_norm_mean"], m["grad_sq_norm"], groups, group_size)
+    m = sums.as_floats()
+    current = stats_lib.noise(m.group_sq_norm_mean, m.grad_sq_norm, groups, group_size)
     if self._statistics == "full":
       current["inner_product_size"] = stats_lib.inner_product_size(
-          m["group_dot_dev_mean"], m["group_dot_dev_sq_mean"], m["grad_sq_norm"], groups,
-          group_size, self._cfg.theta)
+          m.group_dot_dev_mean, m.group_dot_dev_sq_mean, m.grad_sq_norm, groups, group_size,
+          self._cfg.theta)
       current["orthogonality_size"] = stats_lib.orthogonality_size(
-          m["group_dev_sq_norm_mean"], m["group_dot_dev_sq_mean"], m["grad_sq_norm"], groups,
-          group_size, self._cfg.nu)
+          m.group_dev_sq_norm_mean, m.group_dot_dev_sq_mean, m.grad_sq_norm, groups, group_size,
+          self._cfg.nu)
     self.last_statistics = {"test_groups": groups}
-    if m.get("nonfinite", 0.0) or not stats_lib.finite(current):
+    if nonfinite or not stats_lib.finite(current):
       logging.warning("step %d: non-finite gradient statistics left out of the batch-size test",
                       step)
-      return
+      return dict(self.last_statistics)
+    self._update(step, tokens, current)
+    return dict(self.last_statistics)
+
+  def _update(self, step: int, tokens: int, current: dict) -> None:
+    """Folds one step's finite statistics into the average; a failed test grows the batch."""
     smoothed = stats_lib.smooth(self.state["smoothed"], current, self._cfg.stats_ema)
     self.state["smoothed"] = smoothed
     self.last_statistics["grad_noise_scale"] = stats_lib.noise_scale(smoothed["trace"],

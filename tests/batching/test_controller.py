@@ -8,6 +8,7 @@ import pytest
 
 from cbs.batching import controller as controller_lib
 from cbs.batching import layout
+from cbs.batching.noise_sums import NoiseSums
 from cbs.batching import schedules
 from configs import base
 
@@ -50,8 +51,8 @@ def test_lr_scaling_is_relative_to_the_initial_batch():
 def noisy_metrics(trace, grad_sq, groups, group_size):
   """Sums whose estimators return exactly `trace` and |g|^2 = grad_sq."""
   batch = groups * group_size
-  return {"grad_sq_norm": grad_sq,
-          "group_sq_norm_mean": grad_sq + trace * (1 / group_size - 1 / batch)}
+  return NoiseSums(grad_sq_norm=grad_sq,
+                   group_sq_norm_mean=grad_sq + trace * (1 / group_size - 1 / batch))
 
 
 class StubCompiler:
@@ -198,12 +199,12 @@ def test_statistics_variant_only_on_test_steps_and_both_compiled_ahead():
 def test_non_finite_statistics_never_enter_the_average():
   control = controller_lib.Controller(batch_cfg(schedule="norm", eta=0.5, stats_ema=0.9), 1,
                                       StubCompiler())
-  control.observe(1, 10, {**noisy_metrics(trace=1.0, grad_sq=1.0, groups=2, group_size=8),
-                          "nonfinite": 0.0})
+  control.observe(1, 10, noisy_metrics(trace=1.0, grad_sq=1.0, groups=2, group_size=8),
+                  nonfinite=False)
   before = dict(control.state["smoothed"])
-  control.observe(2, 20, {"grad_sq_norm": np.nan, "group_sq_norm_mean": np.nan, "nonfinite": 1.0})
-  control.observe(3, 30, {**noisy_metrics(trace=5.0, grad_sq=1.0, groups=2, group_size=8),
-                          "nonfinite": 1.0})  # finite sums of a skipped step are left out too
+  control.observe(2, 20, NoiseSums(np.nan, np.nan), nonfinite=True)
+  control.observe(3, 30, noisy_metrics(trace=5.0, grad_sq=1.0, groups=2, group_size=8),
+                  nonfinite=True)  # finite sums of a skipped step are left out too
   assert control.state["smoothed"] == before and control.size == 16
   control.observe(4, 40, noisy_metrics(trace=1000.0, grad_sq=1.0, groups=2, group_size=8))
   assert control.size > 16  # the EMA still moves, so the batch still grows

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from cbs import data as data_lib
+from cbs import compiled_steps
 from cbs import train
 from tests.helpers import records_with
 from tests.helpers import tiny_config
@@ -42,6 +43,17 @@ def test_norm_test_grows_the_batch_twice_on_an_fsdp_mesh(norm_run):
   # test at 32 splits its microbatch in two groups.
   assert [r["accum_steps"] for r in records_with(workdir, "loss")][::5] == [1, 2, 4]
   assert [r["test_groups"] for r in tested] == [2] * len(tested)  # FSDP: the microbatches only
+
+
+def test_accum_steps_records_the_microbatches_each_step_scanned(norm_run):
+  workdir, _ = norm_run
+  steps = records_with(workdir, "loss")
+  for r in steps:
+    plain = r["batch_size"] // (8 * 4)  # 8 devices, 4 sequences per device and microbatch
+    # FSDP: a statistics step's groups are the microbatches it scans, at least two of them.
+    assert r["accum_steps"] == (r["test_groups"] if "test_groups" in r else plain), r
+  # At 32 the plain step scans one microbatch and the statistics step (every 2nd) two.
+  assert [(r["batch_size"], r["accum_steps"]) for r in steps[:4]] == [(32, 1), (32, 2)] * 2
 
 
 def test_same_sizes_as_a_ramp_give_the_same_losses(norm_run, tmp_path):
@@ -113,7 +125,7 @@ def test_skipped_nan_step_leaves_the_statistics_and_the_batch_still_grows(tmp_pa
 
 def spy_on_steps(monkeypatch) -> list[str]:
   """The variant ("none" or a statistics kind) of every compiled train step the loop runs."""
-  ran, step_compiler = [], train.step_compiler
+  ran, step_compiler = [], compiled_steps.step_compiler
 
   def spying_compiler(*args, **kwargs):
     compile_step = step_compiler(*args, **kwargs)
@@ -127,7 +139,7 @@ def spy_on_steps(monkeypatch) -> list[str]:
       return run
     return compile_and_spy
 
-  monkeypatch.setattr(train, "step_compiler", spying_compiler)
+  monkeypatch.setattr(compiled_steps, "step_compiler", spying_compiler)
   return ran
 
 

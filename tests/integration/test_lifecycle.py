@@ -1,6 +1,7 @@
 """Every way out of a run releases what it started: signal handlers, threads, open files."""
 
 import json
+import pathlib
 import signal
 import threading
 
