@@ -8,7 +8,7 @@ setuptools.setup(
     description="JAX/Flax pretraining for studying and exploiting the critical batch size.",
     python_requires=">=3.11",
     packages=setuptools.find_packages(
-        include=["cbs", "cbs.*", "configs", "analysis", "analysis.*", "launch", "launch.*"]),
+        include=["cbs", "cbs.*", "configs", "analysis", "analysis.*", "launch", "launch.*", "studies", "studies.*"]),
     install_requires=[
         "jax>=0.7.0",
         "flax>=0.12.0",

@@ -30,8 +30,8 @@ from analysis import report as report_lib
 from analysis import run_report
 from analysis import runs as runs_lib
 from analysis import scaling_laws
-from analysis import study_report
-from cbs import run_dir
+from studies import cbs_report as study_report
+from cbs.checkpoint import run_dir
 
 
 def read_table(path: str) -> dict[str, dict]:

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from cbs import models
-from cbs import optim
+from cbs.optim import optimizers as optim
 from configs import base
 
 WIDTHS = (64, 128, 256, 512, 1024)

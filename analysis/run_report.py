@@ -14,7 +14,7 @@ from matplotlib import pyplot as plt
 
 from analysis import report as report_lib
 from analysis import runs as runs_lib
-from cbs import run_dir
+from cbs.checkpoint import run_dir
 
 
 def load(run_dirs: list[str]) -> list[runs_lib.Run]:

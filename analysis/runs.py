@@ -13,9 +13,9 @@ import math
 import numpy as np
 from etils import epath
 
-from cbs import counts
-from cbs import records
-from cbs import run_dir
+from cbs.metrics import console as counts
+from cbs.metrics import records
+from cbs.checkpoint import run_dir
 
 EVAL_PREFIX = "eval_loss"
 

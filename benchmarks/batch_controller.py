@@ -31,11 +31,11 @@ from absl import logging
 from flax import nnx
 
 from cbs import compiled_steps
-from cbs import ewa
+from cbs.optim import ewa
 from cbs import models
-from cbs import optim
-from cbs import records
-from cbs import sharding
+from cbs.optim import optimizers as optim
+from cbs.metrics import records
+from cbs.parallel import sharding
 from cbs import step
 from cbs import train
 from cbs import train_state

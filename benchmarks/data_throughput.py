@@ -26,7 +26,7 @@ from absl import flags
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # the test corpus generator
 
 from cbs import data as data_lib  # noqa: E402
-from cbs import records  # noqa: E402
+from cbs.metrics import records  # noqa: E402
 from cbs import train  # noqa: E402
 from cbs.data import prepare  # noqa: E402
 from cbs.data import text_files  # noqa: E402

@@ -9,7 +9,7 @@
   peak (H100 SXM bf16 989 TFLOP/s), the denominator of MFU.
 - per size: steady tokens/s of the compiled step on one device (batch x 512 tokens; tiny: its 64;
   at least --steps steps and ~2 s),
-  model FLOPs per token (`cbs.flops`: 6 x matmul params + causal attention), MFU, compile seconds
+  model FLOPs per token (`cbs.metrics.flops`: 6 x matmul params + causal attention), MFU, compile seconds
   and the compiled program's memory (arguments + temporaries, from XLA's memory analysis).
 - `data_parallel`: tokens/s of the 20m step on an 8-device data-parallel mesh over the same step on
   one device (on CPU the 8 devices are fake and share the cores: this checks overhead, not speedup).
@@ -36,8 +36,8 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 from cbs import compiled_steps  # noqa: E402
-from cbs import flops  # noqa: E402
-from cbs import sharding  # noqa: E402
+from cbs.metrics import flops  # noqa: E402
+from cbs.parallel import sharding  # noqa: E402
 from cbs import train_state  # noqa: E402
 from configs import c4  # noqa: E402
 from configs import cbs_paper  # noqa: E402

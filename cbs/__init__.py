@@ -1,5 +1,5 @@
 """cbs: pretraining language models to study and exploit the critical batch size."""
 
-from cbs import libtpu_env
+from cbs.tpu import libtpu_env
 
 libtpu_env.quiet_without_tpu()  # before any JAX backend starts

@@ -10,10 +10,10 @@ import pathlib
 
 import ml_collections
 
-from cbs import config_keys
-from cbs import config_overrides
-from cbs import registry
-from cbs import validation
+from cbs.config import keys as config_keys
+from cbs.config import overrides as config_overrides
+from cbs.config import registry
+from cbs.config import validation
 
 # Read as a config file, as `cbs.main --config=...` does: the package imports no config file.
 TINY_CONFIG = str(pathlib.Path(__file__).resolve().parent.parent / "configs" / "tiny.py")

@@ -5,7 +5,7 @@ FSDP / model axis, scanned layers, remat) for a TPU topology on this host, with 
 data: libtpu (the `tpu` extra) compiles for compile-only devices, shapes stand in for arrays. Each layout the batch
 controller can reach (every size up to `batch.max_size`) is compiled; the JSON printed gives per-chip
 bytes against the chip's HBM, the compiled program's FLOPs, bytes accessed and collectives per step
-(`cbs.collectives`, timed on the slice's links by `cbs.interconnect`), and a range for the step
+(`cbs.tpu.collectives`, timed on the slice's links by `cbs.tpu.interconnect`), and a range for the step
 time: at least the longest of compute, HBM traffic and communication (all overlapped), at most
 compute (or HBM) plus communication (none overlapped), with the MFU bounds they give.
 `batch.microbatch=auto` is resolved as at run time, from the compiled sizes. Bad input is one line
@@ -26,9 +26,9 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from cbs import chip_peaks
-from cbs import collectives
-from cbs import interconnect
+from cbs.metrics import chip_peaks
+from cbs.tpu import collectives
+from cbs.tpu import interconnect
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to an ml_collections config file.")
 _TOPOLOGY = flags.DEFINE_string("topology", None, "TPU slice, GENERATION:SHAPE, e.g. v5e:4x4.")
@@ -149,12 +149,12 @@ def vocab_rows(config) -> int:
 
 
 def loop_scale(config, vocab: int, groups: int) -> float:
-  """Step FLOPs over those of one pass through each loop body, by `cbs.flops`.
+  """Step FLOPs over those of one pass through each loop body, by `cbs.metrics.flops`.
 
   XLA's cost analysis counts a loop body once; the step loops over `groups` microbatches and, with
   scanned layers, over the blocks (forward and backward loops).
   """
-  from cbs import flops as flops_lib  # noqa: PLC0415
+  from cbs.metrics import flops as flops_lib  # noqa: PLC0415
 
   once = config.model.copy_and_resolve_references()
   once.num_layers = 1 if config.model.scan_layers else config.model.num_layers
@@ -234,12 +234,12 @@ def check(config, topology: str, slices: int = 1,
     raise UsageError(f"--dcn_bandwidth={dcn_bandwidth} must be positive (bytes/s per host)")
   chip, devices = topology_devices(topology, slices)  # a bad name fails before the heavy imports
   from cbs import compiled_steps  # noqa: PLC0415
-  from cbs import flops as flops_lib  # noqa: PLC0415
+  from cbs.metrics import flops as flops_lib  # noqa: PLC0415
   from cbs import models  # noqa: PLC0415
-  from cbs import sharding  # noqa: PLC0415
-  from cbs import validation  # noqa: PLC0415
+  from cbs.parallel import sharding  # noqa: PLC0415
+  from cbs.config import validation  # noqa: PLC0415
   from cbs.batching import controller as controller_lib  # noqa: PLC0415
-  from cbs.batching import fit  # noqa: PLC0415
+  from cbs.batching import memory_fit as fit  # noqa: PLC0415
   from cbs.batching import layout as layout_lib  # noqa: PLC0415
 
   validation.validate(config, len(devices), read_data=False)  # compiling reads no data
@@ -309,7 +309,7 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   import jax  # noqa: PLC0415
 
-  from cbs import validation  # noqa: PLC0415
+  from cbs.config import validation  # noqa: PLC0415
 
   jax.config.update("jax_platforms", "cpu")  # this host only traces; a TPU here stays free
   try:

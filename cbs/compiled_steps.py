@@ -16,11 +16,11 @@ import ml_collections
 import optax
 from jax.sharding import Mesh
 
-from cbs import ewa
+from cbs.optim import ewa
 from cbs import models
-from cbs import optim
-from cbs import placement as placement_lib
-from cbs import sharding
+from cbs.optim import optimizers as optim
+from cbs.parallel import placement as placement_lib
+from cbs.parallel import sharding
 from cbs import step as step_lib
 from cbs import train_state
 from cbs.batching.step_plan import StepKey

@@ -19,7 +19,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
-from cbs import run_dir
+from cbs.checkpoint import run_dir
 
 _UNROLLED, _SCANNED = "blocks", "layers"  # the state keys of the two layouts (cbs.models)
 

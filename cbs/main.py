@@ -18,9 +18,9 @@ from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from cbs import config_overrides  # noqa: E402
-from cbs import processes  # noqa: E402
-from cbs import validation  # noqa: E402
+from cbs.config import overrides as config_overrides  # noqa: E402
+from cbs.parallel import distributed as processes  # noqa: E402
+from cbs.config import validation  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to an ml_collections config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (local path or gs:// URL).")
@@ -76,8 +76,8 @@ def main(argv: list[str]) -> None:
                  jax.process_count(), jax.local_device_count(), jax.device_count(),
                  jax.devices()[0].platform)
     from cbs import train  # after validation: a bad config fails without loading TensorFlow
-    from cbs import checkpoint
-    from cbs import workdir_lock
+    from cbs.checkpoint import checkpoints as checkpoint
+    from cbs.checkpoint import workdir_lock
     from cbs.data import stream
     try:
       train.train_and_evaluate(config, _WORKDIR.value)

@@ -16,8 +16,8 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, PartitionSpec
 
-from cbs import ewa
-from cbs import optim
+from cbs.optim import ewa
+from cbs.optim import optimizers as optim
 from cbs.batching.noise_sums import NoiseSums
 
 Batch = dict[str, jax.Array]

@@ -3,8 +3,8 @@
 Plain Python around two compiled pure functions. The host owns the counters (step, tokens, data
 position) and computes the learning rate and EWA decays from the token count, so the device never
 waits on the host and the host reads device values only at logging, eval and checkpoint points.
-Setup is `cbs.run_setup`, the starting point `cbs.resume`, what each step looks like the batch
-controller's `StepPlan`, and why the run stops `cbs.stopping.stop_reason`; the loop gives each
+Setup is `cbs.run.setup`, the starting point `cbs.run.resume`, what each step looks like the batch
+controller's `StepPlan`, and why the run stops `cbs.run.stopping.stop_reason`; the loop gives each
 per-step duty (step, log, evaluate, save) a name and a token cadence.
 """
 
@@ -23,19 +23,19 @@ from etils import epath
 
 from cbs import cadence
 from cbs import eval_schedule
-from cbs import ewa
-from cbs import flops
-from cbs import metrics
-from cbs import optim
-from cbs import perf
-from cbs import resume
-from cbs import run_setup
-from cbs import sharding
+from cbs.optim import ewa
+from cbs.metrics import flops
+from cbs.metrics import writers as metrics
+from cbs.optim import optimizers as optim
+from cbs.metrics import perf
+from cbs.run import resume
+from cbs.run import setup as run_setup
+from cbs.parallel import sharding
 from cbs import train_state
 from cbs.batching.step_plan import StepPlan
-from cbs.progress_record import Progress
-from cbs.step_log import StepLog
-from cbs.stopping import NonFiniteError, StopReason, StopRequest, stop_reason
+from cbs.run.progress import Progress
+from cbs.run.step_log import StepLog
+from cbs.run.stopping import NonFiniteError, StopReason, StopRequest, stop_reason
 
 __all__ = ["NonFiniteError", "evaluate", "train_and_evaluate"]
 

@@ -17,9 +17,9 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh
 
-from cbs import ewa
+from cbs.optim import ewa
 from cbs import models
-from cbs import sharding
+from cbs.parallel import sharding
 
 State = dict[str, Any]
 

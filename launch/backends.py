@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from etils import epath
 
-from cbs import run_dir
+from cbs.checkpoint import run_dir
 from launch import grid
 from launch import outcome
 
@@ -87,7 +87,7 @@ def run_inprocess(runs: list[grid.Run], root: epath.Path, dry_run: bool = False,
   """
   import jax  # noqa: PLC0415  (the other backends never load JAX in the launcher)
 
-  from cbs import validation  # noqa: PLC0415
+  from cbs.config import validation  # noqa: PLC0415
 
   for r in runs:
     try:

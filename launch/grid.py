@@ -11,7 +11,7 @@ import importlib.util
 import itertools
 import pathlib
 
-from cbs import config_overrides
+from cbs.config import overrides as config_overrides
 
 
 @dataclasses.dataclass(frozen=True)

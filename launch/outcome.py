@@ -17,7 +17,7 @@ import sys
 
 from etils import epath
 
-from cbs import run_dir
+from cbs.checkpoint import run_dir
 
 STATUSES = ("pending", "started", "finished", "failed")
 

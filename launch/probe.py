@@ -25,10 +25,10 @@ from absl import app
 from absl import flags
 from etils import epath
 
-from cbs import checkpoint
-from cbs import config_overrides
-from cbs import records
-from cbs import run_dir
+from cbs.checkpoint import checkpoints as checkpoint
+from cbs.config import overrides as config_overrides
+from cbs.metrics import records
+from cbs.checkpoint import run_dir
 from cbs.batching import schedules as batch_schedules
 from configs import base
 from launch import backends

@@ -3,9 +3,9 @@
 
 from etils import epath
 
-from cbs import run_dir
+from cbs.checkpoint import run_dir
 from analysis import runs as runs_lib
-from cbs import workdir_lock
+from cbs.checkpoint import workdir_lock
 from launch import outcome
 
 STATUSES = (*outcome.STATUSES, "running elsewhere")

@@ -33,9 +33,9 @@ from absl import app
 from absl import flags
 from etils import epath
 
-from cbs import config_overrides
+from cbs.config import overrides as config_overrides
 from cbs import object_store
-from cbs import workdir_lock
+from cbs.checkpoint import workdir_lock
 
 from launch import backends
 from launch import grid

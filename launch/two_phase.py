@@ -19,7 +19,7 @@ import math
 
 from etils import epath
 
-from cbs import run_dir
+from cbs.checkpoint import run_dir
 from analysis import guards
 from analysis import measure
 from analysis import runs as runs_lib

@@ -13,7 +13,7 @@ import sys
 
 import ml_collections
 
-from cbs import records
+from cbs.metrics import records
 from configs import tiny
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -17,13 +17,13 @@ from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from cbs import collectives
+from cbs.tpu import collectives
 from cbs import compile_check
-from cbs import interconnect
-from cbs import flops as flops_lib
-from cbs import validation
+from cbs.tpu import interconnect
+from cbs.metrics import flops as flops_lib
+from cbs.config import validation
 from cbs.batching import controller as controller_lib
-from cbs.batching import fit
+from cbs.batching import memory_fit as fit
 from configs import base
 from tests.helpers import TINY
 from tests.helpers import last_line
@@ -91,7 +91,7 @@ def test_bytes_grow_with_the_microbatch_and_auto_takes_the_largest_that_fits(tpu
 
 
 def test_compiled_flops_agree_with_the_model_count(tpu):
-  """XLA's count of a loop-free step (unscanned blocks, one microbatch) vs `cbs.flops`.
+  """XLA's count of a loop-free step (unscanned blocks, one microbatch) vs `cbs.metrics.flops`.
 
   The model count takes matrix multiplies and attention only; the compiled program adds norms,
   softmax, the loss and the optimizer update, so it may exceed it by up to 1.5x, never fall short.

@@ -4,7 +4,7 @@ import pytest
 
 from cbs import eval_schedule
 from cbs import models
-from cbs import validation
+from cbs.config import validation
 from configs import cbs_paper
 from launch import grid
 

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from cbs import records
+from cbs.metrics import records
 from cbs import train
 from tests.helpers import STEP_TOKENS
 from tests.helpers import comparable

@@ -8,7 +8,7 @@ data-parallel, optionally a power of two, which bounds the number of distinct co
 import dataclasses
 import math
 
-from cbs import registry
+from cbs.config import registry
 
 AUTO = "auto"  # batch.microbatch: chosen by compiling for the device's memory (`fit.py`)
 

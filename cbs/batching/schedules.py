@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import ml_collections
 
-from cbs import registry
+from cbs.config import registry
 from cbs.batching import statistics
 
 LR_SCALINGS = registry.Registry("batch.lr_scaling", {  # the entry: the exponent of size / initial

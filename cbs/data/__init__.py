@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import ml_collections
 
-from cbs import registry
+from cbs.config import registry
 from cbs.data import vocab
 
 

@@ -14,6 +14,7 @@ import functools
 import importlib
 
 from cbs import quiet_tensorflow  # noqa: F401  (before seqio / TFDS, which import it)
+# isort: split
 import numpy as np
 import seqio
 

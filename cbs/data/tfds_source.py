@@ -13,6 +13,7 @@ packing (`example_shuffle`).
 from collections.abc import Iterator
 
 from cbs import quiet_tensorflow  # noqa: F401  (before seqio / TFDS, which import it)
+# isort: split
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core import file_adapters
 

@@ -11,7 +11,7 @@ import ml_collections
 import numpy as np
 from etils import epath
 
-from cbs import registry
+from cbs.config import registry
 
 BYTE = "byte"
 BYTE_VOCAB_SIZE = 259  # seqio's byte vocabulary: 256 bytes after 3 special ids

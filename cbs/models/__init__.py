@@ -8,7 +8,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from cbs import axis_names
+from cbs.parallel import axis_names
 from cbs.models.sizes import PAPER_SIZES
 from cbs.models.transformer import Dims, Transformer, dims, hidden_lr_scale
 

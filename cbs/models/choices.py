@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from cbs import registry
+from cbs.config import registry
 
 
 @dataclasses.dataclass(frozen=True)

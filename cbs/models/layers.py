@@ -1,7 +1,7 @@
 """Building blocks of the transformers: normalisations, rotary embeddings, attention and MLPs.
 
 Parameters are float32 and carry logical axis names (`embed`, `heads`, `kv_heads`, `head_dim`, `mlp`,
-`vocab`) that `cbs.sharding` maps to mesh axes; each layer casts them to its compute dtype at use.
+`vocab`) that `cbs.parallel.sharding` maps to mesh axes; each layer casts them to its compute dtype at use.
 Initialisation follows the "Mitchell" scheme of the OLMo code Zhang et al. 2024 trained with: every
 weight is normal with std 1/sqrt(fan_in), truncated at 3 std, and projections that write into the
 residual stream are scaled down by a further `depth_scale` (1/sqrt(2 (l+1)) at block l in OLMo,
@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from cbs.axis_names import BATCH, EMBED, HEAD_DIM, HEADS, KV_HEADS, MLP
-from cbs.sharding import constrain
+from cbs.parallel.axis_names import BATCH, EMBED, HEAD_DIM, HEADS, KV_HEADS, MLP
+from cbs.parallel.sharding import constrain
 
 
 def param(rngs: nnx.Rngs, shape: Sequence[int], axes: tuple[str, ...], std: float) -> nnx.Param:

@@ -15,10 +15,10 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from cbs.axis_names import BATCH, EMBED, LAYERS, VOCAB
+from cbs.parallel.axis_names import BATCH, EMBED, LAYERS, VOCAB
 from cbs.models import choices
 from cbs.models import layers
-from cbs.sharding import constrain
+from cbs.parallel.sharding import constrain
 
 
 

@@ -10,8 +10,8 @@ import pytest
 from flax import nnx
 
 from cbs import models
-from cbs import optim
-from cbs import sharding
+from cbs.optim import optimizers as optim
+from cbs.parallel import sharding
 from cbs import step
 from cbs import train_state
 from configs import tiny

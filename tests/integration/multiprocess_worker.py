@@ -20,7 +20,7 @@ os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
 from absl import app  # noqa: E402
 from etils import epath  # noqa: E402
 
-from cbs import checkpoint  # noqa: E402
+from cbs.checkpoint import checkpoints as checkpoint  # noqa: E402
 from cbs import data as data_lib  # noqa: E402
 from cbs import main as cbs_main  # noqa: E402
 

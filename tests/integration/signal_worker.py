@@ -13,7 +13,7 @@ import sys
 
 from absl import app
 
-from cbs import checkpoint
+from cbs.checkpoint import checkpoints as checkpoint
 from cbs import main as cli
 
 

@@ -10,7 +10,7 @@ from etils import epath
 
 from cbs import data as data_lib
 from cbs import train
-from cbs import validation
+from cbs.config import validation
 from tests.helpers import STEP_TOKENS
 from tests.helpers import assert_each_step_once
 from tests.helpers import last_line

@@ -14,11 +14,11 @@ import jax
 import numpy as np
 import pytest
 
-from cbs import checkpoint
+from cbs.checkpoint import checkpoints as checkpoint
 from cbs import convert_checkpoint
-from cbs import records
+from cbs.metrics import records
 from cbs import train
-from cbs import validation
+from cbs.config import validation
 from tests.data import corpus
 from tests.helpers import assert_each_step_once
 from tests.helpers import last_line

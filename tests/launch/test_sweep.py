@@ -11,8 +11,8 @@ from etils import epath
 
 from analysis import measure
 from analysis import runs as runs_lib
-from cbs import records
-from cbs import workdir_lock
+from cbs.metrics import records
+from cbs.checkpoint import workdir_lock
 from launch import grid
 from launch import outcome
 from launch import status_table

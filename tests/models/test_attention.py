@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cbs import validation
+from cbs.config import validation
 from cbs.models import layers
 from configs import tiny
 from tests.models import numpy_reference as reference

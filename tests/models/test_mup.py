@@ -7,7 +7,7 @@ from flax import nnx
 
 from analysis import coord_check
 from cbs import models
-from cbs import optim
+from cbs.optim import optimizers as optim
 from configs import base
 
 

@@ -8,8 +8,8 @@ from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from cbs import models
-from cbs import optim
-from cbs import sharding
+from cbs.optim import optimizers as optim
+from cbs.parallel import sharding
 from cbs import train_state
 from configs import base
 from configs import tiny

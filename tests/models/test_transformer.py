@@ -147,7 +147,7 @@ def test_rematerialisation_changes_memory_not_gradients(policy):
 
 
 def test_train_flops_per_token_match_a_hand_count():
-  from cbs import flops
+  from cbs.metrics import flops
 
   # paper, L=2, d=32, 4 heads of 8, MLP 48, vocab 24, S=16.
   cfg = model_cfg("paper")

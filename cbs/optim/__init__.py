@@ -1,0 +1,1 @@
+"""Optimisation: optimizers, learning-rate schedules (functions of tokens seen) and exponential weight averaging."""

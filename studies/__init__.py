@@ -1,0 +1,1 @@
+"""The experiments built on the library: the CBS study (Zhang et al. 2024) and the adaptive-batch study (Lau et al. 2024), their plans, pilot, reports and plots. Above `analysis` and `launch`: cbs <- analysis <- launch <- studies."""
