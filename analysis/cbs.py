@@ -30,8 +30,8 @@ from analysis import report as report_lib
 from analysis import run_report
 from analysis import runs as runs_lib
 from analysis import scaling_laws
-from studies import cbs_report as study_report
 from cbs.checkpoint import run_dir
+from studies import cbs_report as study_report
 
 
 def read_table(path: str) -> dict[str, dict]:
@@ -43,8 +43,10 @@ def read_table(path: str) -> dict[str, dict]:
     reader = csv.DictReader(f)
     missing = {"group", "batch_size", "steps"} - set(reader.fieldnames or ())
     if missing:
-      raise ValueError(f"--csv={path!r} lacks column(s) {sorted(missing)}; it has "
-                       f"{reader.fieldnames} (needed: group,batch_size,steps[,n_params][,tokens])")
+      raise ValueError(
+        f"--csv={path!r} lacks column(s) {sorted(missing)}; it has "
+        f"{reader.fieldnames} (needed: group,batch_size,steps[,n_params][,tokens])"
+      )
     for line, row in enumerate(reader, start=2):
       g = groups.setdefault(row["group"], {"batch_sizes": [], "steps": []})
       try:
@@ -65,27 +67,39 @@ def fit_table(groups: dict[str, dict], b_opt: float, threshold: float, samples: 
   out = {"groups": {}, "scaling": {}}
   for name, g in groups.items():
     fit = fits.fit_steps(g["batch_sizes"], g["steps"])
-    out["groups"][name] = {"a": fit.a, "b": fit.b, "b_noise": fit.b_noise,
-                           "cbs": fits.critical_batch_size(fit, b_opt, threshold),
-                           "rmse_log": fit.rmse_log, **{k: g[k] for k in ("n_params", "tokens")
-                                                        if k in g}}
+    out["groups"][name] = {
+      "a": fit.a,
+      "b": fit.b,
+      "b_noise": fit.b_noise,
+      "cbs": fits.critical_batch_size(fit, b_opt, threshold),
+      "rmse_log": fit.rmse_log,
+      **{k: g[k] for k in ("n_params", "tokens") if k in g},
+    }
   for key in ("n_params", "tokens"):
     having = [{**g, key: g[key]} for g in groups.values() if key in g]
     if len({g[key] for g in having}) >= 2:
       law = fits.bootstrap_scaling(having, key, b_opt, threshold, samples)
-      out["scaling"][key] = {"d": law.d, "exponent": law.exponent, "exponent_ci": list(law.ci),
-                             "d_ci": list(law.d_ci)}
+      out["scaling"][key] = {
+        "d": law.d,
+        "exponent": law.exponent,
+        "exponent_ci": list(law.ci),
+        "d_ci": list(law.d_ci),
+      }
   return out
 
 
 def format_fit(result: dict) -> str:
   lines = [f"{'group':<24} {'a (S_min)':>11} {'b':>11} {'B_noise':>10} {'CBS':>10}"]
   for name, g in result["groups"].items():
-    lines.append(f"{name:<24} {g['a']:>11.4g} {g['b']:>11.4g} {g['b_noise']:>10.4g} {g['cbs']:>10.4g}")
+    lines.append(
+      f"{name:<24} {g['a']:>11.4g} {g['b']:>11.4g} {g['b_noise']:>10.4g} {g['cbs']:>10.4g}"
+    )
   for key, law in result["scaling"].items():
     lo, hi = law["exponent_ci"]
-    lines.append(f"CBS = {law['d']:.4g} * {key}^{law['exponent']:.3f}  (95% CI of the exponent "
-                 f"{lo:.3f} .. {hi:.3f})")
+    lines.append(
+      f"CBS = {law['d']:.4g} * {key}^{law['exponent']:.3f}  (95% CI of the exponent "
+      f"{lo:.3f} .. {hi:.3f})"
+    )
   return "\n".join(lines)
 
 
@@ -97,15 +111,30 @@ def cmd_fit(args) -> None:
     with open(args.json, "w") as f:
       json.dump(result, f, indent=2)
   if args.plot:
-    groups = [{"name": n, "best": [{"batch_size": b, "steps": s} for b, s in
-                                   zip(g["batch_sizes"], g["steps"])], "b_opt": args.b_opt,
-               **result["groups"][n]} for n, g in table.items()]
+    groups = [
+      {
+        "name": n,
+        "best": [{"batch_size": b, "steps": s} for b, s in zip(g["batch_sizes"], g["steps"])],
+        "b_opt": args.b_opt,
+        **result["groups"][n],
+      }
+      for n, g in table.items()
+    ]
     plots.steps_vs_batch(groups, args.plot)
 
 
-def build_report(root: str, out: str, b_opt: int, threshold: float, metric: str,
-                 target: float | None, samples: int, command: str,
-                 budgets: list[int] = (), skip_cbs: bool = False) -> tuple[list, dict]:
+def build_report(
+  root: str,
+  out: str,
+  b_opt: int,
+  threshold: float,
+  metric: str,
+  target: float | None,
+  samples: int,
+  command: str,
+  budgets: list[int] = (),
+  skip_cbs: bool = False,
+) -> tuple[list, dict]:
   """Blocks of the report and the results dict (also written as results.json)."""
   all_runs = runs_lib.load_sweep(root)
   if not all_runs:
@@ -119,82 +148,176 @@ def build_report(root: str, out: str, b_opt: int, threshold: float, metric: str,
   answer, noise_answer = {}, {}
   if len({g["n_params"] for g in fitted}) >= 2 and len({g["tokens"] for g in fitted}) >= 2:
     if budgets:  # one run measures every budget: resample runs, not points
-      both = scaling_laws.run_level_answer(all_runs, list(budgets), b_opt, threshold, metric,
-                                           samples, flagged=linear_regime_flags(groups))
+      both = scaling_laws.run_level_answer(
+        all_runs,
+        list(budgets),
+        b_opt,
+        threshold,
+        metric,
+        samples,
+        flagged=linear_regime_flags(groups),
+      )
       shared = {k: both[k] for k in ("seeds", "samples", "sigma_run", "rho", "resampled")}
       answer = {**both["cbs"], **shared, "sentence": both["sentence"], "groups": len(groups)}
       noise_answer = {**both["noise_scale"], **shared, "groups": len(groups)}
       for g in groups:
-        i = next(i for i, x in enumerate(both["groups"])
-                 if (x["n_params"], x["tokens"]) == (g["n_params"], g["tokens"]))
+        i = next(
+          i
+          for i, x in enumerate(both["groups"])
+          if (x["n_params"], x["tokens"]) == (g["n_params"], g["tokens"])
+        )
         g["cbs_ci"], g["b_noise_ci"] = answer["values_ci"][i], noise_answer["values_ci"][i]
     else:
       answer = scaling_laws.answer(groups, b_opt, threshold, samples)
-  blocks = [report_lib.heading("Critical batch size report", 1),
-            report_lib.code(command),
-            *guard_blocks(groups),
-            report_lib.paragraph(
-                f"Runs: {len(all_runs)} under {root}. Target: "
-                f"{'given' if target else f'best loss of the batch-{b_opt} runs after D tokens'}"
-                f"; loss: {plots.loss_label(metric)}."
-                f" CBS = largest batch within {threshold:.0%} of linear scaling from B_opt={b_opt}. "
-                f"{CBS_KINDS}")]
+  blocks = [
+    report_lib.heading("Critical batch size report", 1),
+    report_lib.code(command),
+    *guard_blocks(groups),
+    report_lib.paragraph(
+      f"Runs: {len(all_runs)} under {root}. Target: "
+      f"{'given' if target else f'best loss of the batch-{b_opt} runs after D tokens'}"
+      f"; loss: {plots.loss_label(metric)}."
+      f" CBS = largest batch within {threshold:.0%} of linear scaling from B_opt={b_opt}. "
+      f"{CBS_KINDS}"
+    ),
+  ]
   if answer:
     blocks += study_report.answer_blocks(answer, groups, out, noise_answer)
   if any(g["best"] for g in groups):
-    blocks += [report_lib.heading("CBS per model and data budget"), report_lib.table(
-        ["group", "N", "D (tokens)", "target loss", "target - Bayes floor", "a (S_min)", "b",
-         "B_noise", "95% interval", "CBS (fit)", "95% interval", "CBS (points)", "B_opt tokens / "
-         "small-batch limit", "rmse log", "not reached"],
-        [[g["name"], g["n_params"], g["tokens"], g["target"], g.get("target_above_floor", math.nan),
-          g.get("a", math.nan), g.get("b", math.nan), g.get("b_noise", math.nan),
-          _interval(g.get("b_noise_ci")), g.get("cbs", math.nan), _interval(g.get("cbs_ci")),
-          g.get("cbs_raw", math.nan), g["guards"].get("b_opt_token_overhead", math.nan),
-          g.get("rmse_log", math.nan), len(g["unreached"])]
-         for g in groups])]
-    blocks.append(report_lib.image(
+    blocks += [
+      report_lib.heading("CBS per model and data budget"),
+      report_lib.table(
+        [
+          "group",
+          "N",
+          "D (tokens)",
+          "target loss",
+          "target - Bayes floor",
+          "a (S_min)",
+          "b",
+          "B_noise",
+          "95% interval",
+          "CBS (fit)",
+          "95% interval",
+          "CBS (points)",
+          "B_opt tokens / small-batch limit",
+          "rmse log",
+          "not reached",
+        ],
+        [
+          [
+            g["name"],
+            g["n_params"],
+            g["tokens"],
+            g["target"],
+            g.get("target_above_floor", math.nan),
+            g.get("a", math.nan),
+            g.get("b", math.nan),
+            g.get("b_noise", math.nan),
+            _interval(g.get("b_noise_ci")),
+            g.get("cbs", math.nan),
+            _interval(g.get("cbs_ci")),
+            g.get("cbs_raw", math.nan),
+            g["guards"].get("b_opt_token_overhead", math.nan),
+            g.get("rmse_log", math.nan),
+            len(g["unreached"]),
+          ]
+          for g in groups
+        ],
+      ),
+    ]
+    blocks.append(
+      report_lib.image(
         plots.steps_vs_batch(groups, os.path.join(out, "steps_vs_batch.png"), metric),
         "Steps to target vs batch size: the best run of each batch size (dots), the fit a + b/B, "
         "linear scaling from B_opt (dotted), the CBS (dashed) with its 95% bootstrap interval "
-        "(band); triangles mark runs that never reached the target, at their last step"))
+        "(band); triangles mark runs that never reached the target, at their last step",
+      )
+    )
   for key, law in laws.items():
     lo, hi = law["exponent_ci"]
-    blocks += [report_lib.heading(f"Scaling law in {'N' if key == 'n_params' else 'D'}"),
-               report_lib.paragraph(f"CBS = {law['d']:.4g} x {key}^{law['exponent']:.3f}, 95% "
-                                    f"bootstrap interval of the exponent [{lo:.3f}, {hi:.3f}]."),
-               report_lib.image(plots.cbs_scaling(groups, laws, key, os.path.join(out, f"cbs_vs_{key}.png")),
-                                f"CBS vs {key} with the fitted power law")]
+    blocks += [
+      report_lib.heading(f"Scaling law in {'N' if key == 'n_params' else 'D'}"),
+      report_lib.paragraph(
+        f"CBS = {law['d']:.4g} x {key}^{law['exponent']:.3f}, 95% "
+        f"bootstrap interval of the exponent [{lo:.3f}, {hi:.3f}]."
+      ),
+      report_lib.image(
+        plots.cbs_scaling(groups, laws, key, os.path.join(out, f"cbs_vs_{key}.png")),
+        f"CBS vs {key} with the fitted power law",
+      ),
+    ]
   for i, g in enumerate(groups):
-    blocks += [report_lib.heading(f"Group {g['name']} (target {g['target']:.4f})"),
-               report_lib.table(["run", "batch", "lr", "steps to target", "tokens to target",
-                                 "eval", "last eval step", "finished"],
-                                [[r["run"], r["batch_size"], r["lr"], r["steps"], r["tokens"],
-                                  r["metric"] or ("capped before the target" if r["capped"]
-                                                  else "not reached"),
-                                  r["final_step"], r["finished"]]
-                                 for r in g["runs"]])]
+    blocks += [
+      report_lib.heading(f"Group {g['name']} (target {g['target']:.4f})"),
+      report_lib.table(
+        [
+          "run",
+          "batch",
+          "lr",
+          "steps to target",
+          "tokens to target",
+          "eval",
+          "last eval step",
+          "finished",
+        ],
+        [
+          [
+            r["run"],
+            r["batch_size"],
+            r["lr"],
+            r["steps"],
+            r["tokens"],
+            r["metric"] or ("capped before the target" if r["capped"] else "not reached"),
+            r["final_step"],
+            r["finished"],
+          ]
+          for r in g["runs"]
+        ],
+      ),
+    ]
     capped = [r["run"] for r in g["runs"] if r["capped"]]
     never = [name for name in g["unreached"] if name not in capped]
     if never:
       blocks.append(report_lib.paragraph("Never reached the target: " + ", ".join(never)))
     if capped:
-      blocks.append(report_lib.paragraph(
+      blocks.append(
+        report_lib.paragraph(
           "Stopped at their token cap before the target (slower than the best learning rate of "
-          "their batch size, so not the minimum): " + ", ".join(capped)))
+          "their batch size, so not the minimum): " + ", ".join(capped)
+        )
+      )
     constant = [r for r in members[i] if not r.adaptive]
-    blocks.append(report_lib.image(plots.loss_curves(constant, g, metric,
-                                                     os.path.join(out, f"loss_curves_{i}.png")),
-                                   f"{g['name']}: eval loss of the best run per batch size"))
+    blocks.append(
+      report_lib.image(
+        plots.loss_curves(constant, g, metric, os.path.join(out, f"loss_curves_{i}.png")),
+        f"{g['name']}: eval loss of the best run per batch size",
+      )
+    )
   comparison = measure.adaptive_table(all_runs, metric)
   if comparison:
-    blocks += [report_lib.heading("Batch-size schedules"), report_lib.table(
+    blocks += [
+      report_lib.heading("Batch-size schedules"),
+      report_lib.table(
         ["run", "schedule", "batch (first -> last)"]
         + [f"loss @ {t:,} tok" for t in comparison["tokens"]]
         + [f"steps @ {t:,} tok" for t in comparison["tokens"]],
-        [[r["run"], r["schedule"], f"{r['initial_batch']} -> {r['final_batch']}", *r["losses"],
-          *r["steps"]] for r in comparison["rows"]]),
-        report_lib.image(plots.schedules(all_runs, metric, os.path.join(out, "schedules.png")),
-                         "Batch size and eval loss of adaptive (solid) and constant (dashed) runs")]
+        [
+          [
+            r["run"],
+            r["schedule"],
+            f"{r['initial_batch']} -> {r['final_batch']}",
+            *r["losses"],
+            *r["steps"],
+          ]
+          for r in comparison["rows"]
+        ],
+      ),
+      report_lib.image(
+        plots.schedules(all_runs, metric, os.path.join(out, "schedules.png")),
+        "Batch size and eval loss of adaptive (solid) and constant (dashed) runs",
+      ),
+    ]
   probes = {}
   for i, r in enumerate(all_runs):
     path = os.path.join(r.workdir, run_dir.PROBES, run_dir.PROBE_RESULT)
@@ -202,32 +325,54 @@ def build_report(root: str, out: str, b_opt: int, threshold: float, metric: str,
       continue
     with open(path) as f:
       probes[r.name] = probe = json.load(f)
-    blocks += [report_lib.heading(f"Local critical batch size: {r.name}"),
-               report_lib.paragraph(
-                   f"Branches of {probe['branch_tokens']:,} tokens at k x B (lr x k^"
-                   f"{probe['lr_exponent']}); k* = largest k within {probe['eps']} of every "
-                   "smaller k (Merrill et al. 2025). The noise scale is the run's own online "
-                   "estimate B_simple (batch.gns_every or an adaptive schedule)."),
-               report_lib.table(["tokens", "batch", "k*", "local CBS", "noise scale B_simple",
-                                 "losses by k"],
-                                [[p["tokens"], p["batch"], p["k_star"], p["local_cbs"],
-                                  p["grad_noise_scale"],
-                                  " ".join(f"{k:g}:{v:.4f}" for k, v in zip(p["k"], p["losses"]))]
-                                 for p in probe["points"]]),
-               report_lib.image(plots.local_cbs(r, probe, os.path.join(out, f"local_cbs_{i}.png")),
-                                "Local CBS (probes), online noise scale and the run's batch size")]
-  results = {"command": command, "root": root, "groups": groups, "scaling": laws, "answer": answer,
-             "answer_noise_scale": noise_answer, "schedules": comparison, "probes": probes}
+    blocks += [
+      report_lib.heading(f"Local critical batch size: {r.name}"),
+      report_lib.paragraph(
+        f"Branches of {probe['branch_tokens']:,} tokens at k x B (lr x k^"
+        f"{probe['lr_exponent']}); k* = largest k within {probe['eps']} of every "
+        "smaller k (Merrill et al. 2025). The noise scale is the run's own online "
+        "estimate B_simple (batch.gns_every or an adaptive schedule)."
+      ),
+      report_lib.table(
+        ["tokens", "batch", "k*", "local CBS", "noise scale B_simple", "losses by k"],
+        [
+          [
+            p["tokens"],
+            p["batch"],
+            p["k_star"],
+            p["local_cbs"],
+            p["grad_noise_scale"],
+            " ".join(f"{k:g}:{v:.4f}" for k, v in zip(p["k"], p["losses"])),
+          ]
+          for p in probe["points"]
+        ],
+      ),
+      report_lib.image(
+        plots.local_cbs(r, probe, os.path.join(out, f"local_cbs_{i}.png")),
+        "Local CBS (probes), online noise scale and the run's batch size",
+      ),
+    ]
+  results = {
+    "command": command,
+    "root": root,
+    "groups": groups,
+    "scaling": laws,
+    "answer": answer,
+    "answer_noise_scale": noise_answer,
+    "schedules": comparison,
+    "probes": probes,
+  }
   return blocks, results
 
 
 CBS_KINDS = (
-    "'CBS (fit)' is B* = (1+t) B_opt + t b/a from the fit steps = a + b/B over every batch size: it "
-    "interpolates between the swept batch sizes; its interval resamples the runs in a study (see "
-    "the answer) and the points otherwise. "
-    "'CBS (points)' applies the same rule to the measured points alone, so it is always a swept "
-    "batch size and jumps by the grid's ratio with one noisy point; the scaling laws use the fitted "
-    "CBS.")
+  "'CBS (fit)' is B* = (1+t) B_opt + t b/a from the fit steps = a + b/B over every batch size: it "
+  "interpolates between the swept batch sizes; its interval resamples the runs in a study (see "
+  "the answer) and the points otherwise. "
+  "'CBS (points)' applies the same rule to the measured points alone, so it is always a swept "
+  "batch size and jumps by the grid's ratio with one noisy point; the scaling laws use the fitted "
+  "CBS."
+)
 
 
 def _interval(ci) -> str:
@@ -260,17 +405,24 @@ def guard_blocks(groups: list[dict]) -> list:
   for g in groups:
     for w in g["guards"]["warnings"]:
       failed.setdefault(w, []).append(g["name"])
-  lines = [f"{'every group' if len(names) == len(groups) > 1 else '; '.join(names)}: {w}"
-           for w, names in failed.items()]
-  checked = ("Checked per group: best learning rate of each batch size inside its grid, at least "
-             f"{guards.MIN_BELOW} batch sizes below the CBS and {guards.MIN_SIDE} above it, the CBS "
-             "inside the batch sizes that reached the target, every batch size reached, and "
-             f"b_opt_token_overhead: B_opt within {guards.MAX_TOKEN_OVERHEAD}x the tokens of the "
-             "small-batch limit.")
+  lines = [
+    f"{'every group' if len(names) == len(groups) > 1 else '; '.join(names)}: {w}"
+    for w, names in failed.items()
+  ]
+  checked = (
+    "Checked per group: best learning rate of each batch size inside its grid, at least "
+    f"{guards.MIN_BELOW} batch sizes below the CBS and {guards.MIN_SIDE} above it, the CBS "
+    "inside the batch sizes that reached the target, every batch size reached, and "
+    f"b_opt_token_overhead: B_opt within {guards.MAX_TOKEN_OVERHEAD}x the tokens of the "
+    "small-batch limit."
+  )
   if not lines:
     return [report_lib.heading("Guards"), report_lib.paragraph(checked + " All passed.")]
-  return [report_lib.heading("Guards"), report_lib.paragraph(checked + " Failed:"),
-          report_lib.items(lines)]
+  return [
+    report_lib.heading("Guards"),
+    report_lib.paragraph(checked + " Failed:"),
+    report_lib.items(lines),
+  ]
 
 
 def write_table_csv(groups: list[dict], path: str) -> None:
@@ -302,14 +454,26 @@ def cmd_report(args, argv: list[str], extra_blocks=lambda out: []) -> dict:
   out = args.out or os.path.join(args.root, "report")
   command = "python -m analysis.cbs " + shlex.join(argv)
   budgets = [int(float(d)) for d in args.budgets.split(",")] if args.budgets else []
-  blocks, results = build_report(args.root, out, args.b_opt, args.threshold, args.ewa,
-                                 args.target, args.bootstrap, command, budgets, args.skip_cbs)
+  blocks, results = build_report(
+    args.root,
+    out,
+    args.b_opt,
+    args.threshold,
+    args.ewa,
+    args.target,
+    args.bootstrap,
+    command,
+    budgets,
+    args.skip_cbs,
+  )
   save(blocks + extra_blocks(out), results, out)
   for g in results["groups"]:
-    print(f"{g['name']}: target {g['target']:.4f}, CBS {g.get('cbs', math.nan):.1f} sequences "
-          f"(a={g.get('a', math.nan):.4g}, b={g.get('b', math.nan):.4g}; "
-          f"not reached: {sum(not r['capped'] for r in g['runs'] if not r['reached'])} run(s), "
-          f"capped before the target: {sum(r['capped'] for r in g['runs'])})")
+    print(
+      f"{g['name']}: target {g['target']:.4f}, CBS {g.get('cbs', math.nan):.1f} sequences "
+      f"(a={g.get('a', math.nan):.4g}, b={g.get('b', math.nan):.4g}; "
+      f"not reached: {sum(not r['capped'] for r in g['runs'] if not r['reached'])} run(s), "
+      f"capped before the target: {sum(r['capped'] for r in g['runs'])})"
+    )
     for warning in g["guards"]["warnings"]:
       print(f"  guard: {warning}")
   return results
@@ -328,10 +492,15 @@ def parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog="python -m analysis.cbs", description=__doc__.split("\n")[0])
   sub = p.add_subparsers(dest="command", required=True)
   common = argparse.ArgumentParser(add_help=False)
-  common.add_argument("--b_opt", "--b-opt", type=int, default=256,
-                      help="reference batch B_opt (sequences)")
-  common.add_argument("--threshold", type=float, default=0.2,
-                      help="allowed excess steps over linear scaling (0.2 = 20%%)")
+  common.add_argument(
+    "--b_opt", "--b-opt", type=int, default=256, help="reference batch B_opt (sequences)"
+  )
+  common.add_argument(
+    "--threshold",
+    type=float,
+    default=0.2,
+    help="allowed excess steps over linear scaling (0.2 = 20%%)",
+  )
   common.add_argument("--bootstrap", type=int, default=1000, help="bootstrap samples of the laws")
   fit = sub.add_parser("fit", parents=[common], help="fit a CSV of steps to target")
   fit.add_argument("--csv", required=True)
@@ -342,14 +511,23 @@ def parser() -> argparse.ArgumentParser:
   where.add_argument("--root", help="a launch.sweep root (with manifest.json)")
   where.add_argument("--runs", help="comma-separated run directories, reported without a sweep")
   rep.add_argument("--out", default="", help="report directory (default ROOT/report)")
-  rep.add_argument("--ewa", default="best",
-                   help="eval loss used: best (raw and every EWA), none (raw) or an EWA decay")
+  rep.add_argument(
+    "--ewa",
+    default="best",
+    help="eval loss used: best (raw and every EWA), none (raw) or an EWA decay",
+  )
   rep.add_argument("--target", type=float, default=None, help="target loss (default: reference)")
-  rep.add_argument("--skip_cbs", action="store_true",
-                   help="only the schedule comparison and probes (e.g. a root of adaptive runs)")
-  rep.add_argument("--budgets", default="",
-                   help="comma-separated data budgets D (tokens) measured from the same constant-LR "
-                        "runs, instead of each run's data_budget_tokens")
+  rep.add_argument(
+    "--skip_cbs",
+    action="store_true",
+    help="only the schedule comparison and probes (e.g. a root of adaptive runs)",
+  )
+  rep.add_argument(
+    "--budgets",
+    default="",
+    help="comma-separated data budgets D (tokens) measured from the same constant-LR "
+    "runs, instead of each run's data_budget_tokens",
+  )
   return p
 
 
@@ -357,8 +535,10 @@ def main(argv: list[str] | None = None) -> int:
   argv = sys.argv[1:] if argv is None else argv
   args = parser().parse_args(argv)
   if args.threshold <= 0 or args.b_opt <= 0:
-    print(f"analysis.cbs: --threshold={args.threshold} and --b_opt={args.b_opt} must be positive",
-          file=sys.stderr)
+    print(
+      f"analysis.cbs: --threshold={args.threshold} and --b_opt={args.b_opt} must be positive",
+      file=sys.stderr,
+    )
     return 2
   try:
     if args.command == "fit":

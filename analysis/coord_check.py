@@ -22,14 +22,23 @@ WIDTHS = (64, 128, 256, 512, 1024)
 VOCAB = 64
 
 
-def update_sizes(param: str, width: int, steps: int = 3, lr: float = 1e-2,
-                 base_width: int = 64) -> dict[str, float]:
+def update_sizes(
+  param: str, width: int, steps: int = 3, lr: float = 1e-2, base_width: int = 64
+) -> dict[str, float]:
   """RMS change of the last hidden state and of the logits after `steps` Adam steps."""
   from flax import nnx  # noqa: PLC0415
 
   c = base.get_config()
-  c.model.update(dict(name="paper", num_layers=2, d_model=width, num_heads=width // 16,
-                      param=param, base_width=base_width))
+  c.model.update(
+    dict(
+      name="paper",
+      num_layers=2,
+      d_model=width,
+      num_heads=width // 16,
+      param=param,
+      base_width=base_width,
+    )
+  )
   c.optimizer.update(dict(name="adam", clip=0.0, lr=lr))
   model = models.build_model(c.model, VOCAB, nnx.Rngs(0))
   graphdef, params = nnx.split(model, nnx.Param)
@@ -44,7 +53,9 @@ def update_sizes(param: str, width: int, steps: int = 3, lr: float = 1e-2,
   state, p = tx.init(params), params
   for _ in range(steps):
     p, state = update(p, state)
-  outputs = jax.jit(lambda q: (nnx.merge(graphdef, q).features(tokens), nnx.merge(graphdef, q)(tokens)))
+  outputs = jax.jit(
+    lambda q: (nnx.merge(graphdef, q).features(tokens), nnx.merge(graphdef, q)(tokens))
+  )
   (h0, l0), (h1, l1) = outputs(params), outputs(p)
   rms = lambda x: float(jnp.sqrt(jnp.mean(jnp.square(x))))
   return {"hidden": rms(h1 - h0), "logits": rms(l1 - l0)}

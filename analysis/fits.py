@@ -42,7 +42,9 @@ def fit_steps(batch_sizes, steps) -> StepsFit:
   batch = np.asarray(batch_sizes, dtype=np.float64)
   log_steps = np.log(np.asarray(steps, dtype=np.float64))
   if batch.size < 2 or np.unique(batch).size < 2:
-    raise ValueError(f"fitting a + b/B needs at least two distinct batch sizes, got {batch.tolist()}")
+    raise ValueError(
+      f"fitting a + b/B needs at least two distinct batch sizes, got {batch.tolist()}"
+    )
   if np.any(batch <= 0) or not np.all(np.isfinite(log_steps)):
     raise ValueError(f"batch sizes and steps must be positive, got {batch.tolist()}, {steps}")
   grid = np.linspace(np.log(batch.min()) - 8, np.log(batch.max()) + 8, 161)
@@ -78,13 +80,16 @@ def fit_power_law(x, y) -> PowerLaw:
   """y = d x^exponent by least squares on log y against log x."""
   log_x, log_y = np.log(np.asarray(x, dtype=np.float64)), np.log(np.asarray(y, dtype=np.float64))
   if np.unique(log_x).size < 2:
-    raise ValueError(f"a power law needs at least two distinct x values, got {np.exp(log_x).tolist()}")
+    raise ValueError(
+      f"a power law needs at least two distinct x values, got {np.exp(log_x).tolist()}"
+    )
   exponent, log_d = np.polyfit(log_x, log_y, 1)
   return PowerLaw(d=float(np.exp(log_d)), exponent=float(exponent))
 
 
-def resampled_cbs(rng: np.random.Generator, batch_sizes, steps, b_opt: float,
-                   threshold: float) -> float | None:
+def resampled_cbs(
+  rng: np.random.Generator, batch_sizes, steps, b_opt: float, threshold: float
+) -> float | None:
   """The CBS of one bootstrap sample of the (batch, steps) points; None if it has one batch size."""
   idx = rng.integers(0, len(steps), len(steps))
   batch = np.asarray(batch_sizes, dtype=np.float64)[idx]
@@ -100,8 +105,15 @@ def percentile_interval(values, level: float) -> tuple[float, float]:
   return tuple(float(v) for v in np.percentile(values, [tail, 100 - tail]))
 
 
-def bootstrap_cbs(batch_sizes, steps, b_opt: float = 256, threshold: float = 0.2,
-                  samples: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+def bootstrap_cbs(
+  batch_sizes,
+  steps,
+  b_opt: float = 256,
+  threshold: float = 0.2,
+  samples: int = 1000,
+  seed: int = 0,
+  level: float = 0.95,
+) -> tuple[float, float]:
   """Percentile interval of one group's fitted CBS, resampling its (batch, steps) points.
 
   Each point is the minimum over a batch size's runs, so resampling points carries both the noise
@@ -109,13 +121,23 @@ def bootstrap_cbs(batch_sizes, steps, b_opt: float = 256, threshold: float = 0.2
   samples or with too few distinct batch sizes.
   """
   rng = np.random.default_rng(seed)
-  found = [c for c in (resampled_cbs(rng, batch_sizes, steps, b_opt, threshold)
-                       for _ in range(samples)) if c is not None]
+  found = [
+    c
+    for c in (resampled_cbs(rng, batch_sizes, steps, b_opt, threshold) for _ in range(samples))
+    if c is not None
+  ]
   return percentile_interval(found, level) if found else (float("nan"), float("nan"))
 
 
-def bootstrap_scaling(groups: list[dict], key: str, b_opt: float = 256, threshold: float = 0.2,
-                      samples: int = 1000, seed: int = 0, level: float = 0.95) -> PowerLaw:
+def bootstrap_scaling(
+  groups: list[dict],
+  key: str,
+  b_opt: float = 256,
+  threshold: float = 0.2,
+  samples: int = 1000,
+  seed: int = 0,
+  level: float = 0.95,
+) -> PowerLaw:
   """CBS = d key^exponent across groups, with bootstrap intervals.
 
   Each group is {key: value, "batch_sizes": [...], "steps": [...]}. A bootstrap sample resamples the
@@ -123,8 +145,9 @@ def bootstrap_scaling(groups: list[dict], key: str, b_opt: float = 256, threshol
   interval carries the uncertainty of the per-group fits, which dominates with few groups.
   """
   xs = [g[key] for g in groups]
-  cbs = [critical_batch_size(fit_steps(g["batch_sizes"], g["steps"]), b_opt, threshold)
-         for g in groups]
+  cbs = [
+    critical_batch_size(fit_steps(g["batch_sizes"], g["steps"]), b_opt, threshold) for g in groups
+  ]
   law = fit_power_law(xs, cbs)
   rng = np.random.default_rng(seed)
   exponents, ds = [], []
@@ -141,5 +164,6 @@ def bootstrap_scaling(groups: list[dict], key: str, b_opt: float = 256, threshol
       ds.append(sample_law.d)
   if not exponents:
     return law
-  return dataclasses.replace(law, ci=percentile_interval(exponents, level),
-                             d_ci=percentile_interval(ds, level))
+  return dataclasses.replace(
+    law, ci=percentile_interval(exponents, level), d_ci=percentile_interval(ds, level)
+  )

@@ -30,15 +30,22 @@ def _batch_guard(batch: int, rows: list[dict], default_ratio: float) -> dict:
   """Where the best learning rate of one batch size sits in its grid, and the next one to try."""
   lrs = sorted({row["lr"] for row in rows})
   reached = [row for row in rows if row["reached"]]
-  entry = {"batch_size": batch, "lrs": lrs, "best_lr": None, "best_run": None,
-           "best_lr_at_grid_edge": False, "next_lrs": [],
-           "unreached": [row["run"] for row in rows if not row["reached"] and not row["capped"]],
-           "capped": [row["run"] for row in rows if row["capped"]]}
+  entry = {
+    "batch_size": batch,
+    "lrs": lrs,
+    "best_lr": None,
+    "best_run": None,
+    "best_lr_at_grid_edge": False,
+    "next_lrs": [],
+    "unreached": [row["run"] for row in rows if not row["reached"] and not row["capped"]],
+    "capped": [row["run"] for row in rows if row["capped"]],
+  }
   if not reached:
     return entry
   best = min(reached, key=lambda row: row["steps"])
-  entry.update(best_lr=best["lr"], best_run=best["run"], next_lrs=beyond_edge(lrs, best["lr"],
-                                                                            default_ratio))
+  entry.update(
+    best_lr=best["lr"], best_run=best["run"], next_lrs=beyond_edge(lrs, best["lr"], default_ratio)
+  )
   entry["best_lr_at_grid_edge"] = bool(entry["next_lrs"])
   return entry
 
@@ -72,16 +79,22 @@ def _warnings(group: dict, per_batch: list[dict], measured: list[int]) -> list[s
     b, lrs = entry["batch_size"], entry["lrs"]
     grid = ", ".join(f"{lr:g}" for lr in lrs)
     if entry["best_lr"] is None:
-      out.append(f"batch {b}: no run reached the target ({len(entry['capped'])} capped, "
-                 f"{len(entry['unreached'])} ended before it; lr {grid}), so f({b}) is missing "
-                 "from the fit: train its best learning rate longer")
+      out.append(
+        f"batch {b}: no run reached the target ({len(entry['capped'])} capped, "
+        f"{len(entry['unreached'])} ended before it; lr {grid}), so f({b}) is missing "
+        "from the fit: train its best learning rate longer"
+      )
     elif len(lrs) == 1:
-      out.append(f"batch {b}: one learning rate swept ({grid}), so f({b}) may not be its minimum: "
-                 f"add lr {' and '.join(f'{lr:g}' for lr in entry['next_lrs'])}")
+      out.append(
+        f"batch {b}: one learning rate swept ({grid}), so f({b}) may not be its minimum: "
+        f"add lr {' and '.join(f'{lr:g}' for lr in entry['next_lrs'])}"
+      )
     elif entry["best_lr_at_grid_edge"]:
       side = "smallest" if entry["best_lr"] == lrs[0] else "largest"
-      out.append(f"batch {b}: best lr {entry['best_lr']:g} is the {side} swept ({grid}), so f({b}) "
-                 f"is overestimated: add lr {entry['next_lrs'][0]:g}")
+      out.append(
+        f"batch {b}: best lr {entry['best_lr']:g} is the {side} swept ({grid}), so f({b}) "
+        f"is overestimated: add lr {entry['next_lrs'][0]:g}"
+      )
   if "cbs" not in group:
     reason = group.get("fit_error", "no batch size reached the target")
     out.append(f"no CBS: {reason}")
@@ -90,21 +103,31 @@ def _warnings(group: dict, per_batch: list[dict], measured: list[int]) -> list[s
   below = [b for b in measured if b < cbs]
   above = [b for b in measured if b > cbs]
   if not measured[0] <= cbs <= measured[-1]:
-    out.append(f"the CBS {cbs:.1f} lies above the largest batch size that reached the target "
-               f"({measured[-1]}), so it is extrapolated: add batch {_next_batch(measured, True)}")
+    out.append(
+      f"the CBS {cbs:.1f} lies above the largest batch size that reached the target "
+      f"({measured[-1]}), so it is extrapolated: add batch {_next_batch(measured, True)}"
+    )
   elif len(above) < MIN_SIDE:
-    out.append(f"{len(above)} batch size(s) above the CBS {cbs:.1f} ({above}): add batch "
-               f"{_next_batch(measured, True)}")
+    out.append(
+      f"{len(above)} batch size(s) above the CBS {cbs:.1f} ({above}): add batch "
+      f"{_next_batch(measured, True)}"
+    )
   if len(below) < MIN_BELOW:
-    fix = (f"add batch {_next_batch(measured, False)}" if measured[0] > 1 else
-           "batch 1 is the smallest: use shorter sequences (the CBS is then more sequences)")
-    out.append(f"{len(below)} batch size(s) below the CBS {cbs:.1f} ({below}), "
-               f"{MIN_BELOW} wanted: {fix}")
+    fix = (
+      f"add batch {_next_batch(measured, False)}"
+      if measured[0] > 1
+      else "batch 1 is the smallest: use shorter sequences (the CBS is then more sequences)"
+    )
+    out.append(
+      f"{len(below)} batch size(s) below the CBS {cbs:.1f} ({below}), {MIN_BELOW} wanted: {fix}"
+    )
   overhead = token_overhead(group)
   if not overhead <= MAX_TOKEN_OVERHEAD:
-    out.append(f"b_opt_token_overhead: B_opt={group['b_opt']} needs {overhead:.2f}x the tokens "
-               f"of the small-batch limit (at most {MAX_TOKEN_OVERHEAD}): start the batch sizes "
-               "lower (or use shorter sequences) and take a smaller B_opt")
+    out.append(
+      f"b_opt_token_overhead: B_opt={group['b_opt']} needs {overhead:.2f}x the tokens "
+      f"of the small-batch limit (at most {MAX_TOKEN_OVERHEAD}): start the batch sizes "
+      "lower (or use shorter sequences) and take a smaller B_opt"
+    )
   return out
 
 
@@ -130,18 +153,21 @@ def guards(group: dict, default_ratio: float = 2.0) -> dict:
   per_batch = [_batch_guard(b, by_batch[b], default_ratio) for b in sorted(by_batch)]
   measured = sorted(row["batch_size"] for row in group["best"])
   cbs = group.get("cbs", math.nan)
-  return {"batches": per_batch,
-          "points_below_cbs": sum(b < cbs for b in measured),
-          "points_above_cbs": sum(b > cbs for b in measured),
-          "cbs_in_range": bool(measured) and measured[0] <= cbs <= measured[-1],
-          "b_opt_token_overhead": token_overhead(group),
-          "unreached": [r for e in per_batch for r in e["unreached"]],
-          "capped": [r for e in per_batch for r in e["capped"]],
-          "warnings": _warnings(group, per_batch, measured)}
+  return {
+    "batches": per_batch,
+    "points_below_cbs": sum(b < cbs for b in measured),
+    "points_above_cbs": sum(b > cbs for b in measured),
+    "cbs_in_range": bool(measured) and measured[0] <= cbs <= measured[-1],
+    "b_opt_token_overhead": token_overhead(group),
+    "unreached": [r for e in per_batch for r in e["unreached"]],
+    "capped": [r for e in per_batch for r in e["capped"]],
+    "warnings": _warnings(group, per_batch, measured),
+  }
 
 
-def lr_extensions(groups: list[dict], max_lrs: int,
-                  batches: Collection[int] | None = None) -> list[tuple[int, float]]:
+def lr_extensions(
+  groups: list[dict], max_lrs: int, batches: Collection[int] | None = None
+) -> list[tuple[int, float]]:
   """The (batch size, learning rate) runs that move every edge best learning rate inward.
 
   For each group and batch size (only those in `batches`, if given) whose best learning rate is the

@@ -80,19 +80,26 @@ def to_html(blocks: list[tuple], title: str) -> str:
       body.append(f"<pre><code>{html.escape(block[1])}</code></pre>")
     elif kind == "table":
       head = "".join(f"<th>{html.escape(h)}</th>" for h in block[1])
-      rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
-                     for row in block[2])
+      rows = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in block[2]
+      )
       body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
     elif kind == "img":
       with open(block[1], "rb") as f:
         data = base64.b64encode(f.read()).decode("ascii")
-      body.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(block[2])}">'
-                  f"<figcaption>{html.escape(block[2])}</figcaption></figure>")
-  style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
-           "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:3px 8px;"
-           "text-align:right}img{max-width:100%}pre{background:#f4f4f4;padding:8px;overflow-x:auto}")
-  return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-          f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+      body.append(
+        f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(block[2])}">'
+        f"<figcaption>{html.escape(block[2])}</figcaption></figure>"
+      )
+  style = (
+    "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+    "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:3px 8px;"
+    "text-align:right}img{max-width:100%}pre{background:#f4f4f4;padding:8px;overflow-x:auto}"
+  )
+  return (
+    f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+    f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+  )
 
 
 def write(blocks: list[tuple], out_dir: str, title: str) -> tuple[str, str]:

@@ -38,8 +38,11 @@ def fit_many(batch_sizes, steps, weights=None) -> tuple[np.ndarray, np.ndarray]:
   steps = np.asarray(steps, np.float64)
   weights = np.ones(steps.shape) if weights is None else np.broadcast_to(weights, steps.shape)
   shape = steps.shape[:-1]
-  a, b_noise = _fit_rows(batch, np.log(steps).reshape(-1, batch.size),
-                         np.asarray(weights, np.float64).reshape(-1, batch.size))
+  a, b_noise = _fit_rows(
+    batch,
+    np.log(steps).reshape(-1, batch.size),
+    np.asarray(weights, np.float64).reshape(-1, batch.size),
+  )
   return a.reshape(shape), b_noise.reshape(shape)
 
 
@@ -52,13 +55,13 @@ def _fit_rows(batch: np.ndarray, log_steps: np.ndarray, weights: np.ndarray):
 
   def sse(shape):  # shape [G, B] (every row) or [M, G, B] (one grid per row) -> error [M, G]
     if shape.ndim == 2:
-      sum_s, cross, square = w @ shape.T, (w * y) @ shape.T, w @ (shape ** 2).T
+      sum_s, cross, square = w @ shape.T, (w * y) @ shape.T, w @ (shape**2).T
     else:
       sum_s = np.einsum("mb,mgb->mg", w, shape)
       cross = np.einsum("mb,mgb->mg", w * y, shape)
-      square = np.einsum("mb,mgb->mg", w, shape ** 2)
+      square = np.einsum("mb,mgb->mg", w, shape**2)
     log_a = (sum_y[:, None] - sum_s) / count[:, None]
-    return sum_yy[:, None] - 2 * cross + square - count[:, None] * log_a ** 2
+    return sum_yy[:, None] - 2 * cross + square - count[:, None] * log_a**2
 
   rows = np.arange(y.shape[0])
   coarse = np.linspace(np.log(batch.min()) - 8, np.log(batch.max()) + 8, 161)
@@ -87,8 +90,9 @@ def _fit_rows(batch: np.ndarray, log_steps: np.ndarray, weights: np.ndarray):
 def joint_many(n, d, values) -> np.ndarray:
   """[..., 3] = (log c, alpha, beta) of log values = log c + alpha log N + beta log D for every
   row of `values` [..., G] (nan where a row has a nan)."""
-  design = np.stack([np.ones(len(n)), np.log(np.asarray(n, np.float64)),
-                     np.log(np.asarray(d, np.float64))], 1)
+  design = np.stack(
+    [np.ones(len(n)), np.log(np.asarray(n, np.float64)), np.log(np.asarray(d, np.float64))], 1
+  )
   coef = np.log(np.asarray(values, np.float64)) @ np.linalg.pinv(design).T
   return coef
 
@@ -105,8 +109,9 @@ def cbs_of(b_noise, b_opt: float, threshold: float):
   return (1 + threshold) * b_opt + threshold * np.asarray(b_noise)
 
 
-def interval(samples: np.ndarray, level: float = 0.95, estimate: float = math.nan,
-             dof: float = math.inf) -> tuple[float, float]:
+def interval(
+  samples: np.ndarray, level: float = 0.95, estimate: float = math.nan, dof: float = math.inf
+) -> tuple[float, float]:
   """Percentile interval of bootstrap `samples`, nan ones dropped ((nan, nan) if none is left),
   its ends moved away from `estimate` by t(dof) / z at `level` when the variance the bootstrap
   sees has `dof` degrees of freedom (`effective_dof`)."""
@@ -133,8 +138,12 @@ def t_quantile(level: float, dof: float) -> float:
   if not math.isfinite(dof):
     return z
   dof = max(dof, 1.0)
-  return (z + (z ** 3 + z) / (4 * dof) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * dof ** 2)
-          + (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / (384 * dof ** 3))
+  return (
+    z
+    + (z**3 + z) / (4 * dof)
+    + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * dof**2)
+    + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * dof**3)
+  )
 
 
 def effective_dof(changes: np.ndarray, seeds: int) -> np.ndarray:
@@ -147,10 +156,11 @@ def effective_dof(changes: np.ndarray, seeds: int) -> np.ndarray:
   """
   share = np.nanmean(np.asarray(changes, np.float64) ** 2, axis=1) / seeds
   total = np.nansum(share, axis=0)
-  return total ** 2 / np.maximum(np.nansum(share ** 2, axis=0) / (seeds - 1), 1e-300)
+  return total**2 / np.maximum(np.nansum(share**2, axis=0) / (seeds - 1), 1e-300)
 
 
 # --- Simulated tables: steps to target per (model, budget, batch, learning rate, seed) -------------
+
 
 def pick_seeds(rng: np.random.Generator, seed_steps: np.ndarray, samples: int) -> np.ndarray:
   """Bootstrap tables [S, W, D, B] from seed tables [W, D, B, R, K]: in every (W, B, R) cell K
@@ -184,13 +194,22 @@ def best_over_rates(seed_steps: np.ndarray, seeds: bool = True) -> np.ndarray:
   ([..., B, R] already averaged when not `seeds`)."""
   mean = seed_steps.mean(-1) if seeds else seed_steps
   with np.errstate(all="ignore"):
-    return np.where(np.isnan(mean).all(-1), np.nan, np.nanmin(np.where(np.isnan(mean), np.inf,
-                                                                          mean), -1))
+    return np.where(
+      np.isnan(mean).all(-1), np.nan, np.nanmin(np.where(np.isnan(mean), np.inf, mean), -1)
+    )
 
 
-def simulate(rng: np.random.Generator, a: np.ndarray, b_noise: np.ndarray, batches, sims: int,
-             seeds: int, sigma_run: float, sigma_budget: float,
-             rate_penalty=(0.0,)) -> np.ndarray:
+def simulate(
+  rng: np.random.Generator,
+  a: np.ndarray,
+  b_noise: np.ndarray,
+  batches,
+  sims: int,
+  seeds: int,
+  sigma_run: float,
+  sigma_budget: float,
+  rate_penalty=(0.0,),
+) -> np.ndarray:
   """Seed tables [sims, W, D, B, R, K] of steps = a (1 + b_noise / B) per (W, D) group (`a`,
   `b_noise` [W, D]), times exp(rate penalty) per learning rate, times log-normal noise: `sigma_run`
   per run (shared by its budgets: the correlation a study has) and `sigma_budget` per budget."""
@@ -198,17 +217,20 @@ def simulate(rng: np.random.Generator, a: np.ndarray, b_noise: np.ndarray, batch
   batch = np.asarray(batches, np.float64)
   r = len(rate_penalty)
   clean = np.log(a)[:, :, None] + np.log1p(b_noise[:, :, None] / batch)
-  noise = (sigma_run * rng.standard_normal((sims, w, 1, batch.size, r, seeds))
-           + sigma_budget * rng.standard_normal((sims, w, d, batch.size, r, seeds)))
+  noise = sigma_run * rng.standard_normal(
+    (sims, w, 1, batch.size, r, seeds)
+  ) + sigma_budget * rng.standard_normal((sims, w, d, batch.size, r, seeds))
   penalty = np.asarray(rate_penalty, np.float64)[:, None]
   return np.exp(clean[None, :, :, :, None, None] + penalty + noise)
 
 
 # --- The study's runs -------------------------------------------------------------------------------
 
+
 @dataclasses.dataclass(frozen=True)
 class ModelRuns:
   """One model size's constant-LR runs by (batch, learning rate) cell, one run per seed."""
+
   n_params: int
   cells: dict  # (batch, lr) -> list[runs_lib.Run], by seed
 
@@ -222,16 +244,18 @@ def model_runs(runs: list[runs_lib.Run]) -> list[ModelRuns]:
   out: dict[int, dict] = {}
   for r in sorted(runs, key=lambda r: (r.n_params, r.batch_size, r.seed, r.name)):
     if not r.adaptive:
-      out.setdefault(r.n_params, {}).setdefault((r.batch_size, r.config["optimizer"]["lr"]),
-                                                []).append(r)
+      out.setdefault(r.n_params, {}).setdefault(
+        (r.batch_size, r.config["optimizer"]["lr"]), []
+      ).append(r)
   return [ModelRuns(n, cells) for n, cells in sorted(out.items())]
 
 
 class Tables:
   """Steps-to-target tables [D, B] of one model from any draw of its seeds, cached per run."""
 
-  def __init__(self, model: ModelRuns, budgets: list[int], batches: list[int], b_opt: int,
-               metric: str):
+  def __init__(
+    self, model: ModelRuns, budgets: list[int], batches: list[int], b_opt: int, metric: str
+  ):
     self.model, self.budgets, self.batches = model, budgets, batches
     self.b_opt, self.metric = b_opt, metric
     self._loss: dict = {}
@@ -260,8 +284,9 @@ class Tables:
       full = np.mean([value(r) for r in cells[cell]])
       if draw is None or cell not in draw:
         return full
-      return float(rescaled(np.mean([value(cells[cell][k]) for k in draw[cell]]), full,
-                            len(cells[cell])))
+      return float(
+        rescaled(np.mean([value(cells[cell][k]) for k in draw[cell]]), full, len(cells[cell]))
+      )
 
     for i, budget in enumerate(self.budgets):
       means = [mean(c, lambda r: self.loss(r, budget)) for c in cells if c[0] == self.b_opt]
@@ -279,6 +304,7 @@ class Tables:
 @dataclasses.dataclass(frozen=True)
 class Draws:
   """A study's steps-to-target tables: the estimate and its bootstrap samples."""
+
   batches: list[int]
   seeds: int  # K: seeds per cell (1: the samples draw batch sizes, as `weights`)
   estimate: np.ndarray  # [W, D, B]
@@ -287,8 +313,9 @@ class Draws:
   variants: np.ndarray | None  # [cells, K, W, D, B]: `one_seed_variants` of the runs (K >= 2)
 
 
-def run_tables(models: list[ModelRuns], budgets: list[int], b_opt: int, metric: str,
-               samples: int, seed: int = 0) -> Draws:
+def run_tables(
+  models: list[ModelRuns], budgets: list[int], b_opt: int, metric: str, samples: int, seed: int = 0
+) -> Draws:
   """The estimate and bootstrap tables: K >= 2 draws seeds in every cell (every budget of the
   draw recomputed from the drawn runs); K = 1 draws batch sizes per model, the same for all its
   budgets."""
@@ -298,8 +325,17 @@ def run_tables(models: list[ModelRuns], budgets: list[int], b_opt: int, metric: 
   tables = [Tables(m, budgets, batches, b_opt, metric) for m in models]
   estimate = np.stack([t.table() for t in tables])
   if seeds >= 2:
-    boot = np.stack([np.stack([t.table({c: rng.integers(0, seeds, seeds) for c in m.cells})
-                               for t, m in zip(tables, models)]) for _ in range(samples)])
+    boot = np.stack(
+      [
+        np.stack(
+          [
+            t.table({c: rng.integers(0, seeds, seeds) for c in m.cells})
+            for t, m in zip(tables, models)
+          ]
+        )
+        for _ in range(samples)
+      ]
+    )
     variants = []  # one cell of one model at one seed: the cells' shares of the variance
     for w, (t, m) in enumerate(zip(tables, models)):
       for c in m.cells:
@@ -310,14 +346,16 @@ def run_tables(models: list[ModelRuns], budgets: list[int], b_opt: int, metric: 
     shape = (len(variants) // seeds, seeds, *estimate.shape)
     return Draws(batches, seeds, estimate, boot, None, np.stack(variants).reshape(shape))
   idx = rng.integers(0, len(batches), (samples, len(models), len(batches)))
-  counts = np.stack([np.bincount(row, minlength=len(batches)) for row in idx.reshape(
-      -1, len(batches))]).reshape(samples, len(models), 1, len(batches))
+  counts = np.stack(
+    [np.bincount(row, minlength=len(batches)) for row in idx.reshape(-1, len(batches))]
+  ).reshape(samples, len(models), 1, len(batches))
   boot = np.broadcast_to(estimate[None], (samples, *estimate.shape))
   return Draws(batches, seeds, estimate, boot, counts.astype(np.float64), None)
 
 
-def seed_noise(models: list[ModelRuns], budgets: list[int], b_opt: int,
-               metric: str) -> tuple[float, float]:
+def seed_noise(
+  models: list[ModelRuns], budgets: list[int], b_opt: int, metric: str
+) -> tuple[float, float]:
   """(sigma, rho): the spread of a run's log steps to target between seeds of one cell (pooled
   over cells and budgets), and the correlation of a run's deviations between budgets; (nan, nan)
   with one seed."""
@@ -328,8 +366,9 @@ def seed_noise(models: list[ModelRuns], budgets: list[int], b_opt: int,
     tables = Tables(m, budgets, [], b_opt, metric)
     targets = []
     for budget in budgets:
-      means = [np.mean([tables.loss(r, budget) for r in m.cells[c]]) for c in m.cells
-               if c[0] == b_opt]
+      means = [
+        np.mean([tables.loss(r, budget) for r in m.cells[c]]) for c in m.cells if c[0] == b_opt
+      ]
       targets.append(min(v for v in means if not math.isnan(v)))
     for runs in m.cells.values():
       logs = np.log([[tables.steps(r, t) for r in runs] for t in targets])
@@ -339,8 +378,11 @@ def seed_noise(models: list[ModelRuns], budgets: list[int], b_opt: int,
     return math.nan, math.nan
   k = deviations[0].shape[1]
   dev = np.stack([x for x in deviations if x.shape[1] == k])  # [cells, D, K]
-  variance = float((dev ** 2).sum() / (dev.shape[0] * dev.shape[1] * (k - 1)))
+  variance = float((dev**2).sum() / (dev.shape[0] * dev.shape[1] * (k - 1)))
   pairs = [(i, j) for i in range(dev.shape[1]) for j in range(dev.shape[1]) if i != j]
-  cov = (float(np.mean([(dev[:, i] * dev[:, j]).sum() / (dev.shape[0] * (k - 1))
-                        for i, j in pairs])) if pairs else 0.0)
+  cov = (
+    float(np.mean([(dev[:, i] * dev[:, j]).sum() / (dev.shape[0] * (k - 1)) for i, j in pairs]))
+    if pairs
+    else 0.0
+  )
   return math.sqrt(variance), float(np.clip(cov / variance, 0.0, 1.0)) if variance else 0.0

@@ -13,9 +13,9 @@ import math
 import numpy as np
 from etils import epath
 
+from cbs.checkpoint import run_dir
 from cbs.metrics import console as counts
 from cbs.metrics import records
-from cbs.checkpoint import run_dir
 
 EVAL_PREFIX = "eval_loss"
 
@@ -70,9 +70,16 @@ def load_run(workdir, name: str | None = None) -> Run:
   read = read_metrics(workdir)
   evals = [r for r in read if any(k.startswith(EVAL_PREFIX) for k in r)]
   train = [r for r in read if "loss" in r]
-  return Run(name=name or workdir.name, workdir=str(workdir), config=info.config,
-             n_params=int(info.params["non_embedding"]), evals=evals, train=train,
-             finished=(workdir / run_dir.DONE).exists(), floors=info.floors)
+  return Run(
+    name=name or workdir.name,
+    workdir=str(workdir),
+    config=info.config,
+    n_params=int(info.params["non_embedding"]),
+    evals=evals,
+    train=train,
+    finished=(workdir / run_dir.DONE).exists(),
+    floors=info.floors,
+  )
 
 
 def load_sweep(root) -> list[Run]:
@@ -97,8 +104,11 @@ def at_budgets(runs: list[Run], budgets: list[int]) -> list[Run]:
   Valid for constant-LR runs (the paper's protocol): their curves do not depend on the run length,
   so one run trained to the largest D measures the target and the steps of every smaller D.
   """
-  return [dataclasses.replace(r, config={**r.config, "data_budget_tokens": int(d)})
-          for d in budgets for r in runs]
+  return [
+    dataclasses.replace(r, config={**r.config, "data_budget_tokens": int(d)})
+    for d in budgets
+    for r in runs
+  ]
 
 
 def metric_names(metric: str, available: list[str]) -> list[str]:
@@ -170,8 +180,12 @@ def best_curve(run: Run, metric: str) -> tuple[str, list[dict]]:
 
 def group_key(run: Run) -> tuple:
   """Runs of one CBS measurement share the model and the data budget D."""
-  return (json.dumps(run.config["model"], sort_keys=True), run.n_params, run.data_budget,
-          run.seq_len)
+  return (
+    json.dumps(run.config["model"], sort_keys=True),
+    run.n_params,
+    run.data_budget,
+    run.seq_len,
+  )
 
 
 def group_name(run: Run) -> str:

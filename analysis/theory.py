@@ -46,13 +46,27 @@ def cbs_rows(curves: dict[int, np.ndarray], budgets: list[int], dim: int) -> lis
       found = [first_crossing(curve, target) for curve in curves[b]]
       found = [s for s in found if not math.isnan(s)]
       if found:
-        rows.append({"group": f"D={d}", "batch_size": b, "steps": min(found), "tokens": d,
-                     "n_params": dim, "target": target})
+        rows.append(
+          {
+            "group": f"D={d}",
+            "batch_size": b,
+            "steps": min(found),
+            "tokens": d,
+            "n_params": dim,
+            "target": target,
+          }
+        )
   return rows
 
 
-def run(problem: ls.Problem, batches=BATCHES, lrs=LRS, budgets=BUDGETS, seeds: int = 16,
-        threshold: float = 0.2) -> dict:
+def run(
+  problem: ls.Problem,
+  batches=BATCHES,
+  lrs=LRS,
+  budgets=BUDGETS,
+  seeds: int = 16,
+  threshold: float = 0.2,
+) -> dict:
   """Both measurements and their fits; the simulation runs each batch only as long as needed."""
   longest = max(budgets) // batches[0]
   expected = {b: ls.expected_risk(problem, lrs, b, longest) for b in batches}
@@ -63,22 +77,37 @@ def run(problem: ls.Problem, batches=BATCHES, lrs=LRS, budgets=BUDGETS, seeds: i
     needed = [n for n in needed if not math.isnan(n)]
     steps = longest if b == batches[0] or not needed else min(longest, int(2 * min(needed)) + 20)
     simulated[b] = ls.smooth(ls.simulate(problem, lrs, b, steps, seeds=seeds))
-  out = {"problem": {"dim": problem.dim, "a": problem.a, "b": problem.b, "noise": problem.noise},
-         "predicted_exponent": problem.predicted_exponent(), "batches": list(batches),
-         "lrs": list(lrs), "budgets": list(budgets), "seeds": seeds}
+  out = {
+    "problem": {"dim": problem.dim, "a": problem.a, "b": problem.b, "noise": problem.noise},
+    "predicted_exponent": problem.predicted_exponent(),
+    "batches": list(batches),
+    "lrs": list(lrs),
+    "budgets": list(budgets),
+    "seeds": seeds,
+  }
   for name, curves in (("expected", expected), ("simulated", simulated)):
     rows = cbs_rows(curves, list(budgets), problem.dim)
     groups = {}
     for d in budgets:
       mine = [r for r in rows if r["tokens"] == d]
       fit = fits.fit_steps([r["batch_size"] for r in mine], [r["steps"] for r in mine])
-      groups[d] = {"target": mine[0]["target"], "a": fit.a, "b": fit.b,
-                   "cbs": fits.critical_batch_size(fit, batches[0], threshold),
-                   "batch_sizes": [r["batch_size"] for r in mine],
-                   "steps": [r["steps"] for r in mine], "tokens": d}
+      groups[d] = {
+        "target": mine[0]["target"],
+        "a": fit.a,
+        "b": fit.b,
+        "cbs": fits.critical_batch_size(fit, batches[0], threshold),
+        "batch_sizes": [r["batch_size"] for r in mine],
+        "steps": [r["steps"] for r in mine],
+        "tokens": d,
+      }
     law = fits.bootstrap_scaling(list(groups.values()), "tokens", batches[0], threshold, 500)
-    out[name] = {"rows": rows, "groups": {str(d): g for d, g in groups.items()},
-                 "exponent": law.exponent, "exponent_ci": list(law.ci), "d": law.d}
+    out[name] = {
+      "rows": rows,
+      "groups": {str(d): g for d, g in groups.items()},
+      "exponent": law.exponent,
+      "exponent_ci": list(law.ci),
+      "d": law.d,
+    }
   return out
 
 
@@ -94,27 +123,41 @@ def write(result: dict, out_dir: str) -> list:
     json.dump(result, f, indent=2)
   plot = plots.theory(result, os.path.join(out_dir, "theory_cbs_vs_data.png"))
   p = result["problem"]
-  rows = [[d, result["expected"]["groups"][d]["cbs"], result["simulated"]["groups"][d]["cbs"],
-           result["simulated"]["groups"][d]["target"]] for d in map(str, result["budgets"])]
+  rows = [
+    [
+      d,
+      result["expected"]["groups"][d]["cbs"],
+      result["simulated"]["groups"][d]["cbs"],
+      result["simulated"]["groups"][d]["target"],
+    ]
+    for d in map(str, result["budgets"])
+  ]
   sim, exp = result["simulated"], result["expected"]
-  return [report_lib.heading("Least-squares testbed"),
-          report_lib.paragraph(
-              f"SGD on linear regression, dimension {p['dim']}, spectrum i^-{p['a']}, signal "
-              f"i^-{p['b']}, label noise {p['noise']}; batches {result['batches']} (B_opt = "
-              f"{result['batches'][0]}), {len(result['lrs'])} learning rates, {result['seeds']} "
-              "seeds. CBS per data budget D (samples), from the exact expected-risk recursion and "
-              "from the simulation:"),
-          report_lib.table(["D (samples)", "CBS (expected risk)", "CBS (simulated)", "target risk"],
-                           rows),
-          report_lib.paragraph(
-              f"Fitted CBS ~ D^gamma: simulated gamma = {sim['exponent']:.3f} (95% bootstrap "
-              f"{sim['exponent_ci'][0]:.3f} .. {sim['exponent_ci'][1]:.3f}), expected-risk gamma = "
-              f"{exp['exponent']:.3f}; predicted (b-1)/(a+b-1) = {result['predicted_exponent']:.3f}."),
-          report_lib.image(plot, "Testbed CBS vs data size, with the predicted slope")]
+  return [
+    report_lib.heading("Least-squares testbed"),
+    report_lib.paragraph(
+      f"SGD on linear regression, dimension {p['dim']}, spectrum i^-{p['a']}, signal "
+      f"i^-{p['b']}, label noise {p['noise']}; batches {result['batches']} (B_opt = "
+      f"{result['batches'][0]}), {len(result['lrs'])} learning rates, {result['seeds']} "
+      "seeds. CBS per data budget D (samples), from the exact expected-risk recursion and "
+      "from the simulation:"
+    ),
+    report_lib.table(
+      ["D (samples)", "CBS (expected risk)", "CBS (simulated)", "target risk"], rows
+    ),
+    report_lib.paragraph(
+      f"Fitted CBS ~ D^gamma: simulated gamma = {sim['exponent']:.3f} (95% bootstrap "
+      f"{sim['exponent_ci'][0]:.3f} .. {sim['exponent_ci'][1]:.3f}), expected-risk gamma = "
+      f"{exp['exponent']:.3f}; predicted (b-1)/(a+b-1) = {result['predicted_exponent']:.3f}."
+    ),
+    report_lib.image(plot, "Testbed CBS vs data size, with the predicted slope"),
+  ]
 
 
 def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m analysis.theory", description=__doc__.split("\n")[0])
+  parser = argparse.ArgumentParser(
+    prog="python -m analysis.theory", description=__doc__.split("\n")[0]
+  )
   parser.add_argument("--out", default="study/theory")
   parser.add_argument("--dim", type=int, default=256)
   parser.add_argument("--a", type=float, default=2.0)
@@ -123,19 +166,29 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--seeds", type=int, default=16)
   args = parser.parse_args(argv)
   if not (args.a > 1 and args.b > 1 and args.dim > 1 and args.seeds > 0):
-    print(f"analysis.theory: need a > 1, b > 1, dim > 1, seeds > 0 (got a={args.a}, b={args.b}, "
-          f"dim={args.dim}, seeds={args.seeds})", file=sys.stderr)
+    print(
+      f"analysis.theory: need a > 1, b > 1, dim > 1, seeds > 0 (got a={args.a}, b={args.b}, "
+      f"dim={args.dim}, seeds={args.seeds})",
+      file=sys.stderr,
+    )
     return 2
   result = run(ls.Problem(args.dim, args.a, args.b, args.noise), seeds=args.seeds)
   blocks = write(result, args.out)
-  report_lib.write([report_lib.heading("Least-squares CBS testbed", 1), *blocks], args.out,
-                   "Least-squares CBS testbed")
+  report_lib.write(
+    [report_lib.heading("Least-squares CBS testbed", 1), *blocks],
+    args.out,
+    "Least-squares CBS testbed",
+  )
   for d in map(str, result["budgets"]):
-    print(f"D={d:>6}: CBS expected {result['expected']['groups'][d]['cbs']:8.2f}  simulated "
-          f"{result['simulated']['groups'][d]['cbs']:8.2f}")
-  print(f"gamma: simulated {result['simulated']['exponent']:.3f} "
-        f"{result['simulated']['exponent_ci']}, expected {result['expected']['exponent']:.3f}, "
-        f"predicted {result['predicted_exponent']:.3f}\nreport: {os.path.join(args.out, 'report.html')}")
+    print(
+      f"D={d:>6}: CBS expected {result['expected']['groups'][d]['cbs']:8.2f}  simulated "
+      f"{result['simulated']['groups'][d]['cbs']:8.2f}"
+    )
+  print(
+    f"gamma: simulated {result['simulated']['exponent']:.3f} "
+    f"{result['simulated']['exponent_ci']}, expected {result['expected']['exponent']:.3f}, "
+    f"predicted {result['predicted_exponent']:.3f}\nreport: {os.path.join(args.out, 'report.html')}"
+  )
   return 0
 
 

@@ -31,16 +31,16 @@ from absl import logging
 from flax import nnx
 
 from cbs import compiled_steps
-from cbs.optim import ewa
 from cbs import models
-from cbs.optim import optimizers as optim
-from cbs.metrics import records
-from cbs.parallel import sharding
 from cbs import step
 from cbs import train
 from cbs import train_state
 from cbs.batching import controller as controller_lib
 from cbs.batching import statistics
+from cbs.metrics import records
+from cbs.optim import ewa
+from cbs.optim import optimizers as optim
+from cbs.parallel import sharding
 from configs import tiny
 
 SEQ_LEN = 64
@@ -79,19 +79,19 @@ def step_costs(blocks: int) -> dict:
   setup = compiled_steps.step_setup(config, vocab, sharding.make_mesh(config.mesh))
   where = setup.placement
   compile_step = compiled_steps.step_compiler(config, setup)
-  control = controller_lib.Controller(config.batch, where.data_parallel,
-                                      compile_step)
+  control = controller_lib.Controller(config.batch, where.data_parallel, compile_step)
   steps = {tested: compile_step(control.key(64, tested)) for tested in (False, True)}
   control.close()
   state = train_state.create(config, vocab, setup.state_layout, where.mesh, where.rules)
   rng = np.random.default_rng(0)
-  host = {"inputs": rng.integers(0, vocab, (64, SEQ_LEN), dtype=np.int32),
-          "targets": rng.integers(0, vocab, (64, SEQ_LEN), dtype=np.int32),
-          "weights": np.ones((64, SEQ_LEN), np.float32)}
+  host = {
+    "inputs": rng.integers(0, vocab, (64, SEQ_LEN), dtype=np.int32),
+    "targets": rng.integers(0, vocab, (64, SEQ_LEN), dtype=np.int32),
+    "weights": np.ones((64, SEQ_LEN), np.float32),
+  }
   batch = sharding.to_global(host, where.batch)
   scalars = (np.float32(1e-3), np.float32(0.0), ewa.taus(config.ewa, 64 * SEQ_LEN))
-  patterns = {"plain": [False] * 10, "interval_10": [False] * 9 + [True],
-              "every_step": [True] * 10}
+  patterns = {"plain": [False] * 10, "interval_10": [False] * 9 + [True], "every_step": [True] * 10}
 
   def block(pattern: list[bool]) -> float:
     nonlocal state
@@ -109,10 +109,17 @@ def step_costs(blocks: int) -> dict:
   for _ in range(blocks):
     for name, pattern in patterns.items():
       seconds[name].append(block(pattern))
-  result = {"blocks": blocks, "test_groups": control.test_groups(64),
-            **{f"seconds_per_10_steps_{name}": {"median": round(float(np.median(v)), 4),
-                                                "min": round(float(np.min(v)), 4)}
-               for name, v in seconds.items()}}
+  result = {
+    "blocks": blocks,
+    "test_groups": control.test_groups(64),
+    **{
+      f"seconds_per_10_steps_{name}": {
+        "median": round(float(np.median(v)), 4),
+        "min": round(float(np.min(v)), 4),
+      }
+      for name, v in seconds.items()
+    },
+  }
   for name in ("interval_10", "every_step"):
     ratios = np.array(seconds[name]) / np.array(seconds["plain"])
     result[f"overhead_{name}"] = round(float(np.median(ratios)) - 1, 4)
@@ -123,8 +130,14 @@ def stalls() -> dict:
   result = {}
   for precompile in (True, False):
     # 60 steps at 32 leave the background compile of 64 time to finish before the switch.
-    records, progress = run(90, size=32, max_size=64, schedule="ramp", precompile=precompile,
-                            ramp=((0, 32), (60 * 32 * SEQ_LEN, 64)))
+    records, progress = run(
+      90,
+      size=32,
+      max_size=64,
+      schedule="ramp",
+      precompile=precompile,
+      ramp=((0, 32), (60 * 32 * SEQ_LEN, 64)),
+    )
     name = "ramp_precompiled" if precompile else "ramp_without"
     switch = progress["batch"]["history"][0]
     result[f"{name}_seconds"] = switch["stall_seconds"]
@@ -136,7 +149,8 @@ def stalls() -> dict:
   result["norm_precompiled_switch_step"] = switch["step"]
   result["norm_precompiled_seconds"] = switch["stall_seconds"]
   result["norm_precompiled_steps"] = round(
-      switch["stall_seconds"] / steady_step_seconds(records, 64), 2)
+    switch["stall_seconds"] / steady_step_seconds(records, 64), 2
+  )
   return result
 
 
@@ -147,26 +161,37 @@ def memory(groups=(2, 4, 8, 16), rows: int = 16, seq_len: int = 8, vocab: int = 
   graphdef, params = nnx.split(models.build_model(config.model, vocab, nnx.Rngs(0)))
   tx = optim.make(config.optimizer, 1.0)
   state = jax.eval_shape(lambda: {"params": params, "opt": tx.init(params), "ewa": {}})
-  batch = {k: jax.ShapeDtypeStruct((rows, seq_len), d) for k, d in
-           (("inputs", jnp.int32), ("targets", jnp.int32), ("weights", jnp.float32))}
+  batch = {
+    k: jax.ShapeDtypeStruct((rows, seq_len), d)
+    for k, d in (("inputs", jnp.int32), ("targets", jnp.int32), ("weights", jnp.float32))
+  }
 
   def temp_bytes(m: int, stats: str) -> int:
-    fn = jax.jit(functools.partial(step.train_step, graphdef=graphdef, tx=tx, groups=m,
-                                   statistics=stats))
+    fn = jax.jit(
+      functools.partial(step.train_step, graphdef=graphdef, tx=tx, groups=m, statistics=stats)
+    )
     return fn.lower(state, batch, 1e-3, 0.0, {}).compile().memory_analysis().temp_size_in_bytes
 
-  return {"batch": [rows, seq_len],
-          "parameter_bytes": 4 * sum(x.size for x in jax.tree.leaves(params)),
-          "plain_step_temp_bytes": {m: temp_bytes(m, "none") for m in groups[:1]},
-          "inner_product_step_temp_bytes": {m: temp_bytes(m, "full") for m in groups}}
+  return {
+    "batch": [rows, seq_len],
+    "parameter_bytes": 4 * sum(x.size for x in jax.tree.leaves(params)),
+    "plain_step_temp_bytes": {m: temp_bytes(m, "none") for m in groups[:1]},
+    "inner_product_step_temp_bytes": {m: temp_bytes(m, "full") for m in groups},
+  }
 
 
-def spread(groups=(2, 4, 8, 16, 32, 64), batch: int = 64, dim: int = 100, draws: int = 500,
-           eta: float = 0.1, theta: float = 0.1) -> dict:
+def spread(
+  groups=(2, 4, 8, 16, 32, 64),
+  batch: int = 64,
+  dim: int = 100,
+  draws: int = 500,
+  eta: float = 0.1,
+  theta: float = 0.1,
+) -> dict:
   rng = np.random.default_rng(0)
   mu, s = rng.normal(size=dim) * 0.2, rng.uniform(0.5, 1.5, size=dim)
   # What the norm test estimates: tr(Sigma) / (eta^2 E|g|^2), E|g|^2 = |mu|^2 + tr(Sigma) / batch.
-  exact_norm = (s ** 2).sum() / (eta ** 2 * (mu @ mu + (s ** 2).sum() / batch))
+  exact_norm = (s**2).sum() / (eta**2 * (mu @ mu + (s**2).sum() / batch))
   table = {}
   for m in groups:
     requested = {"norm": [], "inner_product": []}
@@ -174,20 +199,29 @@ def spread(groups=(2, 4, 8, 16, 32, 64), batch: int = 64, dim: int = 100, draws:
       means = (mu + s * rng.normal(size=(m, batch // m, dim))).mean(1)
       g = means.mean(0)
       r = means - g
-      noise = statistics.noise((means ** 2).sum(1).mean(), g @ g, m, batch // m)
+      noise = statistics.noise((means**2).sum(1).mean(), g @ g, m, batch // m)
       requested["norm"].append(statistics.norm_test_size(noise["trace"], g @ g, eta))
-      requested["inner_product"].append(statistics.inner_product_size(
-          (r @ g).mean(), ((r @ g) ** 2).mean(), g @ g, m, batch // m, theta))
-    table[m] = {name: [round(float(p), 1) for p in np.percentile(v, [10, 50, 90])]
-                for name, v in requested.items()}
+      requested["inner_product"].append(
+        statistics.inner_product_size(
+          (r @ g).mean(), ((r @ g) ** 2).mean(), g @ g, m, batch // m, theta
+        )
+      )
+    table[m] = {
+      name: [round(float(p), 1) for p in np.percentile(v, [10, 50, 90])]
+      for name, v in requested.items()
+    }
   return {"norm_expected": round(float(exact_norm), 1), "p10_p50_p90": table}
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  result = {"spread": spread(), "memory": memory(), "stall": stalls(),
-            "steps": step_costs(_BLOCKS.value)}
+  result = {
+    "spread": spread(),
+    "memory": memory(),
+    "stall": stalls(),
+    "steps": step_costs(_BLOCKS.value),
+  }
   print(json.dumps(result, indent=2))
 
 

@@ -20,19 +20,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import tokenizers
 from absl import app
-from absl import logging
 from absl import flags
+from absl import logging
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # the test corpus generator
 
-from cbs import data as data_lib  # noqa: E402
-from cbs.metrics import records  # noqa: E402
-from cbs import train  # noqa: E402
-from cbs.data import prepare  # noqa: E402
-from cbs.data import text_files  # noqa: E402
-from cbs.data import train_vocab  # noqa: E402
-from configs import tiny  # noqa: E402
-from tests.data import corpus  # noqa: E402
+from cbs import data as data_lib
+from cbs import train
+from cbs.data import prepare
+from cbs.data import text_files
+from cbs.data import train_vocab
+from cbs.metrics import records
+from configs import tiny
+from tests.data import corpus
 
 _SECONDS = flags.DEFINE_float("seconds", 5.0, "Measuring time per source.")
 
@@ -68,10 +68,13 @@ def hf_tokenizer(files: list[str], path: pathlib.Path) -> str:
   tokenizer = tokenizers.Tokenizer(tokenizers.models.BPE(unk_token="<unk>"))
   tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
   trainer = tokenizers.trainers.BpeTrainer(
-      vocab_size=500, special_tokens=["<pad>", "<|endoftext|>", "<unk>"],
-      initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet())
-  tokenizer.train_from_iterator(text_files.read_documents(text_files.resolve(files), "text"),
-                                trainer)
+    vocab_size=500,
+    special_tokens=["<pad>", "<|endoftext|>", "<unk>"],
+    initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(),
+  )
+  tokenizer.train_from_iterator(
+    text_files.read_documents(text_files.resolve(files), "text"), trainer
+  )
   tokenizer.save(str(path))
   return str(path)
 
@@ -108,26 +111,30 @@ def main(argv):
     consumed = training_rate(tmp / "run")
     results = {"train_tokens_per_sec_tiny": consumed, "sources": {}}
     variants = {
-        "synthetic": {},
-        "text_files_byte": dict(source="text_files", files=",".join(files)),
-        "text_files_spm": dict(source="text_files", files=",".join(files), vocab=spm),
-        "text_files_hf": dict(source="text_files", files=",".join(files), vocab=hf),
-        "parquet_spm": dict(source="text_files", files=",".join(parquet), vocab=spm),
-        "prepared_spm": dict(source="prepared", prepared_dir=str(tmp / "prepared_spm")),
-        "tfds_spm": dict(source="tfds", tfds_name=tfds_name, tfds_data_dir=str(tmp / "tfds"),
-                         vocab=spm),
-        "seqio_spm": dict(source="seqio", tfds_name=tfds_name,
-                          tfds_data_dir=str(tmp / "tfds"), vocab=spm),
+      "synthetic": {},
+      "text_files_byte": dict(source="text_files", files=",".join(files)),
+      "text_files_spm": dict(source="text_files", files=",".join(files), vocab=spm),
+      "text_files_hf": dict(source="text_files", files=",".join(files), vocab=hf),
+      "parquet_spm": dict(source="text_files", files=",".join(parquet), vocab=spm),
+      "prepared_spm": dict(source="prepared", prepared_dir=str(tmp / "prepared_spm")),
+      "tfds_spm": dict(
+        source="tfds", tfds_name=tfds_name, tfds_data_dir=str(tmp / "tfds"), vocab=spm
+      ),
+      "seqio_spm": dict(
+        source="seqio", tfds_name=tfds_name, tfds_data_dir=str(tmp / "tfds"), vocab=spm
+      ),
     }
     for name, overrides in variants.items():
       config = tiny.get_config()
       config.data.update(overrides)
       rate, restores = stream_rate(config, _SECONDS.value)
       tokens = rate * config.data.seq_len
-      results["sources"][name] = {"examples_per_sec": round(rate, 1),
-                                  "tokens_per_sec": round(tokens),
-                                  "headroom": round(tokens / consumed, 1),
-                                  "restore_ms_at_1x_10x": [round(t * 1e3, 1) for t in restores]}
+      results["sources"][name] = {
+        "examples_per_sec": round(rate, 1),
+        "tokens_per_sec": round(tokens),
+        "headroom": round(tokens / consumed, 1),
+        "restore_ms_at_1x_10x": [round(t * 1e3, 1) for t in restores],
+      }
   print(json.dumps(results, indent=2))
 
 

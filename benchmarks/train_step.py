@@ -21,27 +21,28 @@ import os
 import sys
 
 if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                             + " --xla_force_host_platform_device_count=8").strip()
+  os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+  ).strip()
 
-import json  # noqa: E402
-import math  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
+import json
+import math
+import tempfile
+import time
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import app  # noqa: E402
-from absl import flags  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app
+from absl import flags
 
-from cbs import compiled_steps  # noqa: E402
-from cbs.metrics import flops  # noqa: E402
-from cbs.parallel import sharding  # noqa: E402
-from cbs import train_state  # noqa: E402
-from configs import c4  # noqa: E402
-from configs import cbs_paper  # noqa: E402
-from configs import tiny  # noqa: E402
+from cbs import compiled_steps
+from cbs import train_state
+from cbs.metrics import flops
+from cbs.parallel import sharding
+from configs import c4
+from configs import cbs_paper
+from configs import tiny
 
 _SIZES = flags.DEFINE_list("sizes", ["tiny", "20m", "85m"], "Models to time.")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
@@ -94,9 +95,11 @@ def time_step(config, vocab: int, devices) -> dict:
   state = train_state.create(config, vocab, setup.state_layout, where.mesh, where.rules)
   rng = np.random.default_rng(0)
   shape = (config.batch.size, config.data.seq_len)
-  host = {"inputs": rng.integers(0, vocab, shape, dtype=np.int32),
-          "targets": rng.integers(0, vocab, shape, dtype=np.int32),
-          "weights": np.ones(shape, np.float32)}
+  host = {
+    "inputs": rng.integers(0, vocab, shape, dtype=np.int32),
+    "targets": rng.integers(0, vocab, shape, dtype=np.int32),
+    "weights": np.ones(shape, np.float32),
+  }
   batch = sharding.to_global(host, where.batch)
   taus = {name: np.float32(0.99) for name in compiled.args_info[0][4]}
   lr, wd = np.float32(1e-3), np.float32(0.0)
@@ -112,12 +115,21 @@ def time_step(config, vocab: int, devices) -> dict:
   seconds = (time.perf_counter() - start) / steps
   memory = compiled.memory_analysis()
   tokens = config.batch.size * config.data.seq_len
-  return {"tokens_per_step": tokens, "steps_timed": steps, "step_seconds": seconds,
-          "tokens_per_sec": tokens / seconds,
-          "compile_seconds": compile_seconds,
-          "memory_bytes": None if memory is None else int(
-              memory.argument_size_in_bytes + memory.temp_size_in_bytes
-              + memory.output_size_in_bytes - memory.alias_size_in_bytes)}
+  return {
+    "tokens_per_step": tokens,
+    "steps_timed": steps,
+    "step_seconds": seconds,
+    "tokens_per_sec": tokens / seconds,
+    "compile_seconds": compile_seconds,
+    "memory_bytes": None
+    if memory is None
+    else int(
+      memory.argument_size_in_bytes
+      + memory.temp_size_in_bytes
+      + memory.output_size_in_bytes
+      - memory.alias_size_in_bytes
+    ),
+  }
 
 
 def compile_times(size: str) -> dict:
@@ -142,25 +154,39 @@ def main(argv):
   del argv
   dtype = jnp.bfloat16 if _DTYPE.value == "bfloat16" else jnp.float32
   peak, peak_source = peak_flops(dtype)
-  result = {"backend": jax.devices()[0].platform, "device": jax.devices()[0].device_kind,
-            "dtype": _DTYPE.value, "remat": _REMAT.value, "scan_layers": _SCAN.value,
-            "attention": _ATTENTION.value, "peak_flops": peak,
-            "peak_source": peak_source, "sizes": {}}
+  result = {
+    "backend": jax.devices()[0].platform,
+    "device": jax.devices()[0].device_kind,
+    "dtype": _DTYPE.value,
+    "remat": _REMAT.value,
+    "scan_layers": _SCAN.value,
+    "attention": _ATTENTION.value,
+    "peak_flops": peak,
+    "peak_source": peak_source,
+    "sizes": {},
+  }
   for size in _SIZES.value:
     config, vocab = size_config(size)
     timing = time_step(config, vocab, jax.devices()[:1])
     per_token = flops.train_flops_per_token(config.model, vocab, config.data.seq_len)
-    result["sizes"][size] = {**timing, "flops_per_token": per_token,
-                             "mfu": per_token * timing["tokens_per_sec"] / peak}
+    result["sizes"][size] = {
+      **timing,
+      "flops_per_token": per_token,
+      "mfu": per_token * timing["tokens_per_sec"] / peak,
+    }
     print(json.dumps({size: result["sizes"][size]}), file=sys.stderr, flush=True)
   if _DATA_PARALLEL.value and len(jax.devices()) >= 8:
     config, vocab = size_config("20m")
     config.batch.size = 8
     one = time_step(config, vocab, jax.devices()[:1])
     eight = time_step(config, vocab, jax.devices()[:8])
-    result["data_parallel"] = {"model": "20m", "batch": 8, "tokens_per_sec_1": one["tokens_per_sec"],
-                               "tokens_per_sec_8": eight["tokens_per_sec"],
-                               "ratio": eight["tokens_per_sec"] / one["tokens_per_sec"]}
+    result["data_parallel"] = {
+      "model": "20m",
+      "batch": 8,
+      "tokens_per_sec_1": one["tokens_per_sec"],
+      "tokens_per_sec_8": eight["tokens_per_sec"],
+      "ratio": eight["tokens_per_sec"] / one["tokens_per_sec"],
+    }
   if _COMPILE.value:
     result["compile"] = compile_times(_COMPILE.value)
   if result["peak_source"].startswith("measured"):  # the machine's best moment: a conservative MFU

@@ -21,8 +21,10 @@ def log_points_up_to(tokens: int, start: int, per_doubling: int) -> int:
   return math.floor(per_doubling * math.log2(tokens / start) + 1e-9) + 1
 
 
-def crossed_log_spaced(tokens_before: int, tokens_after: int, start: int,
-                       per_doubling: int) -> bool:
+def crossed_log_spaced(
+  tokens_before: int, tokens_after: int, start: int, per_doubling: int
+) -> bool:
   """Whether a log-spaced point from `start` on lies in (before, after]."""
-  return (log_points_up_to(tokens_after, start, per_doubling)
-          > log_points_up_to(tokens_before, start, per_doubling))
+  return log_points_up_to(tokens_after, start, per_doubling) > log_points_up_to(
+    tokens_before, start, per_doubling
+  )

@@ -45,8 +45,9 @@ def convert(tree: Any, scan_layers: bool) -> Any:
     out[_SCANNED] = jax.tree.map(lambda *layers: np.stack(layers), *blocks)
   elif not scan_layers and _SCANNED in tree:
     num_layers = jax.tree.leaves(tree[_SCANNED])[0].shape[0]
-    out[_UNROLLED] = {str(i): jax.tree.map(lambda a, i=i: a[i], tree[_SCANNED])
-                      for i in range(num_layers)}
+    out[_UNROLLED] = {
+      str(i): jax.tree.map(lambda a, i=i: a[i], tree[_SCANNED]) for i in range(num_layers)
+    }
   else:
     out.update({k: tree[k] for k in (_UNROLLED, _SCANNED) if k in tree})
   return out
@@ -119,8 +120,10 @@ def convert_workdir(workdir: epath.PathLike, scan_layers: bool) -> list[int]:
 
 
 def _flat_keys(tree: Any) -> list[str]:
-  return ["/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
-          for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+  return [
+    "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+    for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]
+  ]
 
 
 def main(argv: list[str]) -> int:
@@ -128,8 +131,11 @@ def main(argv: list[str]) -> int:
   args = dict(a.removeprefix("--").split("=", 1) for a in argv if a.startswith("--") and "=" in a)
   scan_layers = {"true": True, "false": False}.get(args.get("scan_layers", "").lower())
   if set(args) != {"workdir", "scan_layers"} or len(args) != len(argv) or scan_layers is None:
-    print(f"cbs.convert_checkpoint: got {' '.join(argv) or 'no arguments'}; usage: python -m "
-          "cbs.convert_checkpoint --workdir=DIR --scan_layers=True|False", file=sys.stderr)
+    print(
+      f"cbs.convert_checkpoint: got {' '.join(argv) or 'no arguments'}; usage: python -m "
+      "cbs.convert_checkpoint --workdir=DIR --scan_layers=True|False",
+      file=sys.stderr,
+    )
     return 2
   try:
     steps = convert_workdir(args["workdir"], scan_layers)
@@ -137,8 +143,10 @@ def main(argv: list[str]) -> int:
     print(f"cbs.convert_checkpoint: {e}", file=sys.stderr)
     return 2
   new, old = ("scanned", "unrolled") if scan_layers else ("unrolled", "scanned")
-  print(f"converted checkpoints {', '.join(map(str, steps))} in {args['workdir']} to {new} "
-        f"blocks; the originals are in {epath.Path(args['workdir']) / f'checkpoints.{old}'}")
+  print(
+    f"converted checkpoints {', '.join(map(str, steps))} in {args['workdir']} to {new} "
+    f"blocks; the originals are in {epath.Path(args['workdir']) / f'checkpoints.{old}'}"
+  )
   return 0
 
 

@@ -20,5 +20,6 @@ def due(cfg: ml_collections.ConfigDict, tokens_before: int, tokens: int) -> bool
   else:
     sparse = cadence.crossed(tokens_before, tokens, cfg.every_tokens)
   dense = cfg.dense_from_tokens > 0 and cadence.crossed_log_spaced(
-      tokens_before, tokens, cfg.dense_from_tokens, cfg.dense_per_doubling)
+    tokens_before, tokens, cfg.dense_from_tokens, cfg.dense_per_doubling
+  )
   return sparse or dense

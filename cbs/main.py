@@ -12,15 +12,15 @@ import threading
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow is imported only for its writers
 
-import jax  # noqa: E402
-from absl import app  # noqa: E402
-from absl import flags  # noqa: E402
-from absl import logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+import jax
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
 
-from cbs.config import overrides as config_overrides  # noqa: E402
-from cbs.parallel import distributed as processes  # noqa: E402
-from cbs.config import validation  # noqa: E402
+from cbs.config import overrides as config_overrides
+from cbs.config import validation
+from cbs.parallel import distributed as processes
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to an ml_collections config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (local path or gs:// URL).")
@@ -72,13 +72,19 @@ def main(argv: list[str]) -> None:
     validation.validate(config, jax.device_count(), jax.process_count())
     if config.compile_cache_dir:
       jax.config.update("jax_compilation_cache_dir", os.path.expanduser(config.compile_cache_dir))
-    logging.info("JAX process %d of %d, %d local / %d global devices (%s)", jax.process_index(),
-                 jax.process_count(), jax.local_device_count(), jax.device_count(),
-                 jax.devices()[0].platform)
-    from cbs import train  # after validation: a bad config fails without loading TensorFlow
-    from cbs.checkpoint import checkpoints as checkpoint
-    from cbs.checkpoint import workdir_lock
-    from cbs.data import stream
+    logging.info(
+      "JAX process %d of %d, %d local / %d global devices (%s)",
+      jax.process_index(),
+      jax.process_count(),
+      jax.local_device_count(),
+      jax.device_count(),
+      jax.devices()[0].platform,
+    )
+    from cbs import train  # after validation: a bad config fails without loading TensorFlow  # noqa: PLC0415
+    from cbs.checkpoint import checkpoints as checkpoint  # noqa: PLC0415
+    from cbs.checkpoint import workdir_lock  # noqa: PLC0415
+    from cbs.data import stream  # noqa: PLC0415
+
     try:
       train.train_and_evaluate(config, _WORKDIR.value)
     except checkpoint.WriteFailed as e:

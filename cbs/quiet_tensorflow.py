@@ -31,7 +31,8 @@ def load():
     return sys.modules["tensorflow"]
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   with _stderr_discarded():
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top  # noqa: PLC0415
+
     tf.config.set_visible_devices([], "GPU")  # the accelerators belong to JAX
   return tf
 

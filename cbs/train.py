@@ -12,7 +12,8 @@ import contextlib
 import json
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
+from typing import NamedTuple
 
 import jax
 import ml_collections
@@ -23,19 +24,22 @@ from etils import epath
 
 from cbs import cadence
 from cbs import eval_schedule
-from cbs.optim import ewa
-from cbs.metrics import flops
-from cbs.metrics import writers as metrics
-from cbs.optim import optimizers as optim
-from cbs.metrics import perf
-from cbs.run import resume
-from cbs.run import setup as run_setup
-from cbs.parallel import sharding
 from cbs import train_state
 from cbs.batching.step_plan import StepPlan
+from cbs.metrics import flops
+from cbs.metrics import perf
+from cbs.metrics import writers as metrics
+from cbs.optim import ewa
+from cbs.optim import optimizers as optim
+from cbs.parallel import sharding
+from cbs.run import resume
+from cbs.run import setup as run_setup
 from cbs.run.progress import Progress
 from cbs.run.step_log import StepLog
-from cbs.run.stopping import NonFiniteError, StopReason, StopRequest, stop_reason
+from cbs.run.stopping import NonFiniteError
+from cbs.run.stopping import StopReason
+from cbs.run.stopping import StopRequest
+from cbs.run.stopping import stop_reason
 
 __all__ = ["NonFiniteError", "evaluate", "train_and_evaluate"]
 
@@ -44,13 +48,15 @@ _LOGGED = ("loss", "grad_norm", "param_norm", "nonfinite")  # step metrics writt
 
 class Due(NamedTuple):
   """The duties that fall on a step, each on its own cadence."""
+
   log: bool
   evaluate: bool
   save: bool
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       stop_after_steps: int | None = None) -> dict:
+def train_and_evaluate(
+  config: ml_collections.ConfigDict, workdir: str, stop_after_steps: int | None = None
+) -> dict:
   """Trains until `config.train_tokens` (or for `stop_after_steps` more steps, then checkpoints).
 
   Returns the final progress record, with `resumed_from` (the restored step, None for a fresh
@@ -62,8 +68,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     return _train(config, workdir, stop_after_steps, resources)
 
 
-def _train(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: int | None,
-           resources: contextlib.ExitStack) -> dict:
+def _train(
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  stop_after_steps: int | None,
+  resources: contextlib.ExitStack,
+) -> dict:
   """`train_and_evaluate`, whose resources `resources` releases on every way out."""
   run = run_setup.build(config, workdir, resources)
   start = resume.start(run)
@@ -76,19 +86,28 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: in
   return _finish(run, start, progress, reason, steps_run)
 
 
-def _loop(run: run_setup.RunSetup, start: resume.Start, writer: metric_writers.MetricWriter,
-          stop_after_steps: int | None,
-          resources: contextlib.ExitStack) -> tuple[Progress, StopReason, int]:
+def _loop(
+  run: run_setup.RunSetup,
+  start: resume.Start,
+  writer: metric_writers.MetricWriter,
+  stop_after_steps: int | None,
+  resources: contextlib.ExitStack,
+) -> tuple[Progress, StopReason, int]:
   """Steps until `stop_reason` names a reason; the last progress saved, the reason, steps run."""
   config, controller, checkpoints = run.config, run.controller, run.checkpoints
   state, progress = start.state, start.progress
   step, tokens, steps_run, reason = progress.step, progress.tokens, 0, None
   meter = _meter(run, tokens)
-  profile = perf.ProfileWindow(run.workdir, config.profile.start_tokens, config.profile.steps,
-                               tokens)
+  profile = perf.ProfileWindow(
+    run.workdir, config.profile.start_tokens, config.profile.steps, tokens
+  )
   resources.callback(profile.stop)
-  log = StepLog(writer, metrics.ProgressLog(config.train_tokens, tokens),
-                progress.skipped_steps or 0, _nonfinite_stop(run))
+  log = StepLog(
+    writer,
+    metrics.ProgressLog(config.train_tokens, tokens),
+    progress.skipped_steps or 0,
+    _nonfinite_stop(run),
+  )
   stop_request = resources.enter_context(StopRequest())
   controller.prepare(controller.size)
   while reason is None:
@@ -114,42 +133,68 @@ def _loop(run: run_setup.RunSetup, start: resume.Start, writer: metric_writers.M
   return progress, reason, steps_run
 
 
-def _due(config: ml_collections.ConfigDict, step: int, tokens_before: int, tokens: int,
-         reason: StopReason | None) -> Due:
+def _due(
+  config: ml_collections.ConfigDict,
+  step: int,
+  tokens_before: int,
+  tokens: int,
+  reason: StopReason | None,
+) -> Due:
   """Eval on its token schedule and at the end; save on its cadence and whenever the run stops;
   log on its step cadence and before either (their records are then complete)."""
   evaluate = eval_schedule.due(config.eval, tokens_before, tokens) or reason is StopReason.TOKENS
   save = cadence.crossed(tokens_before, tokens, config.checkpoint.every_tokens) or (
-      reason is not None)
-  return Due(log=step % config.log.every_steps == 0 or evaluate or save, evaluate=evaluate,
-             save=save)
+    reason is not None
+  )
+  return Due(
+    log=step % config.log.every_steps == 0 or evaluate or save, evaluate=evaluate, save=save
+  )
 
 
-def _step(run: run_setup.RunSetup, plan: StepPlan, state: Any, step: int, tokens: int,
-          timers: tuple[perf.Meter, perf.ProfileWindow]) -> tuple[Any, dict]:
+def _step(
+  run: run_setup.RunSetup,
+  plan: StepPlan,
+  state: Any,
+  step: int,
+  tokens: int,
+  timers: tuple[perf.Meter, perf.ProfileWindow],
+) -> tuple[Any, dict]:
   """Step `step + 1` as planned, from `tokens`; the new state and the step's record (device
   scalars, read at the next log point, except a statistics step's sums: a decision)."""
   config, (meter, profile) = run.config, timers
   step_tokens = plan.size * config.data.seq_len
   lr = float(run.lr_at(tokens)) * plan.lr_multiplier
-  wd = optim.weight_decay_at(config.optimizer, step_tokens,
-                             config.optimizer.lr * plan.lr_multiplier, config.train_tokens)
+  wd = optim.weight_decay_at(
+    config.optimizer, step_tokens, config.optimizer.lr * plan.lr_multiplier, config.train_tokens
+  )
   batch = sharding.to_global(run.data.train.next_batch(plan.size), run.placement.batch)
   meter.excluded(profile.before_step(tokens))
-  state, step_metrics = plan.step_fn(state, batch, np.float32(lr), np.float32(wd),
-                                     ewa.taus(config.ewa, step_tokens))
+  state, step_metrics = plan.step_fn(
+    state, batch, np.float32(lr), np.float32(wd), ewa.taus(config.ewa, step_tokens)
+  )
   meter.excluded(profile.after_step(state))
   meter.step()
-  record = {"tokens": tokens + step_tokens, "batch_size": plan.size, "lr": lr, "weight_decay": wd,
-            "accum_steps": plan.accum_steps, **{k: step_metrics[k] for k in _LOGGED}}
+  record = {
+    "tokens": tokens + step_tokens,
+    "batch_size": plan.size,
+    "lr": lr,
+    "weight_decay": wd,
+    "accum_steps": plan.accum_steps,
+    **{k: step_metrics[k] for k in _LOGGED},
+  }
   if plan.tested:
     sums, nonfinite = jax.device_get((step_metrics["noise"], step_metrics["nonfinite"]))
     record.update(run.controller.observe(step + 1, record["tokens"], sums, bool(nonfinite)))
   return state, record
 
 
-def evaluate(eval_fn, state: train_state.State, batches: list, batch_sharding,
-             ewa_cfg: ml_collections.ConfigDict) -> dict[str, float]:
+def evaluate(
+  eval_fn,
+  state: train_state.State,
+  batches: list,
+  batch_sharding,
+  ewa_cfg: ml_collections.ConfigDict,
+) -> dict[str, float]:
   """Mean held-out loss of the raw weights and of each bias-corrected weight average."""
   weights = {"eval_loss": state["params"]}
   for name in ewa.names(ewa_cfg):
@@ -160,29 +205,54 @@ def evaluate(eval_fn, state: train_state.State, batches: list, batch_sharding,
     for key, params in weights.items():
       sums[key].append(eval_fn(params, device_batch))
   sums = jax.device_get(sums)
-  return {key: float(sum(s["loss_sum"] for s in parts) / sum(s["weight_sum"] for s in parts))
-          for key, parts in sums.items()}
+  return {
+    key: float(sum(s["loss_sum"] for s in parts) / sum(s["weight_sum"] for s in parts))
+    for key, parts in sums.items()
+  }
 
 
-def _evaluate(run: run_setup.RunSetup, state: Any, step: int, tokens: int,
-              writer: metric_writers.MetricWriter, meter: perf.Meter) -> dict[str, float]:
+def _evaluate(
+  run: run_setup.RunSetup,
+  state: Any,
+  step: int,
+  tokens: int,
+  writer: metric_writers.MetricWriter,
+  meter: perf.Meter,
+) -> dict[str, float]:
   """The eval duty: held-out losses, written and logged against the data's loss floors."""
   started = time.monotonic()
-  losses = evaluate(run.eval_step, state, run.data.eval_batches, run.placement.batch,
-                    run.config.ewa)
+  losses = evaluate(
+    run.eval_step, state, run.data.eval_batches, run.placement.batch, run.config.ewa
+  )
   meter.evaluating(time.monotonic() - started)
   writer.write_scalars(step, {"tokens": tokens, **losses})
-  logging.info("eval at step %d: %s%s", step, "  ".join(f"{k} {v:.4f}" for k, v in losses.items()),
-               metrics.floor_gaps(losses, run.data.floors))
+  logging.info(
+    "eval at step %d: %s%s",
+    step,
+    "  ".join(f"{k} {v:.4f}" for k, v in losses.items()),
+    metrics.floor_gaps(losses, run.data.floors),
+  )
   return losses
 
 
-def _save(run: run_setup.RunSetup, state: Any, step: int, tokens: int, skipped_steps: int,
-          writer: metric_writers.MetricWriter) -> Progress:
+def _save(
+  run: run_setup.RunSetup,
+  state: Any,
+  step: int,
+  tokens: int,
+  skipped_steps: int,
+  writer: metric_writers.MetricWriter,
+) -> Progress:
   """The save duty: a checkpoint of the state and the progress record, written in the background."""
-  progress = Progress(step=step, tokens=tokens, seed=run.config.seed,
-                      data=run.data.train.get_state(), data_identity=run.data_identity,
-                      batch=run.controller.get_state(), skipped_steps=skipped_steps)
+  progress = Progress(
+    step=step,
+    tokens=tokens,
+    seed=run.config.seed,
+    data=run.data.train.get_state(),
+    data_identity=run.data_identity,
+    batch=run.controller.get_state(),
+    skipped_steps=skipped_steps,
+  )
   writer.flush()
   run.checkpoints.save(step, state, progress.as_dict(), run.config.to_dict())
   return progress
@@ -196,11 +266,16 @@ def _nonfinite_stop(run: run_setup.RunSetup) -> Callable[[int, list], None] | No
   def stop(step: int, bad: list[tuple[int, int]]) -> None:
     run.checkpoints.wait(step)  # the last good checkpoint is complete before the run ends
     latest = run.checkpoints.latest_step()
-    kept = (f"the latest complete checkpoint is step {latest} in {run.workdir}"
-            if latest is not None else f"no checkpoint was written yet in {run.workdir}")
+    kept = (
+      f"the latest complete checkpoint is step {latest} in {run.workdir}"
+      if latest is not None
+      else f"no checkpoint was written yet in {run.workdir}"
+    )
     raise NonFiniteError(
-        f"non-finite loss or gradient at step {bad[0][0]} ({bad[0][1]:,} tokens); {kept} "
-        "(set train.on_nonfinite=skip to skip such steps)")
+      f"non-finite loss or gradient at step {bad[0][0]} ({bad[0][1]:,} tokens); {kept} "
+      "(set train.on_nonfinite=skip to skip such steps)"
+    )
+
   return stop
 
 
@@ -213,45 +288,65 @@ def _meter(run: run_setup.RunSetup, tokens: int) -> perf.Meter:
   return perf.Meter(tokens, per_token, peak, run.placement.mesh.devices.size)
 
 
-def _write_run_start(run: run_setup.RunSetup, start: resume.Start,
-                     writer: metric_writers.MetricWriter) -> None:
+def _write_run_start(
+  run: run_setup.RunSetup, start: resume.Start, writer: metric_writers.MetricWriter
+) -> None:
   """A new run's `config.json`, first record and hyperparameters; the data's loss floors."""
   floors = run.data.floors
   if start.resumed_from is None:
     if run.is_main_host:
       run_info = {"config": run.config.to_dict(), "params": run.param_counts, "floors": floors}
       (run.workdir / "config.json").write_text(json.dumps(run_info, indent=2))
-    writer.write_scalars(start.progress.step, {"tokens": start.progress.tokens,
-                                               **{f"floor_{k}": v for k, v in floors.items()}})
+    writer.write_scalars(
+      start.progress.step,
+      {"tokens": start.progress.tokens, **{f"floor_{k}": v for k, v in floors.items()}},
+    )
     writer.write_hparams(metrics.hyperparameters(run.config))
   if floors:
-    logging.info("loss floors of the data: %s", "  ".join(
-        f"{name} {value:.4f}" for name, value in floors.items()))
+    logging.info(
+      "loss floors of the data: %s",
+      "  ".join(f"{name} {value:.4f}" for name, value in floors.items()),
+    )
 
 
 def _already_finished(run: run_setup.RunSetup, start: resume.Start) -> dict:
   progress = start.progress
-  logging.info("run in %s is already finished (%s tokens); nothing to do", run.workdir,
-               f"{progress.tokens:,}")
+  logging.info(
+    "run in %s is already finished (%s tokens); nothing to do", run.workdir, f"{progress.tokens:,}"
+  )
   if run.is_main_host and not (run.workdir / "done.json").exists():  # stopped between two writes
     _mark_done(run.workdir, progress.step, progress.tokens)
   return {**progress.as_dict(), "resumed_from": start.resumed_from, "steps_run": 0}
 
 
-def _finish(run: run_setup.RunSetup, start: resume.Start, progress: Progress, reason: StopReason,
-            steps_run: int) -> dict:
+def _finish(
+  run: run_setup.RunSetup,
+  start: resume.Start,
+  progress: Progress,
+  reason: StopReason,
+  steps_run: int,
+) -> dict:
   """Says how the run ended; a finished run gets `done.json`. The result of `train_and_evaluate`."""
   step, tokens = progress.step, progress.tokens
   result = {**progress.as_dict(), "resumed_from": start.resumed_from, "steps_run": steps_run}
   if reason is StopReason.PREEMPTED:
     result["preempted"] = True
-    logging.info("stopped by a signal at step %d (%s tokens, %d steps in this process); "
-                 "checkpoint complete. Run the same command again to resume.", step,
-                 f"{tokens:,}", steps_run)
+    logging.info(
+      "stopped by a signal at step %d (%s tokens, %d steps in this process); "
+      "checkpoint complete. Run the same command again to resume.",
+      step,
+      f"{tokens:,}",
+      steps_run,
+    )
   else:
-    logging.info("%s at step %d (%s tokens, %d steps in this process); workdir %s",
-                 "finished" if reason.finished else "stopped", step, f"{tokens:,}", steps_run,
-                 run.workdir)
+    logging.info(
+      "%s at step %d (%s tokens, %d steps in this process); workdir %s",
+      "finished" if reason.finished else "stopped",
+      step,
+      f"{tokens:,}",
+      steps_run,
+      run.workdir,
+    )
   if reason.finished and run.is_main_host:
     _mark_done(run.workdir, step, tokens)
   return result

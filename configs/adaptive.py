@@ -16,14 +16,33 @@ from configs import base
 from configs import c4
 
 MODELS = {
-    "microllama_300m": dict(num_layers=12, d_model=1024, num_heads=16, num_kv_heads=4,
-                            mlp_dim=5632, train_tokens=6_000_000_000),
-    "tinyllama_1.1b": dict(num_layers=22, d_model=2048, num_heads=32, num_kv_heads=4,
-                           mlp_dim=5632, train_tokens=22_000_000_000),
-    "openllama_3b": dict(num_layers=26, d_model=3200, num_heads=32, num_kv_heads=32,
-                         mlp_dim=8640, train_tokens=60_000_000_000),
-    "tiny": dict(num_layers=2, d_model=64, num_heads=4, num_kv_heads=2, mlp_dim=192,
-                 train_tokens=2_000_000),
+  "microllama_300m": dict(
+    num_layers=12,
+    d_model=1024,
+    num_heads=16,
+    num_kv_heads=4,
+    mlp_dim=5632,
+    train_tokens=6_000_000_000,
+  ),
+  "tinyllama_1.1b": dict(
+    num_layers=22,
+    d_model=2048,
+    num_heads=32,
+    num_kv_heads=4,
+    mlp_dim=5632,
+    train_tokens=22_000_000_000,
+  ),
+  "openllama_3b": dict(
+    num_layers=26,
+    d_model=3200,
+    num_heads=32,
+    num_kv_heads=32,
+    mlp_dim=8640,
+    train_tokens=60_000_000_000,
+  ),
+  "tiny": dict(
+    num_layers=2, d_model=64, num_heads=4, num_kv_heads=2, mlp_dim=192, train_tokens=2_000_000
+  ),
 }
 RECIPES = ("norm", "constant_small", "constant_large", "ramp")
 _STAGES = 5  # ramp: small, 2x, 4x, 8x, 16x = large
@@ -32,8 +51,10 @@ _STAGES = 5  # ramp: small, 2x, 4x, 8x, 16x = large
 def get_config(spec: str = "tiny,norm") -> ml_collections.ConfigDict:
   name, _, recipe = spec.partition(",")
   if name not in MODELS or recipe not in RECIPES:
-    raise ValueError(f"configs/adaptive.py:{spec}: use MODEL,RECIPE with MODEL in "
-                     f"{', '.join(MODELS)} and RECIPE in {', '.join(RECIPES)}")
+    raise ValueError(
+      f"configs/adaptive.py:{spec}: use MODEL,RECIPE with MODEL in "
+      f"{', '.join(MODELS)} and RECIPE in {', '.join(RECIPES)}"
+    )
   shape = dict(MODELS[name])
   train_tokens = shape.pop("train_tokens")
   if name == "tiny":
@@ -51,8 +72,9 @@ def get_config(spec: str = "tiny,norm") -> ml_collections.ConfigDict:
   c.train_tokens = train_tokens
   large = small * 2 ** (_STAGES - 1)
   c.optimizer.update(dict(name="adamw", lr=6e-4, b1=0.9, b2=0.95, weight_decay=0.1, clip=1.0))
-  c.schedule.update(dict(name="cosine", warmup_tokens=train_tokens // 100, warmup_init=0.0,
-                         final_fraction=0.1))
+  c.schedule.update(
+    dict(name="cosine", warmup_tokens=train_tokens // 100, warmup_init=0.0, final_fraction=0.1)
+  )
   c.ewa.decays = ()
   c.batch.update(dict(size=small, max_size=large, round="pow2", lr_scaling="none"))
   if recipe == "norm":
@@ -63,6 +85,7 @@ def get_config(spec: str = "tiny,norm") -> ml_collections.ConfigDict:
     c.batch.update(dict(size=large))
   else:
     stage = train_tokens // _STAGES
-    c.batch.update(dict(schedule="ramp",
-                        ramp=tuple((k * stage, small * 2 ** k) for k in range(_STAGES))))
+    c.batch.update(
+      dict(schedule="ramp", ramp=tuple((k * stage, small * 2**k) for k in range(_STAGES)))
+    )
   return c

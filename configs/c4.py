@@ -22,8 +22,9 @@ def get_config(spec: str = "tfds,tiny") -> ml_collections.ConfigDict:
   if source not in ("tfds", "seqio"):
     raise ValueError(f"configs/c4.py:{spec}: source {source!r} is not one of tfds, seqio")
   if size not in ("tiny", "", *PAPER_SIZES):
-    raise ValueError(f"configs/c4.py:{spec}: size {size!r} is not one of tiny, "
-                     f"{', '.join(PAPER_SIZES)}")
+    raise ValueError(
+      f"configs/c4.py:{spec}: size {size!r} is not one of tiny, {', '.join(PAPER_SIZES)}"
+    )
   if size in ("tiny", ""):
     c = tiny.get_config()
     c.data.seq_len = 128

@@ -23,8 +23,10 @@ TOKENS_PER_PARAM = 20
 def get_config(spec: str = "tiny") -> ml_collections.ConfigDict:
   size, _, scale = spec.partition(",")
   if size not in SIZES or (scale and not scale.startswith("x")):
-    raise ValueError(f"configs/cbs_paper.py:{spec}: use SIZE or SIZE,xK with SIZE in "
-                     f"{', '.join(SIZES)} and K a number (data budget in Chinchilla units)")
+    raise ValueError(
+      f"configs/cbs_paper.py:{spec}: use SIZE or SIZE,xK with SIZE in "
+      f"{', '.join(SIZES)} and K a number (data budget in Chinchilla units)"
+    )
   multiple = float(scale[1:]) if scale else 1.0
   if size == "tiny":
     c = tiny.get_config()
@@ -36,10 +38,12 @@ def get_config(spec: str = "tiny") -> ml_collections.ConfigDict:
   chinchilla = TOKENS_PER_PARAM * non_embedding
   c.train_tokens = int(multiple * chinchilla)
   c.data_budget_tokens = c.train_tokens  # D: the target is the B_opt run's loss here
-  c.optimizer.update(dict(name="adamw", lr=3.16e-3, b1=0.95, b2=0.95, eps=1e-8, weight_decay=0.0,
-                          clip=1.0))
-  c.schedule.update(dict(name="constant", warmup_tokens=min(chinchilla // 4, c.train_tokens),
-                         warmup_init=0.1))
+  c.optimizer.update(
+    dict(name="adamw", lr=3.16e-3, b1=0.95, b2=0.95, eps=1e-8, weight_decay=0.0, clip=1.0)
+  )
+  c.schedule.update(
+    dict(name="constant", warmup_tokens=min(chinchilla // 4, c.train_tokens), warmup_init=0.1)
+  )
   c.ewa.decays = (0.99, 0.995, 0.998, 0.999, 0.9995)
   # Evals log-spaced in tokens (4 per doubling from D/64 on) and 16 per doubling (4.4% apart) from
   # D/2 on, where every batch crosses the target, up to the 8 D of a two-phase sweep; the paper's

@@ -34,20 +34,27 @@ def _same(run: grid.Run) -> grid.Run:
   return run
 
 
-def write_manifest(root: epath.Path, sweep_path: str, runs: list[grid.Run],
-                   extra: dict | None = None) -> None:
+def write_manifest(
+  root: epath.Path, sweep_path: str, runs: list[grid.Run], extra: dict | None = None
+) -> None:
   """`ROOT/manifest.json`: every run with its overrides, workdir, status (and why it failed)."""
   entries = []
   for r in runs:
     workdir = root / r.name
-    entry = {"name": r.name, "workdir": str(workdir), "config": r.config, "overrides": r.overrides,
-             "status": outcome.status(workdir)}
+    entry = {
+      "name": r.name,
+      "workdir": str(workdir),
+      "config": r.config,
+      "overrides": r.overrides,
+      "status": outcome.status(workdir),
+    }
     if entry["status"] == "failed":
       entry["reason"] = outcome.failure(workdir).get("reason", "")
     entries.append(entry)
   root.mkdir(parents=True, exist_ok=True)
-  (root / run_dir.MANIFEST).write_text(json.dumps({"sweep": sweep_path, **(extra or {}),
-                                                  "runs": entries}, indent=2))
+  (root / run_dir.MANIFEST).write_text(
+    json.dumps({"sweep": sweep_path, **(extra or {}), "runs": entries}, indent=2)
+  )
 
 
 def python_command(run: grid.Run, workdir: epath.Path, python: str = sys.executable) -> list[str]:
@@ -64,8 +71,13 @@ def report(run: grid.Run, root: epath.Path, progress=print) -> str:
   return status
 
 
-def run_local(runs: list[grid.Run], root: epath.Path, dry_run: bool = False,
-              resolve: Resolve = _same, on_end: Callable[[], None] = lambda: None) -> None:
+def run_local(
+  runs: list[grid.Run],
+  root: epath.Path,
+  dry_run: bool = False,
+  resolve: Resolve = _same,
+  on_end: Callable[[], None] = lambda: None,
+) -> None:
   """One after another, each in its own process."""
   for i, r in enumerate(runs, 1):
     command = python_command(resolve(r), root / r.name)
@@ -76,9 +88,14 @@ def run_local(runs: list[grid.Run], root: epath.Path, dry_run: bool = False,
       on_end()
 
 
-def run_inprocess(runs: list[grid.Run], root: epath.Path, dry_run: bool = False,
-                  progress=print, resolve: Resolve = _same,
-                  on_end: Callable[[], None] = lambda: None) -> dict[str, str]:
+def run_inprocess(
+  runs: list[grid.Run],
+  root: epath.Path,
+  dry_run: bool = False,
+  progress=print,
+  resolve: Resolve = _same,
+  on_end: Callable[[], None] = lambda: None,
+) -> dict[str, str]:
   """Trains each run here in turn; returns {name: status}.
 
   Every config is built and validated before the first run starts, so a typo in the sweep fails in
@@ -91,8 +108,9 @@ def run_inprocess(runs: list[grid.Run], root: epath.Path, dry_run: bool = False,
 
   for r in runs:
     try:
-      validation.validate(grid.load_config(r.config, r.overrides), jax.device_count(),
-                          jax.process_count())
+      validation.validate(
+        grid.load_config(r.config, r.overrides), jax.device_count(), jax.process_count()
+      )
     except (ValueError, validation.ConfigError) as e:
       raise ValueError(f"run {r.name}: {e}") from None
   from cbs import train  # noqa: PLC0415
@@ -107,24 +125,37 @@ def run_inprocess(runs: list[grid.Run], root: epath.Path, dry_run: bool = False,
       jax.config.update("jax_compilation_cache_dir", os.path.expanduser(config.compile_cache_dir))
     try:
       train.train_and_evaluate(config, str(root / r.name))
-    except Exception as e:  # noqa: BLE001  (diverged, crashed, out of memory: recorded, next run)
+    except Exception as e:
       outcome.record_failure(root / r.name, f"{type(e).__name__}: {e}", 1)
     statuses[r.name] = report(r, root, progress)
     on_end()
     if not outcome.is_settled(root / r.name):
-      raise Stopped(f"run {r.name} was stopped (SIGTERM or SIGINT) after its checkpoint; "
-                    f"{len(runs) - i} run(s) not started: the same command resumes")
+      raise Stopped(
+        f"run {r.name} was stopped (SIGTERM or SIGINT) after its checkpoint; "
+        f"{len(runs) - i} run(s) not started: the same command resumes"
+      )
   return statuses
 
 
-def run_gpus(runs: list[grid.Run], root: epath.Path, dry_run: bool = False, num_gpus: int = 0,
-             gpus_per_run: int = 1, resolve: Resolve = _same,
-             on_end: Callable[[], None] = lambda: None) -> None:
+def run_gpus(
+  runs: list[grid.Run],
+  root: epath.Path,
+  dry_run: bool = False,
+  num_gpus: int = 0,
+  gpus_per_run: int = 1,
+  resolve: Resolve = _same,
+  on_end: Callable[[], None] = lambda: None,
+) -> None:
   """Runs in parallel, one per group of `gpus_per_run` local GPUs (CUDA_VISIBLE_DEVICES)."""
-  total = num_gpus or len(subprocess.run(["nvidia-smi", "-L"], capture_output=True,
-                                         text=True, check=True).stdout.splitlines())
-  slots = [",".join(str(g) for g in range(s, s + gpus_per_run))
-           for s in range(0, total - gpus_per_run + 1, gpus_per_run)]
+  total = num_gpus or len(
+    subprocess.run(
+      ["nvidia-smi", "-L"], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+  )
+  slots = [
+    ",".join(str(g) for g in range(s, s + gpus_per_run))
+    for s in range(0, total - gpus_per_run + 1, gpus_per_run)
+  ]
   if not slots:
     raise ValueError(f"--gpus_per_run={gpus_per_run} exceeds the {total} GPUs")
   free = list(slots)
@@ -137,8 +168,9 @@ def run_gpus(runs: list[grid.Run], root: epath.Path, dry_run: bool = False, num_
       print(f"CUDA_VISIBLE_DEVICES={devices} {shlex.join(command)}", flush=True)
     try:
       if not dry_run:
-        outcome.attempt(command, root / run.name,
-                        env={**os.environ, "CUDA_VISIBLE_DEVICES": devices})
+        outcome.attempt(
+          command, root / run.name, env={**os.environ, "CUDA_VISIBLE_DEVICES": devices}
+        )
         with lock:
           report(run, root)
           on_end()
@@ -152,5 +184,8 @@ def run_gpus(runs: list[grid.Run], root: epath.Path, dry_run: bool = False, num_
 
 
 # The backends that run here and wait for their runs: name -> runner(runs, root, ...).
-WAITING: dict[str, Callable[..., object]] = {"local": run_local, "inprocess": run_inprocess,
-                                             "gpus": run_gpus}
+WAITING: dict[str, Callable[..., object]] = {
+  "local": run_local,
+  "inprocess": run_inprocess,
+  "gpus": run_gpus,
+}

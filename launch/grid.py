@@ -22,8 +22,13 @@ class Run:
 
   def args(self, workdir: str) -> list[str]:
     """The `cbs.main` command line of this run."""
-    return ["-m", "cbs.main", f"--config={self.config}", f"--workdir={workdir}",
-            *config_overrides.to_flags(self.overrides)]
+    return [
+      "-m",
+      "cbs.main",
+      f"--config={self.config}",
+      f"--workdir={workdir}",
+      *config_overrides.to_flags(self.overrides),
+    ]
 
 
 def load(path: str) -> dict:
@@ -46,8 +51,10 @@ def load(path: str) -> dict:
 def expand(sweep: dict) -> list[Run]:
   """Every point of the grid, in a fixed order (axes in the order written, values as listed)."""
   axes = list(sweep["axes"].items())
-  return [at(sweep, dict(zip((k for k, _ in axes), values)))
-          for values in itertools.product(*(v for _, v in axes))]
+  return [
+    at(sweep, dict(zip((k for k, _ in axes), values)))
+    for values in itertools.product(*(v for _, v in axes))
+  ]
 
 
 def at(sweep: dict, point: dict) -> Run:

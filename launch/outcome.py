@@ -44,8 +44,9 @@ def failure(workdir: epath.Path) -> dict:
 def record_failure(workdir: epath.Path, reason: str, exit_code: int) -> None:
   lines = [line for line in reason.strip().splitlines() if line.strip()]
   workdir.mkdir(parents=True, exist_ok=True)
-  (workdir / run_dir.FAILED).write_text(json.dumps(
-      {"reason": lines[-1].strip() if lines else "no output", "exit_code": exit_code}))
+  (workdir / run_dir.FAILED).write_text(
+    json.dumps({"reason": lines[-1].strip() if lines else "no output", "exit_code": exit_code})
+  )
 
 
 def clear_failure(workdir: epath.Path) -> None:

@@ -19,10 +19,10 @@ import math
 
 from etils import epath
 
-from cbs.checkpoint import run_dir
 from analysis import guards
 from analysis import measure
 from analysis import runs as runs_lib
+from cbs.checkpoint import run_dir
 from launch import grid
 from launch import outcome
 
@@ -42,8 +42,9 @@ def spec(sweep: dict, path: str) -> Spec | None:
   given = dict(sweep["two_phase"])
   unknown = set(given) - {f.name for f in dataclasses.fields(Spec)}
   if unknown or "b_opt" not in given:
-    raise ValueError(f"sweep {path!r}: two_phase={given!r} needs b_opt and allows cap, metric, "
-                     "extend_lr")
+    raise ValueError(
+      f"sweep {path!r}: two_phase={given!r} needs b_opt and allows cap, metric, extend_lr"
+    )
   result = Spec(**given)
   if result.cap < 1:
     raise ValueError(f"sweep {path!r}: two_phase cap={result.cap} must be >= 1 (runs of D tokens)")
@@ -62,8 +63,10 @@ def split(runs: list[grid.Run], b_opt: int) -> tuple[list[grid.Run], list[grid.R
   """(reference runs at B_opt, the others by increasing batch: pruning learns from smaller ones)."""
   reference = [r for r in runs if batch_of(r) == b_opt]
   if not reference:
-    raise ValueError(f"two_phase b_opt={b_opt} is not among the swept batch sizes "
-                     f"{sorted({batch_of(r) for r in runs})}")
+    raise ValueError(
+      f"two_phase b_opt={b_opt} is not among the swept batch sizes "
+      f"{sorted({batch_of(r) for r in runs})}"
+    )
   return reference, sorted((r for r in runs if batch_of(r) != b_opt), key=batch_of)
 
 
@@ -79,16 +82,22 @@ def target(root: epath.Path, reference: list[grid.Run], metric: str) -> Target |
   """The phase-1 target once every reference run is settled and one finished; else None."""
   if not all(outcome.is_settled(root / r.name) for r in reference):
     return None
-  done = [runs_lib.load_run(root / r.name, r.name) for r in reference
-          if outcome.status(root / r.name) == "finished"]
+  done = [
+    runs_lib.load_run(root / r.name, r.name)
+    for r in reference
+    if outcome.status(root / r.name) == "finished"
+  ]
   if not done:
-    raise ValueError(f"every reference run (batch {batch_of(reference[0])}) failed: no target; "
-                     "see --status")
+    raise ValueError(
+      f"every reference run (batch {batch_of(reference[0])}) failed: no target; see --status"
+    )
   budget = done[0].data_budget
   loss = measure.target_loss(done, budget, metric)
   if math.isnan(loss):
-    raise ValueError(f"no reference run evaluated up to D={budget:,} tokens (they train "
-                     f"{done[0].config['train_tokens']:,}): phase 1 trains to data_budget_tokens")
+    raise ValueError(
+      f"no reference run evaluated up to D={budget:,} tokens (they train "
+      f"{done[0].config['train_tokens']:,}): phase 1 trains to data_budget_tokens"
+    )
   return Target(loss, budget, done[0].seq_len, int(done[0].config["eval"]["every_tokens"]))
 
 
@@ -120,13 +129,25 @@ class Phase2:
       steps = measure.step_cap(self.finished(), batch, goal.loss, self.spec.metric)
       if math.isfinite(steps):
         tokens = min(tokens, capped_tokens(steps, batch, goal.seq_len, goal.eval_every))
-    return dataclasses.replace(run, overrides={
-        **run.overrides, "train_tokens": tokens, "data_budget_tokens": goal.budget,
-        "train.stop_loss": round(goal.loss, 6)})
+    return dataclasses.replace(
+      run,
+      overrides={
+        **run.overrides,
+        "train_tokens": tokens,
+        "data_budget_tokens": goal.budget,
+        "train.stop_loss": round(goal.loss, 6),
+      },
+    )
 
 
-def extensions(root: epath.Path, sweep: dict, runs: list[grid.Run], spec_: Spec,
-               target_loss: float | None, batches: set[int]) -> list[grid.Run]:
+def extensions(
+  root: epath.Path,
+  sweep: dict,
+  runs: list[grid.Run],
+  spec_: Spec,
+  target_loss: float | None,
+  batches: set[int],
+) -> list[grid.Run]:
   """Runs beyond the edge of the learning-rate grid of `batches`, from the settled `runs`.
 
   Each copies the best run of its batch size (its other axes, e.g. b2) with the next learning rate;
@@ -135,16 +156,18 @@ def extensions(root: epath.Path, sweep: dict, runs: list[grid.Run], spec_: Spec,
   lrs = sweep["axes"].get("optimizer.lr")
   if not spec_.extend_lr or not lrs:
     return []
-  loaded = [runs_lib.load_run(root / r.name, r.name) for r in runs
-            if run_dir.has_run(root / r.name)]
+  loaded = [
+    runs_lib.load_run(root / r.name, r.name) for r in runs if run_dir.has_run(root / r.name)
+  ]
   groups = measure.measure(loaded, spec_.b_opt, metric=spec_.metric, target=target_loss, samples=0)
   best = {e["batch_size"]: e["best_run"] for g in groups for e in g["guards"]["batches"]}
   by_name = {r.name: r for r in runs}
   extra = []
   for batch, lr in guards.lr_extensions(groups, len(lrs) + spec_.extend_lr, batches):
     template = by_name[best[batch]].overrides
-    extra.append(grid.at(sweep, {k: lr if k == "optimizer.lr" else template[k]
-                                 for k in sweep["axes"]}))
+    extra.append(
+      grid.at(sweep, {k: lr if k == "optimizer.lr" else template[k] for k in sweep["axes"]})
+    )
   return [r for r in extra if r.name not in by_name]
 
 
@@ -154,15 +177,21 @@ def recorded_extensions(root: epath.Path) -> list[grid.Run]:
   if content is None:
     return []
   names = set(content.get("two_phase", {}).get("extended", ()))
-  return [grid.Run(e["name"], e["config"], e["overrides"]) for e in content["runs"]
-          if e["name"] in names]
+  return [
+    grid.Run(e["name"], e["config"], e["overrides"]) for e in content["runs"] if e["name"] in names
+  ]
 
 
 def manifest_section(goal: Target | None, spec_: Spec, extended: list[grid.Run]) -> dict:
   """What the manifest records about the protocol: the target once phase 1 is over, the runs
   added beyond the grid."""
-  section = {"b_opt": spec_.b_opt, "cap": spec_.cap, "metric": spec_.metric,
-             "extend_lr": spec_.extend_lr, "extended": [r.name for r in extended]}
+  section = {
+    "b_opt": spec_.b_opt,
+    "cap": spec_.cap,
+    "metric": spec_.metric,
+    "extend_lr": spec_.extend_lr,
+    "extended": [r.name for r in extended],
+  }
   if goal:
     section.update(target=goal.loss, data_budget_tokens=goal.budget)
   return {"two_phase": section}

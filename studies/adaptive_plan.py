@@ -16,8 +16,12 @@ import math
 from launch import grid
 from studies import cbs_plan as study_plan
 
-GROWING = {"batch.test_interval": 1, "batch.stats_ema": 0.9, "batch.lr_scaling": "none",
-           "batch.round": "pow2"}  # tested every step; one rate (Lau et al.); power-of-two sizes
+GROWING = {
+  "batch.test_interval": 1,
+  "batch.stats_ema": 0.9,
+  "batch.lr_scaling": "none",
+  "batch.round": "pow2",
+}  # tested every step; one rate (Lau et al.); power-of-two sizes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,16 +43,38 @@ class AdaptivePlan:
 # Constant 8 and 32 bracket the model's noise scale (B_noise ~ 10-20 sequences at these budgets):
 # the best constant batch at a mid-range loss may lie there, not at either end. 256k tokens: the
 # norm test at eta 0.5 reaches 128 after ~150k of them (measured at 512k), so ~40% are spent there.
-FULL = AdaptivePlan(start=2, cap=128, tokens=256_000, lr_multipliers=(0.5, 1.0, 2.0), seeds=(0, 1),
-                    eta=0.5, etas=(0.1, 0.25, 0.8, 1.0), theta=0.1, evals=32, eval_tokens=4096,
-                    lr_extensions=1, between=(8, 32))
-QUICK = AdaptivePlan(start=2, cap=16, tokens=16_384, lr_multipliers=(1.0,), seeds=(0,), eta=0.5,
-                     etas=(0.1,), theta=0.1, evals=8, eval_tokens=1024)
+FULL = AdaptivePlan(
+  start=2,
+  cap=128,
+  tokens=256_000,
+  lr_multipliers=(0.5, 1.0, 2.0),
+  seeds=(0, 1),
+  eta=0.5,
+  etas=(0.1, 0.25, 0.8, 1.0),
+  theta=0.1,
+  evals=32,
+  eval_tokens=4096,
+  lr_extensions=1,
+  between=(8, 32),
+)
+QUICK = AdaptivePlan(
+  start=2,
+  cap=16,
+  tokens=16_384,
+  lr_multipliers=(1.0,),
+  seeds=(0,),
+  eta=0.5,
+  etas=(0.1,),
+  theta=0.1,
+  evals=8,
+  eval_tokens=1024,
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class Arm:
   """One schedule of the comparison; `kind` groups arms for the answer (best of each kind)."""
+
   key: str  # in run names
   label: str  # in the report
   kind: str  # constant | ramp | adaptive
@@ -59,6 +85,7 @@ class Arm:
 @dataclasses.dataclass(frozen=True)
 class Trial:
   """One run of the study: an arm at one learning rate and seed."""
+
   arm: Arm
   lr: float
   seed: int
@@ -82,51 +109,77 @@ def _growing(plan: AdaptivePlan) -> dict:
 
 def ramp_stages(plan: AdaptivePlan) -> list[list[int]]:
   """Doublings from start to cap with equal tokens per stage (Lau et al.'s stagewise warmup)."""
-  sizes = [plan.start * 2 ** k for k in range(int(math.log2(plan.cap / plan.start)) + 1)]
+  sizes = [plan.start * 2**k for k in range(int(math.log2(plan.cap / plan.start)) + 1)]
   return [[plan.tokens * k // len(sizes), b] for k, b in enumerate(sizes) if k]
 
 
 def norm_arm(plan: AdaptivePlan, eta: float, d_model: int) -> Arm:
-  return Arm(f"norm_eta={eta:g}", f"norm test, eta {eta:g}", "adaptive",
-             {**_growing(plan), "batch.schedule": "norm", "batch.eta": eta},
-             growing_center(plan, d_model))
+  return Arm(
+    f"norm_eta={eta:g}",
+    f"norm test, eta {eta:g}",
+    "adaptive",
+    {**_growing(plan), "batch.schedule": "norm", "batch.eta": eta},
+    growing_center(plan, d_model),
+  )
 
 
 def arms(plan: AdaptivePlan, d_model: int) -> list[Arm]:
   """The arms whose rates are tuned: constant batches (start, `between`, cap), the ramp, the norm
   test at `plan.eta` and the inner-product test."""
   grow, center = _growing(plan), growing_center(plan, d_model)
-  constants = [Arm(f"constant={b}", f"constant {b}", "constant", {"batch.size": b},
-                   lr_center(b, d_model)) for b in (plan.start, *plan.between, plan.cap)]
+  constants = [
+    Arm(f"constant={b}", f"constant {b}", "constant", {"batch.size": b}, lr_center(b, d_model))
+    for b in (plan.start, *plan.between, plan.cap)
+  ]
   return [
-      *constants,
-      Arm("ramp", f"ramp {plan.start} -> {plan.cap}", "ramp",
-          {**grow, "batch.schedule": "ramp", "batch.ramp": ramp_stages(plan)}, center),
-      norm_arm(plan, plan.eta, d_model),
-      Arm(f"inner_product_theta={plan.theta:g}", f"inner-product test, theta {plan.theta:g}",
-          "adaptive", {**grow, "batch.schedule": "inner_product", "batch.theta": plan.theta},
-          center)]
+    *constants,
+    Arm(
+      "ramp",
+      f"ramp {plan.start} -> {plan.cap}",
+      "ramp",
+      {**grow, "batch.schedule": "ramp", "batch.ramp": ramp_stages(plan)},
+      center,
+    ),
+    norm_arm(plan, plan.eta, d_model),
+    Arm(
+      f"inner_product_theta={plan.theta:g}",
+      f"inner-product test, theta {plan.theta:g}",
+      "adaptive",
+      {**grow, "batch.schedule": "inner_product", "batch.theta": plan.theta},
+      center,
+    ),
+  ]
 
 
 def trial(arm: Arm, lr: float, seed: int, base: dict, config: str) -> Trial:
   """A run named by what varies: `ARM,optimizer.lr=LR,seed=S` (lr to 3 digits)."""
   lr = float(f"{lr:.3g}")
   name = f"{arm.key},optimizer.lr={lr},seed={seed}"
-  return Trial(arm, lr, seed, grid.Run(name, config, {**base, **arm.overrides, "optimizer.lr": lr,
-                                                      "seed": seed}))
+  return Trial(
+    arm,
+    lr,
+    seed,
+    grid.Run(name, config, {**base, **arm.overrides, "optimizer.lr": lr, "seed": seed}),
+  )
 
 
 def grid_trials(plan: AdaptivePlan, d_model: int, base: dict, config: str) -> list[Trial]:
   """Every arm at every rate of its grid and every seed."""
-  return [trial(arm, m * arm.lr_center, seed, base, config)
-          for arm in arms(plan, d_model) for m in plan.lr_multipliers for seed in plan.seeds]
+  return [
+    trial(arm, m * arm.lr_center, seed, base, config)
+    for arm in arms(plan, d_model)
+    for m in plan.lr_multipliers
+    for seed in plan.seeds
+  ]
 
 
-def eta_trials(plan: AdaptivePlan, lr: float, d_model: int, base: dict,
-               config: str) -> list[Trial]:
+def eta_trials(plan: AdaptivePlan, lr: float, d_model: int, base: dict, config: str) -> list[Trial]:
   """The eta sweep at the norm arm's tuned rate."""
-  return [trial(norm_arm(plan, eta, d_model), lr, seed, base, config)
-          for eta in plan.etas for seed in plan.seeds]
+  return [
+    trial(norm_arm(plan, eta, d_model), lr, seed, base, config)
+    for eta in plan.etas
+    for seed in plan.seeds
+  ]
 
 
 def beyond_edge(lr: float, rates: tuple[float, ...]) -> float | None:

@@ -5,13 +5,13 @@ adaptive solid; a colour per arm."""
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib import ticker  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib import ticker
 
-from analysis import plots  # noqa: E402
-from analysis import runs as runs_lib  # noqa: E402
-from cbs.metrics.console import short  # noqa: E402
+from analysis import plots
+from analysis import runs as runs_lib
+from cbs.metrics.console import short
 
 DPI = 110
 STYLES = {"constant": "--", "ramp": "-.", "adaptive": "-"}
@@ -46,8 +46,12 @@ def frontier(arms: list, targets: list[float], path: str) -> str:
       tokens = np.array([e["tokens"] for e in curve], float)
       steps = np.array([e["step"] for e in curve], float)
       losses = np.array([e[key] for e in curve], float)
-      style = {"color": f"C{i % 10}", "ls": STYLES[arm.kind], "lw": 1.4 if k == 0 else 0.8,
-               "label": f"{arm.label} (lr {arm.lr:.3g})" if k == 0 else None}
+      style = {
+        "color": f"C{i % 10}",
+        "ls": STYLES[arm.kind],
+        "lw": 1.4 if k == 0 else 0.8,
+        "label": f"{arm.label} (lr {arm.lr:.3g})" if k == 0 else None,
+      }
       axes[0].plot(np.maximum(steps, 1), losses, **style)
       axes[1].plot(tokens, losses, **style)
   _log_x(axes[0], "optimizer steps")
@@ -63,8 +67,14 @@ def batch_sizes(arms: list, path: str) -> str:
   fig, ax = plt.subplots(figsize=(8, 4.2))
   for i, arm in enumerate(arms):
     run = arm.runs[0]
-    ax.step([r["tokens"] for r in run.train], [r["batch_size"] for r in run.train], where="post",
-            color=f"C{i % 10}", ls=STYLES[arm.kind], label=arm.label)
+    ax.step(
+      [r["tokens"] for r in run.train],
+      [r["batch_size"] for r in run.train],
+      where="post",
+      color=f"C{i % 10}",
+      ls=STYLES[arm.kind],
+      label=arm.label,
+    )
   _log_x(ax, "tokens")
   ax.set_yscale("log", base=2)
   ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))

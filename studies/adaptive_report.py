@@ -15,9 +15,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from studies import adaptive_plots
 from analysis import report as report_lib
 from analysis import runs as runs_lib
+from studies import adaptive_plots
 
 METRIC = "best"  # raw or EWA weights, whichever is lower (EWA decay is a tuned hyper-parameter)
 TARGETS = 4
@@ -26,6 +26,7 @@ KINDS = ("adaptive", "constant", "ramp")
 
 class Measured(NamedTuple):
   """One trained run and what the study varied to make it."""
+
   label: str  # the arm
   kind: str  # constant | ramp | adaptive
   lr: float
@@ -43,6 +44,7 @@ class Design(NamedTuple):
 
 class Tuned(NamedTuple):
   """An arm at its best rate: one entry per seed."""
+
   label: str
   kind: str
   lr: float
@@ -76,8 +78,14 @@ def tuned(measured: list[Measured], tokens: int) -> dict[str, Tuned]:
     scored = [lr for lr in rates if not math.isnan(scores[lr])]
     lr = min(scored, key=scores.get) if scored else rates[0]
     best = sorted((m for m in mine if m.lr == lr), key=lambda m: m.seed)
-    out[label] = Tuned(label, mine[0].kind, lr, rates,
-                       tuple(final_loss(m.run, tokens) for m in best), tuple(m.run for m in best))
+    out[label] = Tuned(
+      label,
+      mine[0].kind,
+      lr,
+      rates,
+      tuple(final_loss(m.run, tokens) for m in best),
+      tuple(m.run for m in best),
+    )
   return out
 
 
@@ -123,8 +131,9 @@ def compare(arms: list[Tuned], target: float) -> dict:
   for kind in KINDS:
     arm, steps = _fewest([a for a in arms if a.kind == kind], target)
     row[kind] = {"arm": arm.label if arm else None, "steps": steps}
-  row["verdict"] = verdict(row["adaptive"]["steps"],
-                           [row[k]["steps"] for k in KINDS if k != "adaptive"])
+  row["verdict"] = verdict(
+    row["adaptive"]["steps"], [row[k]["steps"] for k in KINDS if k != "adaptive"]
+  )
   return row
 
 
@@ -145,32 +154,47 @@ def answer(rows: list[dict], seeds: int, tokens: int) -> dict:
   if len(fewer) == len(rows):
     summary = "holds here at every target loss"
   elif not fewer:
-    summary = ("does not hold here: at no target loss does the best adaptive schedule need fewer "
-               "steps than both the best constant batch and the best ramp"
-               + (" beyond seed noise" if seeds > 1 else ""))
+    summary = (
+      "does not hold here: at no target loss does the best adaptive schedule need fewer "
+      "steps than both the best constant batch and the best ramp"
+      + (" beyond seed noise" if seeds > 1 else "")
+    )
   else:
     losses = ", ".join(f"{r['target']:.3f}" for r in fewer)
     summary = f"holds here only at loss {losses} of the {len(rows)} target losses"
-  noise = (f"{seeds} seeds each, ranges in brackets" if seeds > 1
-           else "one seed: no seed noise measured, so no difference is beyond it")
+  noise = (
+    f"{seeds} seeds each, ranges in brackets"
+    if seeds > 1
+    else "one seed: no seed noise measured, so no difference is beyond it"
+  )
   detail = "; ".join(
-      f"to {r['target']:.3f}: {_steps_text(r['adaptive'])} vs {_steps_text(r['constant'])} and "
-      f"{_steps_text(r['ramp'])} ({r['verdict']})" for r in rows)
-  sentence = (f"Lau et al.'s claim (at equal tokens the best adaptive batch schedule reaches a loss "
-              f"in fewer steps than the best constant batch and the best ramp) {summary} "
-              f"({tokens:,} tokens per run, every arm's learning rate tuned, {noise}). Steps "
-              f"{detail}.")
-  return {"holds": len(fewer) == len(rows), "fewer_at": [r["target"] for r in fewer],
-          "more_at": [r["target"] for r in more], "sentence": sentence}
+    f"to {r['target']:.3f}: {_steps_text(r['adaptive'])} vs {_steps_text(r['constant'])} and "
+    f"{_steps_text(r['ramp'])} ({r['verdict']})"
+    for r in rows
+  )
+  sentence = (
+    f"Lau et al.'s claim (at equal tokens the best adaptive batch schedule reaches a loss "
+    f"in fewer steps than the best constant batch and the best ramp) {summary} "
+    f"({tokens:,} tokens per run, every arm's learning rate tuned, {noise}). Steps "
+    f"{detail}."
+  )
+  return {
+    "holds": len(fewer) == len(rows),
+    "fewer_at": [r["target"] for r in fewer],
+    "more_at": [r["target"] for r in more],
+    "sentence": sentence,
+  }
 
 
 def growth(run: runs_lib.Run, cap: int, tokens: int) -> dict:
   """Where a run's batch first reached the cap, and its last batch."""
   at_cap = next((r for r in run.train if r["batch_size"] >= cap), None)
-  return {"final_batch": run.train[-1]["batch_size"] if run.train else math.nan,
-          "cap_step": at_cap["step"] if at_cap else math.nan,
-          "cap_tokens": at_cap["tokens"] if at_cap else math.nan,
-          "share_at_cap": max(1 - at_cap["tokens"] / tokens, 0.0) if at_cap else 0.0}
+  return {
+    "final_batch": run.train[-1]["batch_size"] if run.train else math.nan,
+    "cap_step": at_cap["step"] if at_cap else math.nan,
+    "cap_tokens": at_cap["tokens"] if at_cap else math.nan,
+    "share_at_cap": max(1 - at_cap["tokens"] / tokens, 0.0) if at_cap else 0.0,
+  }
 
 
 def steps_at(run: runs_lib.Run, tokens: int) -> float:
@@ -193,13 +217,21 @@ def arm_rows(arms: list[Tuned], design: Design, goals: list[float]) -> list[dict
   rows = []
   for a in arms:
     grown = [growth(r, design.cap, design.tokens) for r in a.runs]
-    rows.append({"arm": a.label, "kind": a.kind, "lr": a.lr, "lr_on_edge": a.on_edge,
-                 "rates": list(a.rates), "losses": list(a.losses),
-                 "steps": [steps_at(r, design.tokens) for r in a.runs],
-                 "final_batch": [g["final_batch"] for g in grown],
-                 "cap_step": [g["cap_step"] for g in grown],
-                 "share_at_cap": [g["share_at_cap"] for g in grown],
-                 "steps_to": [steps_to(a, t) for t in goals]})
+    rows.append(
+      {
+        "arm": a.label,
+        "kind": a.kind,
+        "lr": a.lr,
+        "lr_on_edge": a.on_edge,
+        "rates": list(a.rates),
+        "losses": list(a.losses),
+        "steps": [steps_at(r, design.tokens) for r in a.runs],
+        "final_batch": [g["final_batch"] for g in grown],
+        "cap_step": [g["cap_step"] for g in grown],
+        "share_at_cap": [g["share_at_cap"] for g in grown],
+        "steps_to": [steps_to(a, t) for t in goals],
+      }
+    )
   return rows
 
 
@@ -207,8 +239,11 @@ def lr_rows(measured: list[Measured], tokens: int) -> list[list]:
   rows = []
   for label in dict.fromkeys(m.label for m in measured):
     for lr in sorted({m.lr for m in measured if m.label == label}):
-      losses = [final_loss(m.run, tokens) for m in sorted(measured, key=lambda m: m.seed)
-                if m.label == label and m.lr == lr]
+      losses = [
+        final_loss(m.run, tokens)
+        for m in sorted(measured, key=lambda m: m.seed)
+        if m.label == label and m.lr == lr
+      ]
       rows.append([label, f"{lr:.3g}", _range(losses)])
   return rows
 
@@ -225,49 +260,109 @@ def write(measured: list[Measured], design: Design, out: str) -> dict:
   batches = adaptive_plots.batch_sizes(arms, f"{out}/batch_sizes.png")
   sweep = [r for r in table if r["arm"].startswith("norm test")]
   blocks = [
-      report_lib.heading("Answer: does an adaptive batch reach a loss in fewer steps?"),
-      report_lib.paragraph(result["sentence"]),
-      report_lib.table(["target loss", "best adaptive: steps", "best constant: steps",
-                        "best ramp: steps", "adaptive needs"],
-                       [[f"{r['target']:.4f}", _steps_text(r["adaptive"]),
-                         _steps_text(r["constant"]), _steps_text(r["ramp"]), r["verdict"]]
-                        for r in rows]),
-      report_lib.paragraph(
-          "Steps are seed means with the [lowest, highest] seed in brackets. 'fewer' / 'more': "
-          "every seed of the best adaptive arm needs fewer / more steps than every seed of the "
-          "best constant batch and the best ramp (the seed ranges are apart); otherwise the "
-          "difference is within seed noise. Targets run from the highest loss every seed of "
-          "every arm reaches by D to the lowest that every seed of some arm reaches."),
-      report_lib.image(frontier, "Eval loss against steps (left) and tokens (right) of every "
-                                 "tuned arm, one line per seed; the target losses dotted"),
-      report_lib.heading("Tuned arms"),
-      report_lib.table(["arm", "rate", "loss at D", "steps at D", "last batch",
-                        "step the cap was reached", "share of D at the cap",
-                        *(f"steps to {t:.4f}" for t in goals)],
-                       [[r["arm"], f"{r['lr']:.3g}" + (" (grid edge)" if r["lr_on_edge"] else ""),
-                         _range(r["losses"]), _range(r["steps"]), _range(r["final_batch"]),
-                         _range(r["cap_step"]), _range(r["share_at_cap"]),
-                         *(_range(s) for s in r["steps_to"])] for r in table]),
-      report_lib.paragraph(
-          f"{design.tokens:,} tokens per run; growing arms start at {design.start} and may grow "
-          f"to {design.cap} ({design.cap // design.start}x), test every step, keep one learning "
-          "rate (Lau et al.'s protocol) and round sizes up to powers of two. The rate of each "
-          "arm is the one of its grid with the lowest seed-mean loss at D; 'grid edge' marks a "
-          f"best rate at the grid's edge. The norm test's other tolerances (eta sweep) run at "
-          f"the rate tuned for eta {design.eta:g}."),
-      report_lib.heading("Eta sweep of the norm test", 3),
-      report_lib.table(["arm", "step the cap was reached", "share of D at the cap",
-                        "last batch", "loss at D", "steps at D"],
-                       [[r["arm"], _range(r["cap_step"]), _range(r["share_at_cap"]),
-                         _range(r["final_batch"]), _range(r["losses"]), _range(r["steps"])]
-                        for r in sweep]),
-      report_lib.image(batches, "Batch size against tokens of every tuned arm (first seed)"),
-      report_lib.heading("Learning-rate grids", 3),
-      report_lib.table(["arm", "rate", "loss at D (seed mean [range])"],
-                       lr_rows(measured, design.tokens))]
-  results = {"command": design.command, "design": design._asdict(), "answer": result,
-             "comparisons": rows, "schedules": table,
-             "frontier": {"figure": frontier, "sentence": result["sentence"]}}
+    report_lib.heading("Answer: does an adaptive batch reach a loss in fewer steps?"),
+    report_lib.paragraph(result["sentence"]),
+    report_lib.table(
+      [
+        "target loss",
+        "best adaptive: steps",
+        "best constant: steps",
+        "best ramp: steps",
+        "adaptive needs",
+      ],
+      [
+        [
+          f"{r['target']:.4f}",
+          _steps_text(r["adaptive"]),
+          _steps_text(r["constant"]),
+          _steps_text(r["ramp"]),
+          r["verdict"],
+        ]
+        for r in rows
+      ],
+    ),
+    report_lib.paragraph(
+      "Steps are seed means with the [lowest, highest] seed in brackets. 'fewer' / 'more': "
+      "every seed of the best adaptive arm needs fewer / more steps than every seed of the "
+      "best constant batch and the best ramp (the seed ranges are apart); otherwise the "
+      "difference is within seed noise. Targets run from the highest loss every seed of "
+      "every arm reaches by D to the lowest that every seed of some arm reaches."
+    ),
+    report_lib.image(
+      frontier,
+      "Eval loss against steps (left) and tokens (right) of every "
+      "tuned arm, one line per seed; the target losses dotted",
+    ),
+    report_lib.heading("Tuned arms"),
+    report_lib.table(
+      [
+        "arm",
+        "rate",
+        "loss at D",
+        "steps at D",
+        "last batch",
+        "step the cap was reached",
+        "share of D at the cap",
+        *(f"steps to {t:.4f}" for t in goals),
+      ],
+      [
+        [
+          r["arm"],
+          f"{r['lr']:.3g}" + (" (grid edge)" if r["lr_on_edge"] else ""),
+          _range(r["losses"]),
+          _range(r["steps"]),
+          _range(r["final_batch"]),
+          _range(r["cap_step"]),
+          _range(r["share_at_cap"]),
+          *(_range(s) for s in r["steps_to"]),
+        ]
+        for r in table
+      ],
+    ),
+    report_lib.paragraph(
+      f"{design.tokens:,} tokens per run; growing arms start at {design.start} and may grow "
+      f"to {design.cap} ({design.cap // design.start}x), test every step, keep one learning "
+      "rate (Lau et al.'s protocol) and round sizes up to powers of two. The rate of each "
+      "arm is the one of its grid with the lowest seed-mean loss at D; 'grid edge' marks a "
+      f"best rate at the grid's edge. The norm test's other tolerances (eta sweep) run at "
+      f"the rate tuned for eta {design.eta:g}."
+    ),
+    report_lib.heading("Eta sweep of the norm test", 3),
+    report_lib.table(
+      [
+        "arm",
+        "step the cap was reached",
+        "share of D at the cap",
+        "last batch",
+        "loss at D",
+        "steps at D",
+      ],
+      [
+        [
+          r["arm"],
+          _range(r["cap_step"]),
+          _range(r["share_at_cap"]),
+          _range(r["final_batch"]),
+          _range(r["losses"]),
+          _range(r["steps"]),
+        ]
+        for r in sweep
+      ],
+    ),
+    report_lib.image(batches, "Batch size against tokens of every tuned arm (first seed)"),
+    report_lib.heading("Learning-rate grids", 3),
+    report_lib.table(
+      ["arm", "rate", "loss at D (seed mean [range])"], lr_rows(measured, design.tokens)
+    ),
+  ]
+  results = {
+    "command": design.command,
+    "design": design._asdict(),
+    "answer": result,
+    "comparisons": rows,
+    "schedules": table,
+    "frontier": {"figure": frontier, "sentence": result["sentence"]},
+  }
   report_lib.write(blocks, out, "Adaptive batch-size study")
   with open(f"{out}/results.json", "w") as f:
     json.dump(results, f, indent=2, default=float)

@@ -48,15 +48,37 @@ class Plan:
 # keeps that within 15%; batch 4 needed up to 1.44x here), which holds from D = 64k tokens on
 # (B_noise 4.8 at 32k for d_model 16). Batch 3 puts a third batch below CBSs of 3-4 sequences;
 # batch 64 is left out: the largest CBS is a few sequences, and 32 is already two doublings above.
-FULL = Plan(widths=(0.25, 0.375, 0.5), batches=(1, 2, 3, 4, 8, 16, 32), b_opt=1,
-            lr_multipliers=(0.5, 1.0, 2.0), max_budget=256_000, budget_divisors=(4, 2, 1),
-            eval_tokens=8192, evals_per_doubling=6, ablation_width=0.375, ablation_divisor=2,
-            ablation_batches=(2, 8), lr_extensions=2, seeds=2,
-            pilot_widths=(0.125, 0.25, 0.5, 1.0))
-QUICK = Plan(widths=(0.25, 0.5), batches=(1, 2, 4, 8, 16), b_opt=1, lr_multipliers=(1.0,),
-             max_budget=24_576, budget_divisors=(4, 2, 1), eval_tokens=2048, evals_per_doubling=4,
-             ablation_width=0.5, ablation_divisor=1, ablation_batches=(4,), seeds=1,
-             pilot_batches=(4, 16))
+FULL = Plan(
+  widths=(0.25, 0.375, 0.5),
+  batches=(1, 2, 3, 4, 8, 16, 32),
+  b_opt=1,
+  lr_multipliers=(0.5, 1.0, 2.0),
+  max_budget=256_000,
+  budget_divisors=(4, 2, 1),
+  eval_tokens=8192,
+  evals_per_doubling=6,
+  ablation_width=0.375,
+  ablation_divisor=2,
+  ablation_batches=(2, 8),
+  lr_extensions=2,
+  seeds=2,
+  pilot_widths=(0.125, 0.25, 0.5, 1.0),
+)
+QUICK = Plan(
+  widths=(0.25, 0.5),
+  batches=(1, 2, 4, 8, 16),
+  b_opt=1,
+  lr_multipliers=(1.0,),
+  max_budget=24_576,
+  budget_divisors=(4, 2, 1),
+  eval_tokens=2048,
+  evals_per_doubling=4,
+  ablation_width=0.5,
+  ablation_divisor=1,
+  ablation_batches=(4,),
+  seeds=1,
+  pilot_batches=(4, 16),
+)
 
 
 def lr_center(batch: int, d_model: int = 64) -> float:
@@ -70,12 +92,19 @@ def base_overrides(plan: Plan) -> dict:
   """The study's own protocol on top of any config: constant LR, EWA, and evals log-spaced in
   tokens, so a long large-batch run's crossing has the relative resolution of a short one's without
   evaluating every few steps."""
-  return {"mesh.data": 1, "data_budget_tokens": plan.max_budget,
-          "schedule.warmup_tokens": plan.max_budget // 40, "ewa.decays": [0.99, 0.998],
-          "eval.tokens": plan.eval_tokens, "eval.batch_size": 32,
-          "eval.every_tokens": plan.budgets[0] // 4, "eval.per_doubling": plan.evals_per_doubling,
-          "eval.dense_from_tokens": 0,
-          "checkpoint.every_tokens": 10 * plan.max_budget, "log.every_steps": 100}
+  return {
+    "mesh.data": 1,
+    "data_budget_tokens": plan.max_budget,
+    "schedule.warmup_tokens": plan.max_budget // 40,
+    "ewa.decays": [0.99, 0.998],
+    "eval.tokens": plan.eval_tokens,
+    "eval.batch_size": 32,
+    "eval.every_tokens": plan.budgets[0] // 4,
+    "eval.per_doubling": plan.evals_per_doubling,
+    "eval.dense_from_tokens": 0,
+    "checkpoint.every_tokens": 10 * plan.max_budget,
+    "log.every_steps": 100,
+  }
 
 
 def d_model(config, width: float) -> int:
@@ -83,13 +112,21 @@ def d_model(config, width: float) -> int:
   size = round(config.model.d_model * width)
   heads = config.model.num_heads
   if size % heads or (size // heads) % 2:
-    raise ValueError(f"width {width} of model.d_model={config.model.d_model} gives {size}, "
-                     f"which {heads} heads of even width cannot split")
+    raise ValueError(
+      f"width {width} of model.d_model={config.model.d_model} gives {size}, "
+      f"which {heads} heads of even width cannot split"
+    )
   return size
 
 
-def make_run(batch: int, lr: float, overrides: dict, config: str = CONFIG, prefix: str = "",
-             seed: int | None = None) -> grid.Run:
+def make_run(
+  batch: int,
+  lr: float,
+  overrides: dict,
+  config: str = CONFIG,
+  prefix: str = "",
+  seed: int | None = None,
+) -> grid.Run:
   """A run named by what varies: `[prefix,]batch.size=B,optimizer.lr=LR[,seed=S]` (lr to 3
   digits); `seed` sets `seed`, which draws both the initialisation and the data order."""
   lr = float(f"{lr:.3g}")
@@ -106,7 +143,7 @@ def expected_cost(batch: int, tokens: float, d_model: int, seq_len: int) -> floa
   overhead plus the matmul work of B x L tokens (6 x 24 d^2 flops per token for two layers) at the
   ~80 GFLOP/s two CPU cores reach on these shapes (measured: d_model 128, batch 8: 16 ms a step)."""
   steps = tokens / (batch * seq_len)
-  flops_per_step = 6 * 24 * d_model ** 2 * batch * seq_len
+  flops_per_step = 6 * 24 * d_model**2 * batch * seq_len
   return 4.0 + steps * (4e-3 + flops_per_step / 8e10)
 
 
@@ -138,9 +175,14 @@ class Progress:
     share = min(self.done_cost / total, 1.0) if total else 1.0
     elapsed = time.monotonic() - self.start
     left = total - self.done_cost
-    eta = (f", ETA ~{elapsed / self.trained_cost * left / 60:.1f} min"
-           if self.trained_cost and left > 0 else "")
+    eta = (
+      f", ETA ~{elapsed / self.trained_cost * left / 60:.1f} min"
+      if self.trained_cost and left > 0
+      else ""
+    )
     bar = "#" * round(20 * share) + "." * (20 - round(20 * share))
-    print(f"[study] [{bar}] {share:6.1%} of the work, {self.done}/{len(self.costs)} runs "
-          f"({name}{'' if trained else ', reused'}); {elapsed / 60:.1f} min elapsed{eta}",
-          flush=True)
+    print(
+      f"[study] [{bar}] {share:6.1%} of the work, {self.done}/{len(self.costs)} runs "
+      f"({name}{'' if trained else ', reused'}); {elapsed / 60:.1f} min elapsed{eta}",
+      flush=True,
+    )

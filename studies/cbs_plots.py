@@ -4,13 +4,13 @@ views), and the adaptive schedules' trade-off between steps and tokens. Legends 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib import ticker  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib import ticker
 
-from analysis import plots  # noqa: E402
-from analysis import runs as runs_lib  # noqa: E402
-from cbs.metrics.console import short as _short  # noqa: E402
+from analysis import plots
+from analysis import runs as runs_lib
+from cbs.metrics.console import short as _short
 
 DPI = 110
 
@@ -26,9 +26,13 @@ def cbs_slices(groups: list[dict], law: dict, path: str) -> str:
   intervals where measured (`cbs_ci`), and the joint law c N^alpha D^beta dashed."""
   fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
   usable = [g for g in groups if "cbs" in g]
-  for ax, (x_key, line_key, x_label, line_label) in zip(axes, (
+  for ax, (x_key, line_key, x_label, line_label) in zip(
+    axes,
+    (
       ("n_params", "tokens", "non-embedding parameters N", "D"),
-      ("tokens", "n_params", "data budget D (tokens)", "N"))):
+      ("tokens", "n_params", "data budget D (tokens)", "N"),
+    ),
+  ):
     for i, value in enumerate(sorted({g[line_key] for g in usable})):
       line = sorted((g for g in usable if g[line_key] == value), key=lambda g: g[x_key])
       x = np.array([g[x_key] for g in line], float)
@@ -38,15 +42,27 @@ def cbs_slices(groups: list[dict], law: dict, path: str) -> str:
       if all(c is not None for c in ci):
         lo = np.array([c[0] for c in ci], float)
         hi = np.array([c[1] for c in ci], float)
-        ax.errorbar(x, y, yerr=[np.maximum(y - lo, 0), np.maximum(hi - y, 0)], color=color,
-                    marker="o", capsize=3, label=f"{line_label} = {_short(value)}")
+        ax.errorbar(
+          x,
+          y,
+          yerr=[np.maximum(y - lo, 0), np.maximum(hi - y, 0)],
+          color=color,
+          marker="o",
+          capsize=3,
+          label=f"{line_label} = {_short(value)}",
+        )
       else:
         ax.plot(x, y, marker="o", color=color, label=f"{line_label} = {_short(value)}")
       if law and x.size:
         grid = np.geomspace(x.min(), x.max(), 50)
         n, d = (grid, value) if x_key == "n_params" else (value, grid)
-        ax.plot(grid, law["c"] * np.asarray(n, float) ** law["alpha"]
-                * np.asarray(d, float) ** law["beta"], color=color, ls="--", alpha=0.6)
+        ax.plot(
+          grid,
+          law["c"] * np.asarray(n, float) ** law["alpha"] * np.asarray(d, float) ** law["beta"],
+          color=color,
+          ls="--",
+          alpha=0.6,
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     short = ticker.FuncFormatter(lambda v, _: _short(v))  # 25k, 6.5: not 2.5 x 10^4, 6.5 x 10^0
@@ -60,8 +76,9 @@ def cbs_slices(groups: list[dict], law: dict, path: str) -> str:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
   if law:
-    fig.suptitle(f"CBS = {law['c']:.3g} N^{law['alpha']:.2f} D^{law['beta']:.2f} (dashed)",
-                 fontsize=12)
+    fig.suptitle(
+      f"CBS = {law['c']:.3g} N^{law['alpha']:.2f} D^{law['beta']:.2f} (dashed)", fontsize=12
+    )
   fig.tight_layout()
   return _save(fig, path)
 
@@ -77,7 +94,9 @@ def frontier(runs: list[runs_lib.Run], labels: dict[str, str], metric: str, path
     tokens = np.array([e["tokens"] for e in curve], float)
     steps = np.interp(tokens, [t["tokens"] for t in r.train], [t["step"] for t in r.train])
     losses = np.array([e[key] for e in curve], float)
-    style = dict(color=f"C{i % 10}", ls="-" if r.adaptive else "--", label=labels.get(r.name, r.name))
+    style = dict(
+      color=f"C{i % 10}", ls="-" if r.adaptive else "--", label=labels.get(r.name, r.name)
+    )
     axes[0].plot(np.maximum(steps, 1), losses, **style)
     axes[1].plot(tokens, losses, **style)
   axes[0].set_xlabel("optimizer steps", fontsize=11)

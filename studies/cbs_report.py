@@ -9,8 +9,8 @@ import numpy as np
 from analysis import plots
 from analysis import report as report_lib
 from analysis import runs as runs_lib
-from studies import cbs_plots as study_plots
 from cbs.metrics.console import short as _short
+from studies import cbs_plots as study_plots
 
 
 def sensitivity_blocks(laws: list[tuple[str, dict]]) -> list:
@@ -23,16 +23,20 @@ def sensitivity_blocks(laws: list[tuple[str, dict]]) -> list:
     left_out = check["left_out"]
     for key in ("beta", "alpha"):
       lo, hi = check[f"{key}_ci"]
-      rows.append([f"{label}: {key}", f"{law[key]:.3f}", f"{check[key]:.3f}",
-                   f"[{lo:.3f}, {hi:.3f}]"])
+      rows.append(
+        [f"{label}: {key}", f"{law[key]:.3f}", f"{check[key]:.3f}", f"[{lo:.3f}, {hi:.3f}]"]
+      )
   if not rows:
     return []
   names = "; ".join(f"N={g['n_params']:,.0f}, D={g['tokens']:,.0f} ({g['why']})" for g in left_out)
-  return [report_lib.paragraph(
-              f"Check: the same laws without the {len(left_out)} group(s) a linear-regime guard "
-              f"flags ({names}). Leaving groups out by their measured value selects on the "
-              "outcome, so this is a check of how much they move the answer, not an answer."),
-          report_lib.table(["exponent", "all groups", "without flagged", "95% interval"], rows)]
+  return [
+    report_lib.paragraph(
+      f"Check: the same laws without the {len(left_out)} group(s) a linear-regime guard "
+      f"flags ({names}). Leaving groups out by their measured value selects on the "
+      "outcome, so this is a check of how much they move the answer, not an answer."
+    ),
+    report_lib.table(["exponent", "all groups", "without flagged", "95% interval"], rows),
+  ]
 
 
 def answer_blocks(answer: dict, groups: list[dict], out: str, noise: dict | None = None) -> list:
@@ -45,45 +49,72 @@ def answer_blocks(answer: dict, groups: list[dict], out: str, noise: dict | None
     for key, what in (("beta", "D^beta at fixed N"), ("alpha", "N^alpha at fixed D")):
       lo, hi = law[f"{key}_ci"]
       detect = law.get("power", {}).get(key, math.nan)
-      rows.append([f"{label} ~ {what}", f"{law[key]:.3f}", f"[{lo:.3f}, {hi:.3f}]",
-                   "-" if math.isnan(detect) else f"{detect:.3f}"])
+      rows.append(
+        [
+          f"{label} ~ {what}",
+          f"{law[key]:.3f}",
+          f"[{lo:.3f}, {hi:.3f}]",
+          "-" if math.isnan(detect) else f"{detect:.3f}",
+        ]
+      )
     coupled = law.get("coupled")
     if coupled:
       lo, hi = coupled["exponent_ci"]
-      rows.append([f"{label} ~ N^gamma, D proportional to N ({len(coupled['points'])} sizes)",
-                   f"{coupled['exponent']:.3f}", f"[{lo:.3f}, {hi:.3f}]", "-"])
+      rows.append(
+        [
+          f"{label} ~ N^gamma, D proportional to N ({len(coupled['points'])} sizes)",
+          f"{coupled['exponent']:.3f}",
+          f"[{lo:.3f}, {hi:.3f}]",
+          "-",
+        ]
+      )
   plot = study_plots.cbs_slices(groups, answer, f"{out}/cbs_vs_n_and_d.png")
   seeds = answer.get("seeds", 1)
   if "resampled" not in answer:
     how = "intervals resample each group's points"
   elif seeds > 1:
-    how = (f"intervals resample runs: {seeds} seeds drawn in every (N, batch, learning rate) cell "
-           f"({answer['samples']} samples), every budget recomputed from the drawn runs, widened "
-           "by t / z for the few degrees of freedom of 2-seed variances")
+    how = (
+      f"intervals resample runs: {seeds} seeds drawn in every (N, batch, learning rate) cell "
+      f"({answer['samples']} samples), every budget recomputed from the drawn runs, widened "
+      "by t / z for the few degrees of freedom of 2-seed variances"
+    )
   else:
-    how = (f"one seed per run: intervals resample each model's batch sizes, the same for all its "
-           f"budgets ({answer['samples']} samples); seed noise is not measured")
-  power = ("'Detectable' is the smallest |exponent| this design finds beyond its interval's "
-           "half-width 80% of the time, from studies simulated with the measured a of every group, "
-           f"the measured run noise (sigma {answer['sigma_run']:.3f} in log steps, a share "
-           f"{answer['rho']:.2f} of its variance shared by a run's budgets), the same seeds, batch "
-           "sizes, N and D."
-           if "sigma_run" in answer else "")
-  blocks = [report_lib.heading("Answer: does the CBS scale with data or with model size?"),
-            report_lib.paragraph(answer["sentence"]),
-            report_lib.table(["law", "exponent", "95% bootstrap interval", "detectable"], rows),
-            *sensitivity_blocks(laws),
-            report_lib.paragraph(
-                f"Joint fit log value = log c + alpha log N + beta log D over {answer['groups']} "
-                "groups (N non-embedding parameters, D tokens), each group's value from its fit "
-                f"of steps = a + b/B; {how}. The coupled exponent is fitted along the groups "
-                f"whose D/N ratio matches across model sizes. {power}"),
-            report_lib.image(plot, "CBS vs N at each D (left) and vs D at each N (right), with the "
-                                   "joint law dashed")]
-  for label, key, ci in (("CBS (fit, sequences)", "cbs", "cbs_ci"),
-                         ("B_noise = b / a (sequences)", "b_noise", "b_noise_ci")):
-    blocks += [report_lib.paragraph(f"{label} with its 95% interval, for every (N, D):"),
-               nd_table(groups, key, ci)]
+    how = (
+      f"one seed per run: intervals resample each model's batch sizes, the same for all its "
+      f"budgets ({answer['samples']} samples); seed noise is not measured"
+    )
+  power = (
+    "'Detectable' is the smallest |exponent| this design finds beyond its interval's "
+    "half-width 80% of the time, from studies simulated with the measured a of every group, "
+    f"the measured run noise (sigma {answer['sigma_run']:.3f} in log steps, a share "
+    f"{answer['rho']:.2f} of its variance shared by a run's budgets), the same seeds, batch "
+    "sizes, N and D."
+    if "sigma_run" in answer
+    else ""
+  )
+  blocks = [
+    report_lib.heading("Answer: does the CBS scale with data or with model size?"),
+    report_lib.paragraph(answer["sentence"]),
+    report_lib.table(["law", "exponent", "95% bootstrap interval", "detectable"], rows),
+    *sensitivity_blocks(laws),
+    report_lib.paragraph(
+      f"Joint fit log value = log c + alpha log N + beta log D over {answer['groups']} "
+      "groups (N non-embedding parameters, D tokens), each group's value from its fit "
+      f"of steps = a + b/B; {how}. The coupled exponent is fitted along the groups "
+      f"whose D/N ratio matches across model sizes. {power}"
+    ),
+    report_lib.image(
+      plot, "CBS vs N at each D (left) and vs D at each N (right), with the joint law dashed"
+    ),
+  ]
+  for label, key, ci in (
+    ("CBS (fit, sequences)", "cbs", "cbs_ci"),
+    ("B_noise = b / a (sequences)", "b_noise", "b_noise_ci"),
+  ):
+    blocks += [
+      report_lib.paragraph(f"{label} with its 95% interval, for every (N, D):"),
+      nd_table(groups, key, ci),
+    ]
   return blocks
 
 
@@ -98,8 +129,10 @@ def nd_table(groups: list[dict], key: str, ci_key: str):
     lo, hi = g.get(ci_key) or (math.nan, math.nan)
     return f"{g[key]:.3g} [{lo:.3g}, {hi:.3g}]"
 
-  return report_lib.table(["N \\ D", *(_short(d) for d in ds)],
-                          [[_short(n), *(text(cell.get((n, d))) for d in ds)] for n in ns])
+  return report_lib.table(
+    ["N \\ D", *(_short(d) for d in ds)],
+    [[_short(n), *(text(cell.get((n, d))) for d in ds)] for n in ns],
+  )
 
 
 def final_losses(runs: list[runs_lib.Run], tokens: int, metric: str) -> dict[int, float]:
@@ -112,8 +145,13 @@ def final_losses(runs: list[runs_lib.Run], tokens: int, metric: str) -> dict[int
   return best
 
 
-def ablation(main_runs: list[runs_lib.Run], ablation_runs: list[runs_lib.Run], budget: int,
-             target: float, metric: str) -> dict:
+def ablation(
+  main_runs: list[runs_lib.Run],
+  ablation_runs: list[runs_lib.Run],
+  budget: int,
+  target: float,
+  metric: str,
+) -> dict:
   """Final loss at D per batch size for each schedule, each tuned over its learning rates; the
   constant-LR runs are the main sweep's of the ablation runs' seed."""
   seeds = {r.seed for r in ablation_runs}
@@ -122,24 +160,34 @@ def ablation(main_runs: list[runs_lib.Run], ablation_runs: list[runs_lib.Run], b
     schedules[name] = [r for r in ablation_runs if r.config["schedule"]["name"] == name]
   batches = sorted({r.batch_size for r in ablation_runs})
   losses = {name: final_losses(runs, budget, metric) for name, runs in schedules.items()}
-  table = [{"batch_size": b, **{name: losses[name].get(b, math.nan) for name in losses}}
-           for b in batches]
+  table = [
+    {"batch_size": b, **{name: losses[name].get(b, math.nan) for name in losses}} for b in batches
+  ]
   return {"tokens": budget, "target": target, "metric": metric, "schedules": table}
 
 
 def ablation_blocks(result: dict, n_params: int) -> list:
   names = [k for k in result["schedules"][0] if k != "batch_size"] if result["schedules"] else []
-  blocks = [report_lib.heading("Protocol ablation: constant LR + EWA vs cosine and WSD"),
-            report_lib.paragraph(
-                f"N = {n_params:,} non-embedding parameters, D = {result['tokens']:,} tokens. Loss "
-                f"at D ({plots.loss_label(result['metric'])}), best learning rate per batch size "
-                "and schedule; cosine and WSD runs are tuned for exactly D tokens, the "
-                "constant-LR runs are the main sweep's (whose curves do not depend on the run "
-                "length).")]
+  blocks = [
+    report_lib.heading("Protocol ablation: constant LR + EWA vs cosine and WSD"),
+    report_lib.paragraph(
+      f"N = {n_params:,} non-embedding parameters, D = {result['tokens']:,} tokens. Loss "
+      f"at D ({plots.loss_label(result['metric'])}), best learning rate per batch size "
+      "and schedule; cosine and WSD runs are tuned for exactly D tokens, the "
+      "constant-LR runs are the main sweep's (whose curves do not depend on the run "
+      "length)."
+    ),
+  ]
   if names:
-    blocks.append(report_lib.table(["batch", *names, "constant - best other"], [
-        [r["batch_size"], *(r[n] for n in names),
-         r[names[0]] - min(r[n] for n in names[1:])] for r in result["schedules"]]))
+    blocks.append(
+      report_lib.table(
+        ["batch", *names, "constant - best other"],
+        [
+          [r["batch_size"], *(r[n] for n in names), r[names[0]] - min(r[n] for n in names[1:])]
+          for r in result["schedules"]
+        ],
+      )
+    )
   return blocks
 
 
@@ -160,13 +208,16 @@ def at_equal_steps(runs: list[runs_lib.Run], metric: str) -> dict:
   rows = []
   for r in evaluated:
     key, _ = runs_lib.best_curve(r, metric)
-    rows.append({"run": r.name, "losses": [runs_lib.loss_at(r.evals, key, s, "step") for s in points]})
+    rows.append(
+      {"run": r.name, "losses": [runs_lib.loss_at(r.evals, key, s, "step") for s in points]}
+    )
   return {"steps": points, "horizon": int(horizon), "rows": rows}
 
 
 def winners(labels: dict[str, str], tokens_table: dict, steps_table: dict) -> str:
   """A plain sentence: which schedule has the lowest loss at the last equal-token point and at the
   equal-step horizon (every run still training)."""
+
   def best(rows, index):
     finite = [r for r in rows if not math.isnan(r["losses"][index])]
     top = min(finite, key=lambda r: r["losses"][index])
@@ -175,29 +226,44 @@ def winners(labels: dict[str, str], tokens_table: dict, steps_table: dict) -> st
   tok, tok_loss = best(tokens_table["rows"], -1)
   at = steps_table["steps"].index(steps_table["horizon"])
   step, step_loss = best(steps_table["rows"], at)
-  return (f"At equal tokens ({tokens_table['tokens'][-1]:,}) {tok} wins (loss {tok_loss:.3f}); at "
-          f"equal steps ({steps_table['horizon']:,}, where the run with the fewest steps ends) {step} "
-          f"wins (loss {step_loss:.3f}). Adaptive "
-          "batches trade tokens for steps: they pay off where steps (wall time on many devices) "
-          "are the constraint, a small constant batch where data is.")
+  return (
+    f"At equal tokens ({tokens_table['tokens'][-1]:,}) {tok} wins (loss {tok_loss:.3f}); at "
+    f"equal steps ({steps_table['horizon']:,}, where the run with the fewest steps ends) {step} "
+    f"wins (loss {step_loss:.3f}). Adaptive "
+    "batches trade tokens for steps: they pay off where steps (wall time on many devices) "
+    "are the constraint, a small constant batch where data is."
+  )
 
 
-def adaptive_blocks(runs: list[runs_lib.Run], labels: dict[str, str], tokens_table: dict,
-                    metric: str, out: str) -> tuple[list, dict]:
+def adaptive_blocks(
+  runs: list[runs_lib.Run], labels: dict[str, str], tokens_table: dict, metric: str, out: str
+) -> tuple[list, dict]:
   steps_table = at_equal_steps(runs, metric)
   sentence = winners(labels, tokens_table, steps_table)
   plot = study_plots.frontier(runs, labels, metric, f"{out}/frontier.png")
   name = lambda run: labels.get(run, run)
-  blocks = [report_lib.heading("Who wins where"), report_lib.paragraph(sentence),
-            report_lib.image(plot, f"{plots.loss_label(metric).capitalize()} against steps and "
-                                   "against tokens: the steps / tokens trade-off frontier"),
-            report_lib.heading("Loss at equal tokens", 3),
-            report_lib.table(["schedule", *(f"{t:,} tokens" for t in tokens_table["tokens"]),
-                              *(f"steps @ {t:,}" for t in tokens_table["tokens"])],
-                             [[name(r["run"]), *r["losses"], *np.round(r["steps"], 1)]
-                              for r in tokens_table["rows"]]),
-            report_lib.heading("Loss at equal steps", 3),
-            report_lib.paragraph("A dash: the run had ended (its tokens were spent)."),
-            report_lib.table(["schedule", *(f"{s:,} steps" for s in steps_table["steps"])],
-                             [[name(r["run"]), *r["losses"]] for r in steps_table["rows"]])]
+  blocks = [
+    report_lib.heading("Who wins where"),
+    report_lib.paragraph(sentence),
+    report_lib.image(
+      plot,
+      f"{plots.loss_label(metric).capitalize()} against steps and "
+      "against tokens: the steps / tokens trade-off frontier",
+    ),
+    report_lib.heading("Loss at equal tokens", 3),
+    report_lib.table(
+      [
+        "schedule",
+        *(f"{t:,} tokens" for t in tokens_table["tokens"]),
+        *(f"steps @ {t:,}" for t in tokens_table["tokens"]),
+      ],
+      [[name(r["run"]), *r["losses"], *np.round(r["steps"], 1)] for r in tokens_table["rows"]],
+    ),
+    report_lib.heading("Loss at equal steps", 3),
+    report_lib.paragraph("A dash: the run had ended (its tokens were spent)."),
+    report_lib.table(
+      ["schedule", *(f"{s:,} steps" for s in steps_table["steps"])],
+      [[name(r["run"]), *r["losses"]] for r in steps_table["rows"]],
+    ),
+  ]
   return blocks, {"equal_steps": steps_table, "sentence": sentence}

@@ -22,16 +22,16 @@ from etils import epath
 from analysis import cbs as cbs_analysis
 from analysis import guards
 from analysis import measure
-from studies import pilot_measure as pilot_analysis
 from analysis import report as report_lib
 from analysis import runs as runs_lib
-from studies import cbs_report as study_report
 from launch import backends
 from launch import grid
 from launch import outcome
-from studies import pilot as pilot_lib
-from studies import cbs_plan as study_plan
 from launch import two_phase
+from studies import cbs_plan as study_plan
+from studies import cbs_report as study_report
+from studies import pilot as pilot_lib
+from studies import pilot_measure as pilot_analysis
 from studies.cbs_plan import Plan
 
 COMMAND = "python -m launch.study cbs"
@@ -70,8 +70,9 @@ class Sweep:
     self.planned: list[grid.Run] = []
 
   def run(self, model: Model, batch: int, lr: float, seed: int, extra: dict) -> grid.Run:
-    return study_plan.make_run(batch, lr, {**self.base, **model.overrides, **extra}, self.config,
-                               model.prefix, seed)
+    return study_plan.make_run(
+      batch, lr, {**self.base, **model.overrides, **extra}, self.config, model.prefix, seed
+    )
 
   def lrs(self, model: Model, batch: int) -> list[float]:
     center = study_plan.lr_center(batch, model.d_model)
@@ -81,8 +82,11 @@ class Sweep:
     """Expected cost of every run of this model (capped runs at their expected tokens to target)."""
     p, out = self.plan, {}
     for batch in p.batches:
-      tokens = (reference_tokens(p) if batch == p.b_opt
-                else study_plan.tokens_to_target(batch, p.b_opt, p.max_budget))
+      tokens = (
+        reference_tokens(p)
+        if batch == p.b_opt
+        else study_plan.tokens_to_target(batch, p.b_opt, p.max_budget)
+      )
       for seed in range(p.seeds):
         for lr in self.lrs(model, batch):
           name = self.run(model, batch, lr, seed, {}).name
@@ -101,8 +105,11 @@ class Sweep:
     if batch == p.b_opt:
       return {"train_tokens": reference_tokens(p)}
     cap = measure.step_cap(done, batch, target, slack=1.0 if p.seeds == 1 else 1.5)
-    limit = 4 * p.max_budget if math.isinf(cap) else two_phase.capped_tokens(
-        cap, batch, self.seq_len, p.budgets[0])
+    limit = (
+      4 * p.max_budget
+      if math.isinf(cap)
+      else two_phase.capped_tokens(cap, batch, self.seq_len, p.budgets[0])
+    )
     return {"train_tokens": min(limit, 16 * p.max_budget), "train.stop_loss": round(target, 6)}
 
   def train_model(self, model: Model, progress: study_plan.Progress) -> list[runs_lib.Run]:
@@ -115,18 +122,24 @@ class Sweep:
     loss_at_d = lambda r: runs_lib.loss_after(r, p.max_budget, "best")
     self.train_grid(model, p.b_opt, math.nan, loss_at_d, progress, done)
     target = measure.lowest_loss(done, p.max_budget)
-    print(f"[study] d_model={model.d_model}: stop loss (lowest reference loss at D="
-          f"{p.max_budget:,} tokens): {target:.4f}", flush=True)
+    print(
+      f"[study] d_model={model.d_model}: stop loss (lowest reference loss at D="
+      f"{p.max_budget:,} tokens): {target:.4f}",
+      flush=True,
+    )
     if math.isnan(target):
-      raise ValueError(f"no reference run of d_model={model.d_model} reached D={p.max_budget:,} "
-                       "tokens (see their workdirs' failed.json)")
+      raise ValueError(
+        f"no reference run of d_model={model.d_model} reached D={p.max_budget:,} "
+        "tokens (see their workdirs' failed.json)"
+      )
     steps = lambda r: runs_lib.best_crossing(r, target, "best")[0]
     for batch in (b for b in p.batches if b != p.b_opt):
       self.train_grid(model, batch, target, steps, progress, done)
     return done
 
-  def extend_edges(self, model: Model, done: list[runs_lib.Run],
-                   progress: study_plan.Progress) -> list[runs_lib.Run]:
+  def extend_edges(
+    self, model: Model, done: list[runs_lib.Run], progress: study_plan.Progress
+  ) -> list[runs_lib.Run]:
     """Runs that move a best learning rate off its grid's edge at the smaller budgets too (the
     grid was extended for the largest D while training; at a smaller D another rate can be best),
     measured again after each round, up to `plan.lr_extensions` rates past the planned grid."""
@@ -139,25 +152,46 @@ class Sweep:
       extra = guards.lr_extensions(groups, max_lrs)
       if not extra:
         break
-      print(f"[study] d_model={model.d_model}: best learning rates on a grid edge at some budget; "
-            f"adding {', '.join(f'batch {b} lr {lr:g}' for b, lr in extra)}", flush=True)
+      print(
+        f"[study] d_model={model.d_model}: best learning rates on a grid edge at some budget; "
+        f"adding {', '.join(f'batch {b} lr {lr:g}' for b, lr in extra)}",
+        flush=True,
+      )
       for batch, lr in extra:
         for seed in range(p.seeds):
-          added.append(self.train_added(model, batch, lr, seed,
-                                        self.run_length(done + added, batch, target), progress))
+          added.append(
+            self.train_added(
+              model, batch, lr, seed, self.run_length(done + added, batch, target), progress
+            )
+          )
     return added
 
-  def train_added(self, model: Model, batch: int, lr: float, seed: int, length: dict,
-                  progress: study_plan.Progress) -> runs_lib.Run:
+  def train_added(
+    self,
+    model: Model,
+    batch: int,
+    lr: float,
+    seed: int,
+    length: dict,
+    progress: study_plan.Progress,
+  ) -> runs_lib.Run:
     """A run planned late (past a grid edge): its expected cost joins the progress bar first."""
     run = self.run(model, batch, lr, seed, length)
-    progress.add(run.name, study_plan.expected_cost(batch, length["train_tokens"], model.d_model,
-                                                    self.seq_len))
+    progress.add(
+      run.name, study_plan.expected_cost(batch, length["train_tokens"], model.d_model, self.seq_len)
+    )
     self.record(run)
     return train(run, self.root, progress)
 
-  def train_grid(self, model: Model, batch: int, target: float, score,
-                 progress: study_plan.Progress, done: list[runs_lib.Run]) -> None:
+  def train_grid(
+    self,
+    model: Model,
+    batch: int,
+    target: float,
+    score,
+    progress: study_plan.Progress,
+    done: list[runs_lib.Run],
+  ) -> None:
     """The learning rates of one batch size, every seed, appended to `done` as they finish: the
     planned grid, then one rate past the edge at a time while the best rate (lowest mean `score`
     over seeds) sits on an edge, `plan.lr_extensions` times at most. Run lengths follow
@@ -181,8 +215,11 @@ class Sweep:
       lrs = beyond_edge(trained, score)
       if not lrs:
         return
-      print(f"[study] d_model={model.d_model}, batch {batch}: best learning rate on the grid's edge;"
-            f" adding {lrs[0]:.3g}", flush=True)
+      print(
+        f"[study] d_model={model.d_model}, batch {batch}: best learning rate on the grid's edge;"
+        f" adding {lrs[0]:.3g}",
+        flush=True,
+      )
       train_rate(lrs[0], late=True)
 
 
@@ -213,11 +250,22 @@ def ablation_runs(plan: Plan, config: str, base: dict, model: Model) -> list[gri
   for schedule in ("cosine", "wsd"):
     for batch in plan.ablation_batches:
       for m in plan.lr_multipliers:
-        runs.append(study_plan.make_run(
-            batch, m * study_plan.lr_center(batch, model.d_model),
-            {**base, **model.overrides, "schedule.name": schedule, "train_tokens": budget,
-             "data_budget_tokens": budget},
-            config, f"{model.prefix}schedule.name={schedule},", seed=0))
+        runs.append(
+          study_plan.make_run(
+            batch,
+            m * study_plan.lr_center(batch, model.d_model),
+            {
+              **base,
+              **model.overrides,
+              "schedule.name": schedule,
+              "train_tokens": budget,
+              "data_budget_tokens": budget,
+            },
+            config,
+            f"{model.prefix}schedule.name={schedule},",
+            seed=0,
+          )
+        )
   return runs
 
 
@@ -231,11 +279,14 @@ def pilot(root: str, plan: Plan, config: str, base: dict, setup: dict, refuse: b
   test of the pipeline at budgets too small for capacity to bind) says so in the report."""
   config_dict = grid.load_config(config, base)
   models = [(w, study_plan.d_model(config_dict, w)) for w in pilot_lib.candidate_widths(plan)]
-  print(f"[study] pilot: d_model {[d for _, d in models]}, batches {plan.b_opt} and "
-        f"{list(plan.pilot_batches)}, D {plan.budgets[0]:,} and {plan.max_budget:,} tokens",
-        flush=True)
-  rows = pilot_lib.run_pilot(root, plan, config, base, models, config_dict.data.seq_len, setup,
-                             train)
+  print(
+    f"[study] pilot: d_model {[d for _, d in models]}, batches {plan.b_opt} and "
+    f"{list(plan.pilot_batches)}, D {plan.budgets[0]:,} and {plan.max_budget:,} tokens",
+    flush=True,
+  )
+  rows = pilot_lib.run_pilot(
+    root, plan, config, base, models, config_dict.data.seq_len, setup, train
+  )
   decision = pilot_analysis.decide(rows, plan.widths)
   blocks = pilot_lib.blocks(rows, decision, plan)
   print(f"[study] pilot: {pilot_lib.summary(decision, rows, plan)}", flush=True)
@@ -244,14 +295,24 @@ def pilot(root: str, plan: Plan, config: str, base: dict, setup: dict, refuse: b
     if refuse:
       raise NoLeverage(line)
     print(f"[study] pilot (not refusing: quick study): {line}", flush=True)
-    blocks.append(report_lib.paragraph(
-        "This quick study is a test of the pipeline, not evidence: " + line + "."))
+    blocks.append(
+      report_lib.paragraph(
+        "This quick study is a test of the pipeline, not evidence: " + line + "."
+      )
+    )
   return blocks
 
 
-def cbs_study(root: str, plan: Plan, bootstrap: int = 1000, theory_blocks=None,
-              config: str = study_plan.CONFIG, user: dict | None = None,
-              pilot_only: bool = False, refuse: bool = True) -> dict:
+def cbs_study(
+  root: str,
+  plan: Plan,
+  bootstrap: int = 1000,
+  theory_blocks=None,
+  config: str = study_plan.CONFIG,
+  user: dict | None = None,
+  pilot_only: bool = False,
+  refuse: bool = True,
+) -> dict:
   """Runs the pilot, then trains the study's runs (reusing settled ones) and writes its report
   under ROOT/report (with `pilot_only`, the pilot's table under ROOT/pilot/report); `refuse`:
   whether a pilot without leverage on N stops the study (`pilot`)."""
@@ -261,8 +322,11 @@ def cbs_study(root: str, plan: Plan, bootstrap: int = 1000, theory_blocks=None,
   pilot_blocks = pilot(root, plan, config, base, setup, refuse)
   if pilot_only:
     out = os.path.join(root, "pilot", "report")
-    report_lib.write([report_lib.heading("CBS study pilot", 1), report_lib.code(COMMAND),
-                      *pilot_blocks], out, "CBS study pilot")
+    report_lib.write(
+      [report_lib.heading("CBS study pilot", 1), report_lib.code(COMMAND), *pilot_blocks],
+      out,
+      "CBS study pilot",
+    )
     return {"pilot": True}
   config_dict = grid.load_config(config, base)
   models = [Model(w, study_plan.d_model(config_dict, w)) for w in plan.widths]
@@ -270,14 +334,22 @@ def cbs_study(root: str, plan: Plan, bootstrap: int = 1000, theory_blocks=None,
   ablation_model = next(m for m in models if m.width == plan.ablation_width)
   extra = ablation_runs(plan, config, base, ablation_model)
   costs = {name: c for m in models for name, c in sweep.costs(m).items()}
-  costs.update({r.name: study_plan.expected_cost(r.overrides["batch.size"], plan.ablation_budget,
-                                                 ablation_model.d_model, sweep.seq_len)
-                for r in extra})
+  costs.update(
+    {
+      r.name: study_plan.expected_cost(
+        r.overrides["batch.size"], plan.ablation_budget, ablation_model.d_model, sweep.seq_len
+      )
+      for r in extra
+    }
+  )
   progress = study_plan.Progress(costs)
-  print(f"[study] {len(costs)} runs: model widths d_model={[m.d_model for m in models]}, batch "
-        f"sizes {list(plan.batches)} x {len(plan.lr_multipliers)} learning rates x {plan.seeds} "
-        f"seed(s) (B_opt {plan.b_opt}), data budgets {plan.budgets} tokens, ablation at d_model="
-        f"{ablation_model.d_model}, D={plan.ablation_budget:,}; root {root}", flush=True)
+  print(
+    f"[study] {len(costs)} runs: model widths d_model={[m.d_model for m in models]}, batch "
+    f"sizes {list(plan.batches)} x {len(plan.lr_multipliers)} learning rates x {plan.seeds} "
+    f"seed(s) (B_opt {plan.b_opt}), data budgets {plan.budgets} tokens, ablation at d_model="
+    f"{ablation_model.d_model}, D={plan.ablation_budget:,}; root {root}",
+    flush=True,
+  )
   main_runs = {m.d_model: sweep.train_model(m, progress) for m in models}
   for m in models:
     main_runs[m.d_model] += sweep.extend_edges(m, main_runs[m.d_model], progress)
@@ -285,21 +357,40 @@ def cbs_study(root: str, plan: Plan, bootstrap: int = 1000, theory_blocks=None,
   backends.write_manifest(epath.Path(ablation_root), COMMAND + " (ablation)", extra, setup)
   done_extra = [train(r, ablation_root, progress) for r in extra]
   backends.write_manifest(epath.Path(ablation_root), COMMAND + " (ablation)", extra, setup)
-  return report(root, plan, bootstrap, main_runs[ablation_model.d_model], done_extra,
-                theory_blocks, pilot_blocks)
+  return report(
+    root,
+    plan,
+    bootstrap,
+    main_runs[ablation_model.d_model],
+    done_extra,
+    theory_blocks,
+    pilot_blocks,
+  )
 
 
-def report(root: str, plan: Plan, bootstrap: int, ablation_main: list[runs_lib.Run],
-           ablation_done: list[runs_lib.Run], theory_blocks=None, pilot_blocks=()) -> dict:
+def report(
+  root: str,
+  plan: Plan,
+  bootstrap: int,
+  ablation_main: list[runs_lib.Run],
+  ablation_done: list[runs_lib.Run],
+  theory_blocks=None,
+  pilot_blocks=(),
+) -> dict:
   """The report: the pilot, the answer, the CBS of every (N, D), the ablation, the testbed."""
   out = os.path.join(root, "report")
-  blocks, results = cbs_analysis.build_report(root, out, plan.b_opt, 0.2, "best", None, bootstrap,
-                                              COMMAND, plan.budgets)
+  blocks, results = cbs_analysis.build_report(
+    root, out, plan.b_opt, 0.2, "best", None, bootstrap, COMMAND, plan.budgets
+  )
   blocks = blocks[:2] + list(pilot_blocks) + blocks[2:]  # after the title and command
-  group = next(g for g in results["groups"] if g["n_params"] == ablation_main[0].n_params
-               and g["tokens"] == plan.ablation_budget)
-  results["ablation"] = study_report.ablation(ablation_main, ablation_done, plan.ablation_budget,
-                                              group["target"], "best")
+  group = next(
+    g
+    for g in results["groups"]
+    if g["n_params"] == ablation_main[0].n_params and g["tokens"] == plan.ablation_budget
+  )
+  results["ablation"] = study_report.ablation(
+    ablation_main, ablation_done, plan.ablation_budget, group["target"], "best"
+  )
   blocks += study_report.ablation_blocks(results["ablation"], ablation_main[0].n_params)
   if theory_blocks:
     blocks += theory_blocks(out)

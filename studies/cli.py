@@ -28,14 +28,14 @@ import signal
 import sys
 import time
 
-from cbs.config import overrides as config_overrides
 from cbs.checkpoint import run_dir
+from cbs.config import overrides as config_overrides
+from launch import backends
+from launch import grid
 from studies import adaptive_plan
 from studies import adaptive_study
-from launch import backends
-from studies import cbs_study
-from launch import grid
 from studies import cbs_plan as study_plan
+from studies import cbs_study
 from studies.cbs_plan import CONFIG
 from studies.cbs_plan import FULL
 from studies.cbs_plan import QUICK
@@ -48,9 +48,12 @@ def theory_blocks(out: str) -> list:
 
   print("[study] least-squares testbed: SGD on power-law linear regression ...", flush=True)
   result = theory.run(least_squares.Problem())
-  print(f"[study] testbed CBS ~ D^{result['simulated']['exponent']:.2f} (simulated), "
-        f"D^{result['expected']['exponent']:.2f} (expected risk), predicted "
-        f"D^{result['predicted_exponent']:.2f}", flush=True)
+  print(
+    f"[study] testbed CBS ~ D^{result['simulated']['exponent']:.2f} (simulated), "
+    f"D^{result['expected']['exponent']:.2f} (expected risk), predicted "
+    f"D^{result['predicted_exponent']:.2f}",
+    flush=True,
+  )
   return theory.write(result, out)
 
 
@@ -76,40 +79,58 @@ def check_root(root: str, setup: dict) -> None:
   if manifest is not None:
     before = manifest.get("setup", setup)
     if before != setup:
-      raise ValueError(f"--root={root} holds a study of {before}, not {setup}; "
-                       "choose another --root")
+      raise ValueError(
+        f"--root={root} holds a study of {before}, not {setup}; choose another --root"
+      )
 
 
 def main(argv: list[str] | None = None) -> int:
   p = argparse.ArgumentParser(prog="python -m launch.study", description=__doc__.split("\n")[0])
   p.add_argument("study", choices=("cbs", "adaptive"))
-  p.add_argument("--root", default="",
-                 help="where runs and the report go (default ./study/<name>[_<config>])")
+  p.add_argument(
+    "--root", default="", help="where runs and the report go (default ./study/<name>[_<config>])"
+  )
   p.add_argument("--quick", action="store_true", help="a reduced study (the test suite's)")
-  p.add_argument("--theory", action="store_true",
-                 help="cbs: also run the least-squares testbed and add it to the report")
-  p.add_argument("--config", default=CONFIG,
-                 help=f"the model and data to study (default {CONFIG}); "
-                 "then --config.KEY=VALUE ...")
+  p.add_argument(
+    "--theory",
+    action="store_true",
+    help="cbs: also run the least-squares testbed and add it to the report",
+  )
+  p.add_argument(
+    "--config",
+    default=CONFIG,
+    help=f"the model and data to study (default {CONFIG}); then --config.KEY=VALUE ...",
+  )
   p.add_argument("--pilot", action="store_true", help="cbs: only the pilot (leverage on N)")
-  p.add_argument("--seeds", type=int, default=0,
-                 help="cbs: seeds per (width, batch, learning rate) (default 2, --quick 1)")
-  p.add_argument("--widths", default="",
-                 help="cbs: model widths relative to the config's d_model, e.g. 0.25,0.5")
+  p.add_argument(
+    "--seeds",
+    type=int,
+    default=0,
+    help="cbs: seeds per (width, batch, learning rate) (default 2, --quick 1)",
+  )
+  p.add_argument(
+    "--widths", default="", help="cbs: model widths relative to the config's d_model, e.g. 0.25,0.5"
+  )
   args, extra = p.parse_known_args(argv)
   if args.study == "adaptive":
     plan = adaptive_plan.QUICK if args.quick else adaptive_plan.FULL
   else:
     plan = QUICK if args.quick else FULL
-  name = args.study + ("" if args.config == CONFIG else
-                       "_" + os.path.splitext(os.path.basename(args.config.split(":")[0]))[0])
+  name = args.study + (
+    ""
+    if args.config == CONFIG
+    else "_" + os.path.splitext(os.path.basename(args.config.split(":")[0]))[0]
+  )
   root = os.path.abspath(args.root or os.path.join("study", name + ("_quick" * args.quick)))
   try:
     user = config_overrides.parse_flags(extra)
     setup = {"config": args.config, "overrides": user}
     if args.study == "adaptive":
-      cbs_only = [f for f, v in (("--pilot", args.pilot), ("--seeds", args.seeds),
-                                 ("--widths", args.widths)) if v]
+      cbs_only = [
+        f
+        for f, v in (("--pilot", args.pilot), ("--seeds", args.seeds), ("--widths", args.widths))
+        if v
+      ]
       if cbs_only:
         raise ValueError(f"{', '.join(cbs_only)}: for the cbs study only")
       check_root(root, setup)
@@ -127,15 +148,27 @@ def main(argv: list[str] | None = None) -> int:
   start = time.monotonic()
   try:
     if args.study == "cbs":
-      results = cbs_study.cbs_study(root, plan, bootstrap=200 if args.quick else 1000,
-                                    theory_blocks=theory_blocks if args.theory else None,
-                                    config=args.config, user=user, pilot_only=args.pilot,
-                                    refuse=not args.quick)
-      summary = {} if args.pilot else {
+      results = cbs_study.cbs_study(
+        root,
+        plan,
+        bootstrap=200 if args.quick else 1000,
+        theory_blocks=theory_blocks if args.theory else None,
+        config=args.config,
+        user=user,
+        pilot_only=args.pilot,
+        refuse=not args.quick,
+      )
+      summary = (
+        {}
+        if args.pilot
+        else {
           "cbs": {g["name"]: g.get("cbs") for g in results["groups"]},
           "b_noise": {g["name"]: g.get("b_noise") for g in results["groups"]},
-          "answer": results["answer"], "answer_noise_scale": results["answer_noise_scale"],
-          "ablation": results["ablation"]}
+          "answer": results["answer"],
+          "answer_noise_scale": results["answer_noise_scale"],
+          "ablation": results["ablation"],
+        }
+      )
     else:
       results = adaptive_study.adaptive_study(root, plan, args.config, user)
       summary = {"schedules": results["schedules"], "frontier": results["frontier"]}
@@ -146,8 +179,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"launch.study: stopped: {e}", file=sys.stderr)
     return 128 + signal.SIGTERM
   with open(os.path.join(root, "study.json"), "w") as f:
-    json.dump({"study": args.study, "quick": args.quick, "plan": dataclasses.asdict(plan),
-               **setup, "wall_seconds": time.monotonic() - start, **summary}, f, indent=2)
+    json.dump(
+      {
+        "study": args.study,
+        "quick": args.quick,
+        "plan": dataclasses.asdict(plan),
+        **setup,
+        "wall_seconds": time.monotonic() - start,
+        **summary,
+      },
+      f,
+      indent=2,
+    )
   print(f"[study] {args.study} finished in {(time.monotonic() - start) / 60:.1f} min", flush=True)
   return 0
 

@@ -32,20 +32,34 @@ class Width:
     return self.loss_min_d - self.loss_max_d
 
 
-def measure(width: float, d_model: int, long_run: runs_lib.Run, short_runs: list[runs_lib.Run],
-            budgets: tuple[int, int], metric: str = "best") -> Width:
+def measure(
+  width: float,
+  d_model: int,
+  long_run: runs_lib.Run,
+  short_runs: list[runs_lib.Run],
+  budgets: tuple[int, int],
+  metric: str = "best",
+) -> Width:
   """One width: `long_run` trained to the largest D, `short_runs` the B_opt run (first, trained to
   the smallest D: its loss there is the target) and runs at larger batches."""
   low, high = budgets
   target = runs_lib.loss_after(short_runs[0], low, metric)
-  points = tuple((r.batch_size, runs_lib.best_crossing(r, target, metric)[0])
-                 for r in [*short_runs, long_run])
+  points = tuple(
+    (r.batch_size, runs_lib.best_crossing(r, target, metric)[0]) for r in [*short_runs, long_run]
+  )
   reached = [(b, s) for b, s in points if not math.isnan(s)]
   b_noise = math.nan
   if len({b for b, _ in reached}) >= 2:
     b_noise = fits.fit_steps([b for b, _ in reached], [s for _, s in reached]).b_noise
-  return Width(width, d_model, long_run.n_params, runs_lib.loss_after(long_run, low, metric),
-               runs_lib.loss_after(long_run, high, metric), b_noise, tuple(sorted(points)))
+  return Width(
+    width,
+    d_model,
+    long_run.n_params,
+    runs_lib.loss_after(long_run, low, metric),
+    runs_lib.loss_after(long_run, high, metric),
+    b_noise,
+    tuple(sorted(points)),
+  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +85,7 @@ def decide(rows: list[Width], widths: tuple[float, ...]) -> Decision:
   by_width = {r.width: r for r in rows}
   n_spread, d_spread = spreads([by_width[w] for w in widths])
   ordered = sorted(by_width)
-  windows = [tuple(ordered[i:i + len(widths)]) for i in range(len(ordered) - len(widths) + 1)]
+  windows = [tuple(ordered[i : i + len(widths)]) for i in range(len(ordered) - len(widths) + 1)]
 
   def ratio(window):
     n, d = spreads([by_width[w] for w in window])

@@ -10,7 +10,8 @@ import os
 import pytest
 
 os.environ["XLA_FLAGS"] = " ".join(
-    [os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=8"]).strip()
+  [os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=8"]
+).strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 

@@ -38,9 +38,14 @@ def tiny_config(overrides: dict | None = None) -> ml_collections.ConfigDict:
 def short_run(steps: int) -> dict:
   """The overrides of a short run: `steps` steps of the tiny batch on one device, a checkpoint
   after each, no evaluation during training (a small held-out set), every step logged."""
-  return {"mesh.data": 1, "train_tokens": steps * STEP_TOKENS,
-          "checkpoint.every_tokens": STEP_TOKENS, "eval.every_tokens": 0, "eval.tokens": 4096,
-          "log.every_steps": 1}
+  return {
+    "mesh.data": 1,
+    "train_tokens": steps * STEP_TOKENS,
+    "checkpoint.every_tokens": STEP_TOKENS,
+    "eval.every_tokens": 0,
+    "eval.tokens": 4096,
+    "log.every_steps": 1,
+  }
 
 
 def short_run_config(steps: int, overrides: dict | None = None) -> ml_collections.ConfigDict:
@@ -51,8 +56,11 @@ def short_run_config(steps: int, overrides: dict | None = None) -> ml_collection
 def main_flags(workdir: pathlib.Path, overrides: dict | None = None) -> list[str]:
   """`cbs.main`'s flags for the run `tiny_config(overrides)` describes, in `workdir`."""
   overrides = {"compile_cache_dir": "", **(overrides or {})}
-  return [f"--config={TINY}", f"--workdir={workdir}",
-          *(f"--config.{key}={value}" for key, value in overrides.items())]
+  return [
+    f"--config={TINY}",
+    f"--workdir={workdir}",
+    *(f"--config.{key}={value}" for key, value in overrides.items()),
+  ]
 
 
 def child_env() -> dict[str, str]:
@@ -63,16 +71,25 @@ def child_env() -> dict[str, str]:
   return {**os.environ, "PYTHONPATH": path, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
 
 
-def run_module(module: str, args: list[str], timeout: int = 300,
-               cwd: pathlib.Path = ROOT) -> subprocess.CompletedProcess:
+def run_module(
+  module: str, args: list[str], timeout: int = 300, cwd: pathlib.Path = ROOT
+) -> subprocess.CompletedProcess:
   """`python -m module args` in `cwd` (the repository root unless given), its output captured;
   never raises on a failed exit, so a test asserts the status and the message."""
-  return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True,
-                        text=True, timeout=timeout, check=False, env=child_env())
+  return subprocess.run(
+    [sys.executable, "-m", module, *args],
+    cwd=cwd,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+    check=False,
+    env=child_env(),
+  )
 
 
-def run_main(args: list[str], timeout: int = 300,
-             cwd: pathlib.Path = ROOT) -> subprocess.CompletedProcess:
+def run_main(
+  args: list[str], timeout: int = 300, cwd: pathlib.Path = ROOT
+) -> subprocess.CompletedProcess:
   """The training command line, `python -m cbs.main args`."""
   return run_module("cbs.main", args, timeout, cwd)
 
@@ -105,12 +122,16 @@ def comparable(workdir) -> list[dict]:
 def assert_each_step_once(workdir) -> None:
   """metrics.jsonl holds at most one train, one eval and one start record per step."""
   kinds = collections.Counter(
-      (r["step"], "train" if "loss" in r else "eval" if "eval_loss" in r else "start")
-      for r in records.read_records(workdir))
+    (r["step"], "train" if "loss" in r else "eval" if "eval_loss" in r else "start")
+    for r in records.read_records(workdir)
+  )
   assert [k for k, n in kinds.items() if n > 1] == []
 
 
 def snapshot(workdir: pathlib.Path) -> dict[str, str]:
   """Each file under `workdir` with its hash: equal snapshots mean nothing was written."""
-  return {str(p.relative_to(workdir)): hashlib.sha256(p.read_bytes()).hexdigest()
-          for p in sorted(workdir.rglob("*")) if p.is_file()}
+  return {
+    str(p.relative_to(workdir)): hashlib.sha256(p.read_bytes()).hexdigest()
+    for p in sorted(workdir.rglob("*"))
+    if p.is_file()
+  }

@@ -26,7 +26,8 @@ def test_log_spaced_points_are_start_times_powers_of_two(start, per_doubling):
   for before in range(0, 3000, 37):
     for after in (before + 1, before + 50, before + 900):
       assert cadence.crossed_log_spaced(before, after, start, per_doubling) == points_in(
-          before, after, points), (before, after)
+        before, after, points
+      ), (before, after)
   assert cadence.log_points_up_to(start - 1, start, per_doubling) == 0
   assert cadence.log_points_up_to(start, start, per_doubling) == 1
   # One doubling holds per_doubling + 1 points, its two ends included (no float round-off).

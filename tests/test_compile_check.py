@@ -17,13 +17,13 @@ from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from cbs.tpu import collectives
 from cbs import compile_check
-from cbs.tpu import interconnect
-from cbs.metrics import flops as flops_lib
-from cbs.config import validation
 from cbs.batching import controller as controller_lib
 from cbs.batching import memory_fit as fit
+from cbs.config import validation
+from cbs.metrics import flops as flops_lib
+from cbs.tpu import collectives
+from cbs.tpu import interconnect
 from configs import base
 from tests.helpers import TINY
 from tests.helpers import last_line
@@ -42,7 +42,7 @@ def require_libtpu() -> list:
     give_up("libtpu is not installed (pip install -e '.[test,tpu]')")
   try:
     return compile_check.topology_devices(TOPOLOGY, 1)[1]
-  except Exception as e:  # noqa: BLE001  (any libtpu failure means: cannot test here)
+  except Exception as e:
     give_up(f"libtpu cannot compile for {TOPOLOGY} on this host: {e}")
 
 
@@ -113,9 +113,11 @@ def test_compiled_flops_agree_with_the_model_count(tpu):
   # 2 x 3/4 of them from each chip; the loss and metrics add a few scalars.
   gradients = 4 * report["params"]
   assert layout["communication"]["by_link"] == {
-      "ici": {"all-reduce": {"data": pytest.approx(2 * 3 / 4 * gradients, rel=0.05)}}}
+    "ici": {"all-reduce": {"data": pytest.approx(2 * 3 / 4 * gradients, rel=0.05)}}
+  }
   assert estimate["communication_seconds"] == pytest.approx(
-      layout["communication"]["bytes_per_chip"] / (2 * 50e9))  # 2x2: one port per dimension
+    layout["communication"]["bytes_per_chip"] / (2 * 50e9)
+  )  # 2x2: one port per dimension
 
 
 WIDTH = 512  # the FSDP matmul layer's weight is WIDTH x WIDTH
@@ -128,8 +130,9 @@ def fsdp_matmul_step(devices: list, layers: int | None):
   spec = P("data", None) if layers is None else P(None, "data", None)
   shape = (WIDTH, WIDTH) if layers is None else (layers, WIDTH, WIDTH)
   weights = jax.ShapeDtypeStruct(shape, jnp.bfloat16, sharding=NamedSharding(mesh, spec))
-  batch = jax.ShapeDtypeStruct((64, WIDTH), jnp.bfloat16,
-                               sharding=NamedSharding(mesh, P("data", None)))
+  batch = jax.ShapeDtypeStruct(
+    (64, WIDTH), jnp.bfloat16, sharding=NamedSharding(mesh, P("data", None))
+  )
 
   def loss(w, x):
     if layers is None:
@@ -152,9 +155,12 @@ def test_fsdp_matmul_collectives_match_their_closed_form(tpu, layers, gathers, s
   links = compile_check.links_of(compile_check.CHIPS["v5e"], tpu, 25e9)
   traffic = interconnect.traffic(program, mesh, links)
   share = 3 / 4 * WIDTH * WIDTH * 2
-  assert traffic["by_link"] == {"ici": {
+  assert traffic["by_link"] == {
+    "ici": {
       "all-gather": {"data": pytest.approx(gathers * share, rel=0.05)},
-      "reduce-scatter": {"data": pytest.approx(scatters * share, rel=0.05)}}}
+      "reduce-scatter": {"data": pytest.approx(scatters * share, rel=0.05)},
+    }
+  }
   assert program.unknown_trip_counts == 0 and traffic["dcn_bytes"] == 0
   # 2x2 chips: one port along each of the two dimensions, 50 GB/s each
   assert traffic["ici_seconds"] == pytest.approx(traffic["ici_bytes"] / 100e9)
@@ -169,8 +175,11 @@ def test_one_chip_without_fsdp_communicates_nothing(tpu):
   communication, estimate = layout["communication"], layout["estimate"]
   assert communication["bytes_per_chip"] == 0 and communication["by_link"] == {}
   assert estimate["communication_seconds"] == 0 == estimate["communication_share"]
-  assert estimate["step_seconds_lower_bound"] == estimate["step_seconds_upper_bound"] == max(
-      estimate["compute_seconds"], estimate["hbm_seconds"])
+  assert (
+    estimate["step_seconds_lower_bound"]
+    == estimate["step_seconds_upper_bound"]
+    == max(estimate["compute_seconds"], estimate["hbm_seconds"])
+  )
 
 
 def test_fsdp_chips_compute_their_own_rows_with_gathered_weights(tpu):
@@ -189,8 +198,9 @@ def test_a_growing_batch_checks_every_layout_on_two_slices(tpu):
   config.model.scan_layers = True
   report = compile_check.check(config, TOPOLOGY, slices=2)
   assert report["chips"] == 8 and report["mesh"] == {"data": 8, "model": 1}
-  sizes = [(entry["batch_size"], entry["groups"], entry["statistics"])
-           for entry in report["layouts"]]
+  sizes = [
+    (entry["batch_size"], entry["groups"], entry["statistics"]) for entry in report["layouts"]
+  ]
   # every size the norm test can reach: statistics (two groups at least) until the cap
   assert sizes == [(32, 2, "norm"), (64, 2, "none")]
   assert report["fits"] and report["largest_fitting_batch"] == 64
@@ -199,7 +209,8 @@ def test_a_growing_batch_checks_every_layout_on_two_slices(tpu):
     # the gradients are reduced within each slice over ICI and between the slices over DCN
     links = entry["communication"]["by_link"]
     assert {axis for kinds in links.values() for axes in kinds.values() for axis in axes} == {
-        "data"}
+      "data"
+    }
     assert entry["communication"]["dcn_bytes"] > 0 and entry["communication"]["ici_bytes"] > 0
 
 
@@ -243,7 +254,9 @@ def test_reachable_sizes_follow_rounding_and_ramps():
 
 
 def test_bad_input_is_one_line():
-  with pytest.raises(compile_check.UsageError, match=r"'v5x:4x4' is not known; .*v4, v5e, v5p, v6e"):
+  with pytest.raises(
+    compile_check.UsageError, match=r"'v5x:4x4' is not known; .*v4, v5e, v5p, v6e"
+  ):
     compile_check.topology_devices("v5x:4x4", 1)
   config = tiny_config()
   config.data.source, config.data.vocab = "text_files", "/data/my.model"
@@ -255,8 +268,9 @@ def test_bad_input_is_one_line():
 
 def test_missing_libtpu_names_the_extra(monkeypatch):
   real = importlib.util.find_spec
-  monkeypatch.setattr(importlib.util, "find_spec",
-                      lambda name, *a: None if name == "libtpu" else real(name, *a))
+  monkeypatch.setattr(
+    importlib.util, "find_spec", lambda name, *a: None if name == "libtpu" else real(name, *a)
+  )
   with pytest.raises(compile_check.UsageError, match=r"pip install -e '\.\[tpu\]'"):
     compile_check.topology_devices("v5e:4x4", 1)
 
@@ -274,7 +288,7 @@ def test_auto_microbatch_is_validated_and_whole_batch_on_cpu():
   config.batch.microbatch = "big"
   with pytest.raises(validation.ConfigError, match="batch.microbatch='big' must be"):
     validation.validate(config, 8)
-  never = lambda key: pytest.fail("a CPU reports no memory limit: nothing to compile")  # noqa: E731
+  never = lambda key: pytest.fail("a CPU reports no memory limit: nothing to compile")
   assert fit.auto_microbatch(tiny_config().batch, 8, never) == -1
 
 
@@ -291,13 +305,16 @@ def test_a_broken_libtpu_fails_under_ci_and_skips_elsewhere(monkeypatch):
 
   monkeypatch.setattr(compile_check, "topology_devices", broken)
   monkeypatch.delenv("CI", raising=False)
-  assert outcome() == ("skip", f"libtpu cannot compile for {TOPOLOGY} on this host: "
-                               "TPU initialization failed: no chips")
+  assert outcome() == (
+    "skip",
+    f"libtpu cannot compile for {TOPOLOGY} on this host: TPU initialization failed: no chips",
+  )
   monkeypatch.setenv("CI", "true")
   assert outcome()[0] == "fail" and "no chips" in outcome()[1]
   real = importlib.util.find_spec
-  monkeypatch.setattr(importlib.util, "find_spec",
-                      lambda name, *a: None if name == "libtpu" else real(name, *a))
+  monkeypatch.setattr(
+    importlib.util, "find_spec", lambda name, *a: None if name == "libtpu" else real(name, *a)
+  )
   assert outcome() == ("fail", "libtpu is not installed (pip install -e '.[test,tpu]')")
   monkeypatch.delenv("CI")
   assert outcome() == ("skip", "libtpu is not installed (pip install -e '.[test,tpu]')")

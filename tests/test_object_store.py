@@ -18,8 +18,9 @@ def test_a_local_file_is_appended_to(tmp_path):
   assert (tmp_path / "f").read_bytes() == b"abcd" and not (tmp_path / "parts").exists()
 
 
-def test_on_an_object_store_each_write_is_a_new_part_and_nothing_is_rewritten(tmp_path,
-                                                                              monkeypatch):
+def test_on_an_object_store_each_write_is_a_new_part_and_nothing_is_rewritten(
+  tmp_path, monkeypatch
+):
   monkeypatch.setattr(object_store, "is_object_store", lambda path: True)
   grown = object_store.GrowingFile(tmp_path / "f", lambda n: tmp_path / "parts" / f"{n:02d}", 7)
   for chunk in (b"ab", b"cde", b"f"):

@@ -9,15 +9,21 @@ from configs import cbs_paper
 from launch import grid
 
 
-@pytest.mark.parametrize("spec,multiple", [("tiny", 1.0), ("85m", 1.0), ("302m,x0.5", 0.5),
-                                           ("1.2b,x4", 4.0)])
+@pytest.mark.parametrize(
+  "spec,multiple", [("tiny", 1.0), ("85m", 1.0), ("302m,x0.5", 0.5), ("1.2b,x4", 4.0)]
+)
 def test_budgets_and_protocol(spec, multiple):
   c = cbs_paper.get_config(spec)
   chinchilla = 20 * models.param_counts(c.model, 32_000)["non_embedding"]
   assert c.train_tokens == int(multiple * chinchilla)
   assert c.schedule.warmup_tokens == min(chinchilla // 4, c.train_tokens)
-  assert (c.optimizer.name, c.optimizer.b1, c.optimizer.eps, c.optimizer.weight_decay,
-          c.optimizer.clip) == ("adamw", 0.95, 1e-8, 0.0, 1.0)
+  assert (
+    c.optimizer.name,
+    c.optimizer.b1,
+    c.optimizer.eps,
+    c.optimizer.weight_decay,
+    c.optimizer.clip,
+  ) == ("adamw", 0.95, 1e-8, 0.0, 1.0)
   assert (c.schedule.name, c.schedule.warmup_init) == ("constant", 0.1)
   assert len(c.ewa.decays) >= 2
   if spec != "tiny":
@@ -47,7 +53,7 @@ def eval_tokens(config, batch: int, until: float, start: int = 0) -> list[int]:
 
 def test_151m_sweep_is_the_two_phase_paper_protocol():
   sweep = grid.load("configs/sweeps/cbs_151m.py")
-  assert sweep["axes"]["batch.size"] == [2 ** k for k in range(6, 15)]  # 64 ... 16384
+  assert sweep["axes"]["batch.size"] == [2**k for k in range(6, 15)]  # 64 ... 16384
   assert sweep["axes"]["optimizer.b2"] == [0.95, 0.99, 0.995, 0.999]
   assert sweep["two_phase"] == {"b_opt": 256, "cap": 8}
   c = cbs_paper.get_config("151m")

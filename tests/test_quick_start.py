@@ -18,9 +18,10 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 # The sentence of the README's quick start that states what the run ends at.
 RESULT = re.compile(
-    r"eval loss (?P<eval_loss>\d+\.\d+) \(EWA 0\.9: (?P<ewa>\d+\.\d+)\) against "
-    r"the entropy-rate floor (?P<entropy_rate>\d+\.\d+) \(Bayes floor of the held-out set "
-    r"(?P<bayes>\d+\.\d+)\), from (?P<first_loss>\d+\.\d+) at step 1")
+  r"eval loss (?P<eval_loss>\d+\.\d+) \(EWA 0\.9: (?P<ewa>\d+\.\d+)\) against "
+  r"the entropy-rate floor (?P<entropy_rate>\d+\.\d+) \(Bayes floor of the held-out set "
+  r"(?P<bayes>\d+\.\d+)\), from (?P<first_loss>\d+\.\d+) at step 1"
+)
 
 
 def quick_start_section() -> str:
@@ -35,7 +36,8 @@ def train_command(workdir: pathlib.Path) -> list[str]:
   argv = shlex.split(train)
   assert argv[0] == ".venv/bin/python"
   return [sys.executable] + [
-      f"--workdir={workdir}" if arg.startswith("--workdir=") else arg for arg in argv[1:]]
+    f"--workdir={workdir}" if arg.startswith("--workdir=") else arg for arg in argv[1:]
+  ]
 
 
 def stated() -> dict[str, str]:
@@ -57,8 +59,9 @@ def quick_start_run(tmp_path_factory) -> tuple[pathlib.Path, str]:
   ones)."""
   workdir = tmp_path_factory.mktemp("quick_start") / "cbs_tiny"
   env = {key: value for key, value in os.environ.items() if key != "XLA_FLAGS"}
-  done = subprocess.run(train_command(workdir), cwd=ROOT, env=env, capture_output=True, text=True,
-                        timeout=900)
+  done = subprocess.run(
+    train_command(workdir), cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
+  )
   assert done.returncode == 0, done.stderr[-3000:]
   return workdir, done.stderr
 
@@ -70,12 +73,19 @@ def test_the_readme_states_the_quick_start_runs_own_losses(quick_start_run):
   last_eval = [r for r in records if "eval_loss" in r][-1]
   first_train = [r for r in records if "loss" in r][0]
   floors = json.loads((workdir / "config.json").read_text())["floors"]
-  measured = {"eval_loss": last_eval["eval_loss"], "ewa": last_eval["eval_loss_ewa_0.9"],
-              "entropy_rate": floors["entropy_rate"], "bayes": floors["eval_bayes_loss"],
-              "first_loss": first_train["loss"]}
+  measured = {
+    "eval_loss": last_eval["eval_loss"],
+    "ewa": last_eval["eval_loss_ewa_0.9"],
+    "entropy_rate": floors["entropy_rate"],
+    "bayes": floors["eval_bayes_loss"],
+    "first_loss": first_train["loss"],
+  }
   assert first_train["step"] == 1
-  wrong = {name: (figures[name], round(value, 6)) for name, value in measured.items()
-           if not matches(figures[name], value)}
+  wrong = {
+    name: (figures[name], round(value, 6))
+    for name, value in measured.items()
+    if not matches(figures[name], value)
+  }
   assert not wrong, f"README figure (printed, measured) differs from the run: {wrong}"
 
 

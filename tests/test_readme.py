@@ -46,8 +46,10 @@ def _anchors(page: pathlib.Path) -> set[str]:
 
 
 def test_every_docs_page_is_linked_from_the_readme():
-  linked = {(ROOT / target.split("#")[0]).resolve()
-            for target in LINK.findall((ROOT / "README.md").read_text())}
+  linked = {
+    (ROOT / target.split("#")[0]).resolve()
+    for target in LINK.findall((ROOT / "README.md").read_text())
+  }
   assert PAGES and not [page.name for page in PAGES if page.resolve() not in linked]
 
 
@@ -68,5 +70,5 @@ def test_bad_input_table_is_the_generated_one(monkeypatch):
   monkeypatch.chdir(ROOT)  # its examples name the repository's files
   page = (ROOT / "docs/configuration.md").read_text()
   section = page.split("python -m cbs.bad_input_table", 1)[1]
-  table = section[section.index(bad_input_table.HEADER[0]):].split("\n\n", 1)[0]
+  table = section[section.index(bad_input_table.HEADER[0]) :].split("\n\n", 1)[0]
   assert table.rstrip("\n").splitlines() == bad_input_table.rows()

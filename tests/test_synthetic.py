@@ -16,7 +16,9 @@ def test_stationary_distribution_is_fixed_point(automaton):
   for s in range(6):
     for v in range(5):
       transition[s, automaton.next_state_SxV[s, v]] += automaton.probs_SxV[s, v]
-  np.testing.assert_allclose(automaton.stationary_S @ transition, automaton.stationary_S, atol=1e-12)
+  np.testing.assert_allclose(
+    automaton.stationary_S @ transition, automaton.stationary_S, atol=1e-12
+  )
   assert automaton.stationary_S.sum() == pytest.approx(1.0)
 
 
@@ -55,6 +57,7 @@ def test_example_depends_only_on_its_index(automaton):
 
 def test_bayes_loss_matches_brute_force_marginalisation(automaton):
   tokens = synthetic.sample(automaton, 5, 0, np.arange(3), 5)
+
   # Brute force: P(prefix) by summing over every start state; loss = -log P(x_t | x_<t).
   def prob(prefix):
     total = 0.0
@@ -65,7 +68,8 @@ def test_bayes_loss_matches_brute_force_marginalisation(automaton):
         s = automaton.next_state_SxV[s, v]
       total += p
     return total
-  losses = [-np.log(prob(row[:t + 1]) / prob(row[:t])) for row in tokens for t in range(1, 5)]
+
+  losses = [-np.log(prob(row[: t + 1]) / prob(row[:t])) for row in tokens for t in range(1, 5)]
   assert synthetic.bayes_loss(automaton, tokens) == pytest.approx(np.mean(losses), rel=1e-10)
   assert synthetic.bayes_loss(automaton, tokens) > 0
 
@@ -77,6 +81,7 @@ def test_uniform_automaton_has_log_vocab_entropy():
 
 def test_stream_hosts_and_batch_changes_read_each_example_once(automaton):
   from cbs.data import synthetic_stream
+
   whole = synthetic.sample(automaton, 5, 0, np.arange(40), 9)
   hosts = [synthetic_stream.SyntheticStream(automaton, 8, 5, h, 2) for h in range(2)]
   rows = []

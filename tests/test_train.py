@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from cbs.metrics import records
 from cbs import train
+from cbs.metrics import records
 from tests.helpers import STEP_TOKENS
 from tests.helpers import comparable
 from tests.helpers import records_with
@@ -15,11 +15,20 @@ from tests.helpers import values
 
 
 def small_config(steps: int, data: int = 1, model: int = 1, fsdp: bool = False):
-  return tiny_config({
-      "train_tokens": steps * STEP_TOKENS, "schedule.warmup_tokens": 2 * STEP_TOKENS,
-      "model.mlp_dim": 128, "eval.tokens": 64 * 64, "eval.every_tokens": 3 * STEP_TOKENS,
-      "checkpoint.every_tokens": 4 * STEP_TOKENS, "log.every_steps": 1, "mesh.data": data,
-      "mesh.model": model, "mesh.fsdp": fsdp})
+  return tiny_config(
+    {
+      "train_tokens": steps * STEP_TOKENS,
+      "schedule.warmup_tokens": 2 * STEP_TOKENS,
+      "model.mlp_dim": 128,
+      "eval.tokens": 64 * 64,
+      "eval.every_tokens": 3 * STEP_TOKENS,
+      "checkpoint.every_tokens": 4 * STEP_TOKENS,
+      "log.every_steps": 1,
+      "mesh.data": data,
+      "mesh.model": model,
+      "mesh.fsdp": fsdp,
+    }
+  )
 
 
 @pytest.fixture(scope="module")
@@ -30,17 +39,20 @@ def single_device_run(tmp_path_factory):
 
 
 # Pure data parallel, pure FSDP, a model axis alone, and both axes with FSDP.
-@pytest.mark.parametrize("data,model,fsdp", [(8, 1, False), (8, 1, True), (4, 2, False),
-                                             (2, 4, True)])
+@pytest.mark.parametrize(
+  "data,model,fsdp", [(8, 1, False), (8, 1, True), (4, 2, False), (2, 4, True)]
+)
 def test_sharded_training_matches_one_device(single_device_run, tmp_path, data, model, fsdp):
   train.train_and_evaluate(small_config(5, data=data, model=model, fsdp=fsdp), str(tmp_path))
   expected = values(single_device_run, "loss")
   got = values(tmp_path, "loss")
   assert len(got) == 5
   np.testing.assert_allclose(got, expected, rtol=2e-5)
-  np.testing.assert_allclose(records_with(tmp_path, "eval_loss")[-1]["eval_loss_ewa_0.99"],
-                             records_with(single_device_run, "eval_loss")[-1]["eval_loss_ewa_0.99"],
-                             rtol=2e-5)
+  np.testing.assert_allclose(
+    records_with(tmp_path, "eval_loss")[-1]["eval_loss_ewa_0.99"],
+    records_with(single_device_run, "eval_loss")[-1]["eval_loss_ewa_0.99"],
+    rtol=2e-5,
+  )
 
 
 def test_resumed_run_reproduces_uninterrupted_metrics(single_device_run, tmp_path):
@@ -76,8 +88,9 @@ def test_metrics_file_has_the_documented_fields(single_device_run):
 
 
 def test_training_closes_most_of_the_gap_to_the_loss_floor(tmp_path):
-  config = tiny_config({"train_tokens": 200 * STEP_TOKENS, "eval.every_tokens": 0,
-                        "eval.tokens": 64 * 64})
+  config = tiny_config(
+    {"train_tokens": 200 * STEP_TOKENS, "eval.every_tokens": 0, "eval.tokens": 64 * 64}
+  )
   train.train_and_evaluate(config, str(tmp_path))
   floors = json.loads((tmp_path / "config.json").read_text())["floors"]
   uniform = np.log(config.data.synthetic.vocab_size)
@@ -91,9 +104,12 @@ def test_scanned_layers_train_sharded_and_resume_like_one_device(tmp_path):
   one, sharded = small_config(5), small_config(5, data=4, model=2, fsdp=True)
   one.model.scan_layers = sharded.model.scan_layers = True
   train.train_and_evaluate(one, str(tmp_path / "one"))
-  assert train.train_and_evaluate(sharded, str(tmp_path / "sharded"), stop_after_steps=2)["step"] == 2
+  assert (
+    train.train_and_evaluate(sharded, str(tmp_path / "sharded"), stop_after_steps=2)["step"] == 2
+  )
   progress = train.train_and_evaluate(sharded, str(tmp_path / "sharded"))
   assert (progress["resumed_from"], progress["steps_run"]) == (2, 3)
   for key in ("loss", "eval_loss_ewa_0.99"):
-    np.testing.assert_allclose(values(tmp_path / "sharded", key), values(tmp_path / "one", key),
-                               rtol=2e-5)
+    np.testing.assert_allclose(
+      values(tmp_path / "sharded", key), values(tmp_path / "one", key), rtol=2e-5
+    )

@@ -13,10 +13,10 @@ statistics are dropped, never averaged in. The controller's state - size, smooth
 switch history - is JSON and goes into every checkpoint, so a resumed run makes the same decisions.
 """
 
-from collections.abc import Callable
 import concurrent.futures
 import math
 import time
+from collections.abc import Callable
 
 import ml_collections
 from absl import logging
@@ -25,15 +25,21 @@ from cbs.batching import layout as layout_lib
 from cbs.batching import schedules
 from cbs.batching import statistics as stats_lib
 from cbs.batching.noise_sums import NoiseSums
-from cbs.batching.step_plan import StepKey, StepPlan
+from cbs.batching.step_plan import StepKey
+from cbs.batching.step_plan import StepPlan
 
 
 class Controller:
   """Chooses each step's batch size and hands out the compiled step for it."""
 
-  def __init__(self, batch_cfg: ml_collections.ConfigDict, data_parallel: int,
-               compile_step: Callable[[StepKey], Callable], local_groups: bool = False,
-               microbatch: int | None = None):
+  def __init__(
+    self,
+    batch_cfg: ml_collections.ConfigDict,
+    data_parallel: int,
+    compile_step: Callable[[StepKey], Callable],
+    local_groups: bool = False,
+    microbatch: int | None = None,
+  ):
     """`local_groups`: the statistics step takes each data-parallel device's local gradient of
     each microbatch as a group (`cbs.step.local_groups`), so M = data-parallel x microbatches.
     `microbatch` (per device) replaces `batch.microbatch`: the size `batch.microbatch=auto` chose."""
@@ -41,7 +47,8 @@ class Controller:
     self._data_parallel = data_parallel
     self._group_devices = data_parallel if local_groups else 1
     self._microbatch = layout_lib.default_microbatch(
-        batch_cfg.size, data_parallel, batch_cfg.microbatch if microbatch is None else microbatch)
+      batch_cfg.size, data_parallel, batch_cfg.microbatch if microbatch is None else microbatch
+    )
     self._unit = self._microbatch * data_parallel
     self._cap = self._round(schedules.max_size(batch_cfg))
     self._statistics = schedules.statistics_needed(batch_cfg)
@@ -54,8 +61,9 @@ class Controller:
 
   # ---- sizes and layouts ---------------------------------------------------------------------------
   def _round(self, size: float) -> int:
-    return layout_lib.round_size(math.ceil(size), self._unit, self._cfg.round,
-                                 schedules.max_size(self._cfg))
+    return layout_lib.round_size(
+      math.ceil(size), self._unit, self._cfg.round, schedules.max_size(self._cfg)
+    )
 
   @property
   def size(self) -> int:
@@ -63,8 +71,7 @@ class Controller:
 
   def growing(self, size: int | None = None) -> bool:
     """Whether an adaptive test may still grow the batch."""
-    return (schedules.adaptive(self._cfg)
-            and (self.size if size is None else size) < self._cap)
+    return schedules.adaptive(self._cfg) and (self.size if size is None else size) < self._cap
 
   def testing(self, size: int | None = None) -> bool:
     """Whether the step computes gradient statistics: to grow the batch, or to monitor the noise."""
@@ -79,8 +86,11 @@ class Controller:
     for `batch.test_groups` groups (default: one per device and microbatch, at least 2), and
     dividing each device's rows; at most one sequence per group and device."""
     accumulation, rows = self.accumulation(size), size // self._data_parallel
-    wanted = self._cfg.test_groups if self._cfg.test_groups > 0 else max(
-        self._group_devices * accumulation, 2)
+    wanted = (
+      self._cfg.test_groups
+      if self._cfg.test_groups > 0
+      else max(self._group_devices * accumulation, 2)
+    )
     shortest = max(accumulation, math.ceil(wanted / self._group_devices))
     return next((k for k in range(shortest, rows) if rows % k == 0), rows)
 
@@ -104,8 +114,14 @@ class Controller:
   def reachable_sizes(self) -> list[int]:
     """Every size this run can switch to, from the current one up to the cap: one layout each."""
     if schedules.SCHEDULES[self._cfg.schedule].stagewise and self._cfg.ramp_tokens <= 0:
-      return sorted({self.size} | {self._round(size) for _, size in schedules.stages(self._cfg)
-                                   if self._round(size) > self.size})
+      return sorted(
+        {self.size}
+        | {
+          self._round(size)
+          for _, size in schedules.stages(self._cfg)
+          if self._round(size) > self.size
+        }
+      )
     sizes = [self.size]
     while sizes[-1] < self._cap:
       sizes.append(self._round(sizes[-1] + 1))
@@ -141,18 +157,26 @@ class Controller:
       self._compiled[key], compile_seconds = self._pending.pop(key).result()
       stall = time.perf_counter() - start
       if self.state["history"] and "stall_seconds" not in self.state["history"][-1]:
-        self.state["history"][-1].update(compile_seconds=round(compile_seconds, 3),
-                                          stall_seconds=round(stall, 3))
-        logging.info("batch size %d ready: compiled in %.2fs, training waited %.2fs", self.size,
-                     compile_seconds, stall)
+        self.state["history"][-1].update(
+          compile_seconds=round(compile_seconds, 3), stall_seconds=round(stall, 3)
+        )
+        logging.info(
+          "batch size %d ready: compiled in %.2fs, training waited %.2fs",
+          self.size,
+          compile_seconds,
+          stall,
+        )
       self.prepare(self._candidate())
     return self._compiled[key]
 
   def _candidate(self) -> int:
     """The size most likely to come next: the next ramp stage, or double the current size."""
     if schedules.SCHEDULES[self._cfg.schedule].stagewise and self._cfg.ramp_tokens <= 0:
-      later = [self._round(size) for _, size in schedules.stages(self._cfg)
-               if self._round(size) > self.size]
+      later = [
+        self._round(size)
+        for _, size in schedules.stages(self._cfg)
+        if self._round(size) > self.size
+      ]
       return min(later, default=self.size)
     return self._round(2 * self.size)
 
@@ -167,8 +191,9 @@ class Controller:
   def before_step(self, step: int, tokens: int) -> int:
     """Applies the token schedule; returns this step's batch size."""
     if schedules.SCHEDULES[self._cfg.schedule].stagewise:
-      self._switch(step, tokens, self._round(schedules.scheduled_size(self._cfg, tokens)),
-                   self._cfg.schedule)
+      self._switch(
+        step, tokens, self._round(schedules.scheduled_size(self._cfg, tokens)), self._cfg.schedule
+      )
     return self.size
 
   def _interval(self, size: int | None = None) -> int:
@@ -188,15 +213,26 @@ class Controller:
     current = stats_lib.noise(m.group_sq_norm_mean, m.grad_sq_norm, groups, group_size)
     if self._statistics == "full":
       current["inner_product_size"] = stats_lib.inner_product_size(
-          m.group_dot_dev_mean, m.group_dot_dev_sq_mean, m.grad_sq_norm, groups, group_size,
-          self._cfg.theta)
+        m.group_dot_dev_mean,
+        m.group_dot_dev_sq_mean,
+        m.grad_sq_norm,
+        groups,
+        group_size,
+        self._cfg.theta,
+      )
       current["orthogonality_size"] = stats_lib.orthogonality_size(
-          m.group_dev_sq_norm_mean, m.group_dot_dev_sq_mean, m.grad_sq_norm, groups, group_size,
-          self._cfg.nu)
+        m.group_dev_sq_norm_mean,
+        m.group_dot_dev_sq_mean,
+        m.grad_sq_norm,
+        groups,
+        group_size,
+        self._cfg.nu,
+      )
     self.last_statistics = {"test_groups": groups}
     if nonfinite or not stats_lib.finite(current):
-      logging.warning("step %d: non-finite gradient statistics left out of the batch-size test",
-                      step)
+      logging.warning(
+        "step %d: non-finite gradient statistics left out of the batch-size test", step
+      )
       return dict(self.last_statistics)
     self._update(step, tokens, current)
     return dict(self.last_statistics)
@@ -205,15 +241,17 @@ class Controller:
     """Folds one step's finite statistics into the average; a failed test grows the batch."""
     smoothed = stats_lib.smooth(self.state["smoothed"], current, self._cfg.stats_ema)
     self.state["smoothed"] = smoothed
-    self.last_statistics["grad_noise_scale"] = stats_lib.noise_scale(smoothed["trace"],
-                                                                     smoothed["true_sq_norm"])
+    self.last_statistics["grad_noise_scale"] = stats_lib.noise_scale(
+      smoothed["trace"], smoothed["true_sq_norm"]
+    )
     if not self.growing():  # monitoring only (batch.gns_every)
       return
     requested = schedules.requested_size(self._cfg, smoothed)
     self.last_statistics |= {
-        "norm_test_stat": stats_lib.norm_test_size(smoothed["trace"], smoothed["grad_sq_norm"],
-                                                   self._cfg.eta),
-        "requested_batch_size": requested,
+      "norm_test_stat": stats_lib.norm_test_size(
+        smoothed["trace"], smoothed["grad_sq_norm"], self._cfg.eta
+      ),
+      "requested_batch_size": requested,
     }
     for name in ("inner_product_size", "orthogonality_size"):
       if name in smoothed:
@@ -224,10 +262,17 @@ class Controller:
   def _switch(self, step: int, tokens: int, new_size: int, reason: str) -> None:
     if new_size <= self.size:
       return
-    logging.info("batch size %d -> %d at step %d (%s tokens) by %s", self.size, new_size, step,
-                 f"{tokens:,}", reason)
-    self.state["history"].append({"step": step, "tokens": tokens, "old": self.size,
-                                  "new": new_size, "reason": reason})
+    logging.info(
+      "batch size %d -> %d at step %d (%s tokens) by %s",
+      self.size,
+      new_size,
+      step,
+      f"{tokens:,}",
+      reason,
+    )
+    self.state["history"].append(
+      {"step": step, "tokens": tokens, "old": self.size, "new": new_size, "reason": reason}
+    )
     self.state["size"] = new_size
     # the batch never shrinks: smaller layouts' steps, compiled or under way (a prefetched stage the
     # batch jumped past), are let go (host and device memory)
@@ -237,16 +282,22 @@ class Controller:
 
   # ---- checkpointing -------------------------------------------------------------------------------
   def get_state(self) -> dict:
-    return {"size": self.size, "smoothed": self.state["smoothed"],
-            "history": [dict(h) for h in self.state["history"]]}
+    return {
+      "size": self.size,
+      "smoothed": self.state["smoothed"],
+      "history": [dict(h) for h in self.state["history"]],
+    }
 
   def set_state(self, state: dict) -> None:
     smoothed = state["smoothed"]
     if smoothed and not stats_lib.finite(smoothed):  # saved before NaN steps were left out
       logging.warning("restored batch statistics %s are not finite: starting them afresh", smoothed)
       smoothed = None
-    self.state = {"size": int(state["size"]), "smoothed": smoothed,
-                  "history": [dict(h) for h in state["history"]]}
+    self.state = {
+      "size": int(state["size"]),
+      "smoothed": smoothed,
+      "history": [dict(h) for h in state["history"]],
+    }
 
   def close(self) -> None:
     self._executor.shutdown(wait=True, cancel_futures=True)

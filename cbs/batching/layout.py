@@ -16,6 +16,7 @@ AUTO = "auto"  # batch.microbatch: chosen by compiling for the device's memory (
 @dataclasses.dataclass(frozen=True)
 class Layout:
   """How one step's global batch is cut into microbatches."""
+
   microbatch: int  # sequences per device per microbatch
   data_parallel: int  # devices the batch is split over
   accumulation: int  # microbatches per step (scan length)
@@ -35,8 +36,10 @@ def round_size(size: int, unit: int, rounding: str, cap: int) -> int:
 
 
 def _pow2(size: int, unit: int, cap: int) -> tuple[int, int]:
-  return (unit << max(math.ceil(math.log2(max(size, 1) / unit)), 0),
-          unit << max(int(math.floor(math.log2(max(cap, unit) / unit))), 0))
+  return (
+    unit << max(math.ceil(math.log2(max(size, 1) / unit)), 0),
+    unit << max(int(math.floor(math.log2(max(cap, unit) / unit))), 0),
+  )
 
 
 def _multiple(size: int, unit: int, cap: int) -> tuple[int, int]:
@@ -44,18 +47,24 @@ def _multiple(size: int, unit: int, cap: int) -> tuple[int, int]:
 
 
 # The entry: (size, unit, cap) -> (the smallest allowed size >= size, the largest allowed <= cap).
-ROUNDINGS = registry.Registry("batch.round", {
+ROUNDINGS = registry.Registry(
+  "batch.round",
+  {
     "multiple": registry.Choice(_multiple),
     "pow2": registry.Choice(_pow2),
-}, unknown_example="power2")
+  },
+  unknown_example="power2",
+)
 
 
 def make(size: int, microbatch: int, data_parallel: int) -> Layout:
   """The layout of an already rounded size."""
   unit = microbatch * data_parallel
   if size % unit:
-    raise ValueError(f"batch of {size} sequences is not a multiple of microbatch {microbatch} x "
-                     f"data-parallel {data_parallel}")
+    raise ValueError(
+      f"batch of {size} sequences is not a multiple of microbatch {microbatch} x "
+      f"data-parallel {data_parallel}"
+    )
   return Layout(microbatch, data_parallel, size // unit)
 
 

@@ -6,11 +6,13 @@ only for the "full" statistics (inner-product and orthogonality tests). The esti
 them into sizes are in `cbs.batching.statistics`.
 """
 
-from typing import Any, NamedTuple
+from typing import Any
+from typing import NamedTuple
 
 
 class NoiseSums(NamedTuple):
   """|g|^2 of the step's mean gradient g and the means over groups j of the group gradients G_j."""
+
   grad_sq_norm: Any  # |g|^2
   group_sq_norm_mean: Any  # mean |G_j|^2
   group_dev_sq_norm_mean: Any = None  # mean |G_j - g|^2 ("full" only)

@@ -16,12 +16,18 @@ from collections.abc import Callable
 
 import ml_collections
 
-from cbs.config import registry
 from cbs.batching import statistics
+from cbs.config import registry
 
-LR_SCALINGS = registry.Registry("batch.lr_scaling", {  # the entry: the exponent of size / initial
-    "none": registry.Choice(0.0), "sqrt": registry.Choice(0.5), "linear": registry.Choice(1.0),
-}, unknown_example="cube")
+LR_SCALINGS = registry.Registry(
+  "batch.lr_scaling",
+  {  # the entry: the exponent of size / initial
+    "none": registry.Choice(0.0),
+    "sqrt": registry.Choice(0.5),
+    "linear": registry.Choice(1.0),
+  },
+  unknown_example="cube",
+)
 
 
 def max_size(batch_cfg: ml_collections.ConfigDict) -> int:
@@ -51,8 +57,10 @@ def measured_stages(probe_file: str) -> tuple[tuple[int, int], ...]:
       size = max(size, int(p["local_cbs"]))
       stages.append((int(p["tokens"]), size))
   except (OSError, ValueError, KeyError, TypeError) as e:
-    raise ValueError(f"batch.probe_file={probe_file!r} is not a cbs.probe result "
-                     f"(probes/probe.json): {type(e).__name__}: {e}") from None
+    raise ValueError(
+      f"batch.probe_file={probe_file!r} is not a cbs.probe result "
+      f"(probes/probe.json): {type(e).__name__}: {e}"
+    ) from None
   if not stages:
     raise ValueError(f"batch.probe_file={probe_file!r} holds no probed points")
   return tuple(stages)
@@ -108,17 +116,23 @@ def _augmented(cfg: ml_collections.ConfigDict, smoothed: dict) -> float:
 
 def _check_ramp(config: ml_collections.ConfigDict) -> None:
   b = config.batch
-  registry.require(len(b.ramp) > 0 or b.ramp_tokens > 0,
-                   "batch.schedule='ramp' has no stages: set batch.ramp ((tokens, size), ...) or "
-                   "batch.ramp_tokens with batch.max_size")
-  registry.require(b.ramp_tokens <= 0 or max_size(b) > b.size,
-                   f"batch.ramp_tokens={b.ramp_tokens} grows towards batch.max_size={b.max_size}, "
-                   f"which must be above batch.size={b.size}")
+  registry.require(
+    len(b.ramp) > 0 or b.ramp_tokens > 0,
+    "batch.schedule='ramp' has no stages: set batch.ramp ((tokens, size), ...) or "
+    "batch.ramp_tokens with batch.max_size",
+  )
+  registry.require(
+    b.ramp_tokens <= 0 or max_size(b) > b.size,
+    f"batch.ramp_tokens={b.ramp_tokens} grows towards batch.max_size={b.max_size}, "
+    f"which must be above batch.size={b.size}",
+  )
   previous = -math.inf, 0
   for stage in b.ramp:
-    registry.require(len(stage) == 2 and stage[0] >= previous[0] and stage[1] >= previous[1],
-                     f"batch.ramp stage {tuple(stage)} must be (tokens, size) with tokens and "
-                     "sizes non-decreasing")
+    registry.require(
+      len(stage) == 2 and stage[0] >= previous[0] and stage[1] >= previous[1],
+      f"batch.ramp stage {tuple(stage)} must be (tokens, size) with tokens and "
+      "sizes non-decreasing",
+    )
     previous = stage
 
 
@@ -132,6 +146,7 @@ def _check_measured(config: ml_collections.ConfigDict) -> None:
 @dataclasses.dataclass(frozen=True)
 class BatchSchedule:
   """What a schedule needs from the step, and the batch it asks for."""
+
   statistics: str  # none | norm | full: what the step computes for its test
   stagewise: bool  # a size from the token count alone (`scheduled_size`)
   requested: Callable[[ml_collections.ConfigDict, dict], float] | None  # from test statistics
@@ -139,19 +154,35 @@ class BatchSchedule:
   examples: tuple[registry.Overrides, ...] = ()
 
 
-SCHEDULES: registry.Registry[BatchSchedule] = registry.Registry("batch.schedule", {
+SCHEDULES: registry.Registry[BatchSchedule] = registry.Registry(
+  "batch.schedule",
+  {
     "constant": BatchSchedule("none", False, None),
-    "ramp": BatchSchedule("none", True, None, _check_ramp, (
+    "ramp": BatchSchedule(
+      "none",
+      True,
+      None,
+      _check_ramp,
+      (
         {"batch.schedule": "ramp"},
         {"batch.schedule": "ramp", "batch.ramp_tokens": 1000},
-        {"batch.schedule": "ramp", "batch.ramp": ((100, 64), (50, 128))})),
-    "measured": BatchSchedule("none", True, None, _check_measured, (
-        {"batch.schedule": "measured", "batch.probe_file": "/nonexistent/probe.json"},)),
+        {"batch.schedule": "ramp", "batch.ramp": ((100, 64), (50, 128))},
+      ),
+    ),
+    "measured": BatchSchedule(
+      "none",
+      True,
+      None,
+      _check_measured,
+      ({"batch.schedule": "measured", "batch.probe_file": "/nonexistent/probe.json"},),
+    ),
     "norm": BatchSchedule("norm", False, _norm),
     "inner_product": BatchSchedule("full", False, _inner_product),
     "augmented": BatchSchedule("full", False, _augmented),
     "gns": BatchSchedule("norm", False, _gns),
-}, unknown_example="grow")
+  },
+  unknown_example="grow",
+)
 
 
 def adaptive(batch_cfg: ml_collections.ConfigDict) -> bool:

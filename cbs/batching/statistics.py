@@ -29,30 +29,46 @@ def noise(group_sq_norm_mean: float, grad_sq_norm: float, groups: int, group_siz
   batch = groups * group_size
   trace = (group_sq_norm_mean - grad_sq_norm) / (1.0 / group_size - 1.0 / batch)
   true_sq = (batch * grad_sq_norm - group_size * group_sq_norm_mean) / (batch - group_size)
-  return {"trace": float(trace), "true_sq_norm": float(true_sq), "grad_sq_norm": float(grad_sq_norm)}
+  return {
+    "trace": float(trace),
+    "true_sq_norm": float(true_sq),
+    "grad_sq_norm": float(grad_sq_norm),
+  }
 
 
 def norm_test_size(trace: float, grad_sq_norm: float, eta: float) -> float:
-  return trace / (eta ** 2 * grad_sq_norm)
+  return trace / (eta**2 * grad_sq_norm)
 
 
 def noise_scale(trace: float, true_sq_norm: float) -> float:
   return trace / true_sq_norm if true_sq_norm > 0 else float("inf")
 
 
-def inner_product_size(dot_dev_mean: float, dot_dev_sq_mean: float, grad_sq_norm: float,
-                       groups: int, group_size: int, theta: float) -> float:
+def inner_product_size(
+  dot_dev_mean: float,
+  dot_dev_sq_mean: float,
+  grad_sq_norm: float,
+  groups: int,
+  group_size: int,
+  theta: float,
+) -> float:
   """From the group means of r_j . g and (r_j . g)^2."""
-  variance = group_size * groups / (groups - 1) * (dot_dev_sq_mean - dot_dev_mean ** 2)
-  return float(variance / (theta ** 2 * grad_sq_norm ** 2))
+  variance = group_size * groups / (groups - 1) * (dot_dev_sq_mean - dot_dev_mean**2)
+  return float(variance / (theta**2 * grad_sq_norm**2))
 
 
-def orthogonality_size(dev_sq_norm_mean: float, dot_dev_sq_mean: float, grad_sq_norm: float,
-                       groups: int, group_size: int, nu: float) -> float:
+def orthogonality_size(
+  dev_sq_norm_mean: float,
+  dot_dev_sq_mean: float,
+  grad_sq_norm: float,
+  groups: int,
+  group_size: int,
+  nu: float,
+) -> float:
   """From the group means of |r_j|^2 and (r_j . g)^2."""
   orthogonal_sq_sum = groups * (dev_sq_norm_mean - dot_dev_sq_mean / grad_sq_norm)
   variance = group_size * orthogonal_sq_sum / (groups - 1)
-  return float(variance / (nu ** 2 * grad_sq_norm))
+  return float(variance / (nu**2 * grad_sq_norm))
 
 
 def finite(statistics: dict) -> bool:

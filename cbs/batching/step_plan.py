@@ -12,6 +12,7 @@ from typing import NamedTuple
 class StepKey(NamedTuple):
   """A compiled layout: global batch, microbatches in the scan, statistics computed ("none" or
   the statistics kind). One compiled train step per key."""
+
   size: int
   microbatches: int
   statistics: str
@@ -20,6 +21,7 @@ class StepKey(NamedTuple):
 @dataclasses.dataclass(frozen=True)
 class StepPlan:
   """One step: its layout, the learning-rate factor of its batch size, and its compiled step."""
+
   key: StepKey
   lr_multiplier: float
   step_fn: Callable

@@ -45,7 +45,8 @@ class Incompatible(CheckpointError):
 
   def __init__(self, step: int, directory: epath.Path, mismatch: str, stored_keys: set[str]):
     super().__init__(
-        f"checkpoint {step} in {directory} does not fit the configured model: {mismatch}")
+      f"checkpoint {step} in {directory} does not fit the configured model: {mismatch}"
+    )
     self.step, self.mismatch, self.stored_keys = step, mismatch, stored_keys
 
 
@@ -79,15 +80,17 @@ class HostStateHandler(ocp.CheckpointHandler):
 
   def restore(self, directory: epath.Path, args: "HostStateRestore | None" = None) -> dict:
     directory = epath.Path(directory)
-    counts = {int(m.group(2)) for m in map(_HOST_FILE.fullmatch, (p.name for p in directory.iterdir()))
-              if m}
+    counts = {
+      int(m.group(2)) for m in map(_HOST_FILE.fullmatch, (p.name for p in directory.iterdir())) if m
+    }
     if not counts:  # the item lost its files: damage, not another setup
       raise FileNotFoundError(f"checkpoint {directory.parent.name} holds no per-host data position")
     if counts != {jax.process_count()}:
       raise HostCountError(
-          f"checkpoint {directory.parent.name} was written by {', '.join(map(str, sorted(counts)))} "
-          f"host(s) and this run has {jax.process_count()}: each host's data position belongs to "
-          "its own shard of the data, so resume it on the same number of hosts")
+        f"checkpoint {directory.parent.name} was written by {', '.join(map(str, sorted(counts)))} "
+        f"host(s) and this run has {jax.process_count()}: each host's data position belongs to "
+        "its own shard of the data, so resume it on the same number of hosts"
+      )
     name = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
     return json.loads((directory / name).read_text())
 
@@ -115,9 +118,11 @@ class Checkpoints:
 
   def __init__(self, workdir: epath.PathLike, keep: int, create: bool = True):
     self._manager = ocp.CheckpointManager(
-        epath.Path(workdir) / "checkpoints",
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=create,
-                                             enable_async_checkpointing=True))
+      epath.Path(workdir) / "checkpoints",
+      options=ocp.CheckpointManagerOptions(
+        max_to_keep=keep, create=create, enable_async_checkpointing=True
+      ),
+    )
     self._writing = None  # the step being written in the background
     self._failed = False
     self._failure_seen = None  # multi-host: a failure found between log points
@@ -134,8 +139,9 @@ class Checkpoints:
 
   def progress(self, step: int) -> dict:
     """The host-side record of one checkpoint (tokens, this host's data position, batch state)."""
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        progress=ocp.args.JsonRestore(), **self._data_restore(step)))
+    restored = self._manager.restore(
+      step, args=ocp.args.Composite(progress=ocp.args.JsonRestore(), **self._data_restore(step))
+    )
     return _with_host_data(restored, step)
 
   def save(self, step: int, state: Any, progress: dict, config: dict) -> None:
@@ -147,11 +153,16 @@ class Checkpoints:
     self.wait(step)
     self._writing = step
     try:
-      self._manager.save(step, args=ocp.args.Composite(
+      self._manager.save(
+        step,
+        args=ocp.args.Composite(
           state=ocp.args.StandardSave(state),
           progress=ocp.args.JsonSave(shared),
           data=HostStateSave(progress["data"]),
-          config=ocp.args.JsonSave(config)), force=True)
+          config=ocp.args.JsonSave(config),
+        ),
+        force=True,
+      )
     except Exception as e:  # the writer's error, raised at once
       raise self._write_failed(step, e) from None
 
@@ -176,8 +187,10 @@ class Checkpoints:
       if not int(np.max(multihost_utils.process_allgather(np.int32(failed is not None)))):
         return
       self._failed = True
-      raise failed or WriteFailed(f"a checkpoint write failed on another host (stopped at step "
-                                  f"{step}); run again to resume from the latest complete one")
+      raise failed or WriteFailed(
+        f"a checkpoint write failed on another host (stopped at step "
+        f"{step}); run again to resume from the latest complete one"
+      )
     if failed:
       raise failed
 
@@ -199,14 +212,22 @@ class Checkpoints:
   def _write_failed(self, step: int, error, at_step: int | None = None) -> WriteFailed:
     self._failed = True
     steps = [s for s in self.all_steps() if s != step]
-    kept = (f"the latest complete checkpoint is step {steps[-1]}" if steps
-            else "no complete checkpoint was written")
-    reason = error if isinstance(error, str) else (
-        f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}")
+    kept = (
+      f"the latest complete checkpoint is step {steps[-1]}"
+      if steps
+      else "no complete checkpoint was written"
+    )
+    reason = (
+      error
+      if isinstance(error, str)
+      else (f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}")
+    )
     stopped = f"stopped at step {step if at_step is None else at_step}"
-    return WriteFailed(f"checkpoint {step} could not be written to {self.directory / str(step)} "
-                       f"({reason}); {stopped}, {kept}: run again to resume from it once the "
-                       "cause is fixed")
+    return WriteFailed(
+      f"checkpoint {step} could not be written to {self.directory / str(step)} "
+      f"({reason}); {stopped}, {kept}: run again to resume from it once the "
+      "cause is fixed"
+    )
 
   def _data_restore(self, step: int) -> dict:
     """The per-host data item, where the checkpoint has one (older ones kept it in `progress`)."""
@@ -232,14 +253,21 @@ class Checkpoints:
       if verdict == _OK:
         return result
       previous = steps[-i - 2] if i + 1 < len(steps) else None
-      logging.warning("checkpoint %d in %s is corrupt (%s); set aside as %s, %s", step,
-                      self.directory, result, self._set_aside(step),
-                      f"restoring step {previous} instead" if previous is not None else
-                      "and no earlier checkpoint is left")
+      logging.warning(
+        "checkpoint %d in %s is corrupt (%s); set aside as %s, %s",
+        step,
+        self.directory,
+        result,
+        self._set_aside(step),
+        f"restoring step {previous} instead"
+        if previous is not None
+        else "and no earlier checkpoint is left",
+      )
     if steps or self.set_aside():
       raise NoneRestorable(
-          f"no checkpoint in {self.directory} restores (set aside: "
-          f"{', '.join(self.set_aside())}); set train.restart_if_unrestorable=True to start over")
+        f"no checkpoint in {self.directory} restores (set aside: "
+        f"{', '.join(self.set_aside())}); set train.restart_if_unrestorable=True to start over"
+      )
     return None
 
   def _restore_with_retries(self, step: int, abstract_state: Any) -> tuple[int, Any]:
@@ -255,12 +283,18 @@ class Checkpoints:
       if verdict != _TRANSIENT:
         return verdict, result
       if attempt < len(RETRY_DELAYS_S):
-        logging.warning("reading checkpoint %d failed (%s); retrying in %.0f s", step, result,
-                        RETRY_DELAYS_S[attempt])
+        logging.warning(
+          "reading checkpoint %d failed (%s); retrying in %.0f s",
+          step,
+          result,
+          RETRY_DELAYS_S[attempt],
+        )
         _sleep(RETRY_DELAYS_S[attempt])
-    raise Unreadable(f"checkpoint {step} in {self.directory} could not be read in "
-                     f"{len(RETRY_DELAYS_S) + 1} attempts ({result}); nothing was changed, run "
-                     "again once the storage is reachable")
+    raise Unreadable(
+      f"checkpoint {step} in {self.directory} could not be read in "
+      f"{len(RETRY_DELAYS_S) + 1} attempts ({result}); nothing was changed, run "
+      "again once the storage is reachable"
+    )
 
   def _attempt(self, step: int, abstract_state: Any) -> tuple[int, Any]:
     """One try at a step; its files and array metadata are checked against the model first.
@@ -271,10 +305,14 @@ class Checkpoints:
     try:
       self._check_host_data(step)
       stored = _array_metadata(self.directory / str(step) / "state")
-      mismatch = describe_mismatch(stored, _flat(ocp.tree.serialize_tree(abstract_state,
-                                                                         keep_empty_nodes=True)))
-      checked = ((_INCOMPATIBLE, Incompatible(step, self.directory, mismatch, set(stored)))
-                 if mismatch else (_OK, None))
+      mismatch = describe_mismatch(
+        stored, _flat(ocp.tree.serialize_tree(abstract_state, keep_empty_nodes=True))
+      )
+      checked = (
+        (_INCOMPATIBLE, Incompatible(step, self.directory, mismatch, set(stored)))
+        if mismatch
+        else (_OK, None)
+      )
     except Exception as e:  # classified below: nothing is renamed without evidence of corruption
       checked = classify(e), _describe(e)
     if _agree(*checked)[0] != _OK:
@@ -318,9 +356,14 @@ class Checkpoints:
 
   def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
     """State placed with the shardings carried by `abstract_state`, and the progress record."""
-    restored = self._manager.restore(step, args=ocp.args.Composite(
+    restored = self._manager.restore(
+      step,
+      args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state),
-        progress=ocp.args.JsonRestore(), **self._data_restore(step)))
+        progress=ocp.args.JsonRestore(),
+        **self._data_restore(step),
+      ),
+    )
     return restored.state, _with_host_data(restored, step)
 
   def reached_preemption(self, step: int) -> bool:
@@ -329,8 +372,9 @@ class Checkpoints:
 
   def saved_config(self, step: int) -> dict:
     """The resolved config a checkpoint was written with."""
-    return self._manager.restore(step, args=ocp.args.Composite(
-        config=ocp.args.JsonRestore())).config
+    return self._manager.restore(
+      step, args=ocp.args.Composite(config=ocp.args.JsonRestore())
+    ).config
 
   def wait(self, at_step: int | None = None) -> None:
     """Blocks until the background save is complete; raises WriteFailed if it failed."""
@@ -398,8 +442,10 @@ def _agree(verdict: int, result: Any) -> tuple[int, Any]:
 
 def _flat(tree: Any) -> dict[str, Any]:
   """'/'-joined key path -> leaf of a serialized (dicts and lists) tree."""
-  return {"/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path): leaf
-          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  return {
+    "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path): leaf
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+  }
 
 
 def _array_metadata(path: epath.Path) -> dict[str, Any]:
@@ -411,14 +457,15 @@ def describe_mismatch(stored: dict[str, Any], wanted: dict[str, Any]) -> str:
   only_stored = _diverging(set(stored), set(wanted))
   only_wanted = _diverging(set(wanted), set(stored))
   if only_stored or only_wanted:
-    return (f"it holds {_some(only_stored) or 'nothing more'} where the model has "
-            f"{_some(only_wanted) or 'nothing'}")
+    return (
+      f"it holds {_some(only_stored) or 'nothing more'} where the model has "
+      f"{_some(only_wanted) or 'nothing'}"
+    )
   for key in sorted(wanted):
     have = (tuple(stored[key].shape), np.dtype(stored[key].dtype))
     want = (tuple(wanted[key].shape), np.dtype(wanted[key].dtype))
     if have != want:
-      return (f"{key} is {have[1]}{list(have[0])} in it and {want[1]}{list(want[0])} in the "
-              "model")
+      return f"{key} is {have[1]}{list(have[0])} in it and {want[1]}{list(want[0])} in the model"
   return ""
 
 

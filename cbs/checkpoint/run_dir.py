@@ -24,6 +24,7 @@ MANIFEST = "manifest.json"  # a sweep root's runs: {"sweep", ..., "runs": [{"nam
 @dataclasses.dataclass(frozen=True)
 class RunInfo:
   """What `config.json` holds, in the order written."""
+
   config: dict  # the run's whole config, as a plain dict (`ConfigDict.to_dict`)
   params: dict  # parameter counts (`models.param_counts`)
   floors: dict  # known loss floors of the data (empty for real text)

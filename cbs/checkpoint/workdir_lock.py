@@ -40,6 +40,7 @@ STALE_S = 600.0  # object stores: a heartbeat this old is a dead holder's
 @dataclasses.dataclass(frozen=True)
 class Holder:
   """The run holding a workdir, as its lock file names it."""
+
   host: str
   pid: int
   started: str  # ISO 8601, UTC
@@ -81,8 +82,10 @@ def _same_file(fd: int, path: epath.Path) -> bool:
 
 def _refusal(workdir: epath.Path, holder: Holder | None) -> WorkdirBusy:
   who = holder.describe() if holder else "a run that is starting"
-  return WorkdirBusy(f"workdir {workdir} is in use by {who}; wait for it to end or stop it "
-                     "(a run that died leaves no lock behind)")
+  return WorkdirBusy(
+    f"workdir {workdir} is in use by {who}; wait for it to end or stop it "
+    "(a run that died leaves no lock behind)"
+  )
 
 
 def _is_local(workdir: epath.Path) -> bool:
@@ -111,8 +114,11 @@ class Lock:
     """Takes the lock, or raises WorkdirBusy naming the live holder; writes nothing if refused."""
     previous = self._acquire_local() if _is_local(self.workdir) else self._acquire_remote()
     if previous is not None:
-      logging.warning("took over the lock of workdir %s from %s, which is no longer running",
-                      self.workdir, previous.describe())
+      logging.warning(
+        "took over the lock of workdir %s from %s, which is no longer running",
+        self.workdir,
+        previous.describe(),
+      )
     return self
 
   def _acquire_local(self) -> Holder | None:

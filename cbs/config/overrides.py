@@ -8,7 +8,8 @@ sweep's run and the same command typed by hand build the same config.
 import importlib.util
 import json
 import pathlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
+from collections.abc import Mapping
 from typing import Any
 
 import ml_collections
@@ -31,7 +32,7 @@ def to_flags(overrides: Mapping[str, Any]) -> list[str]:
 
 def flag_keys(argv: Iterable[str]) -> list[str]:
   """The keys of the `--config.KEY=VALUE` arguments among `argv`."""
-  return [arg.split("=", 1)[0][len(FLAG_PREFIX):] for arg in argv if arg.startswith(FLAG_PREFIX)]
+  return [arg.split("=", 1)[0][len(FLAG_PREFIX) :] for arg in argv if arg.startswith(FLAG_PREFIX)]
 
 
 def parse_flags(args: Iterable[str]) -> dict[str, Any]:
@@ -72,8 +73,9 @@ def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
   return flat
 
 
-def apply(config: ml_collections.ConfigDict,
-          overrides: Mapping[str, Any]) -> ml_collections.ConfigDict:
+def apply(
+  config: ml_collections.ConfigDict, overrides: Mapping[str, Any]
+) -> ml_collections.ConfigDict:
   """`config` with each value set as given (ints in float fields become floats); in place."""
   for key, value in overrides.items():
     section, _, name = key.rpartition(".")
@@ -81,8 +83,9 @@ def apply(config: ml_collections.ConfigDict,
   return config
 
 
-def apply_as_command_line(config: ml_collections.ConfigDict,
-                          overrides: Mapping[str, Any]) -> ml_collections.ConfigDict:
+def apply_as_command_line(
+  config: ml_collections.ConfigDict, overrides: Mapping[str, Any]
+) -> ml_collections.ConfigDict:
   """`config` with the overrides converted to the type of the field they replace, as the command
   line does: a sweep's `1e-3` fills a float field and `64` an int field. In place; ValueError
   names an unknown key."""
@@ -93,6 +96,7 @@ def apply_as_command_line(config: ml_collections.ConfigDict,
       node = node[part] if node is not None and part in node else None
     if node is None or name not in node:
       from cbs.config import validation  # noqa: PLC0415  (loads JAX: only to name the closest key)
+
       raise ValueError(f"override {key}={value!r}: {validation.unknown_key(key)}")
     node[name] = _converted(node[name], value)
   return config

@@ -10,8 +10,13 @@ are generated from them, so both cover every check.
 import contextlib
 import dataclasses
 import difflib
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import Iterator
+from collections.abc import Mapping
+from typing import Any
+from typing import Generic
+from typing import TypeVar
 
 import ml_collections
 
@@ -41,9 +46,11 @@ def as_config_errors() -> Iterator[None]:
 
 def raising_config_errors(check: Callable[[ml_collections.ConfigDict], object]) -> Check:
   """`check` with its ValueErrors raised as ConfigErrors (`as_config_errors`)."""
+
   def checked(config: ml_collections.ConfigDict) -> None:
     with as_config_errors():
       check(config)
+
   return checked
 
 
@@ -79,6 +86,7 @@ E = TypeVar("E")
 @dataclasses.dataclass(frozen=True)
 class Choice(Generic[T]):
   """An entry whose only content is what it builds (a function, a dtype, a policy)."""
+
   build: T
   check: Check = no_check
   examples: tuple[Overrides, ...] = ()
@@ -90,8 +98,13 @@ class Registry(Generic[E]):
   Entries must have `check` and `examples` attributes.
   """
 
-  def __init__(self, key: str, entries: Mapping[str, E], unknown_example: str,
-               name_of: Callable[[Any], str] | None = None):
+  def __init__(
+    self,
+    key: str,
+    entries: Mapping[str, E],
+    unknown_example: str,
+    name_of: Callable[[Any], str] | None = None,
+  ):
     self.key = key
     self._entries = dict(entries)
     # A misspelt name, for the tests and the README table ("" where every value names an entry).
@@ -107,8 +120,10 @@ class Registry(Generic[E]):
 
   def __getitem__(self, name: str) -> E:
     """The entry of `name`; ConfigError listing the allowed names otherwise."""
-    require(isinstance(name, str) and name in self._entries,
-            f"{self.key}={name!r} is not one of: {', '.join(self._entries)}")
+    require(
+      isinstance(name, str) and name in self._entries,
+      f"{self.key}={name!r} is not one of: {', '.join(self._entries)}",
+    )
     return self._entries[name]
 
   def items(self):

@@ -34,7 +34,6 @@ class BlockShuffleDataset(grain.IterDataset):
 
 
 class _BlockShuffleIterator(grain.DatasetIterator):
-
   def __init__(self, parent: grain.DatasetIterator, block: int, seed: int, epoch_of: EpochOf):
     super().__init__(parent)
     self._block, self._seed, self._epoch_of = block, seed, epoch_of
@@ -47,7 +46,8 @@ class _BlockShuffleIterator(grain.DatasetIterator):
     epoch = self._epoch_of(self._start)
     examples = []
     while len(examples) < self._block and (
-        not examples or self._epoch_of(self._parent.get_state()) == epoch):
+      not examples or self._epoch_of(self._parent.get_state()) == epoch
+    ):
       examples.append(next(self._parent))
     order = np.random.default_rng([self._seed, self._number]).permutation(len(examples))
     self._examples = [examples[i] for i in order]
@@ -69,9 +69,10 @@ class _BlockShuffleIterator(grain.DatasetIterator):
   def set_state(self, state: dict) -> None:
     if set(state) != {"block", "start", "handed"}:
       raise stream_lib.DataError(
-          f"the saved data position {state} is not a position of mixed examples (block, start, "
-          "handed): it was written by a reader that did not mix examples; resume it with the "
-          "version that wrote it")
+        f"the saved data position {state} is not a position of mixed examples (block, start, "
+        "handed): it was written by a reader that did not mix examples; resume it with the "
+        "version that wrote it"
+      )
     self._number, self._handed = int(state["block"]), int(state["handed"])
     self._parent.set_state(state["start"])
     self._start, self._examples = state["start"], None  # the block is re-read on the next example

@@ -47,8 +47,11 @@ def of(config: ml_collections.ConfigDict) -> Identity:
     identity["manifest"] = _digest(epath.Path(d.prepared_dir) / prepared.MANIFEST)
     identity.update(train=d.train_split, held_out=d.eval_split)
   elif d.source in ("tfds", "seqio"):
-    identity.update(train=f"{d.tfds_name}:{d.train_split}", held_out=d.eval_split,
-                    task=d.seqio_task if d.source == "seqio" else "")
+    identity.update(
+      train=f"{d.tfds_name}:{d.train_split}",
+      held_out=d.eval_split,
+      task=d.seqio_task if d.source == "seqio" else "",
+    )
   else:
     identity["synthetic"] = d.synthetic.to_dict()
   if d.source != "synthetic":
@@ -61,9 +64,11 @@ def _file_changes(name: str, saved: list, current: list) -> str:
   added = [p for p in current_sizes if p not in saved_sizes]
   removed = [p for p in saved_sizes if p not in current_sizes]
   resized = [p for p in current_sizes if p in saved_sizes and current_sizes[p] != saved_sizes[p]]
-  parts = ([f"+{epath.Path(p).name}" for p in added] + [f"-{epath.Path(p).name}" for p in removed]
-           + [f"{epath.Path(p).name} {saved_sizes[p]:,} -> {current_sizes[p]:,} bytes"
-              for p in resized])
+  parts = (
+    [f"+{epath.Path(p).name}" for p in added]
+    + [f"-{epath.Path(p).name}" for p in removed]
+    + [f"{epath.Path(p).name} {saved_sizes[p]:,} -> {current_sizes[p]:,} bytes" for p in resized]
+  )
   shown = ", ".join(parts[:3]) + (f" (+{len(parts) - 3} more)" if len(parts) > 3 else "")
   return f"{name} files {shown}"
 

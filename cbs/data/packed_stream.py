@@ -7,7 +7,8 @@ document and continues with exactly the example an uninterrupted run would have 
 the cost of one document, wherever the run stopped.
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from collections.abc import Iterator
 from typing import Any
 
 import grain
@@ -31,7 +32,6 @@ class PackedDataset(grain.IterDataset):
 
 
 class _PackedIterator(grain.DatasetIterator):
-
   def __init__(self, read: Reader, seq_len: int, eos_id: int):
     super().__init__()
     self._read, self._seq_len, self._eos_id = read, seq_len, eos_id
@@ -40,8 +40,9 @@ class _PackedIterator(grain.DatasetIterator):
 
   def __next__(self) -> tuple[np.ndarray, int]:
     if self._examples is None:
-      self._examples = packing.pack(self._read(self._position["cursor"]), self._seq_len,
-                                    self._eos_id, self._position["offset"])
+      self._examples = packing.pack(
+        self._read(self._position["cursor"]), self._seq_len, self._eos_id, self._position["offset"]
+      )
     tokens, length, self._position = next(self._examples)
     return tokens, length
 
@@ -53,9 +54,15 @@ class _PackedIterator(grain.DatasetIterator):
     self._examples = None
 
 
-def eval_batches(documents: Iterator[packing.Document], seq_len: int, eos_id: int,
-                 num_examples: int, eval_batch: int, process_index: int,
-                 process_count: int) -> list[stream_lib.Batch]:
+def eval_batches(
+  documents: Iterator[packing.Document],
+  seq_len: int,
+  eos_id: int,
+  num_examples: int,
+  eval_batch: int,
+  process_index: int,
+  process_count: int,
+) -> list[stream_lib.Batch]:
   """The first `num_examples` packed examples of the held-out documents, as this host's rows.
 
   Every host packs the same held-out documents and keeps its rows, so the set is identical for every

@@ -8,8 +8,8 @@ small, exact and cheap to restore. A finite source ends with one last example pa
 masked out of the loss.
 """
 
-from collections.abc import Iterator
 import collections
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -17,8 +17,9 @@ import numpy as np
 Document = tuple[Any, np.ndarray]  # (cursor that restarts reading at this document, token ids)
 
 
-def pack(documents: Iterator[Document], seq_len: int, eos_id: int, start_offset: int = 0
-         ) -> Iterator[tuple[np.ndarray, int, dict]]:
+def pack(
+  documents: Iterator[Document], seq_len: int, eos_id: int, start_offset: int = 0
+) -> Iterator[tuple[np.ndarray, int, dict]]:
   """Yields (tokens [seq_len + 1] int32, number of real tokens, position of the next example).
 
   The first `start_offset` tokens of the first document (counting its EOS) were consumed by
@@ -47,7 +48,7 @@ def pack(documents: Iterator[Document], seq_len: int, eos_id: int, start_offset:
 def _peek(segments, count: int) -> np.ndarray:
   parts, needed = [], count
   for _, tokens, offset in segments:
-    part = tokens[offset:offset + needed]
+    part = tokens[offset : offset + needed]
     parts.append(part)
     needed -= len(part)
     if not needed:
@@ -65,4 +66,3 @@ def _consume(segments, count: int) -> int:
     if segment[2] == len(segment[1]):
       segments.popleft()
   return consumed
-

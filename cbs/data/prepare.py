@@ -10,7 +10,6 @@ directory. Train with `--config.data.source=prepared --config.data.prepared_dir=
 Pieces of the files are tokenized in parallel worker processes and written in file order.
 """
 
-from collections.abc import Iterator, Sequence
 import concurrent.futures
 import json
 import multiprocessing
@@ -18,6 +17,8 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
+from collections.abc import Sequence
 
 import numpy as np
 import tqdm
@@ -43,15 +44,18 @@ def _tokenize_piece(piece: text_files.Piece, text_field: str) -> tuple[np.ndarra
   texts = [text for _, text in text_files.piece_documents(piece, text_field)]
   ids = vocab_lib.encode_batch(texts, _worker_vocab) if texts else []
   eos = np.array([_worker_vocab.eos_id], np.int32)
-  joined = np.concatenate([part for doc in ids for part in (doc, eos)]) if ids else np.zeros(0, np.int32)
+  joined = (
+    np.concatenate([part for doc in ids for part in (doc, eos)]) if ids else np.zeros(0, np.int32)
+  )
   return joined, len(texts)
 
 
 class _ShardWriter:
   """Cuts a token stream into fixed-size records and shard files of one split."""
 
-  def __init__(self, local_dir: str, split: str, record_tokens: int, shard_tokens: int,
-               dtype: np.dtype):
+  def __init__(
+    self, local_dir: str, split: str, record_tokens: int, shard_tokens: int, dtype: np.dtype
+  ):
     self._dir, self._split, self._dtype = local_dir, split, dtype
     self._record_tokens = record_tokens
     self._records_per_shard = max(shard_tokens // record_tokens, 1)
@@ -67,16 +71,18 @@ class _ShardWriter:
     self._buffer = np.concatenate([self._buffer, tokens])
     full = len(self._buffer) // self._record_tokens * self._record_tokens
     for start in range(0, full, self._record_tokens):
-      self._write_record(self._buffer[start:start + self._record_tokens])
+      self._write_record(self._buffer[start : start + self._record_tokens])
     self._buffer = self._buffer[full:]
 
   def _write_record(self, record: np.ndarray) -> None:
-    from array_record.python import array_record_module  # the writer ships with grain's reader
+    from array_record.python import array_record_module  # the writer ships with grain's reader  # noqa: PLC0415
+
     if self._writer is None or self._records_in_shard == self._records_per_shard:
       self._close_shard()
       name = f"{self._split}-{len(self.shards):05d}.array_record"
-      self._writer = array_record_module.ArrayRecordWriter(os.path.join(self._dir, name),
-                                                           "group_size:1")
+      self._writer = array_record_module.ArrayRecordWriter(
+        os.path.join(self._dir, name), "group_size:1"
+      )
       self.shards.append(name)
       self.first_records.append(prepared.record_digest(record.astype(self._dtype).tobytes()))
     self._writer.write(record.astype(self._dtype).tobytes())
@@ -93,8 +99,13 @@ class _ShardWriter:
     self._close_shard()
 
 
-def _tokenized(pieces: Sequence[text_files.Piece], text_field: str, vocab_spec: str, workers: int,
-               progress: tqdm.tqdm) -> Iterator[tuple[np.ndarray, int]]:
+def _tokenized(
+  pieces: Sequence[text_files.Piece],
+  text_field: str,
+  vocab_spec: str,
+  workers: int,
+  progress: tqdm.tqdm,
+) -> Iterator[tuple[np.ndarray, int]]:
   """Tokens of each piece, in order, computed `workers` pieces at a time (1: in this process)."""
   if workers == 1:
     _init_worker(vocab_spec)
@@ -103,9 +114,12 @@ def _tokenized(pieces: Sequence[text_files.Piece], text_field: str, vocab_spec: 
       progress.update()
     return
   # Fresh interpreters, not forks: a fork of a process with threads (TensorFlow's) can deadlock.
-  with concurrent.futures.ProcessPoolExecutor(workers, initializer=_init_worker,
-                                              initargs=(vocab_spec,),
-                                              mp_context=multiprocessing.get_context("spawn")) as pool:
+  with concurrent.futures.ProcessPoolExecutor(
+    workers,
+    initializer=_init_worker,
+    initargs=(vocab_spec,),
+    mp_context=multiprocessing.get_context("spawn"),
+  ) as pool:
     window = []
     for piece in pieces:
       window.append(pool.submit(_tokenize_piece, piece, text_field))
@@ -117,9 +131,17 @@ def _tokenized(pieces: Sequence[text_files.Piece], text_field: str, vocab_spec: 
       progress.update()
 
 
-def prepare(files: Sequence[str], vocab_spec: str, output: str, eval_files: Sequence[str] = (),
-            text_field: str = "text", record_tokens: int = 4096, shard_tokens: int = 1 << 28,
-            workers: int = 0, command: str = "") -> dict:
+def prepare(
+  files: Sequence[str],
+  vocab_spec: str,
+  output: str,
+  eval_files: Sequence[str] = (),
+  text_field: str = "text",
+  record_tokens: int = 4096,
+  shard_tokens: int = 1 << 28,
+  workers: int = 0,
+  command: str = "",
+) -> dict:
   """Writes the shards and the manifest; returns the manifest."""
   vocabulary = vocab_lib.make(vocab_spec)
   train_paths = text_files.resolve(files)
@@ -128,8 +150,10 @@ def prepare(files: Sequence[str], vocab_spec: str, output: str, eval_files: Sequ
   elif len(train_paths) >= 2:
     train_paths, eval_paths = train_paths[:-1], train_paths[-1:]
   else:
-    raise ValueError(f"--files={','.join(files)} is a single file; give --eval_files, or several "
-                     "files (the last one is then held out)")
+    raise ValueError(
+      f"--files={','.join(files)} is a single file; give --eval_files, or several "
+      "files (the last one is then held out)"
+    )
   dtype = np.dtype(np.uint16 if vocabulary.vocab_size <= 1 << 16 else np.uint32)
   workers = workers or os.cpu_count() or 1
   out = epath.Path(output)
@@ -141,7 +165,9 @@ def prepare(files: Sequence[str], vocab_spec: str, output: str, eval_files: Sequ
     pieces = text_files.pieces(paths, text_field)
     writer = _ShardWriter(local, split, record_tokens, shard_tokens, dtype)
     documents = 0
-    with tqdm.tqdm(total=len(pieces), desc=f"{split}: pieces", unit="piece", file=sys.stderr) as bar:
+    with tqdm.tqdm(
+      total=len(pieces), desc=f"{split}: pieces", unit="piece", file=sys.stderr
+    ) as bar:
       for tokens, count in _tokenized(pieces, text_field, vocab_spec, workers, bar):
         writer.write(tokens)
         documents += count
@@ -149,16 +175,28 @@ def prepare(files: Sequence[str], vocab_spec: str, output: str, eval_files: Sequ
     writer.close()
     if not writer.tokens:
       raise ValueError(f"the {split} files ({', '.join(map(str, paths))}) hold no text")
-    splits[split] = {"tokens": writer.tokens, "documents": documents, "shards": writer.shards,
-                     "first_records": writer.first_records, "files": [str(p) for p in paths]}
+    splits[split] = {
+      "tokens": writer.tokens,
+      "documents": documents,
+      "shards": writer.shards,
+      "first_records": writer.first_records,
+      "files": [str(p) for p in paths],
+    }
   if local != output:
     for split in splits.values():
       for shard in split["shards"]:
         (out / shard).write_bytes(epath.Path(local, shard).read_bytes())
     shutil.rmtree(local)
-  manifest = {"vocab": vocab_spec, "vocab_size": vocabulary.vocab_size,
-              "eos_id": int(vocabulary.eos_id), "dtype": dtype.name, "record_tokens": record_tokens,
-              "text_field": text_field, "splits": splits, "command": command}
+  manifest = {
+    "vocab": vocab_spec,
+    "vocab_size": vocabulary.vocab_size,
+    "eos_id": int(vocabulary.eos_id),
+    "dtype": dtype.name,
+    "record_tokens": record_tokens,
+    "text_field": text_field,
+    "splits": splits,
+    "command": command,
+  }
   staging = out / (prepared.MANIFEST + ".tmp")
   staging.write_text(json.dumps(manifest, indent=2))
   staging.rename(out / prepared.MANIFEST)
@@ -168,17 +206,20 @@ def prepare(files: Sequence[str], vocab_spec: str, output: str, eval_files: Sequ
 def _define_flags() -> dict:
   """The command's flags, defined only when it runs (the library functions need none)."""
   return {
-      "files": flags.DEFINE_list("files", None, "Training text: globs or paths (.txt, .jsonl, "
-                                 ".parquet)."),
-      "eval_files": flags.DEFINE_list("eval_files", [], "Held-out files; empty = the last of "
-                                      "--files."),
-      "vocab_spec": flags.DEFINE_string("vocab", None, "byte, a SentencePiece model or a "
-                                        "tokenizer.json."),
-      "output": flags.DEFINE_string("output", None, "Directory to write (local or gs://)."),
-      "text_field": flags.DEFINE_string("text_field", "text", "Field / column holding the text."),
-      "record_tokens": flags.DEFINE_integer("record_tokens", 4096, "Tokens per ArrayRecord record."),
-      "shard_tokens": flags.DEFINE_integer("shard_tokens", 1 << 28, "Tokens per shard file."),
-      "workers": flags.DEFINE_integer("workers", 0, "Tokenizing processes; 0 = one per CPU core."),
+    "files": flags.DEFINE_list(
+      "files", None, "Training text: globs or paths (.txt, .jsonl, .parquet)."
+    ),
+    "eval_files": flags.DEFINE_list(
+      "eval_files", [], "Held-out files; empty = the last of --files."
+    ),
+    "vocab_spec": flags.DEFINE_string(
+      "vocab", None, "byte, a SentencePiece model or a tokenizer.json."
+    ),
+    "output": flags.DEFINE_string("output", None, "Directory to write (local or gs://)."),
+    "text_field": flags.DEFINE_string("text_field", "text", "Field / column holding the text."),
+    "record_tokens": flags.DEFINE_integer("record_tokens", 4096, "Tokens per ArrayRecord record."),
+    "shard_tokens": flags.DEFINE_integer("shard_tokens", 1 << 28, "Tokens per shard file."),
+    "workers": flags.DEFINE_integer("workers", 0, "Tokenizing processes; 0 = one per CPU core."),
   }
 
 
@@ -196,10 +237,14 @@ def main(argv: list[str], flag_values: dict) -> None:
     print(f"cbs.data.prepare: {e}", file=sys.stderr)
     sys.exit(2)
   for split, info in manifest["splits"].items():
-    print(f"{split}: {info['tokens']:,} tokens, {info['documents']:,} documents, "
-          f"{len(info['shards'])} shards")
-  print(f"wrote {values['output']}; train with --config.data.source=prepared "
-        f"--config.data.prepared_dir={values['output']}")
+    print(
+      f"{split}: {info['tokens']:,} tokens, {info['documents']:,} documents, "
+      f"{len(info['shards'])} shards"
+    )
+  print(
+    f"wrote {values['output']}; train with --config.data.source=prepared "
+    f"--config.data.prepared_dir={values['output']}"
+  )
 
 
 if __name__ == "__main__":

@@ -27,8 +27,10 @@ def read_manifest(directory: str) -> dict[str, Any]:
   try:
     return json.loads(path.read_text())
   except FileNotFoundError:
-    raise ValueError(f"data.prepared_dir={directory!r} holds no {MANIFEST} (write one with "
-                     "'python -m cbs.data.prepare --files=... --vocab=... --output=DIR')") from None
+    raise ValueError(
+      f"data.prepared_dir={directory!r} holds no {MANIFEST} (write one with "
+      "'python -m cbs.data.prepare --files=... --vocab=... --output=DIR')"
+    ) from None
   except json.JSONDecodeError as e:
     raise ValueError(f"{path} is not valid JSON ({e.msg})") from None
 
@@ -48,12 +50,15 @@ def _records_of(shard: str) -> tuple[int, str]:
     return len(source), record_digest(source[0]) if len(source) else ""
   except Exception as e:  # array_record raises RuntimeError / ValueError for damaged files
     reason = f": {str(e).splitlines()[0][:200]}" if str(e).strip() else ""
-    raise DataError(f"prepared shard {shard} cannot be read as ArrayRecord ({type(e).__name__}"
-                    f"{reason}): it is damaged or cut short") from None
+    raise DataError(
+      f"prepared shard {shard} cannot be read as ArrayRecord ({type(e).__name__}"
+      f"{reason}): it is damaged or cut short"
+    ) from None
 
 
-def _checked_records(shards: list[str], expected: int,
-                     first_records: list[str] | None = None) -> grain.sources.ArrayRecordDataSource:
+def _checked_records(
+  shards: list[str], expected: int, first_records: list[str] | None = None
+) -> grain.sources.ArrayRecordDataSource:
   """The records of a split's shards, after checking them against the manifest.
 
   `cbs.data.prepare` fills every shard but the last with the same number of records and the
@@ -67,13 +72,17 @@ def _checked_records(shards: list[str], expected: int,
   wanted = [full] * (len(shards) - 1) + [expected - full * (len(shards) - 1)]
   for shard, count, want in zip(shards, counts, wanted):
     if count != want:
-      raise DataError(f"prepared shard {shard} holds {count} records where its {MANIFEST} needs "
-                      f"{want} ({expected} in the split's {len(shards)} shards): it was cut short, "
-                      "replaced or swapped")
+      raise DataError(
+        f"prepared shard {shard} holds {count} records where its {MANIFEST} needs "
+        f"{want} ({expected} in the split's {len(shards)} shards): it was cut short, "
+        "replaced or swapped"
+      )
   for shard, (_, digest), want in zip(shards, opened, first_records or ()):
     if digest != want:
-      raise DataError(f"prepared shard {shard} does not start with the record its {MANIFEST} "
-                      "lists for it: it was replaced or swapped with another shard")
+      raise DataError(
+        f"prepared shard {shard} does not start with the record its {MANIFEST} "
+        "lists for it: it was replaced or swapped with another shard"
+      )
   return grain.sources.ArrayRecordDataSource(shards)
 
 
@@ -83,8 +92,10 @@ class PreparedSplit:
   def __init__(self, directory: str, split: str):
     manifest = read_manifest(directory)
     if split not in manifest["splits"]:
-      raise ValueError(f"data.prepared_dir={directory!r} has no split {split!r}; splits: "
-                       f"{', '.join(sorted(manifest['splits']))}")
+      raise ValueError(
+        f"data.prepared_dir={directory!r} has no split {split!r}; splits: "
+        f"{', '.join(sorted(manifest['splits']))}"
+      )
     info = manifest["splits"][split]
     self.tokens = int(info["tokens"])
     self.eos_id = int(manifest["eos_id"])
@@ -92,15 +103,16 @@ class PreparedSplit:
     self._record_tokens = int(manifest["record_tokens"])
     self._dtype = np.dtype(manifest["dtype"])
     shards = [str(epath.Path(directory) / shard) for shard in info["shards"]]
-    self._records = _checked_records(shards, -(-self.tokens // self._record_tokens),
-                                     info.get("first_records"))
+    self._records = _checked_records(
+      shards, -(-self.tokens // self._record_tokens), info.get("first_records")
+    )
 
   def window(self, start: int, length: int) -> np.ndarray:
     """Tokens [start, start + length) of the stream, as int32."""
     first, last = start // self._record_tokens, (start + length - 1) // self._record_tokens
     parts = [np.frombuffer(self._records[r], self._dtype) for r in range(first, last + 1)]
     offset = start - first * self._record_tokens
-    return np.concatenate(parts)[offset:offset + length].astype(np.int32)
+    return np.concatenate(parts)[offset : offset + length].astype(np.int32)
 
   def num_examples(self, seq_len: int) -> int:
     """Whole examples of `seq_len + 1` tokens, `seq_len` apart, in one pass over the stream."""
@@ -110,18 +122,30 @@ class PreparedSplit:
     """Example i -> (tokens [seq_len + 1], seq_len + 1), in stream order."""
     count = self.num_examples(seq_len)
     if count < 1:
-      raise ValueError(f"the prepared split has {self.tokens} tokens, fewer than one example of "
-                       f"data.seq_len + 1 = {seq_len + 1}")
+      raise ValueError(
+        f"the prepared split has {self.tokens} tokens, fewer than one example of "
+        f"data.seq_len + 1 = {seq_len + 1}"
+      )
     return grain.MapDataset.range(count).map(
-        lambda i: (self.window(i * seq_len, seq_len + 1), seq_len + 1))
+      lambda i: (self.window(i * seq_len, seq_len + 1), seq_len + 1)
+    )
 
 
-def host_examples(split: PreparedSplit, seq_len: int, seed: int, process_index: int,
-                  process_count: int, prefetch: int) -> grain.IterDataset:
+def host_examples(
+  split: PreparedSplit,
+  seq_len: int,
+  seed: int,
+  process_index: int,
+  process_count: int,
+  prefetch: int,
+) -> grain.IterDataset:
   """This host's share of the endlessly repeated, per-epoch shuffled examples, read ahead by grain."""
   shuffled = split.examples(seq_len).shuffle(seed=seed).repeat()
   examples = shuffled[process_index::process_count].to_iter_dataset(
-      grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
+    grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
+  )
   # One read-ahead thread: grain's per-element thread pool contends for the GIL on reads this
   # small (measured: 5k examples/s with 2 threads against 18k/s with one).
-  return grain.experimental.ThreadPrefetchIterDataset(examples, prefetch_buffer_size=max(prefetch, 1))
+  return grain.experimental.ThreadPrefetchIterDataset(
+    examples, prefetch_buffer_size=max(prefetch, 1)
+  )

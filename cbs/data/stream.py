@@ -41,6 +41,7 @@ class Stream(Protocol):
 @dataclasses.dataclass
 class Data:
   """What a run needs from its data: the stream, the held-out set and facts about the language."""
+
   train: Stream
   eval_batches: list[Batch]  # this host's rows of a fixed held-out set, in eval-batch chunks
   vocab_size: int
@@ -71,8 +72,9 @@ def to_batch(tokens_NxL1: np.ndarray, lengths_N: np.ndarray | None = None) -> Ba
 
 def examples_batch(examples: list[tuple[np.ndarray, int]]) -> Batch:
   """`to_batch` of packed examples: (tokens [seq_len + 1], number of real tokens) each."""
-  return to_batch(np.stack([tokens for tokens, _ in examples]),
-                  np.array([length for _, length in examples]))
+  return to_batch(
+    np.stack([tokens for tokens, _ in examples]), np.array([length for _, length in examples])
+  )
 
 
 def eval_examples(config: ml_collections.ConfigDict) -> int:
@@ -84,8 +86,9 @@ def eval_examples(config: ml_collections.ConfigDict) -> int:
   return -(-max(config.eval.tokens, 1) // (config.data.seq_len * eval_batch)) * eval_batch
 
 
-def eval_batches(examples: list[tuple[np.ndarray, int]], eval_batch: int, process_index: int,
-                 process_count: int) -> list[Batch]:
+def eval_batches(
+  examples: list[tuple[np.ndarray, int]], eval_batch: int, process_index: int, process_count: int
+) -> list[Batch]:
   """Fixed held-out examples as this host's rows of whole eval batches (padding rows masked)."""
   if not examples:
     raise ValueError("the held-out data is empty")
@@ -94,8 +97,10 @@ def eval_batches(examples: list[tuple[np.ndarray, int]], eval_batch: int, proces
   while len(examples) % eval_batch:
     examples.append((np.zeros(seq_len1, np.int32), 0))
   rows = host_rows(eval_batch, process_index, process_count)
-  return [examples_batch(examples[start:start + eval_batch][rows])
-          for start in range(0, len(examples), eval_batch)]
+  return [
+    examples_batch(examples[start : start + eval_batch][rows])
+    for start in range(0, len(examples), eval_batch)
+  ]
 
 
 class GrainStream:

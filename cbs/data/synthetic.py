@@ -21,6 +21,7 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 @dataclasses.dataclass(frozen=True)
 class Automaton:
   """A probabilistic deterministic finite automaton over `vocab_size` tokens."""
+
   next_state_SxV: np.ndarray  # int: state after emitting token v in state s
   probs_SxV: np.ndarray  # float64: next-token distribution of each state
   stationary_S: np.ndarray  # float64: stationary distribution of the state chain
@@ -50,8 +51,11 @@ def _stationary(next_state_SxV: np.ndarray, probs_SxV: np.ndarray) -> np.ndarray
   """Stationary distribution of the state chain by power iteration (Cesaro-averaged for periodicity)."""
   num_states = probs_SxV.shape[0]
   transition_SxS = np.zeros((num_states, num_states))
-  np.add.at(transition_SxS, (np.repeat(np.arange(num_states), probs_SxV.shape[1]),
-                             next_state_SxV.ravel()), probs_SxV.ravel())
+  np.add.at(
+    transition_SxS,
+    (np.repeat(np.arange(num_states), probs_SxV.shape[1]), next_state_SxV.ravel()),
+    probs_SxV.ravel(),
+  )
   pi_S = np.full(num_states, 1.0 / num_states)
   for _ in range(10_000):
     new_S = 0.5 * pi_S + 0.5 * pi_S @ transition_SxS  # lazy chain: same fixed point, aperiodic
@@ -71,24 +75,29 @@ def entropy_rate(automaton: Automaton) -> float:
 def _uniform(seed: int, stream: int, example_N: np.ndarray, position: int) -> np.ndarray:
   """Uniform [0, 1) numbers that depend only on (seed, stream, example, position) (splitmix64)."""
   with np.errstate(over="ignore"):
-    z = (np.uint64(seed) * _GOLDEN + np.uint64(stream) * np.uint64(0xBF58476D1CE4E5B9)
-         + example_N.astype(np.uint64) * np.uint64(0x94D049BB133111EB)
-         + np.uint64(position + 1) * _GOLDEN)
+    z = (
+      np.uint64(seed) * _GOLDEN
+      + np.uint64(stream) * np.uint64(0xBF58476D1CE4E5B9)
+      + example_N.astype(np.uint64) * np.uint64(0x94D049BB133111EB)
+      + np.uint64(position + 1) * _GOLDEN
+    )
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     z = z ^ (z >> np.uint64(31))
   return (z >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
 
 
-def sample(automaton: Automaton, seed: int, stream: int, example_N: np.ndarray,
-           length: int) -> np.ndarray:
+def sample(
+  automaton: Automaton, seed: int, stream: int, example_N: np.ndarray, length: int
+) -> np.ndarray:
   """Tokens [N, length] of the given examples; example i is the same whatever else is sampled."""
   example_N = np.asarray(example_N, dtype=np.int64)
   state_cdf = np.cumsum(automaton.stationary_S)
   token_cdf_SxV = np.cumsum(automaton.probs_SxV, axis=1)
   u = _uniform(seed, stream, example_N, -1)
-  state_N = np.minimum(np.searchsorted(state_cdf, u * state_cdf[-1], side="right"),
-                       automaton.num_states - 1)
+  state_N = np.minimum(
+    np.searchsorted(state_cdf, u * state_cdf[-1], side="right"), automaton.num_states - 1
+  )
   tokens_NxL = np.empty((len(example_N), length), dtype=np.int32)
   for t in range(length):
     u = _uniform(seed, stream, example_N, t)[:, None]

@@ -17,8 +17,14 @@ _TRAIN, _EVAL = 0, 1
 class SyntheticStream:
   """Training examples 0, 1, 2, ... of the automaton's language; this host reads its share."""
 
-  def __init__(self, automaton: synthetic.Automaton, seq_len: int, seed: int,
-               process_index: int, process_count: int):
+  def __init__(
+    self,
+    automaton: synthetic.Automaton,
+    seq_len: int,
+    seed: int,
+    process_index: int,
+    process_count: int,
+  ):
     self._automaton = automaton
     self._seq_len = seq_len
     self._seed = seed
@@ -30,7 +36,8 @@ class SyntheticStream:
     examples = np.arange(self._position + rows.start, self._position + rows.stop)
     self._position += global_batch
     return data_lib.to_batch(
-        synthetic.sample(self._automaton, self._seed, _TRAIN, examples, self._seq_len + 1))
+      synthetic.sample(self._automaton, self._seed, _TRAIN, examples, self._seq_len + 1)
+    )
 
   def get_state(self) -> dict:
     return {"position": self._position}
@@ -42,7 +49,9 @@ class SyntheticStream:
     """Nothing runs in the background: examples are computed when asked for."""
 
 
-def make(config: ml_collections.ConfigDict, process_index: int, process_count: int) -> data_lib.Data:
+def make(
+  config: ml_collections.ConfigDict, process_index: int, process_count: int
+) -> data_lib.Data:
   cfg = config.data.synthetic
   automaton = synthetic.make_automaton(cfg.num_states, cfg.vocab_size, cfg.zipf_exponent, cfg.seed)
   seq_len, eval_batch = config.data.seq_len, config.eval.batch_size
@@ -51,12 +60,12 @@ def make(config: ml_collections.ConfigDict, process_index: int, process_count: i
   eval_tokens = synthetic.sample(automaton, cfg.seed, _EVAL, np.arange(num_eval), seq_len + 1)
   rows = data_lib.host_rows(eval_batch, process_index, process_count)
   eval_batches = [
-      data_lib.to_batch(eval_tokens[start:start + eval_batch][rows])
-      for start in range(0, num_eval, eval_batch)
+    data_lib.to_batch(eval_tokens[start : start + eval_batch][rows])
+    for start in range(0, num_eval, eval_batch)
   ]
   floors = {
-      "entropy_rate": synthetic.entropy_rate(automaton),
-      "eval_bayes_loss": synthetic.bayes_loss(automaton, eval_tokens),
+    "entropy_rate": synthetic.entropy_rate(automaton),
+    "eval_bayes_loss": synthetic.bayes_loss(automaton, eval_tokens),
   }
   stream = SyntheticStream(automaton, seq_len, config.seed, process_index, process_count)
   return data_lib.Data(stream, eval_batches, automaton.vocab_size, floors)

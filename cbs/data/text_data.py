@@ -31,16 +31,22 @@ def _file_split(data_cfg: ml_collections.ConfigDict):
       raise ValueError(f"data.eval_files overlaps data.files: {sorted(overlap)[0]}")
     return paths, held_out
   if len(paths) < 2:
-    raise ValueError(f"data.files={data_cfg.files!r} is a single file; set data.eval_files, or give "
-                     "several files (the last one is then held out)")
+    raise ValueError(
+      f"data.files={data_cfg.files!r} is a single file; set data.eval_files, or give "
+      "several files (the last one is then held out)"
+    )
   return paths[:-1], paths[-1:]
 
 
 def _tokenized(read, vocabulary):
   """A reader of (cursor, text) turned into a reader of (cursor, token ids)."""
+
   def read_tokens(cursor):
     cursors, texts = itertools.tee(read(cursor))  # holds at most one encoding chunk of items
-    return zip((c for c, _ in cursors), vocab_lib.encode_documents((t for _, t in texts), vocabulary))
+    return zip(
+      (c for c, _ in cursors), vocab_lib.encode_documents((t for _, t in texts), vocabulary)
+    )
+
   return read_tokens
 
 
@@ -61,15 +67,19 @@ def _prepared(config: ml_collections.ConfigDict, process_index: int, process_cou
   held_out = prepared.PreparedSplit(d.prepared_dir, d.eval_split)
   count = min(stream_lib.eval_examples(config), held_out.num_examples(d.seq_len))
   examples = held_out.examples(d.seq_len)
-  eval_batches = stream_lib.eval_batches([examples[i] for i in range(count)],
-                                         config.eval.batch_size, process_index, process_count)
-  examples = prepared.host_examples(train, d.seq_len, config.seed, process_index, process_count,
-                                    d.prefetch)
+  eval_batches = stream_lib.eval_batches(
+    [examples[i] for i in range(count)], config.eval.batch_size, process_index, process_count
+  )
+  examples = prepared.host_examples(
+    train, d.seq_len, config.seed, process_index, process_count, d.prefetch
+  )
   stream = stream_lib.GrainStream(examples, process_index, process_count)
   return stream_lib.Data(stream, eval_batches, vocab_lib.padded_size(train), floors={})
 
 
-def make(config: ml_collections.ConfigDict, process_index: int, process_count: int) -> stream_lib.Data:
+def make(
+  config: ml_collections.ConfigDict, process_index: int, process_count: int
+) -> stream_lib.Data:
   d = config.data
   host = (process_index, process_count)
   epoch_of = _cursor_epoch
@@ -84,8 +94,9 @@ def make(config: ml_collections.ConfigDict, process_index: int, process_count: i
     eval_documents = _tokenized(lambda c: held_out.documents(c, epochs=1), vocabulary)(None)
   elif d.source == "tfds":
     vocabulary = vocab_lib.make(d.vocab)
-    train = tfds_source.TfdsDocuments(d.tfds_name, d.tfds_data_dir, d.train_split, d.text_field,
-                                      *host)
+    train = tfds_source.TfdsDocuments(
+      d.tfds_name, d.tfds_data_dir, d.train_split, d.text_field, *host
+    )
     read_train = _tokenized(train.documents, vocabulary)
     held_out = tfds_source.TfdsDocuments(d.tfds_name, d.tfds_data_dir, d.eval_split, d.text_field)
     eval_documents = _tokenized(lambda c: held_out.documents(c, epochs=1), vocabulary)(None)
@@ -99,13 +110,19 @@ def make(config: ml_collections.ConfigDict, process_index: int, process_count: i
     eval_documents = seqio_source.SeqioDocuments(task, d.eval_split).documents(epochs=1)
     vocabulary = train.vocabulary
 
-  eval_batches = packed_stream.eval_batches(eval_documents, d.seq_len, vocabulary.eos_id,
-                                            stream_lib.eval_examples(config),
-                                            config.eval.batch_size, *host)
+  eval_batches = packed_stream.eval_batches(
+    eval_documents,
+    d.seq_len,
+    vocabulary.eos_id,
+    stream_lib.eval_examples(config),
+    config.eval.batch_size,
+    *host,
+  )
   examples = packed_stream.PackedDataset(read_train, d.seq_len, vocabulary.eos_id)
   examples = example_shuffle.BlockShuffleDataset(examples, d.shuffle_buffer, config.seed, epoch_of)
   if d.prefetch > 0:
-    examples = grain.experimental.ThreadPrefetchIterDataset(examples,
-                                                            prefetch_buffer_size=d.prefetch)
+    examples = grain.experimental.ThreadPrefetchIterDataset(
+      examples, prefetch_buffer_size=d.prefetch
+    )
   stream = stream_lib.GrainStream(examples, *host)
   return stream_lib.Data(stream, eval_batches, vocab_lib.padded_size(vocabulary), floors={})

@@ -13,6 +13,7 @@ packing (`example_shuffle`).
 from collections.abc import Iterator
 
 from cbs import quiet_tensorflow  # noqa: F401  (before seqio / TFDS, which import it)
+
 # isort: split
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core import file_adapters
@@ -25,43 +26,60 @@ def builder(name: str, data_dir: str | None):
   try:
     found = tfds.builder(name, data_dir=data_dir or None)
   except Exception as e:  # TFDS raises several types for unknown names and versions
-    raise ValueError(f"data.tfds_name={name!r} cannot be loaded from "
-                     f"data.tfds_data_dir={data_dir!r}: {str(e).splitlines()[0]}") from None
+    raise ValueError(
+      f"data.tfds_name={name!r} cannot be loaded from "
+      f"data.tfds_data_dir={data_dir!r}: {str(e).splitlines()[0]}"
+    ) from None
   if not found.is_prepared():
-    raise ValueError(f"data.tfds_name={name!r} is not prepared in data.tfds_data_dir={data_dir!r} "
-                     f"(prepare it with 'tfds build' or point the directory at a prepared copy)")
+    raise ValueError(
+      f"data.tfds_name={name!r} is not prepared in data.tfds_data_dir={data_dir!r} "
+      f"(prepare it with 'tfds build' or point the directory at a prepared copy)"
+    )
   return found
 
 
 def host_block(num_examples: int, process_index: int, process_count: int) -> tuple[int, int]:
-  return (num_examples * process_index // process_count,
-          num_examples * (process_index + 1) // process_count)
+  return (
+    num_examples * process_index // process_count,
+    num_examples * (process_index + 1) // process_count,
+  )
 
 
 class TfdsDocuments:
   """This host's texts of one split, as an endless sequence of epochs (or one pass)."""
 
-  def __init__(self, name: str, data_dir: str | None, split: str, text_field: str,
-               process_index: int = 0, process_count: int = 1):
+  def __init__(
+    self,
+    name: str,
+    data_dir: str | None,
+    split: str,
+    text_field: str,
+    process_index: int = 0,
+    process_count: int = 1,
+  ):
     self._builder = builder(name, data_dir)
     splits = self._builder.info.splits
     if split not in splits:
       raise ValueError(f"split {split!r} is not in {name!r}; splits: {', '.join(sorted(splits))}")
     features = self._builder.info.features
     if text_field not in features:
-      raise ValueError(f"data.text_field={text_field!r} is not a feature of {name!r}; "
-                       f"features: {', '.join(sorted(features))}")
+      raise ValueError(
+        f"data.text_field={text_field!r} is not a feature of {name!r}; "
+        f"features: {', '.join(sorted(features))}"
+      )
     self._split = split
     self._text_field = text_field
     self._lo, self._hi = host_block(splits[split].num_examples, process_index, process_count)
     if self._hi <= self._lo:
       raise ValueError(f"split {split!r} of {name!r} has no example for host {process_index}")
     self.random_access = self._builder.info.file_format == file_adapters.FileFormat.ARRAY_RECORD
-    self._records = (tfds.data_source(name, split=split, data_dir=data_dir or None)
-                     if self.random_access else None)
+    self._records = (
+      tfds.data_source(name, split=split, data_dir=data_dir or None) if self.random_access else None
+    )
 
-  def documents(self, cursor: list[int] | None = None, epochs: int | None = None
-                ) -> Iterator[tuple[list[int], str]]:
+  def documents(
+    self, cursor: list[int] | None = None, epochs: int | None = None
+  ) -> Iterator[tuple[list[int], str]]:
     """([epoch, index], text) of this host's documents from `cursor` on (None = the start)."""
     epoch, first = cursor if cursor else (0, 0)
     while epochs is None or epoch < epochs:
@@ -76,8 +94,9 @@ class TfdsDocuments:
         for record in self._records.__getitems__(list(indices)):
           yield _text(record[self._text_field])
       return
-    dataset = self._builder.as_dataset(split=f"{self._split}[{self._lo + first}:{self._hi}]",
-                                       shuffle_files=False)
+    dataset = self._builder.as_dataset(
+      split=f"{self._split}[{self._lo + first}:{self._hi}]", shuffle_files=False
+    )
     # Batched reads: tf.data's per-element cost, not the disk, limits an unbatched loop.
     for batch in tfds.as_numpy(dataset.map(lambda x: x[self._text_field]).batch(_READ_BATCH)):
       for text in batch:

@@ -5,7 +5,8 @@ sequence). A Hugging Face tokenizer keeps its own ids; its end-of-text token sep
 Padding is masked out of the loss by the batch weights, so the padding id never matters.
 """
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
+from collections.abc import Sequence
 
 import ml_collections
 import numpy as np
@@ -24,20 +25,25 @@ class HuggingFaceVocabulary:
   """A `tokenizers` model from a `tokenizer.json`, with the few methods the data layer uses."""
 
   def __init__(self, path: str):
-    import tokenizers  # only for users of Hugging Face tokenizers
+    import tokenizers  # only for users of Hugging Face tokenizers  # noqa: PLC0415
+
     self.path = path
     try:
       self.tokenizer = tokenizers.Tokenizer.from_str(epath.Path(path).read_text())
     except Exception as e:  # tokenizers raises a bare Exception for malformed files
-      raise ValueError(f"data.vocab={path!r} is not a readable Hugging Face tokenizer.json "
-                       f"({str(e).splitlines()[0][:200]})") from None
+      raise ValueError(
+        f"data.vocab={path!r} is not a readable Hugging Face tokenizer.json "
+        f"({str(e).splitlines()[0][:200]})"
+      ) from None
     self.tokenizer.no_padding()
     self.tokenizer.no_truncation()
     found = [self.tokenizer.token_to_id(t) for t in HF_EOS_TOKENS]
     found = [i for i in found if i is not None]
     if not found:
-      raise ValueError(f"data.vocab={path!r} has none of the end-of-text tokens "
-                       f"{', '.join(HF_EOS_TOKENS)}; add one to the tokenizer")
+      raise ValueError(
+        f"data.vocab={path!r} has none of the end-of-text tokens "
+        f"{', '.join(HF_EOS_TOKENS)}; add one to the tokenizer"
+      )
     self.eos_id = found[0]
     self.vocab_size = self.tokenizer.get_vocab_size(with_added_tokens=True)
 
@@ -60,17 +66,21 @@ def kind(spec: str) -> str:
 
 def _byte(spec: str):
   del spec
-  from cbs import quiet_tensorflow  # noqa: F401, PLC0415  (before seqio, which imports it)
   import seqio  # noqa: PLC0415
+
+  from cbs import quiet_tensorflow  # noqa: F401, PLC0415  (before seqio, which imports it)
+
   return seqio.ByteVocabulary()
 
 
 def _sentencepiece(spec: str):
-  from cbs import quiet_tensorflow  # noqa: F401, PLC0415
   import seqio  # noqa: PLC0415
+
+  from cbs import quiet_tensorflow  # noqa: F401, PLC0415
+
   vocabulary = seqio.SentencePieceVocabulary(spec)
   try:
-    vocabulary.vocab_size  # loads the model: a corrupt file fails here, not mid-run
+    _ = vocabulary.vocab_size  # loads the model: a corrupt file fails here, not mid-run
   except Exception as e:
     raise ValueError(f"data.vocab={spec!r} is not a readable SentencePiece model ({e})") from None
   return vocabulary
@@ -81,25 +91,39 @@ def _check_file(config: ml_collections.ConfigDict) -> None:
   try:
     found = epath.Path(spec).is_file()
   except Exception as e:  # an unreachable bucket reports its own error type
-    raise registry.ConfigError(f"data.vocab={spec!r} cannot be read ({type(e).__name__}: {e})") from None
-  registry.require(found, f"data.vocab={spec!r} is neither 'byte' nor an existing SentencePiece "
-                          "model or Hugging Face tokenizer.json file")
+    raise registry.ConfigError(
+      f"data.vocab={spec!r} cannot be read ({type(e).__name__}: {e})"
+    ) from None
+  registry.require(
+    found,
+    f"data.vocab={spec!r} is neither 'byte' nor an existing SentencePiece "
+    "model or Hugging Face tokenizer.json file",
+  )
 
 
 def _check_byte(config: ml_collections.ConfigDict) -> None:
   size, rows = config.model.vocab_size, padded_rows(BYTE_VOCAB_SIZE)
-  registry.require(size == -1 or size >= rows,
-                   f"model.vocab_size={size} is smaller than the byte vocabulary ({rows} rows)")
+  registry.require(
+    size == -1 or size >= rows,
+    f"model.vocab_size={size} is smaller than the byte vocabulary ({rows} rows)",
+  )
 
 
 _TEXT = {"data.source": "text_files"}  # the data sources that read text check their vocabulary
-VOCABULARIES = registry.Registry("data.vocab", {
+VOCABULARIES = registry.Registry(
+  "data.vocab",
+  {
     BYTE: registry.Choice(_byte, _check_byte, ({**_TEXT, "model.vocab_size": 100},)),
-    "sentencepiece": registry.Choice(_sentencepiece, _check_file,
-                                     ({**_TEXT, "data.vocab": "/nonexistent/spm.model"},)),
-    "huggingface": registry.Choice(HuggingFaceVocabulary, _check_file,
-                                   ({**_TEXT, "data.vocab": "/nonexistent/tokenizer.json"},)),
-}, unknown_example="", name_of=kind)
+    "sentencepiece": registry.Choice(
+      _sentencepiece, _check_file, ({**_TEXT, "data.vocab": "/nonexistent/spm.model"},)
+    ),
+    "huggingface": registry.Choice(
+      HuggingFaceVocabulary, _check_file, ({**_TEXT, "data.vocab": "/nonexistent/tokenizer.json"},)
+    ),
+  },
+  unknown_example="",
+  name_of=kind,
+)
 
 
 def make(spec: str):

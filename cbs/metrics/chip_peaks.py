@@ -12,11 +12,18 @@ TPU_GENERATIONS = {"v4": 275e12, "v5e": 197e12, "v5p": 459e12, "v6e": 918e12}
 # By the start of `device.device_kind`, in the order they are tried: a longer kind before a kind
 # it starts with ("TPU v5 lite" before "TPU v5").
 BY_DEVICE_KIND = {
-    "NVIDIA H100": 989e12, "NVIDIA H200": 989e12, "NVIDIA GH200": 989e12, "NVIDIA A100": 312e12,
-    "NVIDIA L4": 121e12, "TPU v4": TPU_GENERATIONS["v4"], "TPU v5 lite": TPU_GENERATIONS["v5e"],
-    "TPU v5e": TPU_GENERATIONS["v5e"], "TPU v5p": TPU_GENERATIONS["v5p"],
-    "TPU v5": TPU_GENERATIONS["v5p"], "TPU v6 lite": TPU_GENERATIONS["v6e"],
-    "TPU v6e": TPU_GENERATIONS["v6e"],
+  "NVIDIA H100": 989e12,
+  "NVIDIA H200": 989e12,
+  "NVIDIA GH200": 989e12,
+  "NVIDIA A100": 312e12,
+  "NVIDIA L4": 121e12,
+  "TPU v4": TPU_GENERATIONS["v4"],
+  "TPU v5 lite": TPU_GENERATIONS["v5e"],
+  "TPU v5e": TPU_GENERATIONS["v5e"],
+  "TPU v5p": TPU_GENERATIONS["v5p"],
+  "TPU v5": TPU_GENERATIONS["v5p"],
+  "TPU v6 lite": TPU_GENERATIONS["v6e"],
+  "TPU v6e": TPU_GENERATIONS["v6e"],
 }
 
 

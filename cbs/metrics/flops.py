@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from cbs.metrics import chip_peaks
 from cbs import models
+from cbs.metrics import chip_peaks
 
 
 def matmul_params(model_cfg: ml_collections.ConfigDict, vocab_size: int) -> int:
@@ -27,8 +27,9 @@ def matmul_params(model_cfg: ml_collections.ConfigDict, vocab_size: int) -> int:
   return dm.num_layers * (attention + mlp) + dm.d_model * dm.vocab_size
 
 
-def train_flops_per_token(model_cfg: ml_collections.ConfigDict, vocab_size: int,
-                          seq_len: int) -> float:
+def train_flops_per_token(
+  model_cfg: ml_collections.ConfigDict, vocab_size: int, seq_len: int
+) -> float:
   dm = models.dims(model_cfg, vocab_size)
   attention = 6 * dm.num_layers * dm.num_heads * dm.d_head * (seq_len + 1)
   return 6 * matmul_params(model_cfg, vocab_size) + attention
@@ -43,7 +44,7 @@ def measured_matmul_peak(dtype=jnp.float32, n: int = 2048, repeats: int = 10) ->
   for _ in range(repeats):
     start = time.perf_counter()
     matmul(a, a).block_until_ready()
-    best = max(best, 2 * n ** 3 / (time.perf_counter() - start))
+    best = max(best, 2 * n**3 / (time.perf_counter() - start))
   return best
 
 
@@ -58,5 +59,7 @@ def device_peak_flops(dtype_name: str = "float32") -> tuple[float, str]:
   peak = None if device.platform == "cpu" else chip_peaks.of_device_kind(device.device_kind)
   if peak is not None:
     return peak, f"{device.device_kind} dense bf16"
-  return (measured_matmul_peak(jnp.dtype(dtype_name), n=1024, repeats=5),
-          f"measured matmul on {device.device_kind}")
+  return (
+    measured_matmul_peak(jnp.dtype(dtype_name), n=1024, repeats=5),
+    f"measured matmul on {device.device_kind}",
+  )

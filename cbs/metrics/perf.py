@@ -17,8 +17,9 @@ from etils import epath
 class Meter:
   """Accumulates one logging interval; `read` returns its figures and starts the next."""
 
-  def __init__(self, tokens: int, flops_per_token: float, peak_flops_per_device: float,
-               num_devices: int):
+  def __init__(
+    self, tokens: int, flops_per_token: float, peak_flops_per_device: float, num_devices: int
+  ):
     self._flops_per_token = flops_per_token
     self._peak = peak_flops_per_device * num_devices
     self._restart(tokens)
@@ -42,16 +43,17 @@ class Meter:
     self._steps += 1
 
   def read(self, tokens: int) -> dict[str, float]:
-    training = max(time.monotonic() - self._start - self._stalled - self._evaluating - self._other,
-                   1e-9)
+    training = max(
+      time.monotonic() - self._start - self._stalled - self._evaluating - self._other, 1e-9
+    )
     tokens_per_sec = (tokens - self._tokens) / training
     figures = {
-        "tokens_per_sec": tokens_per_sec,
-        "perf_step_time": training / max(self._steps, 1),
-        "perf_flops_per_sec": tokens_per_sec * self._flops_per_token,
-        "perf_mfu": tokens_per_sec * self._flops_per_token / self._peak,
-        "perf_compile_stall_seconds": self._stalled,
-        "perf_eval_seconds": self._evaluating,
+      "tokens_per_sec": tokens_per_sec,
+      "perf_step_time": training / max(self._steps, 1),
+      "perf_flops_per_sec": tokens_per_sec * self._flops_per_token,
+      "perf_mfu": tokens_per_sec * self._flops_per_token / self._peak,
+      "perf_compile_stall_seconds": self._stalled,
+      "perf_eval_seconds": self._evaluating,
     }
     memory = device_memory_in_use()
     if memory is not None:
@@ -86,8 +88,12 @@ class ProfileWindow:
     started = time.monotonic()
     jax.profiler.start_trace(self._workdir)
     self._traced = 0
-    logging.info("profiling %d steps from %s tokens into %s/plugins/profile", self._steps,
-                 f"{tokens:,}", self._workdir)
+    logging.info(
+      "profiling %d steps from %s tokens into %s/plugins/profile",
+      self._steps,
+      f"{tokens:,}",
+      self._workdir,
+    )
     return time.monotonic() - started
 
   def after_step(self, state) -> float:

@@ -8,10 +8,10 @@ Locally one event file is appended; on object stores every flush writes a new ev
 (`object_store.GrowingFile`), which TensorBoard reads in name order.
 """
 
-from collections.abc import Mapping
 import io
 import socket
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from clu import metric_writers
@@ -26,13 +26,22 @@ from cbs import object_store
 TOKENS_RUN = "tokens"
 # metrics.jsonl key -> TensorBoard tag; keys not listed go under `other/`.
 _SECTIONS = {
-    "train": ("loss", "lr", "weight_decay", "grad_norm", "param_norm", "nonfinite", "skipped_steps"),
-    "batch": ("batch_size", "accum_steps", "test_groups", "grad_noise_scale", "norm_test_stat",
-              "requested_batch_size"),
-    "progress": ("tokens",),
+  "train": ("loss", "lr", "weight_decay", "grad_norm", "param_norm", "nonfinite", "skipped_steps"),
+  "batch": (
+    "batch_size",
+    "accum_steps",
+    "test_groups",
+    "grad_noise_scale",
+    "norm_test_stat",
+    "requested_batch_size",
+  ),
+  "progress": ("tokens",),
 }
-_RENAMED = {"batch_size": "batch/size", "requested_batch_size": "batch/requested_size",
-            "tokens_per_sec": "perf/tokens_per_sec"}
+_RENAMED = {
+  "batch_size": "batch/size",
+  "requested_batch_size": "batch/requested_size",
+  "tokens_per_sec": "perf/tokens_per_sec",
+}
 # The curves worth reading against tokens.
 _BY_TOKENS = ("loss", "lr", "batch_size", "grad_noise_scale")
 
@@ -42,11 +51,11 @@ def tag(key: str) -> str:
   if key in _RENAMED:
     return _RENAMED[key]
   if key.startswith("eval_"):
-    return "eval/" + key[len("eval_"):]
+    return "eval/" + key[len("eval_") :]
   if key.startswith("floor_"):
     return "data/" + key
   if key.startswith("perf_"):
-    return "perf/" + key[len("perf_"):]
+    return "perf/" + key[len("perf_") :]
   for section, keys in _SECTIONS.items():
     if key in keys:
       return f"{section}/{key}"
@@ -72,8 +81,9 @@ class EventWriter(ScalarsOnlyWriter):
     self._logdir = epath.Path(logdir)
     self._logdir.mkdir(parents=True, exist_ok=True)
     name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}"
-    self._file = object_store.GrowingFile(self._logdir / name,
-                                          lambda n: self._logdir / f"{name}.{n:06d}")
+    self._file = object_store.GrowingFile(
+      self._logdir / name, lambda n: self._logdir / f"{name}.{n:06d}"
+    )
     self._pending: list[bytes] = []
     self._add(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
 
@@ -81,15 +91,19 @@ class EventWriter(ScalarsOnlyWriter):
     self._pending.append(event.SerializeToString())
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
-    values = [summary_pb2.Summary.Value(tag=tag(key), simple_value=float(value))
-              for key, value in scalars.items()]
-    self._add(event_pb2.Event(wall_time=time.time(), step=int(step),
-                              summary=summary_pb2.Summary(value=values)))
+    values = [
+      summary_pb2.Summary.Value(tag=tag(key), simple_value=float(value))
+      for key, value in scalars.items()
+    ]
+    self._add(
+      event_pb2.Event(
+        wall_time=time.time(), step=int(step), summary=summary_pb2.Summary(value=values)
+      )
+    )
 
   def write_hparams(self, hparams: Mapping[str, Any]) -> None:
     plain = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in hparams.items()}
     self._add(event_pb2.Event(wall_time=time.time(), summary=hparams_summary.hparams_pb(plain)))
-
 
   def flush(self) -> None:
     if not self._pending:

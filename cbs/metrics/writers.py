@@ -13,16 +13,18 @@ import time
 from collections.abc import Mapping
 
 from cbs import quiet_tensorflow  # noqa: F401  (before clu, which imports TensorFlow)
-# isort: split
-from absl import logging  # noqa: E402
-from clu import metric_writers  # noqa: E402
-from etils import epath  # noqa: E402
 
-from cbs.config import overrides as config_overrides  # noqa: E402
-from cbs.metrics import console as counts  # noqa: E402
-from cbs import object_store  # noqa: E402
-from cbs.metrics import records  # noqa: E402
-from cbs.metrics import tensorboard  # noqa: E402
+# isort: split
+from absl import logging
+from clu import metric_writers
+from etils import epath
+
+from cbs import object_store
+from cbs.config import overrides as config_overrides
+from cbs.metrics import console as counts
+from cbs.metrics import records
+from cbs.metrics import tensorboard
+
 
 class JsonlWriter(tensorboard.ScalarsOnlyWriter):
   """Scalars as JSON lines: appended to one local file, or one new object per flush.
@@ -35,15 +37,16 @@ class JsonlWriter(tensorboard.ScalarsOnlyWriter):
     path = epath.Path(path)
     parts = [] if not object_store.is_object_store(path) else records.parts(path.parent)
     self._file = object_store.GrowingFile(
-        path, lambda n: path.parent / records.PARTS_DIR / f"{n:08d}.jsonl",
-        int(parts[-1].stem) + 1 if parts else 0)
+      path,
+      lambda n: path.parent / records.PARTS_DIR / f"{n:08d}.jsonl",
+      int(parts[-1].stem) + 1 if parts else 0,
+    )
     self._pending: list[str] = []
 
   def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
     record = {"step": int(step)}
     record.update({k: _plain(v) for k, v in scalars.items()})
     self._pending.append(json.dumps(record))
-
 
   def flush(self) -> None:
     if not self._pending:
@@ -65,11 +68,17 @@ def make_writer(workdir: epath.PathLike, is_main_host: bool) -> metric_writers.M
   if not is_main_host:
     return metric_writers.MultiWriter([])
   workdir = epath.Path(workdir)
-  return metric_writers.MultiWriter([
-      metric_writers.AsyncMultiWriter([tensorboard.EventWriter(workdir),
-                                       tensorboard.TokensWriter(workdir / tensorboard.TOKENS_RUN)]),
+  return metric_writers.MultiWriter(
+    [
+      metric_writers.AsyncMultiWriter(
+        [
+          tensorboard.EventWriter(workdir),
+          tensorboard.TokensWriter(workdir / tensorboard.TOKENS_RUN),
+        ]
+      ),
       JsonlWriter(workdir / records.METRICS_FILE),
-  ])
+    ]
+  )
 
 
 class ProgressLog:
@@ -80,16 +89,19 @@ class ProgressLog:
     self._start_tokens = start_tokens
     self._start_time = time.monotonic()
 
-  def line(self, step: int, tokens: int, loss: float, tokens_per_sec: float,
-           mfu: float | None = None) -> str:
+  def line(
+    self, step: int, tokens: int, loss: float, tokens_per_sec: float, mfu: float | None = None
+  ) -> str:
     elapsed = time.monotonic() - self._start_time
     done = tokens - self._start_tokens
     eta = max(self._total - tokens, 0) * elapsed / done if done > 0 else math.inf
     utilisation = f"  MFU {100 * mfu:.1f}%" if mfu is not None else ""
     # the last step of a run may pass train_tokens (steps are whole batches): the run is complete
-    return (f"step {step}  tokens {counts.short(tokens)}/{counts.short(self._total)} "
-            f"({100 * min(tokens / self._total, 1):.1f}%)  loss {loss:.4f}  "
-            f"{counts.short(tokens_per_sec)} tok/s{utilisation}  ETA {_duration(eta)}")
+    return (
+      f"step {step}  tokens {counts.short(tokens)}/{counts.short(self._total)} "
+      f"({100 * min(tokens / self._total, 1):.1f}%)  loss {loss:.4f}  "
+      f"{counts.short(tokens_per_sec)} tok/s{utilisation}  ETA {_duration(eta)}"
+    )
 
   def log(self, *args) -> None:
     logging.info(self.line(*args))
@@ -108,8 +120,11 @@ def floor_gaps(losses: Mapping[str, float], floors: Mapping[str, float]) -> str:
   if not floors or not losses:
     return ""
   best = min(losses.values())
-  return "  (best " + ", ".join(f"{best - value:+.4f} over {name}"
-                                for name, value in floors.items()) + ")"
+  return (
+    "  (best "
+    + ", ".join(f"{best - value:+.4f} over {name}" for name, value in floors.items())
+    + ")"
+  )
 
 
 def hyperparameters(config) -> dict[str, bool | int | float | str]:
@@ -117,5 +132,7 @@ def hyperparameters(config) -> dict[str, bool | int | float | str]:
 
   They go to TensorBoard's HParams dashboard, where runs are filtered and compared by them.
   """
-  return {k: v if isinstance(v, (bool, int, float, str)) else json.dumps(v)
-          for k, v in config_overrides.changed(config.to_dict()).items()}
+  return {
+    k: v if isinstance(v, (bool, int, float, str)) else json.dumps(v)
+    for k, v in config_overrides.changed(config.to_dict()).items()
+  }

@@ -8,15 +8,19 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from cbs.parallel import axis_names
 from cbs.models.sizes import PAPER_SIZES
-from cbs.models.transformer import Dims, Transformer, dims, hidden_lr_scale
+from cbs.models.transformer import Dims
+from cbs.models.transformer import Transformer
+from cbs.models.transformer import dims
+from cbs.models.transformer import hidden_lr_scale
+from cbs.parallel import axis_names
 
 __all__ = ["PAPER_SIZES", "Dims", "build_model", "dims", "hidden_lr_scale", "param_counts"]
 
 
-def build_model(model_cfg: ml_collections.ConfigDict, vocab_size: int,
-                rngs: nnx.Rngs) -> Transformer:
+def build_model(
+  model_cfg: ml_collections.ConfigDict, vocab_size: int, rngs: nnx.Rngs
+) -> Transformer:
   """The model named by `model_cfg.name`; `vocab_size` is the data's (used when the knob is -1).
 
   Parameters only record their logical axes here; they are placed on devices by the jitted

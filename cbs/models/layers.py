@@ -15,7 +15,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from cbs.parallel.axis_names import BATCH, EMBED, HEAD_DIM, HEADS, KV_HEADS, MLP
+from cbs.parallel.axis_names import BATCH
+from cbs.parallel.axis_names import EMBED
+from cbs.parallel.axis_names import HEAD_DIM
+from cbs.parallel.axis_names import HEADS
+from cbs.parallel.axis_names import KV_HEADS
+from cbs.parallel.axis_names import MLP
 from cbs.parallel.sharding import constrain
 
 
@@ -26,16 +31,18 @@ def param(rngs: nnx.Rngs, shape: Sequence[int], axes: tuple[str, ...], std: floa
 
 
 def ones_param(shape: tuple[int, ...], axes: tuple[str, ...]) -> nnx.Param:
-  return nnx.Param(nnx.with_partitioning(nnx.initializers.ones, axes)(
-      jax.random.key(0), shape, jnp.float32))
+  return nnx.Param(
+    nnx.with_partitioning(nnx.initializers.ones, axes)(jax.random.key(0), shape, jnp.float32)
+  )
 
 
 class Norm(nnx.Module):
   """LayerNorm with a scale and no bias, or RMSNorm, over the trailing `len(axes)` dimensions;
   statistics in float32. Several dimensions: QK-norm over whole query / key vectors of all heads."""
 
-  def __init__(self, size: int | tuple[int, ...], kind: str, eps: float,
-               axes: str | tuple[str, ...] = EMBED):
+  def __init__(
+    self, size: int | tuple[int, ...], kind: str, eps: float, axes: str | tuple[str, ...] = EMBED
+  ):
     shape = (size,) if isinstance(size, int) else tuple(size)
     axes = (axes,) if isinstance(axes, str) else tuple(axes)
     self.scale = ones_param(shape, axes)
@@ -58,7 +65,9 @@ def rope(x_BxLxHxK: jax.Array, theta: float) -> jax.Array:
   angle_LxF = jnp.arange(x_BxLxHxK.shape[1], dtype=jnp.float32)[:, None] * freq_F[None, :]
   cos, sin = jnp.cos(angle_LxF)[None, :, None, :], jnp.sin(angle_LxF)[None, :, None, :]
   x1, x2 = jnp.split(x_BxLxHxK.astype(jnp.float32), 2, axis=-1)
-  return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x_BxLxHxK.dtype)
+  return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(
+    x_BxLxHxK.dtype
+  )
 
 
 def attention_implementation(requested: str, platform: str, dtype) -> str:
@@ -72,14 +81,16 @@ def attention_implementation(requested: str, platform: str, dtype) -> str:
 def attend(q_BxLxHxK, k_BxLxGxK, v_BxLxGxK, scale: float | None, implementation: str):
   """Causal attention; grouped key/value heads are shared by `H / G` query heads each."""
   if implementation in ("xla", "cudnn"):
-    return jax.nn.dot_product_attention(q_BxLxHxK, k_BxLxGxK, v_BxLxGxK, is_causal=True,
-                                        scale=scale, implementation=implementation)
+    return jax.nn.dot_product_attention(
+      q_BxLxHxK, k_BxLxGxK, v_BxLxGxK, is_causal=True, scale=scale, implementation=implementation
+    )
   batch, length, heads, d_head = q_BxLxHxK.shape
   groups = k_BxLxGxK.shape[2]
   scale = 1.0 / math.sqrt(d_head) if scale is None else scale
   q_BxLxGxRxK = q_BxLxHxK.reshape(batch, length, groups, heads // groups, d_head)
-  scores = jnp.einsum("blgrk,bmgk->bgrlm", q_BxLxGxRxK * jnp.asarray(scale, q_BxLxHxK.dtype),
-                      k_BxLxGxK).astype(jnp.float32)
+  scores = jnp.einsum(
+    "blgrk,bmgk->bgrlm", q_BxLxGxRxK * jnp.asarray(scale, q_BxLxHxK.dtype), k_BxLxGxK
+  ).astype(jnp.float32)
   causal_LxL = jnp.tril(jnp.ones((length, length), bool))
   scores = jnp.where(causal_LxL, scores, jnp.finfo(jnp.float32).min)
   probs = jax.nn.softmax(scores, axis=-1).astype(v_BxLxGxK.dtype)
@@ -95,9 +106,22 @@ class Attention(nnx.Module):
   form); `none` has no QK-norm.
   """
 
-  def __init__(self, d_model: int, num_heads: int, num_kv_heads: int, d_head: int, *,
-               qk_norm: str, norm_eps: float, rope_theta: float, depth_scale: float, dtype,
-               rngs: nnx.Rngs, scale: float | None = None, implementation: str = "einsum"):
+  def __init__(
+    self,
+    d_model: int,
+    num_heads: int,
+    num_kv_heads: int,
+    d_head: int,
+    *,
+    qk_norm: str,
+    norm_eps: float,
+    rope_theta: float,
+    depth_scale: float,
+    dtype,
+    rngs: nnx.Rngs,
+    scale: float | None = None,
+    implementation: str = "einsum",
+  ):
     in_std = 1.0 / math.sqrt(d_model)
     self.scale = scale  # of the scores; None = 1/sqrt(d_head)
     self.q = param(rngs, (d_model, num_heads, d_head), (EMBED, HEADS, HEAD_DIM), in_std)
@@ -106,8 +130,10 @@ class Attention(nnx.Module):
     out_std = depth_scale / math.sqrt(num_heads * d_head)
     self.o = param(rngs, (num_heads, d_head, d_model), (HEADS, HEAD_DIM, EMBED), out_std)
     if qk_norm == "full":
-      shapes = ((num_heads, d_head), (HEADS, HEAD_DIM)), ((num_kv_heads, d_head),
-                                                          (KV_HEADS, HEAD_DIM))
+      shapes = (
+        ((num_heads, d_head), (HEADS, HEAD_DIM)),
+        ((num_kv_heads, d_head), (KV_HEADS, HEAD_DIM)),
+      )
     else:
       shapes = ((d_head, HEAD_DIM),) * 2
     norms = [Norm(size, "layernorm", norm_eps, axes) for size, axes in shapes]
@@ -126,14 +152,20 @@ class Attention(nnx.Module):
 
     q_BxLxHxK, k_BxLxGxK, v_BxLxGxK = project(self.q), project(self.k), project(self.v)
     q_BxLxHxK = constrain(q_BxLxHxK, BATCH, None, HEADS, None)
-    k_BxLxGxK, v_BxLxGxK = (constrain(t, BATCH, None, KV_HEADS, None)
-                            for t in (k_BxLxGxK, v_BxLxGxK))
+    k_BxLxGxK, v_BxLxGxK = (
+      constrain(t, BATCH, None, KV_HEADS, None) for t in (k_BxLxGxK, v_BxLxGxK)
+    )
     if self.q_norm is not None:
       q_BxLxHxK, k_BxLxGxK = self.q_norm(q_BxLxHxK), self.k_norm(k_BxLxGxK)
     q_BxLxHxK = rope(q_BxLxHxK, self.rope_theta)
     k_BxLxGxK = rope(k_BxLxGxK, self.rope_theta)
-    out_BxLxHxK = constrain(attend(q_BxLxHxK, k_BxLxGxK, v_BxLxGxK, self.scale,
-                                   self.implementation), BATCH, None, HEADS, None)
+    out_BxLxHxK = constrain(
+      attend(q_BxLxHxK, k_BxLxGxK, v_BxLxGxK, self.scale, self.implementation),
+      BATCH,
+      None,
+      HEADS,
+      None,
+    )
     o_HKxD = self.o[...].astype(self.dtype).reshape(-1, d_model)
     return (out_BxLxHxK.reshape(batch * length, -1) @ o_HKxD).reshape(batch, length, d_model)
 
@@ -142,8 +174,17 @@ class Mlp(nnx.Module):
   """GeLU MLP (`gelu`: exact erf form, the paper's, or the tanh approximation) or gated SiLU MLP
   (`swiglu`), without biases."""
 
-  def __init__(self, d_model: int, mlp_dim: int, kind: str, *, depth_scale: float, dtype,
-               rngs: nnx.Rngs, gelu: str = "exact"):
+  def __init__(
+    self,
+    d_model: int,
+    mlp_dim: int,
+    kind: str,
+    *,
+    depth_scale: float,
+    dtype,
+    rngs: nnx.Rngs,
+    gelu: str = "exact",
+  ):
     in_std = 1.0 / math.sqrt(d_model)
     self.wi = param(rngs, (d_model, mlp_dim), (EMBED, MLP), in_std)
     self.wg = param(rngs, (d_model, mlp_dim), (EMBED, MLP), in_std) if kind == "swiglu" else None

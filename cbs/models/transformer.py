@@ -15,11 +15,13 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from cbs.parallel.axis_names import BATCH, EMBED, LAYERS, VOCAB
 from cbs.models import choices
 from cbs.models import layers
+from cbs.parallel.axis_names import BATCH
+from cbs.parallel.axis_names import EMBED
+from cbs.parallel.axis_names import LAYERS
+from cbs.parallel.axis_names import VOCAB
 from cbs.parallel.sharding import constrain
-
 
 
 def hidden_lr_scale(model_cfg: ml_collections.ConfigDict) -> float:
@@ -31,6 +33,7 @@ def hidden_lr_scale(model_cfg: ml_collections.ConfigDict) -> float:
 @dataclasses.dataclass(frozen=True)
 class Dims:
   """The model's shape with every default resolved."""
+
   num_layers: int
   d_model: int
   num_heads: int
@@ -43,9 +46,11 @@ class Dims:
 def dims(model_cfg: ml_collections.ConfigDict, vocab_size: int) -> Dims:
   """Resolves `-1` knobs; raises ValueError naming any value that cannot work."""
   variant = choices.MODELS[model_cfg.name]
-  for choice, name, default in ((choices.QK_NORMS, "qk_norm", "auto"),
-                                (choices.GELUS, "gelu", "exact"),
-                                (choices.OUT_INITS, "out_init", "layer")):
+  for choice, name, default in (
+    (choices.QK_NORMS, "qk_norm", "auto"),
+    (choices.GELUS, "gelu", "exact"),
+    (choices.OUT_INITS, "out_init", "layer"),
+  ):
     choice[model_cfg.get(name, default)]  # a model built without `validation` is checked too
   d, heads = model_cfg.d_model, model_cfg.num_heads
   for key in ("num_layers", "d_model", "num_heads"):
@@ -55,8 +60,9 @@ def dims(model_cfg: ml_collections.ConfigDict, vocab_size: int) -> Dims:
   if kv_heads <= 0 or heads % kv_heads:
     raise ValueError(f"model.num_kv_heads={kv_heads} must divide model.num_heads={heads}")
   if model_cfg.d_head == -1 and d % heads:
-    raise ValueError(f"model.d_model={d} is not divisible by model.num_heads={heads}; "
-                     "set model.d_head explicitly")
+    raise ValueError(
+      f"model.d_model={d} is not divisible by model.num_heads={heads}; set model.d_head explicitly"
+    )
   d_head = d // heads if model_cfg.d_head == -1 else model_cfg.d_head
   if d_head <= 0 or d_head % 2:
     raise ValueError(f"model.d_head={d_head} must be a positive even number (RoPE rotates pairs)")
@@ -65,8 +71,10 @@ def dims(model_cfg: ml_collections.ConfigDict, vocab_size: int) -> Dims:
     mlp_dim = variant.default_mlp_dim(d)
   vocab = vocab_size if model_cfg.vocab_size == -1 else model_cfg.vocab_size
   if mlp_dim <= 0 or vocab < vocab_size:
-    raise ValueError(f"model.mlp_dim={mlp_dim} must be positive and model.vocab_size={vocab} at "
-                     f"least the data's vocabulary ({vocab_size})")
+    raise ValueError(
+      f"model.mlp_dim={mlp_dim} must be positive and model.vocab_size={vocab} at "
+      f"least the data's vocabulary ({vocab_size})"
+    )
   return Dims(model_cfg.num_layers, d, heads, kv_heads, d_head, mlp_dim, vocab)
 
 
@@ -92,15 +100,32 @@ class Block(nnx.Module):
     scale = depth_scale(cfg, dm.num_layers, layer)
     mup = choices.PARAMETERIZATIONS[cfg.get("param", "sp")].build
     self.attn_norm = layers.Norm(dm.d_model, variant.norm, cfg.norm_eps)
-    self.attn = layers.Attention(dm.d_model, dm.num_heads, dm.num_kv_heads, dm.d_head,
-                                 qk_norm=qk_norm(cfg), norm_eps=cfg.norm_eps,
-                                 rope_theta=cfg.rope_theta, depth_scale=scale, dtype=dtype, rngs=rngs,
-                                 scale=1.0 / dm.d_head if mup else None,
-                                 implementation=layers.attention_implementation(
-                                     cfg.get("attention", "auto"), jax.default_backend(), dtype))
+    self.attn = layers.Attention(
+      dm.d_model,
+      dm.num_heads,
+      dm.num_kv_heads,
+      dm.d_head,
+      qk_norm=qk_norm(cfg),
+      norm_eps=cfg.norm_eps,
+      rope_theta=cfg.rope_theta,
+      depth_scale=scale,
+      dtype=dtype,
+      rngs=rngs,
+      scale=1.0 / dm.d_head if mup else None,
+      implementation=layers.attention_implementation(
+        cfg.get("attention", "auto"), jax.default_backend(), dtype
+      ),
+    )
     self.mlp_norm = layers.Norm(dm.d_model, variant.norm, cfg.norm_eps)
-    self.mlp = layers.Mlp(dm.d_model, dm.mlp_dim, variant.mlp, depth_scale=scale, dtype=dtype,
-                          rngs=rngs, gelu=cfg.get("gelu", "exact"))
+    self.mlp = layers.Mlp(
+      dm.d_model,
+      dm.mlp_dim,
+      variant.mlp,
+      depth_scale=scale,
+      dtype=dtype,
+      rngs=rngs,
+      gelu=cfg.get("gelu", "exact"),
+    )
 
   def __call__(self, x_BxLxD):
     x_BxLxD = constrain(x_BxLxD + self.attn(self.attn_norm(x_BxLxD)), BATCH, None, None)
@@ -139,8 +164,9 @@ class Transformer(nnx.Module):
     else:
       self.blocks = nnx.List([Block(cfg, dm, rngs, i) for i in range(dm.num_layers)])
     self.final_norm = layers.Norm(dm.d_model, choices.MODELS[cfg.name].norm, cfg.norm_eps)
-    self.unembed = None if self.tied else layers.param(
-        rngs, (dm.d_model, dm.vocab_size), (EMBED, VOCAB), std)
+    self.unembed = (
+      None if self.tied else layers.param(rngs, (dm.d_model, dm.vocab_size), (EMBED, VOCAB), std)
+    )
     self.dtype = choices.DTYPES[cfg.dtype].build
     self.remat = cfg.get("remat", "none")
 
@@ -151,8 +177,9 @@ class Transformer(nnx.Module):
     if self.remat != "none":  # trade compute for activation memory
       apply = nnx.remat(apply, policy=choices.REMAT[self.remat].build)
     if self.scan:  # traced and compiled once for all layers: compile time independent of depth
-      return nnx.scan(lambda x, block: apply(block, x), in_axes=(nnx.Carry, 0),
-                      out_axes=nnx.Carry)(x_BxLxD, self.layers)
+      return nnx.scan(lambda x, block: apply(block, x), in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)(
+        x_BxLxD, self.layers
+      )
     for block in self.blocks:
       x_BxLxD = apply(block, x_BxLxD)
     return x_BxLxD
@@ -163,7 +190,10 @@ class Transformer(nnx.Module):
       unembed_DxV = self.embed[...].astype(self.dtype).T
     else:
       unembed_DxV = self.unembed[...].astype(self.dtype)
-    logits_NxV = constrain(x_BxLxD.reshape(-1, x_BxLxD.shape[-1]) @ unembed_DxV,  # 2-D: see
-                           BATCH, VOCAB)  # layers.Attention; each chip its own rows' logits
+    logits_NxV = constrain(
+      x_BxLxD.reshape(-1, x_BxLxD.shape[-1]) @ unembed_DxV,  # 2-D: see
+      BATCH,
+      VOCAB,
+    )  # layers.Attention; each chip its own rows' logits
     logits_BxLxV = logits_NxV.reshape(*tokens_BxL.shape, -1)
     return (logits_BxLxV * self.output_scale).astype(jnp.float32)

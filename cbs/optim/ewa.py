@@ -37,8 +37,8 @@ def init(params, ewa_cfg: ml_collections.ConfigDict) -> dict:
   """Zero means shaped (and, through their metadata, sharded) like the parameters."""
   averages = names(ewa_cfg)
   return {
-      "mean": {name: jax.tree.map(jnp.zeros_like, params) for name in averages},
-      "decay_product": {name: jnp.ones((), jnp.float32) for name in averages},
+    "mean": {name: jax.tree.map(jnp.zeros_like, params) for name in averages},
+    "decay_product": {name: jnp.ones((), jnp.float32) for name in averages},
   }
 
 
@@ -46,8 +46,9 @@ def update(ewa_state: dict, params, taus_by_name: dict[str, jax.Array]) -> dict:
   """Folds this step's parameters into every average."""
   mean, product = {}, {}
   for name, tau in taus_by_name.items():
-    mean[name] = jax.tree.map(lambda xi, p: tau * xi + (1.0 - tau) * p.astype(xi.dtype),
-                              ewa_state["mean"][name], params)
+    mean[name] = jax.tree.map(
+      lambda xi, p: tau * xi + (1.0 - tau) * p.astype(xi.dtype), ewa_state["mean"][name], params
+    )
     product[name] = ewa_state["decay_product"][name] * tau
   return {"mean": mean, "decay_product": product}
 

@@ -51,20 +51,31 @@ def _rsqrt(cfg, t, span, total):
 def _check_wsd(config: ml_collections.ConfigDict) -> None:
   s = config.schedule
   decay = s.decay_fraction * config.train_tokens
-  registry.require(s.warmup_tokens + decay <= config.train_tokens,
-                   f"schedule.decay_fraction={s.decay_fraction}: the wsd decay ({decay:.0f} tokens) "
-                   f"and schedule.warmup_tokens={s.warmup_tokens} are longer than the run "
-                   f"(train_tokens={config.train_tokens})")
+  registry.require(
+    s.warmup_tokens + decay <= config.train_tokens,
+    f"schedule.decay_fraction={s.decay_fraction}: the wsd decay ({decay:.0f} tokens) "
+    f"and schedule.warmup_tokens={s.warmup_tokens} are longer than the run "
+    f"(train_tokens={config.train_tokens})",
+  )
 
 
-SCHEDULES: registry.Registry[registry.Choice[Shape]] = registry.Registry("schedule.name", {
+SCHEDULES: registry.Registry[registry.Choice[Shape]] = registry.Registry(
+  "schedule.name",
+  {
     "constant": registry.Choice(_constant),
     "linear_to_zero": registry.Choice(_linear_to_zero),
     "cosine": registry.Choice(_cosine),
-    "wsd": registry.Choice(_wsd, _check_wsd, ({"schedule.name": "wsd", "schedule.warmup_tokens": 500_000,
-                                               "schedule.decay_fraction": 0.6},)),
+    "wsd": registry.Choice(
+      _wsd,
+      _check_wsd,
+      (
+        {"schedule.name": "wsd", "schedule.warmup_tokens": 500_000, "schedule.decay_fraction": 0.6},
+      ),
+    ),
     "rsqrt": registry.Choice(_rsqrt),
-}, unknown_example="cosin")
+  },
+  unknown_example="cosin",
+)
 
 
 def make(schedule_cfg: ml_collections.ConfigDict, peak_lr: float, train_tokens: int) -> Schedule:

@@ -18,32 +18,39 @@ import ml_collections
 import optax
 from flax import nnx
 
-from cbs.parallel import axis_names
 from cbs.config import registry
+from cbs.parallel import axis_names
 
 
 def _no_decay(name: str, also: registry.Check = registry.no_check):
   def check(config: ml_collections.ConfigDict) -> None:
     opt = config.optimizer
-    registry.require(not (opt.weight_decay > 0 or opt.wd_timescale > 0),
-                     f"optimizer.name={name!r} has no weight decay; use one of "
-                     f"{', '.join(n for n, e in OPTIMIZERS.items() if e.decays)} with "
-                     "weight_decay / wd_timescale")
+    registry.require(
+      not (opt.weight_decay > 0 or opt.wd_timescale > 0),
+      f"optimizer.name={name!r} has no weight decay; use one of "
+      f"{', '.join(n for n, e in OPTIMIZERS.items() if e.decays)} with "
+      "weight_decay / wd_timescale",
+    )
     also(config)
+
   return check
 
 
 def _no_nesterov(name: str, also: registry.Check = registry.no_check):
   def check(config: ml_collections.ConfigDict) -> None:
-    registry.require(not config.optimizer.nesterov,
-                     f"optimizer.nesterov=True: Nesterov momentum is for sgd, not {name}")
+    registry.require(
+      not config.optimizer.nesterov,
+      f"optimizer.nesterov=True: Nesterov momentum is for sgd, not {name}",
+    )
     also(config)
+
   return check
 
 
 @dataclasses.dataclass(frozen=True)
 class Optimizer:
   """An optimizer at unit learning rate, and whether it takes decoupled weight decay."""
+
   build: Callable[[ml_collections.ConfigDict], optax.GradientTransformation]
   decays: bool
   check: registry.Check
@@ -54,22 +61,51 @@ def _signum(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
   return optax.chain(optax.ema(cfg.b1, debias=False), optax.scale_by_sign(), optax.scale(-1.0))
 
 
-OPTIMIZERS = registry.Registry("optimizer.name", {
-    "adamw": Optimizer(lambda c: optax.adam(1.0, b1=c.b1, b2=c.b2, eps=c.eps), True,
-                       _no_nesterov("adamw"), ({"optimizer.nesterov": True},)),
-    "adam": Optimizer(lambda c: optax.adam(1.0, b1=c.b1, b2=c.b2, eps=c.eps), False,
-                      _no_decay("adam", _no_nesterov("adam")),
-                      ({"optimizer.name": "adam", "optimizer.weight_decay": 0.1},
-                       {"optimizer.name": "adam", "optimizer.nesterov": True})),
-    "sgd": Optimizer(lambda c: optax.sgd(1.0, momentum=c.b1 or None, nesterov=c.nesterov), False,
-                     _no_decay("sgd"), ({"optimizer.name": "sgd", "optimizer.wd_timescale": 0.2},)),
-    "lion": Optimizer(lambda c: optax.lion(1.0, b1=c.b1, b2=c.b2, weight_decay=0.0), True,
-                      _no_nesterov("lion"), ({"optimizer.name": "lion", "optimizer.nesterov": True},)),
-    "adafactor": Optimizer(lambda c: optax.adafactor(1.0), True, _no_nesterov("adafactor"),
-                           ({"optimizer.name": "adafactor", "optimizer.nesterov": True},)),
-    "signum": Optimizer(_signum, True, _no_nesterov("signum"),
-                        ({"optimizer.name": "signum", "optimizer.nesterov": True},)),
-}, unknown_example="adamx")
+OPTIMIZERS = registry.Registry(
+  "optimizer.name",
+  {
+    "adamw": Optimizer(
+      lambda c: optax.adam(1.0, b1=c.b1, b2=c.b2, eps=c.eps),
+      True,
+      _no_nesterov("adamw"),
+      ({"optimizer.nesterov": True},),
+    ),
+    "adam": Optimizer(
+      lambda c: optax.adam(1.0, b1=c.b1, b2=c.b2, eps=c.eps),
+      False,
+      _no_decay("adam", _no_nesterov("adam")),
+      (
+        {"optimizer.name": "adam", "optimizer.weight_decay": 0.1},
+        {"optimizer.name": "adam", "optimizer.nesterov": True},
+      ),
+    ),
+    "sgd": Optimizer(
+      lambda c: optax.sgd(1.0, momentum=c.b1 or None, nesterov=c.nesterov),
+      False,
+      _no_decay("sgd"),
+      ({"optimizer.name": "sgd", "optimizer.wd_timescale": 0.2},),
+    ),
+    "lion": Optimizer(
+      lambda c: optax.lion(1.0, b1=c.b1, b2=c.b2, weight_decay=0.0),
+      True,
+      _no_nesterov("lion"),
+      ({"optimizer.name": "lion", "optimizer.nesterov": True},),
+    ),
+    "adafactor": Optimizer(
+      lambda c: optax.adafactor(1.0),
+      True,
+      _no_nesterov("adafactor"),
+      ({"optimizer.name": "adafactor", "optimizer.nesterov": True},),
+    ),
+    "signum": Optimizer(
+      _signum,
+      True,
+      _no_nesterov("signum"),
+      ({"optimizer.name": "signum", "optimizer.nesterov": True},),
+    ),
+  },
+  unknown_example="adamx",
+)
 
 
 def logical_axes(leaf) -> tuple[str, ...] | None:
@@ -117,12 +153,15 @@ def scale_hidden(factor: float) -> optax.GradientTransformation:
   def update(updates, state, params=None):
     del params
     return _map_variables(
-        lambda u: _replace(u, _value(u) * factor) if is_hidden(u) else u, updates), state
+      lambda u: _replace(u, _value(u) * factor) if is_hidden(u) else u, updates
+    ), state
 
   return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
-def make(opt_cfg: ml_collections.ConfigDict, hidden_lr_scale: float = 1.0) -> optax.GradientTransformation:
+def make(
+  opt_cfg: ml_collections.ConfigDict, hidden_lr_scale: float = 1.0
+) -> optax.GradientTransformation:
   """The configured optimizer at unit learning rate, after global-norm clipping if `clip > 0`.
 
   `hidden_lr_scale` multiplies the updates of hidden matrices (muP; 1 = standard).
@@ -134,8 +173,14 @@ def make(opt_cfg: ml_collections.ConfigDict, hidden_lr_scale: float = 1.0) -> op
   return parts[0] if len(parts) == 1 else optax.chain(*parts)
 
 
-def apply_updates(tx: optax.GradientTransformation, grads, opt_state, params, lr: jax.Array,
-                  weight_decay: jax.Array | float = 0.0):
+def apply_updates(
+  tx: optax.GradientTransformation,
+  grads,
+  opt_state,
+  params,
+  lr: jax.Array,
+  weight_decay: jax.Array | float = 0.0,
+):
   """One update at learning rate `lr` with decoupled decay `weight_decay` (traced scalars).
 
   Parameters keep their dtypes.
@@ -150,8 +195,10 @@ def apply_updates(tx: optax.GradientTransformation, grads, opt_state, params, lr
   updates = _map_variables(scaled, updates, params)
   return optax.apply_updates(params, updates), opt_state
 
-def weight_decay_at(opt_cfg: ml_collections.ConfigDict, step_tokens: int, peak_lr: float,
-                    train_tokens: int) -> float:
+
+def weight_decay_at(
+  opt_cfg: ml_collections.ConfigDict, step_tokens: int, peak_lr: float, train_tokens: int
+) -> float:
   """The decay coefficient of a step: `weight_decay`, or the one that keeps the AdamW timescale.
 
   With `wd_timescale` = tau (a fraction of the run), lambda = B / (eta tau D) (Bergsma et al. 2025,

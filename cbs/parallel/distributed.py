@@ -18,19 +18,25 @@ def start(mesh_cfg: ml_collections.ConfigDict) -> None:
   manual = (mesh_cfg.coordinator, mesh_cfg.num_processes > 0, mesh_cfg.process_id >= 0)
   if any(manual) and not all(manual):
     raise validation.ConfigError(
-        f"mesh.coordinator={mesh_cfg.coordinator!r}, mesh.num_processes={mesh_cfg.num_processes}, "
-        f"mesh.process_id={mesh_cfg.process_id}: set all three (HOST:PORT, N > 0, 0 <= id < N) or "
-        "none")
+      f"mesh.coordinator={mesh_cfg.coordinator!r}, mesh.num_processes={mesh_cfg.num_processes}, "
+      f"mesh.process_id={mesh_cfg.process_id}: set all three (HOST:PORT, N > 0, 0 <= id < N) or "
+      "none"
+    )
   if all(manual):
     host, _, port = mesh_cfg.coordinator.rpartition(":")
-    validation.require(bool(host) and port.isdigit(), f"mesh.coordinator={mesh_cfg.coordinator!r} "
-                       "must be HOST:PORT")
-    validation.require(mesh_cfg.process_id < mesh_cfg.num_processes,
-                       f"mesh.process_id={mesh_cfg.process_id} must be below mesh.num_processes="
-                       f"{mesh_cfg.num_processes}")
+    validation.require(
+      bool(host) and port.isdigit(), f"mesh.coordinator={mesh_cfg.coordinator!r} must be HOST:PORT"
+    )
+    validation.require(
+      mesh_cfg.process_id < mesh_cfg.num_processes,
+      f"mesh.process_id={mesh_cfg.process_id} must be below mesh.num_processes="
+      f"{mesh_cfg.num_processes}",
+    )
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU only; GPUs/TPUs ignore it
-    jax.distributed.initialize(coordinator_address=mesh_cfg.coordinator,
-                               num_processes=mesh_cfg.num_processes,
-                               process_id=mesh_cfg.process_id)
+    jax.distributed.initialize(
+      coordinator_address=mesh_cfg.coordinator,
+      num_processes=mesh_cfg.num_processes,
+      process_id=mesh_cfg.process_id,
+    )
   elif mesh_cfg.distributed:
     jax.distributed.initialize()  # finds the coordinator on TPU pods, Slurm and GKE by itself

@@ -8,15 +8,17 @@ benchmarks take all of it from one `Placement`, so none of them derives it again
 
 import dataclasses
 
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
 
-from cbs.parallel import sharding
 from cbs import step as step_lib
+from cbs.parallel import sharding
 
 
 @dataclasses.dataclass(frozen=True)
 class Placement:
   """A mesh, its logical-axis rules and the shardings a train step is compiled with."""
+
   mesh: Mesh
   rules: sharding.Rules
   replicated: NamedSharding  # scalars, metrics, host-computed arguments
@@ -28,7 +30,10 @@ class Placement:
 def make(mesh: Mesh, rules: sharding.Rules, param_shardings) -> Placement:
   """The placement on `mesh` of a state whose parameters are sharded as `param_shardings`."""
   return Placement(
-      mesh=mesh, rules=rules, replicated=sharding.replicated(mesh),
-      batch=sharding.batch_sharding(mesh, rules),
-      data_parallel=sharding.data_parallel_size(mesh, rules),
-      device_groups=step_lib.local_groups(param_shardings, mesh, dict(rules).get("batch")))
+    mesh=mesh,
+    rules=rules,
+    replicated=sharding.replicated(mesh),
+    batch=sharding.batch_sharding(mesh, rules),
+    data_parallel=sharding.data_parallel_size(mesh, rules),
+    device_groups=step_lib.local_groups(param_shardings, mesh, dict(rules).get("batch")),
+  )

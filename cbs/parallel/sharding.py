@@ -7,7 +7,9 @@ devices as well. This module decides where arrays live; it does not create them.
 """
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
+from collections.abc import Iterator
+from collections.abc import Sequence
 
 import jax
 import ml_collections
@@ -15,7 +17,10 @@ import numpy as np
 from flax import nnx
 from flax.core import spmd
 from jax.experimental import mesh_utils
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+from jax.sharding import AxisType
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec
 
 from cbs.parallel import axis_names
 
@@ -36,12 +41,16 @@ def mesh_shape(mesh_cfg: ml_collections.ConfigDict, num_devices: int) -> tuple[i
   if model == -1:
     model = num_devices // data
   if data < 1 or model < 1 or data * model > num_devices:
-    raise ValueError(f"mesh {mesh_cfg.data}x{mesh_cfg.model} (data x model) needs more than the "
-                     f"{num_devices} available devices")
+    raise ValueError(
+      f"mesh {mesh_cfg.data}x{mesh_cfg.model} (data x model) needs more than the "
+      f"{num_devices} available devices"
+    )
   return data, model
 
 
-def make_mesh(mesh_cfg: ml_collections.ConfigDict, devices: Sequence[jax.Device] | None = None) -> Mesh:
+def make_mesh(
+  mesh_cfg: ml_collections.ConfigDict, devices: Sequence[jax.Device] | None = None
+) -> Mesh:
   """A (data, model) mesh over the first data*model devices (all of them in a normal run).
 
   Devices of several TPU slices (multislice) are joined along `data`: only the gradient reduction
@@ -51,12 +60,15 @@ def make_mesh(mesh_cfg: ml_collections.ConfigDict, devices: Sequence[jax.Device]
   data, model = mesh_shape(mesh_cfg, len(devices))
   slices = len({getattr(d, "slice_index", 0) for d in devices})
   if slices == 1:
-    return jax.make_mesh((data, model), AXES, axis_types=(AxisType.Auto,) * 2,
-                         devices=devices[:data * model])
+    return jax.make_mesh(
+      (data, model), AXES, axis_types=(AxisType.Auto,) * 2, devices=devices[: data * model]
+    )
   if data * model != len(devices) or data % slices:
-    raise ValueError(f"mesh {data}x{model} (data x model) on {slices} slices of "
-                     f"{len(devices) // slices} devices: use every device, with mesh.data a "
-                     f"multiple of {slices}")
+    raise ValueError(
+      f"mesh {data}x{model} (data x model) on {slices} slices of "
+      f"{len(devices) // slices} devices: use every device, with mesh.data a "
+      f"multiple of {slices}"
+    )
   grid = mesh_utils.create_hybrid_device_mesh((data // slices, model), (slices, 1), devices)
   return Mesh(grid, AXES, axis_types=(AxisType.Auto,) * 2)
 
@@ -126,7 +138,8 @@ def data_parallel_size(mesh: Mesh, rules: Rules) -> int:
 def to_global(host_batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
   """One global array per field from this host's rows (every host passes its own share)."""
   return {
-      name: jax.make_array_from_process_local_data(
-          sharding, rows, (rows.shape[0] * jax.process_count(), *rows.shape[1:]))
-      for name, rows in host_batch.items()
+    name: jax.make_array_from_process_local_data(
+      sharding, rows, (rows.shape[0] * jax.process_count(), *rows.shape[1:])
+    )
+    for name, rows in host_batch.items()
   }

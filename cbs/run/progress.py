@@ -13,6 +13,7 @@ from typing import Any
 @dataclasses.dataclass(frozen=True)
 class Progress:
   """A run's counters and positions after `step` steps and `tokens` tokens."""
+
   step: int
   tokens: int
   seed: int

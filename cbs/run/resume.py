@@ -6,24 +6,26 @@ restore, or one written on other data, is refused with one line saying why and w
 """
 
 import contextlib
-from typing import Any, NamedTuple
+from typing import Any
+from typing import NamedTuple
 
 import ml_collections
 from absl import logging
 from etils import epath
 
-from cbs.checkpoint import checkpoints as checkpoint
 from cbs import convert_checkpoint
-from cbs.metrics import records
-from cbs.run import setup as run_setup
 from cbs import train_state
+from cbs.checkpoint import checkpoints as checkpoint
 from cbs.config import validation
 from cbs.data import identity as data_identity
+from cbs.metrics import records
+from cbs.run import setup as run_setup
 from cbs.run.progress import Progress
 
 
 class Start(NamedTuple):
   """The state and progress a run's first step starts from."""
+
   state: Any
   progress: Progress
   resumed_from: int | None  # the restored step; None for a fresh start or a branch
@@ -39,8 +41,9 @@ def start(run: run_setup.RunSetup) -> Start:
     run.data.train.set_state(progress.data)
   elif restored is None:
     where = run.placement
-    state = train_state.create(config, run.data.vocab_size, run.state_layout, where.mesh,
-                               where.rules)
+    state = train_state.create(
+      config, run.data.vocab_size, run.state_layout, where.mesh, where.rules
+    )
     progress = Progress.start(config.seed)
   else:
     state, saved = restored
@@ -65,13 +68,18 @@ def branch_from(config: ml_collections.ConfigDict, abstract_state) -> tuple[Any,
   with contextlib.closing(parent):  # `validation.check_init_from` found the step
     step = config.train.init_step if config.train.init_step >= 0 else parent.latest_step()
     state, progress = parent.restore(step, abstract_state)
-  logging.info("branched from %s at step %d (%s tokens)", config.train.init_from, step,
-               f"{progress['tokens']:,}")
+  logging.info(
+    "branched from %s at step %d (%s tokens)",
+    config.train.init_from,
+    step,
+    f"{progress['tokens']:,}",
+  )
   return state, Progress.from_dict(progress).branched()
 
 
-def restore(checkpoints: checkpoint.Checkpoints, config: ml_collections.ConfigDict,
-            abstract_state) -> tuple[Any, dict] | None:
+def restore(
+  checkpoints: checkpoint.Checkpoints, config: ml_collections.ConfigDict, abstract_state
+) -> tuple[Any, dict] | None:
   """The latest checkpoint's state and progress; None only for a run that never saved one.
 
   A checkpoint that does not fit the model is the config's problem: one line naming the step, the
@@ -89,8 +97,11 @@ def restore(checkpoints: checkpoint.Checkpoints, config: ml_collections.ConfigDi
     return None
 
 
-def _incompatible_message(error: checkpoint.Incompatible, checkpoints: checkpoint.Checkpoints,
-                          config: ml_collections.ConfigDict) -> str:
+def _incompatible_message(
+  error: checkpoint.Incompatible,
+  checkpoints: checkpoint.Checkpoints,
+  config: ml_collections.ConfigDict,
+) -> str:
   try:
     changed = validation.model_data_changes(checkpoints.saved_config(error.step), config)
   except Exception:  # the saved config only explains the mismatch; without it the mismatch stands
@@ -100,14 +111,20 @@ def _incompatible_message(error: checkpoint.Incompatible, checkpoints: checkpoin
   wanted = "scanned" if config.model.scan_layers else "unrolled"
   if stored and stored != wanted:
     scan = config.model.scan_layers
-    message += (f"; convert its {stored} blocks to {wanted} ones with `python -m "
-                f"cbs.convert_checkpoint --workdir={checkpoints.directory.parent} "
-                f"--scan_layers={scan}` (or resume with model.scan_layers={not scan})")
+    message += (
+      f"; convert its {stored} blocks to {wanted} ones with `python -m "
+      f"cbs.convert_checkpoint --workdir={checkpoints.directory.parent} "
+      f"--scan_layers={scan}` (or resume with model.scan_layers={not scan})"
+    )
   return message + "; nothing was changed"
 
 
-def check_same_data(progress: dict, identity: data_identity.Identity,
-                    config: ml_collections.ConfigDict, directory: epath.Path) -> bool:
+def check_same_data(
+  progress: dict,
+  identity: data_identity.Identity,
+  config: ml_collections.ConfigDict,
+  directory: epath.Path,
+) -> bool:
   """Whether a restored run continues on its own data (True), or deliberately on new data.
 
   A checkpoint written on other data (files added, removed or resized, another manifest,
@@ -121,9 +138,14 @@ def check_same_data(progress: dict, identity: data_identity.Identity,
   where = f"checkpoint {progress['step']} in {directory}"
   if not config.train.allow_data_change:
     raise validation.ConfigError(
-        f"{where} was written on other data ({'; '.join(changed)}); resume on the same data, or "
-        "set train.allow_data_change=True to go on with this data from the start of an epoch; "
-        "nothing was changed")
-  logging.warning("%s was written on other data (%s); train.allow_data_change=True: reading the "
-                  "new data from the start of an epoch", where, "; ".join(changed))
+      f"{where} was written on other data ({'; '.join(changed)}); resume on the same data, or "
+      "set train.allow_data_change=True to go on with this data from the start of an epoch; "
+      "nothing was changed"
+    )
+  logging.warning(
+    "%s was written on other data (%s); train.allow_data_change=True: reading the "
+    "new data from the start of an epoch",
+    where,
+    "; ".join(changed),
+  )
   return False

@@ -17,26 +17,27 @@ from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
-from cbs.checkpoint import checkpoints as checkpoint
 from cbs import compiled_steps
 from cbs import data as data_lib
-from cbs.optim import lr_schedules
 from cbs import models
-from cbs.parallel import placement as placement_lib
-from cbs.parallel import sharding
 from cbs import train_state
-from cbs.config import validation
-from cbs.checkpoint import workdir_lock
 from cbs.batching import controller as controller_lib
-from cbs.batching import memory_fit as fit
 from cbs.batching import layout as layout_lib
+from cbs.batching import memory_fit as fit
+from cbs.checkpoint import checkpoints as checkpoint
+from cbs.checkpoint import workdir_lock
+from cbs.config import validation
 from cbs.data import identity as data_identity
 from cbs.data import stream as data_stream
+from cbs.optim import lr_schedules
+from cbs.parallel import placement as placement_lib
+from cbs.parallel import sharding
 
 
 @dataclasses.dataclass(frozen=True)
 class RunSetup:
   """Everything a run's loop reads; built by `build`, never changed after."""
+
   config: ml_collections.ConfigDict
   workdir: epath.Path
   data: data_stream.Data
@@ -55,8 +56,9 @@ class RunSetup:
     return jax.process_index() == 0
 
 
-def build(config: ml_collections.ConfigDict, workdir: str,
-          resources: contextlib.ExitStack) -> RunSetup:
+def build(
+  config: ml_collections.ConfigDict, workdir: str, resources: contextlib.ExitStack
+) -> RunSetup:
   """The run of `config` in `workdir`, its workdir locked; bad input fails here, as ConfigError."""
   # ---- Data and workdir --------------------------------------------------------------------------
   data = _open_data(config)
@@ -72,8 +74,12 @@ def build(config: ml_collections.ConfigDict, workdir: str,
   steps = compiled_steps.step_setup(config, data.vocab_size, sharding.make_mesh(config.mesh))
   lr_at = lr_schedules.make(config.schedule, config.optimizer.lr, config.train_tokens)
   counts = models.param_counts(config.model, data.vocab_size)
-  logging.info("mesh %s, parameters %s (non-embedding %s)", dict(steps.placement.mesh.shape),
-               f"{counts['total']:,}", f"{counts['non_embedding']:,}")
+  logging.info(
+    "mesh %s, parameters %s (non-embedding %s)",
+    dict(steps.placement.mesh.shape),
+    f"{counts['total']:,}",
+    f"{counts['non_embedding']:,}",
+  )
 
   # ---- Compiled steps ----------------------------------------------------------------------------
   controller = _controller(config, steps)
@@ -83,10 +89,20 @@ def build(config: ml_collections.ConfigDict, workdir: str,
   # ---- Checkpoints -------------------------------------------------------------------------------
   checkpoints = checkpoint.Checkpoints(workdir, config.checkpoint.keep)
   resources.callback(checkpoints.close)
-  return RunSetup(config=config, workdir=workdir, data=data, data_identity=identity,
-                  placement=steps.placement, tx=steps.tx, state_layout=steps.state_layout,
-                  lr_at=lr_at, param_counts=counts, controller=controller, eval_step=eval_step,
-                  checkpoints=checkpoints)
+  return RunSetup(
+    config=config,
+    workdir=workdir,
+    data=data,
+    data_identity=identity,
+    placement=steps.placement,
+    tx=steps.tx,
+    state_layout=steps.state_layout,
+    lr_at=lr_at,
+    param_counts=counts,
+    controller=controller,
+    eval_step=eval_step,
+    checkpoints=checkpoints,
+  )
 
 
 def _open_data(config: ml_collections.ConfigDict) -> data_stream.Data:
@@ -98,8 +114,9 @@ def _open_data(config: ml_collections.ConfigDict) -> data_stream.Data:
     raise validation.ConfigError(str(e)) from None
 
 
-def _controller(config: ml_collections.ConfigDict,
-                steps: compiled_steps.StepSetup) -> controller_lib.Controller:
+def _controller(
+  config: ml_collections.ConfigDict, steps: compiled_steps.StepSetup
+) -> controller_lib.Controller:
   """The batch controller over the run's compiled steps, its microbatch chosen if `auto`."""
   data_parallel = steps.placement.data_parallel
   compile_step = compiled_steps.step_compiler(config, steps)
@@ -109,8 +126,9 @@ def _controller(config: ml_collections.ConfigDict,
       microbatch = fit.auto_microbatch(config.batch, data_parallel, compile_step)
     except ValueError as e:  # nothing fits: the user's to fix
       raise validation.ConfigError(str(e)) from None
-  return controller_lib.Controller(config.batch, data_parallel, compile_step,
-                                   steps.placement.device_groups is not None, microbatch)
+  return controller_lib.Controller(
+    config.batch, data_parallel, compile_step, steps.placement.device_groups is not None, microbatch
+  )
 
 
 def lock_workdir(workdir: epath.Path, resources: contextlib.ExitStack) -> None:
@@ -126,7 +144,8 @@ def lock_workdir(workdir: epath.Path, resources: contextlib.ExitStack) -> None:
     if refused and refusal is None:
       holder = workdir_lock.live_holder(workdir)
       refusal = workdir_lock.WorkdirBusy(
-          f"workdir {workdir} is in use by "
-          f"{holder.describe() if holder else 'another run'}; wait for it to end or stop it")
+        f"workdir {workdir} is in use by "
+        f"{holder.describe() if holder else 'another run'}; wait for it to end or stop it"
+      )
   if refusal is not None:
     raise refusal

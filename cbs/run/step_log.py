@@ -10,8 +10,8 @@ from collections.abc import Callable
 import jax
 from clu import metric_writers
 
-from cbs.metrics import writers as metrics
 from cbs.metrics import perf
+from cbs.metrics import writers as metrics
 
 BadSteps = list[tuple[int, int]]  # (step, tokens) of the non-finite steps read at a log point
 
@@ -19,8 +19,13 @@ BadSteps = list[tuple[int, int]]  # (step, tokens) of the non-finite steps read 
 class StepLog:
   """Pending step records, the running count of skipped steps, and where they are written."""
 
-  def __init__(self, writer: metric_writers.MetricWriter, progress_log: metrics.ProgressLog,
-               skipped_steps: int, on_nonfinite: Callable[[int, BadSteps], None] | None = None):
+  def __init__(
+    self,
+    writer: metric_writers.MetricWriter,
+    progress_log: metrics.ProgressLog,
+    skipped_steps: int,
+    on_nonfinite: Callable[[int, BadSteps], None] | None = None,
+  ):
     """`on_nonfinite(step, bad)`: called when a log point reads non-finite steps (it may raise),
     after their records are written and before the progress line."""
     self._writer, self._progress_log = writer, progress_log
@@ -44,6 +49,7 @@ class StepLog:
     bad = [(s, r["tokens"]) for s, r in fetched if r["nonfinite"]]
     if bad and self._on_nonfinite is not None:
       self._on_nonfinite(step, bad)
-    self._progress_log.log(step, tokens, float(fetched[-1][1]["loss"]), tokens_per_sec,
-                           performance["perf_mfu"])
+    self._progress_log.log(
+      step, tokens, float(fetched[-1][1]["loss"]), tokens_per_sec, performance["perf_mfu"]
+    )
     self._pending = []

@@ -31,9 +31,14 @@ class StopReason(enum.Enum):
     return self in (StopReason.TOKENS, StopReason.TARGET_LOSS)
 
 
-def stop_reason(config: ml_collections.ConfigDict, tokens: int, steps_run: int,
-                stop_after_steps: int | None, preempted: bool,
-                eval_losses: Mapping[str, float] | None = None) -> StopReason | None:
+def stop_reason(
+  config: ml_collections.ConfigDict,
+  tokens: int,
+  steps_run: int,
+  stop_after_steps: int | None,
+  preempted: bool,
+  eval_losses: Mapping[str, float] | None = None,
+) -> StopReason | None:
   """Why the run stops after this step, or None to go on; an end beats a preemption, which
   beats the step limit. `eval_losses`: the step's eval, where it had one."""
   best = min(eval_losses.values()) if eval_losses else None

@@ -39,7 +39,7 @@ class Problem:
 
   def target(self) -> np.ndarray:
     i = np.arange(1, self.dim + 1, dtype=np.float64)
-    return np.sqrt(i ** -self.b / self.spectrum())
+    return np.sqrt(i**-self.b / self.spectrum())
 
   def predicted_exponent(self) -> float:
     return (self.b - 1) / (self.a + self.b - 1)
@@ -51,18 +51,33 @@ def expected_risk(p: Problem, lrs, batch: int, steps: int) -> np.ndarray:
   lrs = np.asarray(lrs, np.float64)[:, None]
   m = np.tile(p.target() ** 2, (lrs.shape[0], 1))
   out = np.empty((lrs.shape[0], steps))
-  decay, gain = (1 - lrs * lam) ** 2 + lrs ** 2 / batch * lam ** 2, lrs ** 2 / batch * lam
+  decay, gain = (1 - lrs * lam) ** 2 + lrs**2 / batch * lam**2, lrs**2 / batch * lam
   with np.errstate(over="ignore", invalid="ignore"):  # unstable learning rates diverge: inf
     for t in range(steps):
       risk = m @ lam
-      m = decay * m + gain * (risk + p.noise ** 2)[:, None]
+      m = decay * m + gain * (risk + p.noise**2)[:, None]
       out[:, t] = m @ lam
   return np.where(np.isfinite(out), out, np.inf)
 
 
-@functools.partial(jax.jit, static_argnames=("dim", "batch", "steps", "optimizer", "b1", "b2", "ewa"))
-def _simulate(lam, w_star, noise, lrs, keys, *, dim: int, batch: int, steps: int, optimizer: str,
-              b1: float, b2: float, ewa: float):
+@functools.partial(
+  jax.jit, static_argnames=("dim", "batch", "steps", "optimizer", "b1", "b2", "ewa")
+)
+def _simulate(
+  lam,
+  w_star,
+  noise,
+  lrs,
+  keys,
+  *,
+  dim: int,
+  batch: int,
+  steps: int,
+  optimizer: str,
+  b1: float,
+  b2: float,
+  ewa: float,
+):
   """Risk per step (and of the EWA weights) for each (lr, key): shape [lrs, keys, steps]."""
 
   def one(lr, key):
@@ -77,9 +92,9 @@ def _simulate(lam, w_star, noise, lrs, keys, *, dim: int, batch: int, steps: int
       else:  # adam with bias correction
         m = b1 * m + (1 - b1) * g
         v = b2 * v + (1 - b2) * g * g
-        w = w - lr * (m / (1 - b1 ** t)) / (jnp.sqrt(v / (1 - b2 ** t)) + 1e-8)
+        w = w - lr * (m / (1 - b1**t)) / (jnp.sqrt(v / (1 - b2**t)) + 1e-8)
       avg = ewa * avg + (1 - ewa) * w
-      averaged = avg / (1 - ewa ** t) if ewa > 0 else w
+      averaged = avg / (1 - ewa**t) if ewa > 0 else w
       risks = jnp.stack([lam @ (w - w_star) ** 2, lam @ (averaged - w_star) ** 2])
       return (w, m, v, avg, t + 1), risks
 
@@ -90,15 +105,36 @@ def _simulate(lam, w_star, noise, lrs, keys, *, dim: int, batch: int, steps: int
   return jax.vmap(lambda lr: jax.vmap(lambda k: one(lr, k))(keys))(lrs)
 
 
-def simulate(p: Problem, lrs, batch: int, steps: int, seeds: int = 4, seed: int = 0,
-             optimizer: str = "sgd", b1: float = 0.9, b2: float = 0.99, ewa: float = 0.0) -> np.ndarray:
+def simulate(
+  p: Problem,
+  lrs,
+  batch: int,
+  steps: int,
+  seeds: int = 4,
+  seed: int = 0,
+  optimizer: str = "sgd",
+  b1: float = 0.9,
+  b2: float = 0.99,
+  ewa: float = 0.0,
+) -> np.ndarray:
   """Mean risk over seeds per (lr, step): [len(lrs), steps]; with ewa > 0, of the EWA weights."""
   if optimizer not in ("sgd", "adam"):
     raise ValueError(f"optimizer={optimizer!r} is not one of: sgd, adam")
   keys = jax.random.split(jax.random.key(seed), seeds)
-  risks = _simulate(jnp.asarray(p.spectrum(), jnp.float32), jnp.asarray(p.target(), jnp.float32),
-                    p.noise, jnp.asarray(lrs, jnp.float32), keys, dim=p.dim, batch=batch,
-                    steps=steps, optimizer=optimizer, b1=b1, b2=b2, ewa=ewa)
+  risks = _simulate(
+    jnp.asarray(p.spectrum(), jnp.float32),
+    jnp.asarray(p.target(), jnp.float32),
+    p.noise,
+    jnp.asarray(lrs, jnp.float32),
+    keys,
+    dim=p.dim,
+    batch=batch,
+    steps=steps,
+    optimizer=optimizer,
+    b1=b1,
+    b2=b2,
+    ewa=ewa,
+  )
   return np.asarray(risks[:, :, 1 if ewa > 0 else 0].mean(axis=1), np.float64)
 
 

@@ -29,24 +29,51 @@ KINDS = ("all-gather", "reduce-scatter", "all-reduce", "all-to-all", "collective
 DCN = "dcn"
 ICI = "ici"
 
-_BYTES = {"pred": 1, "s4": 0.5, "u4": 0.5, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2,
-          "bf16": 2, "s32": 4, "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8,
-          "c128": 16, "f8e4m3fn": 1, "f8e5m2": 1, "f8e4m3b11fnuz": 1, "f8e4m3fnuz": 1,
-          "f8e5m2fnuz": 1}
+_BYTES = {
+  "pred": 1,
+  "s4": 0.5,
+  "u4": 0.5,
+  "s8": 1,
+  "u8": 1,
+  "s16": 2,
+  "u16": 2,
+  "f16": 2,
+  "bf16": 2,
+  "s32": 4,
+  "u32": 4,
+  "f32": 4,
+  "s64": 8,
+  "u64": 8,
+  "f64": 8,
+  "c64": 8,
+  "c128": 16,
+  "f8e4m3fn": 1,
+  "f8e5m2": 1,
+  "f8e4m3b11fnuz": 1,
+  "f8e4m3fnuz": 1,
+  "f8e5m2fnuz": 1,
+}
 _ARRAY = re.compile(r"\b(" + "|".join(_BYTES) + r")\[([\d,]*)\]")
 _HEADER = re.compile(r"^(ENTRY )?%?([\w.\-]+) \(.*\{$")
 _INSTRUCTION = re.compile(r"^\s+(ROOT )?%?([\w.\-]+) = (.*)$")
 _OPCODE = re.compile(r"([\w\-]+)\(")
 _NAME = re.compile(r"%([\w.\-]+)")
-_CALLED = re.compile(r"\b(?:calls|branch_computations|true_computation|false_computation|"
-                     r"called_computations)=(\{[^}]*\}|%?[\w.\-]+)")
-_DCN_KINDS = {"ALL_GATHER": "all-gather", "ALL_REDUCE": "all-reduce",
-              "REDUCE_SCATTER": "reduce-scatter", "ALL_TO_ALL": "all-to-all"}
+_CALLED = re.compile(
+  r"\b(?:calls|branch_computations|true_computation|false_computation|"
+  r"called_computations)=(\{[^}]*\}|%?[\w.\-]+)"
+)
+_DCN_KINDS = {
+  "ALL_GATHER": "all-gather",
+  "ALL_REDUCE": "all-reduce",
+  "REDUCE_SCATTER": "reduce-scatter",
+  "ALL_TO_ALL": "all-to-all",
+}
 
 
 @dataclasses.dataclass(frozen=True)
 class Collective:
   """One collective of the program: what one chip sends in one execution, and how often it runs."""
+
   kind: str  # one of KINDS
   link: str  # ICI (within a slice) or DCN (between slices)
   bytes: float  # sent by each chip of the group per execution
@@ -59,6 +86,7 @@ class Collective:
 @dataclasses.dataclass(frozen=True)
 class Program:
   """The collectives of one compiled program and what the count could not resolve."""
+
   collectives: tuple[Collective, ...]
   partitions: int  # devices of one program (one slice, in a multislice program)
   loops: tuple[int, ...]  # trip count of every while loop met, in program order
@@ -78,8 +106,10 @@ class _Instruction:
 
 def array_bytes(type_text: str) -> list[float]:
   """Bytes of each array in an HLO type (a tuple lists several)."""
-  return [_BYTES[dtype] * math.prod(int(d) for d in dims.split(",") if d)
-          for dtype, dims in _ARRAY.findall(type_text)]
+  return [
+    _BYTES[dtype] * math.prod(int(d) for d in dims.split(",") if d)
+    for dtype, dims in _ARRAY.findall(type_text)
+  ]
 
 
 def _closing(text: str, start: int) -> int:
@@ -89,13 +119,13 @@ def _closing(text: str, start: int) -> int:
     depth += {"(": 1, ")": -1, "{": 1, "}": -1}.get(text[i], 0)
     if depth == 0:
       return i
-  raise ValueError(f"unbalanced HLO text: {text[start:start + 80]!r}")
+  raise ValueError(f"unbalanced HLO text: {text[start : start + 80]!r}")
 
 
 def _instruction(root: bool, name: str, rest: str) -> _Instruction | None:
   if rest.startswith("("):
     end = _closing(rest, 0)
-    type_text, rest = rest[:end + 1], rest[end + 2:]
+    type_text, rest = rest[: end + 1], rest[end + 2 :]
   else:
     type_text, _, rest = rest.partition(" ")
   opcode = _OPCODE.match(rest)
@@ -103,11 +133,18 @@ def _instruction(root: bool, name: str, rest: str) -> _Instruction | None:
     return None
   start = opcode.end() - 1
   end = _closing(rest, start)
-  inside = rest[start + 1:end]
+  inside = rest[start + 1 : end]
   literal = re.fullmatch(r"-?\d+", inside.strip()) if opcode.group(1) == "constant" else None
   operands = _NAME.findall(re.sub(r"/\*.*?\*/", "", inside))
-  return _Instruction(name, type_text, opcode.group(1), operands, rest[end + 1:], root,
-                      int(literal.group(0)) if literal else None)
+  return _Instruction(
+    name,
+    type_text,
+    opcode.group(1),
+    operands,
+    rest[end + 1 :],
+    root,
+    int(literal.group(0)) if literal else None,
+  )
 
 
 def parse(text: str) -> tuple[dict[str, list[_Instruction]], str, int]:
@@ -135,7 +172,7 @@ def _iota_groups(shape: list[int], dims: list[int], perm: list[int] | None) -> l
   ids = np.arange(math.prod(dims)).reshape(dims)
   ids = (ids.transpose(perm) if perm else ids).ravel().tolist()
   size = shape[-1]
-  return [ids[i:i + size] for i in range(0, len(ids), size)]
+  return [ids[i : i + size] for i in range(0, len(ids), size)]
 
 
 def _mesh_groups(axes: list[tuple[str, int]], reduced: list[str]) -> list[list[int]]:
@@ -157,13 +194,14 @@ def replica_groups(attributes: str, partitions: int) -> list[list[int]]:
     return _mesh_groups(axes, re.findall(r"'([^']+)'", mesh.group(2)))
   iota = re.search(r"replica_groups=\[([\d,]+)\]<=\[([\d,]+)\](?:T\(([\d,]+)\))?", attributes)
   if iota:
-    numbers = lambda s: [int(x) for x in s.split(",")] if s else None  # noqa: E731
+    numbers = lambda s: [int(x) for x in s.split(",")] if s else None
     return _iota_groups(numbers(iota.group(1)), numbers(iota.group(2)), numbers(iota.group(3)))
   listed = re.search(r"replica_groups=\{((?:\{[\d,]*\},?)*)\}", attributes)
   if listed is None:
     raise ValueError(f"replica groups not understood: {attributes[:200]!r}")
-  groups = [[int(x) for x in g.split(",") if x] for g in re.findall(r"\{([\d,]*)\}",
-                                                                     listed.group(1))]
+  groups = [
+    [int(x) for x in g.split(",") if x] for g in re.findall(r"\{([\d,]*)\}", listed.group(1))
+  ]
   return groups or [list(range(partitions))]
 
 
@@ -171,7 +209,7 @@ def _result_bytes(instruction: _Instruction) -> float:
   """Bytes of the collective's result (an async start's tuple holds operands, then results)."""
   arrays = array_bytes(instruction.type)
   if instruction.opcode == "all-gather-start":
-    return sum(arrays[len(arrays) // 2:])
+    return sum(arrays[len(arrays) // 2 :])
   if instruction.opcode == "collective-permute-start":
     return arrays[1] if len(arrays) > 1 else sum(arrays)
   return sum(arrays)
@@ -182,26 +220,39 @@ def _is_reduce_scatter(instruction: _Instruction, body: list[_Instruction]) -> b
   reduce-scatter."""
   root = next((i for i in body if i.root), None)
   users = [i for i in body if instruction.name in i.operands]
-  return (root is not None and root.opcode == "dynamic-slice" and users == [root]
-          and root.operands[0] == instruction.name)
+  return (
+    root is not None
+    and root.opcode == "dynamic-slice"
+    and users == [root]
+    and root.operands[0] == instruction.name
+  )
 
 
-def _ici_collective(instruction: _Instruction, body: list[_Instruction],
-                    partitions: int) -> Collective | None:
+def _ici_collective(
+  instruction: _Instruction, body: list[_Instruction], partitions: int
+) -> Collective | None:
   kind = instruction.opcode.removesuffix("-start")
   if kind not in KINDS:
     return None
   size = _result_bytes(instruction)
   if kind == "collective-permute":
-    pairs = tuple((int(a), int(b)) for a, b in re.findall(
-        r"\{(\d+),(\d+)\}", instruction.attributes.split("source_target_pairs=")[-1]))
+    pairs = tuple(
+      (int(a), int(b))
+      for a, b in re.findall(
+        r"\{(\d+),(\d+)\}", instruction.attributes.split("source_target_pairs=")[-1]
+      )
+    )
     return Collective(kind, ICI, size if pairs else 0.0, (), pairs, 1, _channel(instruction))
   group = replica_groups(instruction.attributes, partitions)[0]
   n = len(group)
   if kind == "all-reduce" and _is_reduce_scatter(instruction, body):
     kind = "reduce-scatter"
-  factor = {"all-gather": (n - 1) / n, "all-reduce": 2 * (n - 1) / n,
-            "all-to-all": (n - 1) / n, "reduce-scatter": n - 1}[kind]
+  factor = {
+    "all-gather": (n - 1) / n,
+    "all-reduce": 2 * (n - 1) / n,
+    "all-to-all": (n - 1) / n,
+    "reduce-scatter": n - 1,
+  }[kind]
   if kind == "reduce-scatter" and instruction.opcode == "all-reduce":
     factor = (n - 1) / n  # the all-reduce's result is the reduce-scatter's operand
   return Collective(kind, ICI, size * factor, tuple(group), (), 1, _channel(instruction))
@@ -231,13 +282,18 @@ def _dcn_collective(instruction: _Instruction, slices: int) -> Collective | None
   kind = _DCN_KINDS.get(tag.group(1), tag.group(1).lower())
   size = array_bytes(instruction.type)[0]
   k = slices
-  factor = {"all-gather": k - 1, "all-reduce": 2 * (k - 1) / k,
-            "reduce-scatter": (k - 1) / k, "all-to-all": (k - 1) / k}.get(kind, 1.0)
+  factor = {
+    "all-gather": k - 1,
+    "all-reduce": 2 * (k - 1) / k,
+    "reduce-scatter": (k - 1) / k,
+    "all-to-all": (k - 1) / k,
+  }.get(kind, 1.0)
   return Collective(kind, DCN, size * factor, (), (), 1)
 
 
-def trip_count(loop: _Instruction, caller: list[_Instruction],
-               computations: dict[str, list[_Instruction]]) -> int | None:
+def trip_count(
+  loop: _Instruction, caller: list[_Instruction], computations: dict[str, list[_Instruction]]
+) -> int | None:
   """The loop's trip count: the compiler's own note, or `i < N` with i from a constant by 1s."""
   known = re.search(r'"known_trip_count":\{"n":"(\d+)"\}', loop.attributes)
   if known:
@@ -249,7 +305,7 @@ def trip_count(loop: _Instruction, caller: list[_Instruction],
   direction = re.search(r"direction=(\w+)", root.attributes)
   if root.opcode != "compare" or direction is None or len(root.operands) != 2:
     return None
-  index_of = lambda i: re.search(r"index=(\d+)", i.attributes)  # noqa: E731
+  index_of = lambda i: re.search(r"index=(\d+)", i.attributes)
   counter, bound = (cond.get(name) for name in root.operands)
   if counter is None or bound is None or counter.opcode != "get-tuple-element":
     return None
@@ -296,8 +352,7 @@ def count(text: str, slices: int = 1) -> Program:
     body = computations.get(name, [])
     found = []
     for instruction in body:
-      one = (_dcn_collective(instruction, slices) or
-             _ici_collective(instruction, body, partitions))
+      one = _dcn_collective(instruction, slices) or _ici_collective(instruction, body, partitions)
       if one is not None:
         found.append(one)
       if instruction.opcode == "while":
@@ -307,8 +362,12 @@ def count(text: str, slices: int = 1) -> Program:
         inner = walk(re.search(r"body=%?([\w.\-]+)", instruction.attributes).group(1))
         found += [dataclasses.replace(c, executions=c.executions * (trips or 1)) for c in inner]
         continue
-      called = [n for text in _CALLED.findall(instruction.attributes)
-                for n in re.findall(r"[\w.\-]+", text) if n in computations]
+      called = [
+        n
+        for text in _CALLED.findall(instruction.attributes)
+        for n in re.findall(r"[\w.\-]+", text)
+        if n in computations
+      ]
       if instruction.opcode == "conditional":  # one branch runs: the one sending the most
         branches = [walk(n) for n in called]
         found += max(branches, key=lambda b: sum(c.bytes * c.executions for c in b), default=[])

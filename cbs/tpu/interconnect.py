@@ -21,6 +21,7 @@ from cbs.tpu import collectives
 @dataclasses.dataclass(frozen=True)
 class Links:
   """Bandwidths of one chip's links, bytes/s."""
+
   ici_port: float  # one ICI port, one direction
   ici_ports: int
   dcn_per_chip: float  # the host's DCN bandwidth over its chips
@@ -42,13 +43,17 @@ def traffic(program: collectives.Program, mesh, links: Links) -> dict:
   devices = list(mesh.devices.flat)
   first_slice = [d for d in devices if getattr(d, "slice_index", 0) in (0, None)]
   position = {d.id: index for index, d in np.ndenumerate(mesh.devices)}
-  place = lambda p: position[first_slice[p].id]  # noqa: E731
-  coords = lambda p: tuple(getattr(first_slice[p], "coords", None) or place(p))  # noqa: E731
+  place = lambda p: position[first_slice[p].id]
+  coords = lambda p: tuple(getattr(first_slice[p], "coords", None) or place(p))
   slice_of = np.vectorize(lambda d: getattr(d, "slice_index", 0) or 0)(mesh.devices)
-  across = ",".join(name for k, name in enumerate(mesh.axis_names)
-                    if np.any(np.diff(slice_of, axis=k))) or "none"
-  by_link = {collectives.ICI: collections.defaultdict(lambda: collections.defaultdict(float)),
-             collectives.DCN: collections.defaultdict(lambda: collections.defaultdict(float))}
+  across = (
+    ",".join(name for k, name in enumerate(mesh.axis_names) if np.any(np.diff(slice_of, axis=k)))
+    or "none"
+  )
+  by_link = {
+    collectives.ICI: collections.defaultdict(lambda: collections.defaultdict(float)),
+    collectives.DCN: collections.defaultdict(lambda: collections.defaultdict(float)),
+  }
   seconds = {collectives.ICI: 0.0, collectives.DCN: 0.0}
   for c in program.collectives:
     sent = c.bytes * c.executions
@@ -65,11 +70,17 @@ def traffic(program: collectives.Program, mesh, links: Links) -> dict:
   ici = sum(sum(axes.values()) for axes in by_link[collectives.ICI].values())
   dcn = sum(sum(axes.values()) for axes in by_link[collectives.DCN].values())
   return {
-      "bytes_per_chip": ici + dcn, "ici_bytes": ici, "dcn_bytes": dcn,
-      "by_link": {link: {kind: dict(axes) for kind, axes in kinds.items()}
-                  for link, kinds in by_link.items() if kinds},
-      "ici_seconds": seconds[collectives.ICI], "dcn_seconds": seconds[collectives.DCN],
-      "seconds": seconds[collectives.ICI] + seconds[collectives.DCN],
-      "loop_trip_counts": list(program.loops),
-      "unknown_trip_counts": program.unknown_trip_counts,
+    "bytes_per_chip": ici + dcn,
+    "ici_bytes": ici,
+    "dcn_bytes": dcn,
+    "by_link": {
+      link: {kind: dict(axes) for kind, axes in kinds.items()}
+      for link, kinds in by_link.items()
+      if kinds
+    },
+    "ici_seconds": seconds[collectives.ICI],
+    "dcn_seconds": seconds[collectives.DCN],
+    "seconds": seconds[collectives.ICI] + seconds[collectives.DCN],
+    "loop_trip_counts": list(program.loops),
+    "unknown_trip_counts": program.unknown_trip_counts,
   }

@@ -12,8 +12,12 @@ these variables are set already, are left alone.
 import importlib.util
 import os
 
-_NO_TPU_HOST = {"TPU_SKIP_MDS_QUERY": "1", "TPU_WORKER_HOSTNAMES": "localhost",
-                "TPU_HOST_BOUNDS": "1,1,1", "ALLOW_MULTIPLE_LIBTPU_LOAD": "1"}
+_NO_TPU_HOST = {
+  "TPU_SKIP_MDS_QUERY": "1",
+  "TPU_WORKER_HOSTNAMES": "localhost",
+  "TPU_HOST_BOUNDS": "1,1,1",
+  "ALLOW_MULTIPLE_LIBTPU_LOAD": "1",
+}
 
 
 def quiet_without_tpu() -> None:
@@ -21,7 +25,8 @@ def quiet_without_tpu() -> None:
   if importlib.util.find_spec("libtpu") is None:
     return
   try:  # JAX's own test for TPU chips on the PCI bus (a private module: absent in other versions)
-    from jax._src import hardware_utils  # pylint: disable=g-import-not-at-top
+    from jax._src import hardware_utils  # pylint: disable=g-import-not-at-top  # noqa: PLC0415
+
     chips = hardware_utils.num_available_tpu_chips_and_device_id()[0]
   except (ImportError, AttributeError):
     return

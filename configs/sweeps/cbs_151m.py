@@ -9,13 +9,13 @@ the config's size to measure at K times the Chinchilla budget.
 
 def get_sweep() -> dict:
   return {
-      "config": "configs/cbs_paper.py:151m",
-      "fixed": {"data.tfds_data_dir": "gs://BUCKET/tensorflow_datasets"},
-      "axes": {
-          "batch.size": [64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384],
-          # half-decades around the released 3.16e-3; widen it where a batch's best lr is an end
-          "optimizer.lr": [1e-3, 3.16e-3, 1e-2],
-          "optimizer.b2": [0.95, 0.99, 0.995, 0.999],
-      },
-      "two_phase": {"b_opt": 256, "cap": 8},
+    "config": "configs/cbs_paper.py:151m",
+    "fixed": {"data.tfds_data_dir": "gs://BUCKET/tensorflow_datasets"},
+    "axes": {
+      "batch.size": [64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384],
+      # half-decades around the released 3.16e-3; widen it where a batch's best lr is an end
+      "optimizer.lr": [1e-3, 3.16e-3, 1e-2],
+      "optimizer.b2": [0.95, 0.99, 0.995, 0.999],
+    },
+    "two_phase": {"b_opt": 256, "cap": 8},
   }

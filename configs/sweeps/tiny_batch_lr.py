@@ -3,8 +3,12 @@
 
 def get_sweep() -> dict:
   return {
-      "config": "configs/cbs_paper.py:tiny",
-      "fixed": {"train_tokens": 200_000, "data_budget_tokens": 200_000,
-                "schedule.warmup_tokens": 20_000, "mesh.data": 1},
-      "axes": {"batch.size": [16, 32, 64, 128], "optimizer.lr": [1e-3, 3.16e-3]},
+    "config": "configs/cbs_paper.py:tiny",
+    "fixed": {
+      "train_tokens": 200_000,
+      "data_budget_tokens": 200_000,
+      "schedule.warmup_tokens": 20_000,
+      "mesh.data": 1,
+    },
+    "axes": {"batch.size": [16, 32, 64, 128], "optimizer.lr": [1e-3, 3.16e-3]},
   }

@@ -56,7 +56,7 @@ def test_power_law_and_bootstrap_recover_a_known_exponent():
   rng = np.random.default_rng(1)
   groups = []
   for d in (1e6, 4e6, 1.6e7, 6.4e7):
-    cbs = 3 * d ** 0.4
+    cbs = 3 * d**0.4
     a = 100.0
     b = (cbs - 1.2 * 256) * 5 * a  # B* = 1.2 B_opt + b / (5a)
     steps = (a + b / BATCHES) * np.exp(rng.normal(0, 0.02, BATCHES.size))
@@ -65,5 +65,5 @@ def test_power_law_and_bootstrap_recover_a_known_exponent():
   assert law.exponent == pytest.approx(0.4, abs=0.03)
   lo, hi = law.ci
   assert lo < 0.4 < hi and hi - lo < 0.2
-  exact = fits.fit_power_law([1, 10, 100], [2, 2 * 10 ** 0.7, 2 * 100 ** 0.7])
+  exact = fits.fit_power_law([1, 10, 100], [2, 2 * 10**0.7, 2 * 100**0.7])
   assert (exact.d, exact.exponent) == (pytest.approx(2), pytest.approx(0.7))

@@ -1,7 +1,7 @@
 """Steps-to-target measurement from run directories, the CLI, and the written report."""
 
-import html.parser
 import base64
+import html.parser
 import json
 import math
 import struct
@@ -19,8 +19,11 @@ B_NOISE = 80.0
 
 
 def test_crossing_interpolates_log_loss_between_bracketing_evals():
-  evals = [{"step": 10, "eval_loss": 4.0}, {"step": 20, "eval_loss": 2.0},
-           {"step": 30, "eval_loss": 1.0}]
+  evals = [
+    {"step": 10, "eval_loss": 4.0},
+    {"step": 20, "eval_loss": 2.0},
+    {"step": 30, "eval_loss": 1.0},
+  ]
   # log-linear between (10, 4) and (20, 2): loss 2 sqrt 2 at step 15.
   assert runs_lib.crossing(evals, "eval_loss", 2 * math.sqrt(2)) == pytest.approx(15)
   assert runs_lib.crossing(evals, "eval_loss", 2.0) == pytest.approx(20)
@@ -31,8 +34,10 @@ def test_crossing_interpolates_log_loss_between_bracketing_evals():
 
 def test_the_run_that_sets_the_target_at_its_last_eval_reaches_it():
   # exp(log(y)) is one ulp above this y: the reference batch dropped out of the fit.
-  evals = [{"step": 48, "tokens": 20736, "eval_loss": 3.088438034057617},
-           {"step": 96, "tokens": 24576, "eval_loss": 3.071528673171997}]
+  evals = [
+    {"step": 48, "tokens": 20736, "eval_loss": 3.088438034057617},
+    {"step": 96, "tokens": 24576, "eval_loss": 3.071528673171997},
+  ]
   target = runs_lib.loss_at(evals, "eval_loss", 24576)
   assert target == 3.071528673171997
   assert runs_lib.crossing(evals, "eval_loss", target) == 96
@@ -43,7 +48,10 @@ def make_sweep(root, batches=(8, 16, 32, 64, 128, 256), b_opt=16, budget_steps=4
   target = fake_runs.loss(budget_steps, b_opt, B_NOISE)
   names = []
   for batch in batches:
-    for lr, penalty in ((1e-3, 1.0), (3e-3, 1.3)):  # the second lr is slower: minimum over the sweep
+    for lr, penalty in (
+      (1e-3, 1.0),
+      (3e-3, 1.3),
+    ):  # the second lr is slower: minimum over the sweep
       name = f"b{batch}-lr{lr}"
       # Long enough to reach the target, except the slow lr at the largest batch.
       length = 0.9 if (batch, lr) == (batches[-1], 3e-3) else 1.5
@@ -51,8 +59,17 @@ def make_sweep(root, batches=(8, 16, 32, 64, 128, 256), b_opt=16, budget_steps=4
       if batch == b_opt:
         steps = budget_steps
       capped = (batch, lr) == (batches[-1], 3e-3)  # as the study cuts a slower learning rate
-      fake_runs.write_run(root, name, batch, B_NOISE * penalty, steps, budget, lr=lr,
-                          eval_every=5, stop_loss=target if capped else 0.0)
+      fake_runs.write_run(
+        root,
+        name,
+        batch,
+        B_NOISE * penalty,
+        steps,
+        budget,
+        lr=lr,
+        eval_every=5,
+        stop_loss=target if capped else 0.0,
+      )
       names.append(name)
   fake_runs.write_manifest(root, names)
   return budget
@@ -65,8 +82,9 @@ def test_measure_recovers_the_law_of_the_runs(tmp_path):
   assert group["tokens"] == budget and group["target"] == pytest.approx(target, rel=1e-4)
   for row in group["best"]:
     assert row["lr"] == 1e-3 and row["metric"] == "eval_loss_ewa_0.9"
-    assert row["steps"] == pytest.approx(fake_runs.steps_to(target, row["batch_size"], B_NOISE),
-                                         rel=0.01)
+    assert row["steps"] == pytest.approx(
+      fake_runs.steps_to(target, row["batch_size"], B_NOISE), rel=0.01
+    )
   assert group["b_noise"] == pytest.approx(B_NOISE, rel=0.03)
   assert group["cbs"] == pytest.approx(1.2 * 16 + B_NOISE / 5, rel=0.03)
   assert group["cbs_raw"] == 32  # 64 needs > 1.2 x linear scaling on the points
@@ -87,17 +105,20 @@ def test_fit_command_reads_a_table_and_writes_json(tmp_path, capsys):
   rows = ["group,batch_size,steps,n_params,tokens"]
   for g, (d, a) in enumerate(((1e8, 100.0), (4e8, 200.0))):
     for batch in (32, 64, 128, 256, 512, 1024):
-      rows.append(f"g{g},{batch},{a + a * 100 * 2 ** g / batch},1000000,{d}")
+      rows.append(f"g{g},{batch},{a + a * 100 * 2**g / batch},1000000,{d}")
   (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
   out = tmp_path / "fit.json"
-  assert cbs.main(["fit", "--csv", str(tmp_path / "t.csv"), "--json", str(out),
-                   "--bootstrap", "50"]) == 0
+  assert (
+    cbs.main(["fit", "--csv", str(tmp_path / "t.csv"), "--json", str(out), "--bootstrap", "50"])
+    == 0
+  )
   result = json.loads(out.read_text())
   assert result["groups"]["g1"]["b_noise"] == pytest.approx(200, rel=1e-3)
   assert result["groups"]["g0"]["cbs"] == pytest.approx(1.2 * 256 + 20, rel=1e-3)
   # CBS 327.2 at D=1e8, 347.2 at D=4e8: exponent log(347.2/327.2)/log 4.
   assert result["scaling"]["tokens"]["exponent"] == pytest.approx(
-      math.log(347.2 / 327.2) / math.log(4), rel=1e-3)
+    math.log(347.2 / 327.2) / math.log(4), rel=1e-3
+  )
   assert "n_params" not in result["scaling"]  # one model size: no law in N
   assert "g1" in capsys.readouterr().out
 
@@ -126,22 +147,37 @@ def png_size(data: bytes) -> tuple[int, int]:
 def test_report_writes_tables_pngs_and_a_self_contained_html(tmp_path):
   make_sweep(tmp_path)
   # An adaptive run and a ramp beside the constant ones get the schedule comparison.
-  fake_runs.write_run(tmp_path, "norm", 8, B_NOISE, 300, 10_000, schedule="norm",
-                      batch_at=lambda s: 8 * 2 ** min(s // 100, 3), eval_every=5)
+  fake_runs.write_run(
+    tmp_path,
+    "norm",
+    8,
+    B_NOISE,
+    300,
+    10_000,
+    schedule="norm",
+    batch_at=lambda s: 8 * 2 ** min(s // 100, 3),
+    eval_every=5,
+  )
   names = json.loads((tmp_path / "manifest.json").read_text())["runs"]
   fake_runs.write_manifest(tmp_path, [r["name"] for r in names] + ["norm"])
   out = tmp_path / "report"
-  assert cbs.main(["report", "--root", str(tmp_path), "--out", str(out), "--b_opt", "16",
-                   "--bootstrap", "20"]) == 0
+  assert (
+    cbs.main(
+      ["report", "--root", str(tmp_path), "--out", str(out), "--b_opt", "16", "--bootstrap", "20"]
+    )
+    == 0
+  )
   md = (out / "report.md").read_text()
   assert md.startswith("# Critical batch size report")
   assert "python -m analysis.cbs report --root" in md and "Batch-size schedules" in md
   # The guards open the report: the faster learning rate is the smallest swept everywhere.
   assert md.index("## Guards") < md.index("## CBS per model")
-  assert ("- N=100k,D=410k: batch 8: best lr 0.001 is the smallest swept (0.001, 0.003), so f(8) "
-          "is overestimated: add lr 0.000333\n") in md
+  assert (
+    "- N=100k,D=410k: batch 8: best lr 0.001 is the smallest swept (0.001, 0.003), so f(8) "
+    "is overestimated: add lr 0.000333\n"
+  ) in md
   assert "95% interval" in md and "the scaling laws use the fitted CBS" in md
-  images = [line[line.rindex("(") + 1:-1] for line in md.splitlines() if line.startswith("![")]
+  images = [line[line.rindex("(") + 1 : -1] for line in md.splitlines() if line.startswith("![")]
   assert len(images) == 3  # steps vs batch, loss curves, schedules
   for name in images:
     width, height = png_size((out / name).read_bytes())
@@ -170,14 +206,18 @@ def test_loss_curves_of_a_group_hold_only_its_runs(tmp_path, monkeypatch):
   for seq_len in (64, 128):
     for batch in (8, 16, 32):
       name = f"L{seq_len}-b{batch}"
-      fake_runs.write_run(tmp_path, name, batch, B_NOISE, 800, budget, seq_len=seq_len,
-                          eval_every=20)
+      fake_runs.write_run(
+        tmp_path, name, batch, B_NOISE, 800, budget, seq_len=seq_len, eval_every=20
+      )
       names.append(name)
   fake_runs.write_manifest(tmp_path, names)
   drawn = []
   real = plots.loss_curves
-  monkeypatch.setattr(plots, "loss_curves",
-                      lambda runs, group, *a: drawn.append((runs, group)) or real(runs, group, *a))
+  monkeypatch.setattr(
+    plots,
+    "loss_curves",
+    lambda runs, group, *a: drawn.append((runs, group)) or real(runs, group, *a),
+  )
   assert cbs.main(["report", "--root", str(tmp_path), "--b_opt", "16", "--bootstrap", "0"]) == 0
   assert len(drawn) == 2
   for runs, group in drawn:
@@ -207,19 +247,49 @@ def data_under_legends(fig) -> list:
 
 def test_figure_legends_sit_outside_the_data(tmp_path, monkeypatch):
   make_sweep(tmp_path)
-  fake_runs.write_run(tmp_path, "norm", 8, B_NOISE, 300, 10_000, schedule="norm",
-                      batch_at=lambda s: 8 * 2 ** min(s // 100, 3), eval_every=5)
+  fake_runs.write_run(
+    tmp_path,
+    "norm",
+    8,
+    B_NOISE,
+    300,
+    10_000,
+    schedule="norm",
+    batch_at=lambda s: 8 * 2 ** min(s // 100, 3),
+    eval_every=5,
+  )
   names = json.loads((tmp_path / "manifest.json").read_text())["runs"]
   fake_runs.write_manifest(tmp_path, [r["name"] for r in names] + ["norm"])
   checked = {}
   real = plots._save
-  monkeypatch.setattr(plots, "_save", lambda fig, path: checked.setdefault(
-      path.rsplit("/", 1)[-1], data_under_legends(fig)) is None or real(fig, path))
+  monkeypatch.setattr(
+    plots,
+    "_save",
+    lambda fig, path: (
+      checked.setdefault(path.rsplit("/", 1)[-1], data_under_legends(fig)) is None
+      or real(fig, path)
+    ),
+  )
   budgets = [16 * 400 * 64 // k for k in (8, 4, 2, 1)]  # four groups: 16 lines in the old legend
-  assert cbs.main(["report", "--root", str(tmp_path), "--b_opt", "16", "--bootstrap", "20",
-                   "--budgets", ",".join(map(str, budgets))]) == 0
+  assert (
+    cbs.main(
+      [
+        "report",
+        "--root",
+        str(tmp_path),
+        "--b_opt",
+        "16",
+        "--bootstrap",
+        "20",
+        "--budgets",
+        ",".join(map(str, budgets)),
+      ]
+    )
+    == 0
+  )
   assert {"steps_vs_batch.png", "cbs_vs_tokens.png", "schedules.png", "loss_curves_0.png"} <= set(
-      checked)
+    checked
+  )
   assert {name: len(hits) for name, hits in checked.items() if hits} == {}
   md = (tmp_path / "report" / "report.md").read_text()
   assert "- every group: batch 8: best lr 0.001 is the smallest swept" in md  # once, not 4 times

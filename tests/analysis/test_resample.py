@@ -9,9 +9,9 @@ import pytest
 from analysis import fits
 from analysis import measure
 from analysis import resample
+from analysis import runs as runs_lib
 from analysis import scaling_laws
 from tests.analysis import fake_runs
-from analysis import runs as runs_lib
 
 BATCHES = [1, 2, 4, 8, 16, 32]
 N = np.array([3e3, 7e3, 1.2e4])
@@ -21,15 +21,19 @@ B_OPT, T = 1, 0.2
 
 def test_vectorised_fit_matches_the_one_row_fit():
   rng = np.random.default_rng(0)
-  steps = 1000 * (1 + rng.uniform(2, 30, (40, 1)) / np.array(BATCHES)) * np.exp(
-      0.1 * rng.standard_normal((40, len(BATCHES))))
+  steps = (
+    1000
+    * (1 + rng.uniform(2, 30, (40, 1)) / np.array(BATCHES))
+    * np.exp(0.1 * rng.standard_normal((40, len(BATCHES))))
+  )
   steps[3, 2] = np.nan  # a batch size that never reached the target
   a, b_noise = resample.fit_many(BATCHES, steps)
   for i in range(steps.shape[0]):
     keep = np.isfinite(steps[i])
     fit = fits.fit_steps(np.array(BATCHES)[keep], steps[i][keep])
-    assert a[i] == pytest.approx(fit.a, rel=1e-3) and b_noise[i] == pytest.approx(fit.b_noise,
-                                                                                 rel=1e-3)
+    assert a[i] == pytest.approx(fit.a, rel=1e-3) and b_noise[i] == pytest.approx(
+      fit.b_noise, rel=1e-3
+    )
   # Weights count points: batch 4 drawn twice is batch 4 listed twice.
   w = np.array([1, 0, 2, 1, 0, 1.0])
   a_w, bn_w = resample.fit_many(BATCHES, steps[0], w)
@@ -60,14 +64,16 @@ def test_run_level_interval_of_alpha_covers_at_its_nominal_level_and_point_resam
   rng = np.random.default_rng(0)
   a, b_noise, n, d, true_alpha = _truth()
   sims, samples = 200, 100
-  tables = resample.simulate(rng, a, b_noise, BATCHES, sims, 2, sigma_run=0.05,
-                             sigma_budget=0.02, rate_penalty=(0.3, 0.0))
+  tables = resample.simulate(
+    rng, a, b_noise, BATCHES, sims, 2, sigma_run=0.05, sigma_budget=0.02, rate_penalty=(0.3, 0.0)
+  )
   covered = covered_points = 0
   for study in tables:
     estimate = _alpha(resample.best_over_rates(study), n, d)
     dof = resample.effective_dof(_alpha(resample.one_seed_variants(study), n, d) - estimate, 2)
-    lo, hi = resample.interval(_alpha(resample.pick_seeds(rng, study, samples), n, d), 0.95,
-                               estimate, dof)
+    lo, hi = resample.interval(
+      _alpha(resample.pick_seeds(rng, study, samples), n, d), 0.95, estimate, dof
+    )
     covered += lo <= true_alpha <= hi
     idx = rng.integers(0, len(BATCHES), (samples, len(N), len(D), len(BATCHES)))
     counts = (idx[..., None] == np.arange(len(BATCHES))).sum(-2)
@@ -77,8 +83,10 @@ def test_run_level_interval_of_alpha_covers_at_its_nominal_level_and_point_resam
     assert np.isfinite(estimate)
   assert 0.90 <= covered / sims <= 0.98, covered / sims
   assert covered_points / sims < 0.85, covered_points / sims
-  print(f"coverage of the nominal 95% interval of alpha: resampling runs {covered / sims:.3f}, "
-        f"resampling points {covered_points / sims:.3f}")
+  print(
+    f"coverage of the nominal 95% interval of alpha: resampling runs {covered / sims:.3f}, "
+    f"resampling points {covered_points / sims:.3f}"
+  )
 
 
 def test_power_finds_an_exponent_the_design_detects_and_not_one_it_cannot():
@@ -91,13 +99,15 @@ def test_power_finds_an_exponent_the_design_detects_and_not_one_it_cannot():
   assert 0 < quiet["alpha"] < loud["alpha"] and 0 < quiet["beta"] < loud["beta"]
   # The detectable alpha is about 2.8 standard deviations of the fitted alpha under no trend.
   rng = np.random.default_rng(5)
-  tables = resample.simulate(rng, a, np.full_like(a, 8.0), BATCHES, 200, 2, 0.02 * 0.5 ** 0.5,
-                             0.02 * 0.5 ** 0.5)
+  tables = resample.simulate(
+    rng, a, np.full_like(a, 8.0), BATCHES, 200, 2, 0.02 * 0.5**0.5, 0.02 * 0.5**0.5
+  )
   spread = np.std(_alpha(resample.best_over_rates(tables), n, d))
   assert quiet["alpha"] == pytest.approx(2.8 * spread, rel=0.35)
   # With the study's own interval, an exponent is detected once it clears the half-width.
-  wide = scaling_laws.power(a, {**law, "alpha_ci": (-0.3, 0.3)}, n, d, BATCHES, B_OPT, T, "cbs",
-                            0.02, 0.5, 2, sims=100)
+  wide = scaling_laws.power(
+    a, {**law, "alpha_ci": (-0.3, 0.3)}, n, d, BATCHES, B_OPT, T, "cbs", 0.02, 0.5, 2, sims=100
+  )
   assert 0.3 < wide["alpha"] < 1.17 * (0.3 + 2 * spread)  # the grid steps by 1.16x
 
 
@@ -107,8 +117,9 @@ def _seed_runs(root, b_noise: dict, n_params: int = fake_runs.N_PARAMS) -> list:
   for seed, noise in b_noise.items():
     for batch in (1, 2, 4, 8):
       name = f"n{n_params}-b{batch}-s{seed}"
-      fake_runs.write_run(root, name, batch, noise, 300 if batch == 1 else 400, 0, eval_every=1,
-                          n_params=n_params)
+      fake_runs.write_run(
+        root, name, batch, noise, 300 if batch == 1 else 400, 0, eval_every=1, n_params=n_params
+      )
       run = runs_lib.load_run(root / name)
       run.config["seed"] = seed
       runs.append(run)
@@ -142,8 +153,9 @@ def test_run_tables_average_seeds_and_recompute_the_target_from_the_drawn_runs(t
 
 def test_the_run_level_answer_fits_both_laws_to_the_seed_averaged_tables(tmp_path):
   budgets = [100 * fake_runs.SEQ_LEN, 200 * fake_runs.SEQ_LEN]
-  runs = (_seed_runs(tmp_path, {0: 6.0, 1: 7.0}, 10_000)
-          + _seed_runs(tmp_path, {0: 12.0, 1: 15.0}, 40_000))
+  runs = _seed_runs(tmp_path, {0: 6.0, 1: 7.0}, 10_000) + _seed_runs(
+    tmp_path, {0: 12.0, 1: 15.0}, 40_000
+  )
   answer = scaling_laws.run_level_answer(runs, budgets, 1, T, "best", samples=50)
   models = resample.model_runs(runs)
   values = {"cbs": [], "noise_scale": []}  # the one-row fit of every seed-averaged table

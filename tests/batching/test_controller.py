@@ -8,8 +8,8 @@ import pytest
 
 from cbs.batching import controller as controller_lib
 from cbs.batching import layout
-from cbs.batching.noise_sums import NoiseSums
 from cbs.batching import schedules
+from cbs.batching.noise_sums import NoiseSums
 from configs import base
 
 
@@ -20,10 +20,18 @@ def batch_cfg(**kw):
   return c
 
 
-@pytest.mark.parametrize("size,rounding,expected", [(17, "multiple", 24), (16, "multiple", 16),
-                                                    (17, "pow2", 32), (33, "pow2", 64),
-                                                    (500, "pow2", 128), (500, "multiple", 128),
-                                                    (1, "multiple", 8)])
+@pytest.mark.parametrize(
+  "size,rounding,expected",
+  [
+    (17, "multiple", 24),
+    (16, "multiple", 16),
+    (17, "pow2", 32),
+    (33, "pow2", 64),
+    (500, "pow2", 128),
+    (500, "multiple", 128),
+    (1, "multiple", 8),
+  ],
+)
 def test_rounding_and_capping(size, rounding, expected):
   assert layout.round_size(size, unit=8, rounding=rounding, cap=128) == expected
 
@@ -37,7 +45,12 @@ def test_layout_is_microbatch_times_devices_times_accumulation():
 def test_ramp_schedules():
   stages = batch_cfg(schedule="ramp", ramp=((0, 16), (1000, 32), (5000, 128)))
   assert [schedules.scheduled_size(stages, t) for t in (0, 999, 1000, 4999, 9999)] == [
-      16, 16, 32, 32, 128]
+    16,
+    16,
+    32,
+    32,
+    128,
+  ]
   linear = batch_cfg(schedule="ramp", ramp_tokens=1000)
   assert [schedules.scheduled_size(linear, t) for t in (0, 500, 2000)] == [16, 72, 128]
 
@@ -51,8 +64,9 @@ def test_lr_scaling_is_relative_to_the_initial_batch():
 def noisy_metrics(trace, grad_sq, groups, group_size):
   """Sums whose estimators return exactly `trace` and |g|^2 = grad_sq."""
   batch = groups * group_size
-  return NoiseSums(grad_sq_norm=grad_sq,
-                   group_sq_norm_mean=grad_sq + trace * (1 / group_size - 1 / batch))
+  return NoiseSums(
+    grad_sq_norm=grad_sq, group_sq_norm_mean=grad_sq + trace * (1 / group_size - 1 / batch)
+  )
 
 
 class StubCompiler:
@@ -98,7 +112,7 @@ def test_a_grown_batch_lets_the_smaller_layouts_executables_go():
   made = {}
 
   def compiler(key):
-    made[key] = step = lambda *args: key  # noqa: E731
+    made[key] = step = lambda *args: key
     return step
 
   cfg = batch_cfg(schedule="ramp", ramp=((0, 16), (100, 32), (200, 64)))
@@ -117,6 +131,7 @@ def test_a_grown_batch_lets_the_smaller_layouts_executables_go():
 
 def test_state_round_trips_through_json():
   import json
+
   control = controller_lib.Controller(batch_cfg(schedule="norm", stats_ema=0.5), 1, StubCompiler())
   control.observe(1, 10, noisy_metrics(trace=10.0, grad_sq=1.0, groups=2, group_size=8))
   restored = controller_lib.Controller(batch_cfg(schedule="norm", stats_ema=0.5), 1, StubCompiler())
@@ -124,8 +139,9 @@ def test_state_round_trips_through_json():
   assert restored.get_state() == control.get_state()
   for c in (control, restored):
     c.observe(2, 20, noisy_metrics(trace=60.0, grad_sq=1.0, groups=2, group_size=16))
-  assert restored.size == control.size and np.isclose(restored.state["smoothed"]["trace"],
-                                                      control.state["smoothed"]["trace"])
+  assert restored.size == control.size and np.isclose(
+    restored.state["smoothed"]["trace"], control.state["smoothed"]["trace"]
+  )
   control.close()
   restored.close()
 
@@ -147,8 +163,10 @@ def test_constant_run_monitors_the_noise_scale_without_growing():
 
 def test_measured_schedule_ramps_along_a_probe_result(tmp_path):
   probe = tmp_path / "probe.json"
-  probe.write_text('{"points": [{"tokens": 300, "local_cbs": 64}, {"tokens": 100, "local_cbs": 32},'
-                   ' {"tokens": 500, "local_cbs": 48}]}')
+  probe.write_text(
+    '{"points": [{"tokens": 300, "local_cbs": 64}, {"tokens": 100, "local_cbs": 32},'
+    ' {"tokens": 500, "local_cbs": 48}]}'
+  )
   cfg = batch_cfg(schedule="measured", probe_file=str(probe), max_size=-1)
   # Sorted by tokens, never decreasing: the 48 measured at 500 tokens keeps the 64 before it.
   assert schedules.stages(cfg) == ((100, 32), (300, 64), (500, 64))
@@ -161,7 +179,9 @@ def test_measured_schedule_ramps_along_a_probe_result(tmp_path):
     schedules.measured_stages(str(tmp_path / "bad.json"))
 
 
-@pytest.mark.parametrize("data_parallel,local,size,test_groups,expected", [
+@pytest.mark.parametrize(
+  "data_parallel,local,size,test_groups,expected",
+  [
     (1, False, 16, -1, (2, 2)),  # one microbatch split in two
     (1, False, 64, -1, (4, 4)),  # 4 accumulation steps of 16 are 4 groups
     (1, False, 16, 3, (4, 4)),  # 3 groups do not divide 16 rows: rounded up to 4
@@ -170,10 +190,15 @@ def test_measured_schedule_ramps_along_a_probe_result(tmp_path):
     (4, True, 64, -1, (4, 16)),  # data-parallel x accumulation, at no extra pass
     (4, True, 16, 8, (2, 8)),  # more groups: each device's microbatch split in two
     (4, False, 64, -1, (4, 4)),  # FSDP: no local groups, the microbatches only
-])
+  ],
+)
 def test_test_groups_follow_the_layout(data_parallel, local, size, test_groups, expected):
-  control = controller_lib.Controller(batch_cfg(schedule="norm", test_groups=test_groups),
-                                      data_parallel, StubCompiler(), local_groups=local)
+  control = controller_lib.Controller(
+    batch_cfg(schedule="norm", test_groups=test_groups),
+    data_parallel,
+    StubCompiler(),
+    local_groups=local,
+  )
   assert control.accumulation(size) == size // 16
   scan, groups = expected
   assert control.key(size, True) == (size, scan, "norm") and control.test_groups(size) == groups
@@ -182,29 +207,37 @@ def test_test_groups_follow_the_layout(data_parallel, local, size, test_groups, 
 
 def test_statistics_variant_only_on_test_steps_and_both_compiled_ahead():
   compiler = StubCompiler()
-  control = controller_lib.Controller(batch_cfg(schedule="norm", eta=1e6, test_interval=3), 1,
-                                      compiler)
+  control = controller_lib.Controller(
+    batch_cfg(schedule="norm", eta=1e6, test_interval=3), 1, compiler
+  )
   control.prepare(16)
   control.prepare(32)
   used = [control.step_fn(control.wants_statistics(step))(None) for step in range(1, 7)]
   assert used == [(16, 1, "none"), (16, 1, "none"), (16, 2, "norm")] * 2
   control.close()
-  assert sorted(compiler.keys) == [(16, 1, "none"), (16, 2, "norm"), (32, 2, "none"),
-                                   (32, 2, "norm")]
+  assert sorted(compiler.keys) == [
+    (16, 1, "none"),
+    (16, 2, "norm"),
+    (32, 2, "none"),
+    (32, 2, "norm"),
+  ]
   every = controller_lib.Controller(batch_cfg(schedule="norm"), 1, StubCompiler())
   assert every.keys(16) == [(16, 2, "norm")]  # tested every step: the plain step is never used
   every.close()
 
 
 def test_non_finite_statistics_never_enter_the_average():
-  control = controller_lib.Controller(batch_cfg(schedule="norm", eta=0.5, stats_ema=0.9), 1,
-                                      StubCompiler())
-  control.observe(1, 10, noisy_metrics(trace=1.0, grad_sq=1.0, groups=2, group_size=8),
-                  nonfinite=False)
+  control = controller_lib.Controller(
+    batch_cfg(schedule="norm", eta=0.5, stats_ema=0.9), 1, StubCompiler()
+  )
+  control.observe(
+    1, 10, noisy_metrics(trace=1.0, grad_sq=1.0, groups=2, group_size=8), nonfinite=False
+  )
   before = dict(control.state["smoothed"])
   control.observe(2, 20, NoiseSums(np.nan, np.nan), nonfinite=True)
-  control.observe(3, 30, noisy_metrics(trace=5.0, grad_sq=1.0, groups=2, group_size=8),
-                  nonfinite=True)  # finite sums of a skipped step are left out too
+  control.observe(
+    3, 30, noisy_metrics(trace=5.0, grad_sq=1.0, groups=2, group_size=8), nonfinite=True
+  )  # finite sums of a skipped step are left out too
   assert control.state["smoothed"] == before and control.size == 16
   control.observe(4, 40, noisy_metrics(trace=1000.0, grad_sq=1.0, groups=2, group_size=8))
   assert control.size > 16  # the EMA still moves, so the batch still grows

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from cbs import data as data_lib
 from cbs import compiled_steps
+from cbs import data as data_lib
 from cbs import train
 from tests.helpers import records_with
 from tests.helpers import tiny_config
@@ -118,7 +118,8 @@ def test_skipped_nan_step_leaves_the_statistics_and_the_batch_still_grows(tmp_pa
   assert [r["nonfinite"] for r in records[:3]] == [0, 1, 0]
   assert "norm_test_stat" not in records[1] and records[1]["test_groups"] == 2
   assert [h["step"] for h in progress["batch"]["history"]] and all(
-      h["step"] > 2 for h in progress["batch"]["history"])
+    h["step"] > 2 for h in progress["batch"]["history"]
+  )
   assert records[-1]["batch_size"] == 64
   assert all(np.isfinite(v) for v in progress["batch"]["smoothed"].values())
 
@@ -136,7 +137,9 @@ def spy_on_steps(monkeypatch) -> list[str]:
       def run(*step_args):
         ran.append(key[2])
         return compiled(*step_args)
+
       return run
+
     return compile_and_spy
 
   monkeypatch.setattr(compiled_steps, "step_compiler", spying_compiler)
@@ -161,5 +164,6 @@ def test_testing_every_other_step_follows_the_every_step_run(tmp_path, monkeypat
   assert [kind != "none" for kind in ran] == [False, True] * 3
   tested = [(x, y) for x, y in zip(a, b) if "norm_test_stat" in y]
   for name in ("norm_test_stat", "grad_noise_scale"):
-    np.testing.assert_allclose([y[name] for _, y in tested], [x[name] for x, _ in tested],
-                               rtol=1e-3)
+    np.testing.assert_allclose(
+      [y[name] for _, y in tested], [x[name] for x, _ in tested], rtol=1e-3
+    )

@@ -10,10 +10,10 @@ import pytest
 from flax import nnx
 
 from cbs import models
-from cbs.optim import optimizers as optim
-from cbs.parallel import sharding
 from cbs import step
 from cbs import train_state
+from cbs.optim import optimizers as optim
+from cbs.parallel import sharding
 from configs import tiny
 
 ROWS, LEN, VOCAB = 16, 16, 32
@@ -33,8 +33,11 @@ def flat(tree) -> np.ndarray:
 @pytest.fixture(scope="module")
 def batch():
   tokens = np.random.default_rng(2).integers(0, VOCAB, size=(ROWS, LEN + 1))
-  return {"inputs": tokens[:, :-1], "targets": tokens[:, 1:],
-          "weights": np.ones((ROWS, LEN), np.float32)}
+  return {
+    "inputs": tokens[:, :-1],
+    "targets": tokens[:, 1:],
+    "weights": np.ones((ROWS, LEN), np.float32),
+  }
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +50,9 @@ def per_example(batch):
     return jax.grad(lambda p: step.loss_sums(p, graphdef, one)[0] / LEN)(params)
 
   grads = jax.jit(jax.vmap(example_grad))(batch["inputs"], batch["targets"])
-  return np.concatenate([np.asarray(x, np.float64).reshape(ROWS, -1)
-                         for x in jax.tree.leaves(grads)], 1)
+  return np.concatenate(
+    [np.asarray(x, np.float64).reshape(ROWS, -1) for x in jax.tree.leaves(grads)], 1
+  )
 
 
 def expected_sums(per_example: np.ndarray, members: list[list[int]]) -> dict:
@@ -56,9 +60,13 @@ def expected_sums(per_example: np.ndarray, members: list[list[int]]) -> dict:
   means = np.stack([per_example[m].mean(0) for m in members])
   g = means.mean(0)
   r = means - g
-  return {"grad_sq_norm": g @ g, "group_sq_norm_mean": (means ** 2).sum(1).mean(),
-          "group_dev_sq_norm_mean": (r ** 2).sum(1).mean(), "group_dot_dev_mean": (r @ g).mean(),
-          "group_dot_dev_sq_mean": ((r @ g) ** 2).mean()}
+  return {
+    "grad_sq_norm": g @ g,
+    "group_sq_norm_mean": (means**2).sum(1).mean(),
+    "group_dev_sq_norm_mean": (r**2).sum(1).mean(),
+    "group_dot_dev_mean": (r @ g).mean(),
+    "group_dot_dev_sq_mean": ((r @ g) ** 2).mean(),
+  }
 
 
 def check_sums(metrics, expected):
@@ -72,19 +80,29 @@ def check_sums(metrics, expected):
 def test_single_device_groups_match_per_example_gradients(batch, per_example):
   groups, data_parallel = 4, 2
   graphdef, params = nnx.split(models.build_model(small_config().model, VOCAB, nnx.Rngs(0)))
-  grads, metrics = jax.jit(functools.partial(
-      step.gradients_with_statistics, graphdef=graphdef, groups=groups,
-      data_parallel=data_parallel, statistics="full"))(params, batch=batch)
+  grads, metrics = jax.jit(
+    functools.partial(
+      step.gradients_with_statistics,
+      graphdef=graphdef,
+      groups=groups,
+      data_parallel=data_parallel,
+      statistics="full",
+    )
+  )(params, batch=batch)
   np.testing.assert_allclose(flat(grads), per_example.mean(0), rtol=1e-4, atol=1e-7)
   # Group j takes rows j*k .. j*k + k - 1 of each of the `data_parallel` blocks (k rows each).
   k, block = ROWS // (groups * data_parallel), ROWS // data_parallel
-  members = [[d * block + j * k + i for d in range(data_parallel) for i in range(k)]
-             for j in range(groups)]
+  members = [
+    [d * block + j * k + i for d in range(data_parallel) for i in range(k)] for j in range(groups)
+  ]
   check_sums(metrics, expected_sums(per_example, members))
 
 
-@pytest.fixture(scope="module", params=[dict(data=4, model=2), dict(data=8, fsdp=True)],
-                ids=["data4_model2", "fsdp8"])
+@pytest.fixture(
+  scope="module",
+  params=[dict(data=4, model=2), dict(data=8, fsdp=True)],
+  ids=["data4_model2", "fsdp8"],
+)
 def sharded_run(request, batch):
   """One statistics step and one plain step from the same state, compiled as the loop does."""
   config = small_config(**request.param)
@@ -92,14 +110,23 @@ def sharded_run(request, batch):
   tx = optim.make(config.optimizer, 1.0)
   state_layout = train_state.state_layout(config, VOCAB, tx, mesh, rules)
   groups_on = step.local_groups(state_layout.shardings["params"], mesh, "data")
-  device_batch = jax.device_put(jax.tree.map(jnp.asarray, batch),
-                                sharding.batch_sharding(mesh, rules))
+  device_batch = jax.device_put(
+    jax.tree.map(jnp.asarray, batch), sharding.batch_sharding(mesh, rules)
+  )
   results = {}
   for statistics in ("none", "full"):
     state = train_state.create(config, VOCAB, state_layout, mesh, rules)
-    fn = jax.jit(functools.partial(step.train_step, graphdef=state_layout.graphdef, tx=tx, groups=2,
-                                   data_parallel=mesh.shape["data"], statistics=statistics,
-                                   device_groups=groups_on))
+    fn = jax.jit(
+      functools.partial(
+        step.train_step,
+        graphdef=state_layout.graphdef,
+        tx=tx,
+        groups=2,
+        data_parallel=mesh.shape["data"],
+        statistics=statistics,
+        device_groups=groups_on,
+      )
+    )
     results[statistics] = jax.device_get(fn(state, device_batch, 1e-3, 0.0, {}))
   return request.param, groups_on, results
 
@@ -114,8 +141,9 @@ def test_statistics_step_makes_the_plain_update(sharded_run):
   assert set(plain) == {"loss", "grad_norm", "param_norm", "nonfinite"}  # no statistics paid for
 
 
-def test_groups_are_local_gradients_unless_parameters_are_sharded_over_data(sharded_run,
-                                                                            per_example):
+def test_groups_are_local_gradients_unless_parameters_are_sharded_over_data(
+  sharded_run, per_example
+):
   mesh_cfg, groups_on, results = sharded_run
   metrics = results["full"][1]
   if mesh_cfg.get("fsdp"):
@@ -135,10 +163,15 @@ def compiled_temp_bytes(groups: int, statistics: str) -> int:
   graphdef, params = nnx.split(models.build_model(config.model, 4096, nnx.Rngs(0)))
   tx = optim.make(config.optimizer, 1.0)
   state = jax.eval_shape(lambda: {"params": params, "opt": tx.init(params), "ewa": {}})
-  batch = {k: jax.ShapeDtypeStruct((ROWS, LEN), d) for k, d in
-           (("inputs", jnp.int32), ("targets", jnp.int32), ("weights", jnp.float32))}
-  fn = jax.jit(functools.partial(step.train_step, graphdef=graphdef, tx=tx, groups=groups,
-                                 statistics=statistics))
+  batch = {
+    k: jax.ShapeDtypeStruct((ROWS, LEN), d)
+    for k, d in (("inputs", jnp.int32), ("targets", jnp.int32), ("weights", jnp.float32))
+  }
+  fn = jax.jit(
+    functools.partial(
+      step.train_step, graphdef=graphdef, tx=tx, groups=groups, statistics=statistics
+    )
+  )
   return fn.lower(state, batch, 1e-3, 0.0, {}).compile().memory_analysis().temp_size_in_bytes
 
 

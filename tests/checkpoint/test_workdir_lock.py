@@ -24,13 +24,18 @@ def test_a_second_run_is_refused_in_one_line_naming_the_holder_and_writes_nothin
     holder = json.loads((run / workdir_lock.LOCK_FILE).read_text())
     assert (holder["host"], holder["pid"]) == (socket.gethostname(), os.getpid())
     before = snapshot(run)
-    refused = run_main(main_flags(run, {"mesh.data": 1, "train_tokens": 2048,
-                                        "schedule.warmup_tokens": 0, "eval.tokens": 4096}))
+    refused = run_main(
+      main_flags(
+        run,
+        {"mesh.data": 1, "train_tokens": 2048, "schedule.warmup_tokens": 0, "eval.tokens": 4096},
+      )
+    )
     assert refused.returncode == 2
     assert last_line(refused.stderr) == (
-        f"cbs: workdir {run} is in use by pid {os.getpid()} on {socket.gethostname()}, started "
-        f"{holder['started']}; wait for it to end or stop it (a run that died leaves no lock "
-        "behind)")
+      f"cbs: workdir {run} is in use by pid {os.getpid()} on {socket.gethostname()}, started "
+      f"{holder['started']}; wait for it to end or stop it (a run that died leaves no lock "
+      "behind)"
+    )
     assert snapshot(run) == before  # no config, record, checkpoint or lock change
     with pytest.raises(workdir_lock.WorkdirBusy, match="is in use by pid"):
       train.train_and_evaluate(short_run_config(1), str(run))
@@ -43,16 +48,19 @@ def test_a_dead_holders_lock_is_taken_over_and_logged(tmp_path, caplog):
   (tmp_path / workdir_lock.LOCK_FILE).write_text(json.dumps(dead))  # no process holds it
   with caplog.at_level(logging.WARNING):
     lock = workdir_lock.Lock(tmp_path).acquire()
-  assert (f"took over the lock of workdir {tmp_path} from pid 4242 on vm-7, started "
-          "2026-01-01T00:00:00+00:00, which is no longer running") in caplog.text
+  assert (
+    f"took over the lock of workdir {tmp_path} from pid 4242 on vm-7, started "
+    "2026-01-01T00:00:00+00:00, which is no longer running"
+  ) in caplog.text
   assert json.loads((tmp_path / workdir_lock.LOCK_FILE).read_text())["pid"] == os.getpid()
   assert workdir_lock.live_holder(tmp_path).pid == os.getpid()
   lock.release()
   assert workdir_lock.live_holder(tmp_path) is None
 
 
-def test_object_store_locks_refuse_a_fresh_heartbeat_and_take_over_a_stale_one(tmp_path,
-                                                                               monkeypatch):
+def test_object_store_locks_refuse_a_fresh_heartbeat_and_take_over_a_stale_one(
+  tmp_path, monkeypatch
+):
   """Check-then-write with heartbeats, on a local path standing in for gs://."""
   monkeypatch.setattr(workdir_lock, "_is_local", lambda workdir: False)
   now = [1000.0]

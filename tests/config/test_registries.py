@@ -12,8 +12,12 @@ from cbs.config import validation
 from configs import base
 from tests.helpers import ROOT
 
-ENTRY_EXAMPLES = [(choice.key, name, example) for choice in validation.REGISTRIES
-                  for name, entry in choice.items() for example in entry.examples]
+ENTRY_EXAMPLES = [
+  (choice.key, name, example)
+  for choice in validation.REGISTRIES
+  for name, entry in choice.items()
+  for example in entry.examples
+]
 
 
 @pytest.fixture(autouse=True)
@@ -21,8 +25,11 @@ def _at_the_root(monkeypatch):
   monkeypatch.chdir(ROOT)  # examples may name the repository's files, as the bad-input table does
 
 
-@pytest.mark.parametrize("key,name,example", ENTRY_EXAMPLES,
-                         ids=[f"{k}={n}-{i}" for i, (k, n, _) in enumerate(ENTRY_EXAMPLES)])
+@pytest.mark.parametrize(
+  "key,name,example",
+  ENTRY_EXAMPLES,
+  ids=[f"{k}={n}-{i}" for i, (k, n, _) in enumerate(ENTRY_EXAMPLES)],
+)
 def test_each_entry_refuses_its_examples_by_its_own_check(key, name, example):
   choice = next(c for c in validation.REGISTRIES if c.key == key)
   config = bad_input_table.configured(example)
@@ -34,9 +41,12 @@ def test_each_entry_refuses_its_examples_by_its_own_check(key, name, example):
 
 
 def test_every_entry_with_checks_has_examples():
-  unexampled = [f"{choice.key}={name}" for choice in validation.REGISTRIES
-                for name, entry in choice.items()
-                if entry.check is not registry.no_check and not entry.examples]
+  unexampled = [
+    f"{choice.key}={name}"
+    for choice in validation.REGISTRIES
+    for name, entry in choice.items()
+    if entry.check is not registry.no_check and not entry.examples
+  ]
   assert not unexampled
 
 
@@ -77,6 +87,8 @@ def test_a_value_of_the_wrong_type_and_an_unknown_key_in_a_config_file_are_refus
     validation.validate(ml_collections.ConfigDict(plain), num_devices=1)
   config = bad_input_table.configured({})
   config.batch.schedul = "ramp"
-  with pytest.raises(registry.ConfigError,
-                     match=r"^batch.schedul is not a config key; did you mean batch.schedule\?$"):
+  with pytest.raises(
+    registry.ConfigError,
+    match=r"^batch.schedul is not a config key; did you mean batch.schedule\?$",
+  ):
     validation.validate(config, num_devices=1)

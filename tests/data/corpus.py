@@ -6,8 +6,10 @@ import random
 
 import tensorflow_datasets as tfds
 
-WORDS = ("the cat sat on a mat while dogs ran far away from big red houses near green trees and "
-         "small birds sang loud songs every morning").split()
+WORDS = (
+  "the cat sat on a mat while dogs ran far away from big red houses near green trees and "
+  "small birds sang loud songs every morning"
+).split()
 
 
 def document(index: int) -> str:
@@ -35,12 +37,15 @@ class TinyText(tfds.core.GeneratorBasedBuilder):
 
   def _info(self):
     return self.dataset_info_from_configs(
-        features=tfds.features.FeaturesDict({"text": tfds.features.Text()}))
+      features=tfds.features.FeaturesDict({"text": tfds.features.Text()})
+    )
 
   def _split_generators(self, dl_manager):
     del dl_manager
-    return {"train": self._generate_examples(0, self.NUM_TRAIN),
-            "validation": self._generate_examples(10_000, 60)}
+    return {
+      "train": self._generate_examples(0, self.NUM_TRAIN),
+      "validation": self._generate_examples(10_000, 60),
+    }
 
   def _generate_examples(self, first: int, count: int):
     for i in range(first, first + count):
@@ -53,8 +58,9 @@ class BenchText(TinyText):
   NUM_TRAIN = 50_000
 
 
-def prepare_tfds(data_dir: pathlib.Path, builder: type = TinyText,
-                 file_format: str = "tfrecord") -> str:
+def prepare_tfds(
+  data_dir: pathlib.Path, builder: type = TinyText, file_format: str = "tfrecord"
+) -> str:
   """Prepares the dataset into `data_dir` in that file format; returns its TFDS name."""
   prepared = builder(data_dir=str(data_dir), file_format=file_format)
   prepared.download_and_prepare()

@@ -23,6 +23,7 @@ from tests.helpers import STEP_TOKENS
 from tests.helpers import last_line
 from tests.helpers import main_flags
 from tests.helpers import tiny_config
+
 SEQ_LEN = 64
 SIZES = (4, 8, 2, 16, 6, 12)  # global batch sizes, restored from a saved position after the third
 HOSTS = 2
@@ -35,15 +36,24 @@ def prepared_dir(tmp_path_factory, jsonl_files):
   return str(directory)
 
 
-def config_for(source, jsonl_files, tfds_dir, tfds_array_record_dir, spm_model, prepared_dir,
-               shuffle_buffer=1):
+def config_for(
+  source, jsonl_files, tfds_dir, tfds_array_record_dir, spm_model, prepared_dir, shuffle_buffer=1
+):
   """Examples in reading order by default (`shuffle_buffer` 1), so packing can be checked."""
   config = tiny.get_config()
-  config.data.update(dict(
-      source="tfds" if source.startswith("tfds") else source, files=",".join(jsonl_files),
-      vocab=spm_model, prepared_dir=prepared_dir, tfds_name="tiny_text:1.0.0",
+  config.data.update(
+    dict(
+      source="tfds" if source.startswith("tfds") else source,
+      files=",".join(jsonl_files),
+      vocab=spm_model,
+      prepared_dir=prepared_dir,
+      tfds_name="tiny_text:1.0.0",
       tfds_data_dir=str(tfds_array_record_dir if source == "tfds_array_record" else tfds_dir),
-      seq_len=SEQ_LEN, prefetch=16, shuffle_buffer=shuffle_buffer))
+      seq_len=SEQ_LEN,
+      prefetch=16,
+      shuffle_buffer=shuffle_buffer,
+    )
+  )
   config.eval.tokens, config.eval.batch_size = 512, 8
   return config
 
@@ -69,8 +79,9 @@ def consume(config, host, restore_at=3):
 def windows(token_documents, eos):
   """Independent packing: windows of SEQ_LEN + 1 tokens, SEQ_LEN apart, of the EOS-joined stream."""
   flat = np.concatenate([np.append(np.asarray(d, np.int32), eos) for d in token_documents])
-  return np.stack([flat[i * SEQ_LEN:i * SEQ_LEN + SEQ_LEN + 1]
-                   for i in range((len(flat) - 1) // SEQ_LEN)])
+  return np.stack(
+    [flat[i * SEQ_LEN : i * SEQ_LEN + SEQ_LEN + 1] for i in range((len(flat) - 1) // SEQ_LEN)]
+  )
 
 
 def host_documents(source, config, host, vocabulary):
@@ -82,8 +93,9 @@ def host_documents(source, config, host, vocabulary):
     texts = [text for _, (_, text) in zip(range(400), reader.documents())]
   elif source == "seqio":
     task = seqio_source.task(seqio_source.register_c4(d.vocab, d.tfds_name, d.tfds_data_dir))
-    return [ids for _, ids in seqio_source.SeqioDocuments(task, "train", host, HOSTS).documents(
-        epochs=2)]
+    return [
+      ids for _, ids in seqio_source.SeqioDocuments(task, "train", host, HOSTS).documents(epochs=2)
+    ]
   else:
     reader = tfds_source.TfdsDocuments(d.tfds_name, d.tfds_data_dir, "train", "text", host, HOSTS)
     texts = [t for _, t in reader.documents(epochs=2)]
@@ -91,29 +103,33 @@ def host_documents(source, config, host, vocabulary):
 
 
 @pytest.mark.parametrize("source", ["text_files", "tfds", "tfds_array_record", "seqio"])
-def test_each_host_consumes_exactly_the_prefix_of_its_stream(source, jsonl_files, tfds_dir,
-                                                             tfds_array_record_dir, spm_model):
+def test_each_host_consumes_exactly_the_prefix_of_its_stream(
+  source, jsonl_files, tfds_dir, tfds_array_record_dir, spm_model
+):
   config = config_for(source, jsonl_files, tfds_dir, tfds_array_record_dir, spm_model, "")
   vocabulary = vocab_lib.make(spm_model)
   consumed = []
   for host in range(HOSTS):
     rows = consume(config, host)
     expected = windows(host_documents(source, config, host, vocabulary), vocabulary.eos_id)
-    np.testing.assert_array_equal(rows, expected[:len(rows)])
+    np.testing.assert_array_equal(rows, expected[: len(rows)])
     consumed.append({row.tobytes() for row in rows})
   assert len(consumed[0]) == len(consumed[1]) == sum(SIZES) // HOSTS
   assert not consumed[0] & consumed[1]
 
 
-def test_prepared_hosts_together_consume_exactly_a_prefix_of_the_global_stream(prepared_dir,
-                                                                              spm_model):
+def test_prepared_hosts_together_consume_exactly_a_prefix_of_the_global_stream(
+  prepared_dir, spm_model
+):
   config = config_for("prepared", [], "", "", spm_model, prepared_dir)
   config.seed = 11
   rows = [consume(config, host) for host in range(HOSTS)]
   split = prepared.PreparedSplit(prepared_dir, "train")
   flat = split.window(0, split.tokens)
-  every_window = {flat[i * SEQ_LEN:i * SEQ_LEN + SEQ_LEN + 1].tobytes()
-                  for i in range(split.num_examples(SEQ_LEN))}
+  every_window = {
+    flat[i * SEQ_LEN : i * SEQ_LEN + SEQ_LEN + 1].tobytes()
+    for i in range(split.num_examples(SEQ_LEN))
+  }
   assert len(every_window) > sum(SIZES)
   # Global example i of the epoch's permutation is row i // HOSTS of host i % HOSTS.
   merged = [rows[i % HOSTS][i // HOSTS].tobytes() for i in range(sum(SIZES))]
@@ -164,8 +180,13 @@ def test_restore_costs_the_same_at_ten_times_the_position(source, long_corpus, t
 def _main(workdir, *overrides):
   """The command line started in the background, so the cases run side by side."""
   flags = main_flags(workdir, {"train_tokens": 80000, "schedule.warmup_tokens": 0})
-  return subprocess.Popen([sys.executable, "-m", "cbs.main", *flags, *overrides], cwd=ROOT,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  return subprocess.Popen(
+    [sys.executable, "-m", "cbs.main", *flags, *overrides],
+    cwd=ROOT,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
 
 
 def test_bad_data_is_reported_in_one_line_with_the_file_and_position(tmp_path):
@@ -178,21 +199,34 @@ def test_bad_data_is_reported_in_one_line_with_the_file_and_position(tmp_path):
   (tmp_path / "held_out.jsonl").write_text(json.dumps({"text": corpus.document(7)}) + "\n")
   import pyarrow as pa
   import pyarrow.parquet as pq
+
   pq.write_table(pa.table({"body": ["no text column"]}), tmp_path / "body.parquet")
   cases = {
-      "empty": ([f"--config.data.files={','.join(map(str, empty))}"],
-                "cbs: bad data: data.files hold no text for host 0 of 1: every document of its "
-                "pieces is empty"),
-      "corrupt": ([f"--config.data.files={tmp_path / 'corrupt.jsonl'}"],
-                  f"cbs: bad data: {tmp_path / 'corrupt.jsonl'}:301 (byte {sum(map(len, lines[:300])) + 300}) "
-                  "is not valid JSON"),
-      "parquet": ([f"--config.data.files={tmp_path / 'body.parquet'}"],
-                  f"cbs: bad config: {tmp_path / 'body.parquet'} has no column 'text' "
-                  "(data.text_field); columns: body"),
+    "empty": (
+      [f"--config.data.files={','.join(map(str, empty))}"],
+      "cbs: bad data: data.files hold no text for host 0 of 1: every document of its "
+      "pieces is empty",
+    ),
+    "corrupt": (
+      [f"--config.data.files={tmp_path / 'corrupt.jsonl'}"],
+      f"cbs: bad data: {tmp_path / 'corrupt.jsonl'}:301 (byte {sum(map(len, lines[:300])) + 300}) "
+      "is not valid JSON",
+    ),
+    "parquet": (
+      [f"--config.data.files={tmp_path / 'body.parquet'}"],
+      f"cbs: bad config: {tmp_path / 'body.parquet'} has no column 'text' "
+      "(data.text_field); columns: body",
+    ),
   }
-  runs = {name: _main(tmp_path / name, "--config.data.source=text_files",
-                      f"--config.data.eval_files={tmp_path / 'held_out.jsonl'}", *overrides)
-          for name, (overrides, _) in cases.items()}
+  runs = {
+    name: _main(
+      tmp_path / name,
+      "--config.data.source=text_files",
+      f"--config.data.eval_files={tmp_path / 'held_out.jsonl'}",
+      *overrides,
+    )
+    for name, (overrides, _) in cases.items()
+  }
   for name, run in runs.items():
     _, stderr = run.communicate(timeout=300)
     last = last_line(stderr)
@@ -202,10 +236,17 @@ def test_bad_data_is_reported_in_one_line_with_the_file_and_position(tmp_path):
 
 
 def test_a_checkpoint_of_another_host_count_is_refused_in_one_line(tmp_path):
-  from cbs.checkpoint import checkpoints as checkpoint
   from cbs import train
-  config = tiny_config({"train_tokens": 2 * STEP_TOKENS, "schedule.warmup_tokens": 0,
-                        "eval.every_tokens": 0, "mesh.data": 1})
+  from cbs.checkpoint import checkpoints as checkpoint
+
+  config = tiny_config(
+    {
+      "train_tokens": 2 * STEP_TOKENS,
+      "schedule.warmup_tokens": 0,
+      "eval.every_tokens": 0,
+      "mesh.data": 1,
+    }
+  )
   train.train_and_evaluate(config, str(tmp_path))
   data_item = tmp_path / "checkpoints" / "2" / "data"
   own = data_item / "process_0-of-1.json"
@@ -213,7 +254,10 @@ def test_a_checkpoint_of_another_host_count_is_refused_in_one_line(tmp_path):
     (data_item / f"process_{host}-of-2.json").write_text(own.read_text())
   own.unlink()
   config.train_tokens *= 2
-  with pytest.raises(checkpoint.HostCountError, match=r"^checkpoint 2 was written by 2 host\(s\) "
-                     r"and this run has 1: .* resume it on the same number of hosts$"):
+  with pytest.raises(
+    checkpoint.HostCountError,
+    match=r"^checkpoint 2 was written by 2 host\(s\) "
+    r"and this run has 1: .* resume it on the same number of hosts$",
+  ):
     train.train_and_evaluate(config, str(tmp_path))
   assert (tmp_path / "checkpoints" / "2").exists()  # nothing set aside

@@ -31,8 +31,19 @@ def write_one_file(directory, texts):
 
 def text_config(train, held_out, **data):
   config = tiny.get_config()
-  config.data.update({**dict(source="text_files", files=train, eval_files=held_out, vocab="byte",
-                             seq_len=SEQ_LEN, prefetch=0), **data})
+  config.data.update(
+    {
+      **dict(
+        source="text_files",
+        files=train,
+        eval_files=held_out,
+        vocab="byte",
+        seq_len=SEQ_LEN,
+        prefetch=0,
+      ),
+      **data,
+    }
+  )
   config.eval.tokens, config.eval.batch_size = 256, 4
   return config
 
@@ -43,12 +54,15 @@ def rows(batch):
 
 # ---- two alphabets in one file: both halves from the start ----------------------------------------
 
+
 @pytest.fixture(scope="module")
 def two_alphabets(tmp_path_factory):
   """A file whose first half is Latin documents and second half Greek ones (same byte counts)."""
   rng = random.Random(0)
-  latin = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(100, 400)))
-           for _ in range(560)]
+  latin = [
+    "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(100, 400)))
+    for _ in range(560)
+  ]
   greek = ["".join(rng.choice(GREEK) for _ in range(len(t) // 2)) for t in latin]
   return write_one_file(tmp_path_factory.mktemp("alphabets"), latin + greek)
 
@@ -82,6 +96,7 @@ def test_the_first_five_percent_of_an_epoch_holds_both_halves_in_proportion(two_
 
 # ---- many documents per batch ---------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def tagged_documents(tmp_path_factory):
   """600 documents of 5 to 15 examples each, every few bytes tagged with the document's number."""
@@ -95,7 +110,7 @@ def documents_of(batch) -> list[int]:
   found = []
   for row in rows(batch):
     text = bytes(int(t) - BYTE_OFFSET for t in row if t >= BYTE_OFFSET).decode()
-    found.append(int(text[text.index("<") + 1:][:4]))
+    found.append(int(text[text.index("<") + 1 :][:4]))
   return found
 
 
@@ -110,14 +125,17 @@ def test_a_batch_holds_examples_of_many_documents(tagged_documents):
 
 # ---- the mixed position restores exactly ----------------------------------------------------------
 
+
 def _reader(documents):
   """A reader of (cursor [epoch, index], tokens), repeated for ever."""
+
   def read(cursor):
     epoch, first = cursor or (0, 0)
     while True:
       for index in range(first, len(documents)):
         yield [epoch, index], documents[index]
       epoch, first = epoch + 1, 0
+
   return read
 
 
@@ -130,8 +148,9 @@ def test_blocks_are_permutations_within_an_epoch_and_every_position_restores():
     positions.append(iterator.get_state())
     examples.append(next(iterator)[0].tobytes())
   block = 7
-  mixed = example_shuffle.BlockShuffleDataset(packed, block, seed=3,
-                                              epoch_of=lambda p: p["cursor"][0] if p["cursor"] else 0)
+  mixed = example_shuffle.BlockShuffleDataset(
+    packed, block, seed=3, epoch_of=lambda p: p["cursor"][0] if p["cursor"] else 0
+  )
   iterator, states, out = iter(mixed), [], []
   for _ in range(120):
     states.append(json.loads(json.dumps(iterator.get_state())))
@@ -148,11 +167,11 @@ def test_blocks_are_permutations_within_an_epoch_and_every_position_restores():
   assert any(stop - start < block for start, stop in blocks[:-1])  # an epoch cut a block short
   for start, stop in blocks[:-1]:
     assert sorted(out[start:stop]) == sorted(examples[start:stop])
-  assert out[:len(out) - 10] != examples[:len(out) - 10]
+  assert out[: len(out) - 10] != examples[: len(out) - 10]
   for k in range(len(states) - 10):
     restored = iter(mixed)
     restored.set_state(states[k])
-    assert [next(restored)[0].tobytes() for _ in range(10)] == out[k:k + 10], k
+    assert [next(restored)[0].tobytes() for _ in range(10)] == out[k : k + 10], k
 
 
 def test_a_text_files_stream_resumed_mid_block_continues_exactly(tagged_documents):
@@ -175,9 +194,11 @@ def test_a_text_files_stream_resumed_mid_block_continues_exactly(tagged_document
 
 # ---- a text-file position names its file ----------------------------------------------------------
 
+
 def _write_jsonl(path, first, count):
-  path.write_text("".join(json.dumps({"text": f"document {i}"}) + "\n"
-                          for i in range(first, first + count)))
+  path.write_text(
+    "".join(json.dumps({"text": f"document {i}"}) + "\n" for i in range(first, first + count))
+  )
 
 
 def test_a_position_continues_in_its_file_when_the_glob_gains_a_file(tmp_path):
@@ -198,8 +219,11 @@ def test_a_position_in_a_file_no_longer_listed_is_refused(tmp_path):
   both = text_files.TextFiles([tmp_path / "a.jsonl", tmp_path / "b.jsonl"], "text", seed=0)
   cursor = next(c for c, _ in both.documents() if c[1].endswith("a.jsonl"))
   only_b = text_files.TextFiles([tmp_path / "b.jsonl"], "text", seed=0)
-  with pytest.raises(stream_lib.DataError, match=r"position is in .*a\.jsonl, which data\.files "
-                     r"no longer holds; resume with the files the run started with"):
+  with pytest.raises(
+    stream_lib.DataError,
+    match=r"position is in .*a\.jsonl, which data\.files "
+    r"no longer holds; resume with the files the run started with",
+  ):
     next(only_b.documents(cursor))
   with pytest.raises(stream_lib.DataError, match=r"does not name its file"):
     next(both.documents([0, 1, 0]))  # a position of the reader that counted pieces

@@ -20,7 +20,7 @@ def reference_examples(docs):
   """Every full window of SEQ_LEN + 1 tokens starting at multiples of SEQ_LEN of the EOS-joined stream."""
   flat = np.concatenate([np.append(d, EOS) for d in docs])
   count = (len(flat) - 1) // SEQ_LEN
-  return [flat[i * SEQ_LEN:i * SEQ_LEN + SEQ_LEN + 1] for i in range(count)], flat
+  return [flat[i * SEQ_LEN : i * SEQ_LEN + SEQ_LEN + 1] for i in range(count)], flat
 
 
 def test_packed_examples_are_windows_of_the_joined_documents():
@@ -45,13 +45,16 @@ def test_restoring_a_position_continues_with_the_next_example():
 
 
 def test_padding_is_masked_out_of_the_loss():
-  batch = stream_lib.examples_batch([(np.array([5, 6, 1, 0, 0]), 3), (np.array([7, 8, 9, 10, 11]), 5)])
+  batch = stream_lib.examples_batch(
+    [(np.array([5, 6, 1, 0, 0]), 3), (np.array([7, 8, 9, 10, 11]), 5)]
+  )
   np.testing.assert_array_equal(batch["weights"], [[1, 1, 0, 0], [1, 1, 1, 1]])
   np.testing.assert_array_equal(batch["targets"][0], [6, 1, 0, 0])
 
 
 def endless(docs, reads=None):
   """A reader over the documents repeated forever; the cursor is the running document index."""
+
   def read(cursor):
     if reads is not None:
       reads.append(cursor)
@@ -59,12 +62,14 @@ def endless(docs, reads=None):
     while True:
       yield index, docs[index % len(docs)]
       index += 1
+
   return read
 
 
 def stream(read, process_count=1, prefetch=7):
   examples = grain.experimental.ThreadPrefetchIterDataset(
-      packed_stream.PackedDataset(read, SEQ_LEN, EOS), prefetch_buffer_size=prefetch)
+    packed_stream.PackedDataset(read, SEQ_LEN, EOS), prefetch_buffer_size=prefetch
+  )
   return stream_lib.GrainStream(examples, 0, process_count)
 
 
@@ -80,7 +85,7 @@ def test_changing_batch_sizes_consume_the_stream_exactly_once():
   for batch_size in (4, 4, 16, 2, 2, 32, 8):
     consumed += consumed_examples(s.next_batch(batch_size))
   s.close()
-  np.testing.assert_array_equal(np.stack(consumed), np.stack(expected[:len(consumed)]))
+  np.testing.assert_array_equal(np.stack(consumed), np.stack(expected[: len(consumed)]))
 
 
 def test_a_restored_stream_yields_the_identical_next_examples_reading_one_document():
@@ -112,6 +117,7 @@ def test_errors_in_the_read_ahead_thread_reach_the_caller():
   def broken(cursor):
     yield 0, np.arange(3, 30, dtype=np.int32)
     raise stream_lib.DataError("part3.jsonl:17 is not valid JSON")
+
   s = stream(broken)
   with pytest.raises(stream_lib.DataError, match="part3.jsonl:17"):
     s.next_batch(8)
@@ -119,7 +125,14 @@ def test_errors_in_the_read_ahead_thread_reach_the_caller():
 
 
 def test_eval_set_is_padded_to_whole_batches_with_masked_rows():
-  batches = packed_stream.eval_batches(enumerate(documents(5)), SEQ_LEN, EOS, num_examples=100,
-                                       eval_batch=4, process_index=1, process_count=2)
+  batches = packed_stream.eval_batches(
+    enumerate(documents(5)),
+    SEQ_LEN,
+    EOS,
+    num_examples=100,
+    eval_batch=4,
+    process_index=1,
+    process_count=2,
+  )
   assert all(b["inputs"].shape == (2, SEQ_LEN) for b in batches)
   assert batches[-1]["weights"][-1].sum() == 0

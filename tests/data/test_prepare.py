@@ -8,7 +8,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import tokenizers
-from tokenizers import decoders, models, pre_tokenizers, trainers
+from tokenizers import decoders
+from tokenizers import models
+from tokenizers import pre_tokenizers
+from tokenizers import trainers
 
 from cbs import data as data_lib
 from cbs.data import prepare
@@ -35,8 +38,11 @@ def hf_tokenizer(tmp_path_factory, jsonl_files):
   tokenizer = tokenizers.Tokenizer(models.BPE(unk_token="<unk>"))
   tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
   tokenizer.decoder = decoders.ByteLevel()
-  trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>", "<|endoftext|>", "<unk>"],
-                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+  trainer = trainers.BpeTrainer(
+    vocab_size=400,
+    special_tokens=["<pad>", "<|endoftext|>", "<unk>"],
+    initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+  )
   tokenizer.train_from_iterator(jsonl_texts(jsonl_files), trainer)
   path = tmp_path_factory.mktemp("hf") / "tokenizer.json"
   tokenizer.save(str(path))
@@ -74,13 +80,21 @@ def test_tokenizer_json_without_an_end_of_text_token_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("vocab", ["spm", "hf"])
-def test_shards_decode_back_to_the_tokenization_of_the_source_text(tmp_path, jsonl_files, spm_model,
-                                                                  hf_tokenizer, vocab):
+def test_shards_decode_back_to_the_tokenization_of_the_source_text(
+  tmp_path, jsonl_files, spm_model, hf_tokenizer, vocab
+):
   spec = spm_model if vocab == "spm" else hf_tokenizer
-  manifest = prepare.prepare(jsonl_files, spec, str(tmp_path), record_tokens=100, shard_tokens=1000,
-                             workers=2 if vocab == "spm" else 1)  # worker processes, and inline
+  manifest = prepare.prepare(
+    jsonl_files,
+    spec,
+    str(tmp_path),
+    record_tokens=100,
+    shard_tokens=1000,
+    workers=2 if vocab == "spm" else 1,
+  )  # worker processes, and inline
   if vocab == "spm":
     import sentencepiece
+
     processor = sentencepiece.SentencePieceProcessor(model_file=spm_model)
     encode, eos = processor.encode, 1
   else:
@@ -96,8 +110,9 @@ def test_shards_decode_back_to_the_tokenization_of_the_source_text(tmp_path, jso
   assert len(manifest["splits"]["train"]["shards"]) > 1
 
 
-def test_parquet_and_jsonl_of_the_same_documents_give_the_same_text(jsonl_files, parquet_files,
-                                                                    spm_model):
+def test_parquet_and_jsonl_of_the_same_documents_give_the_same_text(
+  jsonl_files, parquet_files, spm_model
+):
   """The same held-out batches, and the same documents in each training epoch (whose order
   depends on the pieces: .jsonl is read in finer pieces than a row group)."""
   epochs, held_out = {}, {}
@@ -109,8 +124,9 @@ def test_parquet_and_jsonl_of_the_same_documents_give_the_same_text(jsonl_files,
     held_out[kind] = np.concatenate([b["inputs"] for b in data.eval_batches])
     data.train.close()
     reader = text_files.TextFiles(text_files.resolve(files)[:-1], "text", config.seed)
-    epochs[kind] = [sorted(text for c, text in reader.documents(epochs=2) if c[0] == epoch)
-                    for epoch in range(2)]
+    epochs[kind] = [
+      sorted(text for c, text in reader.documents(epochs=2) if c[0] == epoch) for epoch in range(2)
+    ]
   np.testing.assert_array_equal(held_out["jsonl"], held_out["parquet"])
   assert epochs["jsonl"] == epochs["parquet"] == [sorted(jsonl_texts(jsonl_files[:-1]))] * 2
 
@@ -118,8 +134,11 @@ def test_parquet_and_jsonl_of_the_same_documents_give_the_same_text(jsonl_files,
 def test_parquet_without_the_text_column_is_named(tmp_path):
   path = tmp_path / "a.parquet"
   pq.write_table(pa.table({"body": ["x"]}), path)
-  with pytest.raises(ValueError, match=r"a.parquet has no column 'text' \(data.text_field\); "
-                                       "columns: body"):
+  with pytest.raises(
+    ValueError,
+    match=r"a.parquet has no column 'text' \(data.text_field\); "
+    "columns: body",
+  ):
     text_files.pieces([path], "text")
 
 
@@ -129,9 +148,10 @@ def test_prepared_epochs_are_seeded_permutations_of_all_windows(tmp_path, jsonl_
   seq_len = 64
   flat = split.window(0, split.tokens)
   count = split.num_examples(seq_len)
-  windows = {flat[i * seq_len:i * seq_len + seq_len + 1].tobytes() for i in range(count)}
-  iterator = iter(prepared.host_examples(split, seq_len, seed=5, process_index=0, process_count=1,
-                                         prefetch=8))
+  windows = {flat[i * seq_len : i * seq_len + seq_len + 1].tobytes() for i in range(count)}
+  iterator = iter(
+    prepared.host_examples(split, seq_len, seed=5, process_index=0, process_count=1, prefetch=8)
+  )
   epochs = [[next(iterator)[0].tobytes() for _ in range(count)] for _ in range(2)]
   iterator.close()
   assert set(epochs[0]) == set(epochs[1]) == windows and len(set(epochs[0])) == count
@@ -139,8 +159,12 @@ def test_prepared_epochs_are_seeded_permutations_of_all_windows(tmp_path, jsonl_
 
 
 def test_prepare_command_writes_the_manifest_and_names_bad_input(tmp_path, jsonl_files):
-  args = [f"--files={','.join(jsonl_files)}", "--vocab=byte", f"--output={tmp_path / 'out'}",
-          "--workers=1"]
+  args = [
+    f"--files={','.join(jsonl_files)}",
+    "--vocab=byte",
+    f"--output={tmp_path / 'out'}",
+    "--workers=1",
+  ]
   done = run_module("cbs.data.prepare", args, timeout=120)
   assert done.returncode == 0, done.stderr[-2000:]
   manifest = prepared.read_manifest(str(tmp_path / "out"))
@@ -149,5 +173,6 @@ def test_prepare_command_writes_the_manifest_and_names_bad_input(tmp_path, jsonl
   bad = run_module("cbs.data.prepare", ["--files=/nonexistent/*.jsonl", *args[1:]], timeout=120)
   assert bad.returncode == 2
   assert last_line(bad.stderr) == (
-      "cbs.data.prepare: data.files entry '/nonexistent/*.jsonl' matches no file")
+    "cbs.data.prepare: data.files entry '/nonexistent/*.jsonl' matches no file"
+  )
   assert "Traceback" not in bad.stderr

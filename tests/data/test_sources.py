@@ -21,6 +21,7 @@ def take(iterator, count):
 
 # ---- text files -----------------------------------------------------------------------------------
 
+
 def texts(documents):
   return [text for _, text in documents]
 
@@ -28,24 +29,30 @@ def texts(documents):
 @pytest.mark.parametrize("piece_bytes", [text_files.JSONL_PIECE_BYTES, 1000])
 def test_two_hosts_read_disjoint_documents_that_cover_each_epoch(jsonl_files, piece_bytes):
   paths = text_files.resolve(jsonl_files)
-  hosts = [text_files.TextFiles(paths, "text", seed=3, process_index=h, process_count=2,
-                                jsonl_piece_bytes=piece_bytes) for h in range(2)]
-  epoch0 = [[text for cursor, text in take(host.documents(), 150) if cursor[0] == 0]
-            for host in hosts]
+  hosts = [
+    text_files.TextFiles(
+      paths, "text", seed=3, process_index=h, process_count=2, jsonl_piece_bytes=piece_bytes
+    )
+    for h in range(2)
+  ]
+  epoch0 = [
+    [text for cursor, text in take(host.documents(), 150) if cursor[0] == 0] for host in hosts
+  ]
   assert not set(epoch0[0]) & set(epoch0[1])
   assert sorted(epoch0[0] + epoch0[1]) == sorted(corpus.document(i) for i in range(150))
   # The next epoch visits the pieces in another seeded order.
   epoch1 = [text for cursor, text in take(hosts[0].documents(), 300) if cursor[0] == 1]
-  assert epoch1[:len(epoch0[0])] != epoch0[0]
+  assert epoch1[: len(epoch0[0])] != epoch0[0]
 
 
 @pytest.mark.parametrize("piece_bytes", [text_files.JSONL_PIECE_BYTES, 1000])
 def test_restarting_at_a_cursor_continues_with_that_document(jsonl_files, piece_bytes):
-  files = text_files.TextFiles(text_files.resolve(jsonl_files), "text", seed=0,
-                               jsonl_piece_bytes=piece_bytes)
+  files = text_files.TextFiles(
+    text_files.resolve(jsonl_files), "text", seed=0, jsonl_piece_bytes=piece_bytes
+  )
   reference = take(files.documents(), 170)  # into the second epoch
   for k in (0, 1, 40, 99, 151):
-    assert take(files.documents(reference[k][0]), 19) == reference[k:k + 19]
+    assert take(files.documents(reference[k][0]), 19) == reference[k : k + 19]
 
 
 def test_txt_files_are_one_document_each(tmp_path):
@@ -55,12 +62,15 @@ def test_txt_files_are_one_document_each(tmp_path):
   assert docs == ["first line 0\nsecond line 0\n", "first line 1\nsecond line 1\n"]
 
 
-@pytest.mark.parametrize("make_files,message", [
+@pytest.mark.parametrize(
+  "make_files,message",
+  [
     (lambda d: [str(d / "none*.jsonl")], "matches no file"),
     (lambda d: [str(d / "x.csv")], "matches no file"),
     (lambda d: [str(_write(d / "y.csv", "a"))], "allowed suffixes are .txt, .jsonl, .parquet"),
     (lambda d: [], "data.files is empty"),
-])
+  ],
+)
 def test_bad_file_lists_are_named(tmp_path, make_files, message):
   with pytest.raises(ValueError, match=message):
     text_files.resolve(make_files(tmp_path))
@@ -79,12 +89,16 @@ def test_jsonl_without_the_text_field_names_file_line_and_fields(tmp_path):
 
 # ---- TFDS -----------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("file_format", ["tfrecord", "array_record"])
-def test_tfds_hosts_split_the_data_and_restart_mid_way(tfds_dir, tfds_array_record_dir,
-                                                      file_format):
+def test_tfds_hosts_split_the_data_and_restart_mid_way(
+  tfds_dir, tfds_array_record_dir, file_format
+):
   data_dir = tfds_dir if file_format == "tfrecord" else tfds_array_record_dir
-  hosts = [tfds_source.TfdsDocuments("tiny_text:1.0.0", str(data_dir), "train", "text", h, 2)
-           for h in range(2)]
+  hosts = [
+    tfds_source.TfdsDocuments("tiny_text:1.0.0", str(data_dir), "train", "text", h, 2)
+    for h in range(2)
+  ]
   assert all(host.random_access == (file_format == "array_record") for host in hosts)
   halves = [list(host.documents(epochs=1)) for host in hosts]
   assert len(halves[0]) == len(halves[1]) == 200
@@ -94,12 +108,19 @@ def test_tfds_hosts_split_the_data_and_restart_mid_way(tfds_dir, tfds_array_reco
   assert resumed[50][0] == [1, 0]
 
 
-@pytest.mark.parametrize("name,split,field,message", [
+@pytest.mark.parametrize(
+  "name,split,field,message",
+  [
     ("no_such_dataset", "train", "text", "data.tfds_name='no_such_dataset' cannot be loaded"),
-    ("tiny_text:1.0.0", "test", "text", "split 'test' is not in 'tiny_text:1.0.0'; splits: train, "
-                                        "validation"),
+    (
+      "tiny_text:1.0.0",
+      "test",
+      "text",
+      "split 'test' is not in 'tiny_text:1.0.0'; splits: train, validation",
+    ),
     ("tiny_text:1.0.0", "train", "body", "data.text_field='body' is not a feature"),
-])
+  ],
+)
 def test_tfds_errors_name_the_problem(tfds_dir, name, split, field, message):
   with pytest.raises(ValueError, match=message):
     tfds_source.TfdsDocuments(name, str(tfds_dir), split, field)
@@ -112,6 +133,7 @@ def test_unprepared_tfds_directory_is_reported(tmp_path):
 
 # ---- vocabularies and seqio -----------------------------------------------------------------------
 
+
 def test_sentencepiece_vocabulary_trained_here_round_trips(spm_model):
   vocabulary = vocab_lib.make(spm_model)
   text = corpus.document(7)
@@ -119,8 +141,13 @@ def test_sentencepiece_vocabulary_trained_here_round_trips(spm_model):
   assert vocabulary.eos_id == 1 and vocab_lib.padded_size(vocabulary) % 128 == 0
 
 
-@pytest.mark.parametrize("spec,message", [("/no/such/spm.model", "neither 'byte' nor an existing"),
-                                          ("corrupt", "not a readable SentencePiece model")])
+@pytest.mark.parametrize(
+  "spec,message",
+  [
+    ("/no/such/spm.model", "neither 'byte' nor an existing"),
+    ("corrupt", "not a readable SentencePiece model"),
+  ],
+)
 def test_unreadable_vocabularies_are_named(tmp_path, spec, message):
   if spec == "corrupt":
     spec = str(_write(tmp_path / "bad.model", "not a model"))
@@ -148,12 +175,21 @@ def test_unknown_seqio_task_is_named():
 
 # ---- data.make for each source ----------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("source", ["text_files", "tfds", "seqio"])
-def test_each_source_gives_batches_a_held_out_set_and_resumes(source, jsonl_files, tfds_dir,
-                                                              spm_model):
+def test_each_source_gives_batches_a_held_out_set_and_resumes(
+  source, jsonl_files, tfds_dir, spm_model
+):
   config = tiny.get_config()
-  config.data.update(dict(source=source, files=",".join(jsonl_files), vocab=spm_model,
-                          tfds_name="tiny_text:1.0.0", tfds_data_dir=str(tfds_dir)))
+  config.data.update(
+    dict(
+      source=source,
+      files=",".join(jsonl_files),
+      vocab=spm_model,
+      tfds_name="tiny_text:1.0.0",
+      tfds_data_dir=str(tfds_dir),
+    )
+  )
   config.eval.tokens, config.eval.batch_size = 512, 8
   data = data_lib.make(config, 0, 1)
   batch = data.train.next_batch(4)

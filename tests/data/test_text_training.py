@@ -7,8 +7,16 @@ from tests.helpers import tiny_config
 
 def text_config(source, tfds_dir, spm_model, steps):
   config = tiny_config()
-  config.data.update(dict(source=source, vocab=spm_model, tfds_name="tiny_text:1.0.0",
-                          tfds_data_dir=str(tfds_dir), seq_len=32, prefetch=16))
+  config.data.update(
+    dict(
+      source=source,
+      vocab=spm_model,
+      tfds_name="tiny_text:1.0.0",
+      tfds_data_dir=str(tfds_dir),
+      seq_len=32,
+      prefetch=16,
+    )
+  )
   config.batch.size = 8
   config.train_tokens = steps * 8 * 32
   config.eval.tokens, config.eval.batch_size, config.eval.every_tokens = 256, 8, 0

@@ -17,12 +17,12 @@ import time
 
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
 
-from absl import app  # noqa: E402
-from etils import epath  # noqa: E402
+from absl import app
+from etils import epath
 
-from cbs.checkpoint import checkpoints as checkpoint  # noqa: E402
-from cbs import data as data_lib  # noqa: E402
-from cbs import main as cbs_main  # noqa: E402
+from cbs import data as data_lib
+from cbs import main as cbs_main
+from cbs.checkpoint import checkpoints as checkpoint
 
 
 def _flag(argv: list[str], name: str) -> str:
@@ -64,6 +64,7 @@ if __name__ == "__main__":
   if skewed_host >= 0:
     skew(skewed_host)
   if pause:
-    pause_after(pause, epath.Path(_flag(argv, "workdir")) /
-                f"paused_{_flag(argv, 'config.mesh.process_id')}")
+    pause_after(
+      pause, epath.Path(_flag(argv, "workdir")) / f"paused_{_flag(argv, 'config.mesh.process_id')}"
+    )
   app.run(cbs_main.main, argv=argv)

@@ -13,8 +13,8 @@ import sys
 
 from absl import app
 
-from cbs.checkpoint import checkpoints as checkpoint
 from cbs import main as cli
+from cbs.checkpoint import checkpoints as checkpoint
 
 
 def signal_at(signum: int, at_step: int) -> None:

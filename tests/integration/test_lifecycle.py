@@ -15,11 +15,21 @@ from tests.helpers import TINY
 
 # A run of two steps that writes, evaluates and checkpoints: every resource of the loop in use.
 STEP_TOKENS = 8 * 16
-OVERRIDES = {"compile_cache_dir": "", "train_tokens": 2 * STEP_TOKENS, "model.num_layers": 1,
-             "model.d_model": 16, "model.num_heads": 2, "data.seq_len": 16, "batch.size": 8,
-             "eval.tokens": 128, "eval.batch_size": 8, "eval.every_tokens": STEP_TOKENS,
-             "checkpoint.every_tokens": STEP_TOKENS, "log.every_steps": 1,
-             "schedule.warmup_tokens": 0}
+OVERRIDES = {
+  "compile_cache_dir": "",
+  "train_tokens": 2 * STEP_TOKENS,
+  "model.num_layers": 1,
+  "model.d_model": 16,
+  "model.num_heads": 2,
+  "data.seq_len": 16,
+  "batch.size": 8,
+  "eval.tokens": 128,
+  "eval.batch_size": 8,
+  "eval.every_tokens": STEP_TOKENS,
+  "checkpoint.every_tokens": STEP_TOKENS,
+  "log.every_steps": 1,
+  "schedule.warmup_tokens": 0,
+}
 
 
 def handlers() -> tuple:
@@ -39,13 +49,15 @@ def settled(tmp_path_factory):
   """One in-process run first: what JAX and the libraries start once per process then runs."""
   root = tmp_path_factory.mktemp("warm")
   assert backends.run_inprocess(tiny_runs(1e-3), root, progress=lambda _: None) == {
-      "lr=0.001": "finished"}
+    "lr=0.001": "finished"
+  }
 
 
 def test_a_step_that_raises_leaves_no_handler_and_no_thread(settled, tmp_path, monkeypatch):
   def failing_step(self, statistics):
     def step(*args):
       raise RuntimeError("device lost")
+
     return step
 
   monkeypatch.setattr(controller_lib.Controller, "step_fn", failing_step)
@@ -63,10 +75,15 @@ def test_inprocess_backend_runs_leave_no_threads_behind(settled, tmp_path):
   (tmp_path / "good.jsonl").write_text("\n".join(lines))
   (tmp_path / "bad.jsonl").write_text("\n".join([*lines[:2], "{not json", *lines[2:]]))
   (tmp_path / "held_out.jsonl").write_text("\n".join(lines[:4]))
-  text = {"data.source": "text_files", "data.eval_files": str(tmp_path / "held_out.jsonl"),
-          "data.prefetch": 4}
-  runs = [grid.Run(name, TINY, {**OVERRIDES, **text, "data.files": str(tmp_path / f"{name}.jsonl")})
-          for name in ("bad", "good")]
+  text = {
+    "data.source": "text_files",
+    "data.eval_files": str(tmp_path / "held_out.jsonl"),
+    "data.prefetch": 4,
+  }
+  runs = [
+    grid.Run(name, TINY, {**OVERRIDES, **text, "data.files": str(tmp_path / f"{name}.jsonl")})
+    for name in ("bad", "good")
+  ]
   before_handlers, before_threads = handlers(), threads()
   statuses = backends.run_inprocess(runs, tmp_path, progress=lambda _: None)
   assert statuses == {"bad": "failed", "good": "finished"}

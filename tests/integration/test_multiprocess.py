@@ -25,8 +25,13 @@ from tests.helpers import main_flags
 from tests.helpers import tiny_config
 from tests.helpers import values
 
-BASE = {"mesh.data": 8, "model.mlp_dim": 128, "log.every_steps": 1, "schedule.warmup_tokens": 0,
-        "eval.tokens": 4096}
+BASE = {
+  "mesh.data": 8,
+  "model.mlp_dim": 128,
+  "log.every_steps": 1,
+  "schedule.warmup_tokens": 0,
+  "eval.tokens": 4096,
+}
 
 
 def free_port() -> int:
@@ -35,15 +40,30 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-def start(workdir: pathlib.Path, overrides: dict, pause_after_saves: int = 0,
-          skewed_host: int = -1):
+def start(
+  workdir: pathlib.Path, overrides: dict, pause_after_saves: int = 0, skewed_host: int = -1
+):
   port = free_port()
-  return [subprocess.Popen(
-      [sys.executable, "-m", "tests.integration.multiprocess_worker", str(pause_after_saves),
-       str(skewed_host), *main_flags(workdir, overrides),
-       f"--config.mesh.coordinator=localhost:{port}", "--config.mesh.num_processes=2",
-       f"--config.mesh.process_id={i}"], cwd=ROOT, stdout=subprocess.DEVNULL,
-      stderr=subprocess.PIPE, text=True) for i in range(2)]
+  return [
+    subprocess.Popen(
+      [
+        sys.executable,
+        "-m",
+        "tests.integration.multiprocess_worker",
+        str(pause_after_saves),
+        str(skewed_host),
+        *main_flags(workdir, overrides),
+        f"--config.mesh.coordinator=localhost:{port}",
+        "--config.mesh.num_processes=2",
+        f"--config.mesh.process_id={i}",
+      ],
+      cwd=ROOT,
+      stdout=subprocess.DEVNULL,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+    for i in range(2)
+  ]
 
 
 def finish(workers) -> list[str]:
@@ -86,13 +106,24 @@ def text_corpus(tmp_path_factory):
 
 @pytest.mark.parametrize("source", ["text_files", "prepared"])
 def test_a_killed_two_process_run_resumes_bit_for_bit(tmp_path, text_corpus, source):
-  overrides = {**BASE, "data.source": source, "train_tokens": 8 * STEP_TOKENS,
-               "checkpoint.every_tokens": 2 * STEP_TOKENS, "eval.every_tokens": 4 * STEP_TOKENS}
+  overrides = {
+    **BASE,
+    "data.source": source,
+    "train_tokens": 8 * STEP_TOKENS,
+    "checkpoint.every_tokens": 2 * STEP_TOKENS,
+    "eval.every_tokens": 4 * STEP_TOKENS,
+  }
   if source == "text_files":
     overrides["data.files"] = ",".join(text_corpus)
     # The batch grows 16 -> 32 before the kill and 32 -> 64 after it.
-    overrides.update({"batch.size": 16, "batch.max_size": 64, "batch.schedule": "ramp",
-                      "batch.ramp": f"((0, 16), ({STEP_TOKENS}, 32), ({5 * STEP_TOKENS}, 64))"})
+    overrides.update(
+      {
+        "batch.size": 16,
+        "batch.max_size": 64,
+        "batch.schedule": "ramp",
+        "batch.ramp": f"((0, 16), ({STEP_TOKENS}, 32), ({5 * STEP_TOKENS}, 64))",
+      }
+    )
     skewed = -1
   else:
     prepare.prepare(text_corpus, "byte", str(tmp_path / "prepared"), workers=1)

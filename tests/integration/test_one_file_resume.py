@@ -16,20 +16,31 @@ from tests.integration.test_multiprocess import start
 def test_a_killed_two_process_run_on_one_file_resumes_bit_for_bit(tmp_path):
   train, held_out = tmp_path / "corpus.jsonl", tmp_path / "held_out.jsonl"
   train.write_text("".join(json.dumps({"text": corpus.document(i)}) + "\n" for i in range(600)))
-  held_out.write_text("".join(json.dumps({"text": corpus.document(i)}) + "\n"
-                              for i in range(600, 640)))
+  held_out.write_text(
+    "".join(json.dumps({"text": corpus.document(i)}) + "\n" for i in range(600, 640))
+  )
   # 2 x 100 examples per block; the checkpoint after step 2 (2 x 32 examples) lies mid-block.
-  overrides = {**BASE, "data.source": "text_files", "data.files": str(train),
-               "data.eval_files": str(held_out), "data.shuffle_buffer": 100,
-               "train_tokens": 6 * STEP_TOKENS, "checkpoint.every_tokens": 2 * STEP_TOKENS,
-               "eval.every_tokens": 3 * STEP_TOKENS}
+  overrides = {
+    **BASE,
+    "data.source": "text_files",
+    "data.files": str(train),
+    "data.eval_files": str(held_out),
+    "data.shuffle_buffer": 100,
+    "train_tokens": 6 * STEP_TOKENS,
+    "checkpoint.every_tokens": 2 * STEP_TOKENS,
+    "eval.every_tokens": 3 * STEP_TOKENS,
+  }
   finish(start(tmp_path / "whole", overrides))
   killed = start(tmp_path / "killed", overrides, pause_after_saves=1)
   step = kill_when_paused(killed, tmp_path / "killed")
   assert step == 2 and not (tmp_path / "killed" / "done.json").exists()
   assert last_step(tmp_path / "killed") == step
-  positions = [json.loads((tmp_path / "killed" / "checkpoints" / "2" / "data" /
-                           f"process_{i}-of-2.json").read_text()) for i in range(2)]
+  positions = [
+    json.loads(
+      (tmp_path / "killed" / "checkpoints" / "2" / "data" / f"process_{i}-of-2.json").read_text()
+    )
+    for i in range(2)
+  ]
   assert [p["handed"] for p in positions] == [32, 32], positions  # each host mid-block
   logs = finish(start(tmp_path / "killed", overrides))
   whole, resumed = comparable(tmp_path / "whole"), comparable(tmp_path / "killed")

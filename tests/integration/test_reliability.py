@@ -25,16 +25,20 @@ from tests.helpers import values
 
 
 def exploding_config(policy):
-  c = short_run_config(6, {"log.every_steps": 100, "schedule.warmup_tokens": 0,
-                           "train.on_nonfinite": policy})
+  c = short_run_config(
+    6, {"log.every_steps": 100, "schedule.warmup_tokens": 0, "train.on_nonfinite": policy}
+  )
   c.optimizer.update(dict(name="sgd", b1=0.0, clip=0.0, lr=1e30))  # the first update blows up
   return c
 
 
 def test_nonfinite_stop_raises_with_step_and_keeps_the_last_good_checkpoint(tmp_path):
-  with pytest.raises(train.NonFiniteError, match=r"non-finite loss or gradient at step 2 "
-                                                 r"\(4,096 tokens\); the latest complete "
-                                                 r"checkpoint is step 1"):
+  with pytest.raises(
+    train.NonFiniteError,
+    match=r"non-finite loss or gradient at step 2 "
+    r"\(4,096 tokens\); the latest complete "
+    r"checkpoint is step 1",
+  ):
     train.train_and_evaluate(exploding_config("stop"), str(tmp_path))
   assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["1"]
 
@@ -77,8 +81,9 @@ def saved_state(workdir, step):
 
 
 @pytest.mark.parametrize("poison", [nan_weights, overflowing_weights])
-def test_nonfinite_skip_leaves_params_optimizer_and_averages_bit_for_bit(tmp_path, monkeypatch,
-                                                                         poison):
+def test_nonfinite_skip_leaves_params_optimizer_and_averages_bit_for_bit(
+  tmp_path, monkeypatch, poison
+):
   poison_batch(monkeypatch, at_step=3, poison=poison)
   config = short_run_config(5, {"train.on_nonfinite": "skip", "checkpoint.keep": 10})
   train.train_and_evaluate(config, str(tmp_path))
@@ -98,14 +103,18 @@ def test_nonfinite_skip_leaves_params_optimizer_and_averages_bit_for_bit(tmp_pat
 
 
 def preemption_run(steps: int, checkpoint_steps: int) -> dict:
-  return {**short_run(steps), "checkpoint.every_tokens": checkpoint_steps * STEP_TOKENS,
-          "schedule.warmup_tokens": 10 * STEP_TOKENS}
+  return {
+    **short_run(steps),
+    "checkpoint.every_tokens": checkpoint_steps * STEP_TOKENS,
+    "schedule.warmup_tokens": 10 * STEP_TOKENS,
+  }
 
 
 def signalled(tmp_path, cache: str, sig: str, at_step: int, steps: int, checkpoint_steps: int):
   """The run in `tmp_path/split` through the command line, sending itself `sig` at `at_step`."""
-  flags = main_flags(tmp_path / "split", {**preemption_run(steps, checkpoint_steps),
-                                          "compile_cache_dir": cache})
+  flags = main_flags(
+    tmp_path / "split", {**preemption_run(steps, checkpoint_steps), "compile_cache_dir": cache}
+  )
   return run_module("tests.integration.signal_worker", [sig, str(at_step), *flags])
 
 
@@ -130,7 +139,8 @@ def test_sigterm_checkpoints_exits_zero_and_resumes_exactly(tmp_path, compile_ca
 
 
 def test_sigkill_before_and_after_a_checkpoint_and_a_partial_save_then_resume_exactly(
-    tmp_path, compile_cache):
+  tmp_path, compile_cache
+):
   split = tmp_path / "split"
   for kill_at in (3, 12):  # before the first checkpoint (step 8), then after it
     run = signalled(tmp_path, compile_cache, "SIGKILL", kill_at, 24, 8)
@@ -158,20 +168,29 @@ def test_unwritable_workdir_is_refused(tmp_path):
 
 
 def test_a_failed_checkpoint_write_stops_at_the_next_step_in_one_line_and_resume_works(
-    tmp_path, compile_cache):
+  tmp_path, compile_cache
+):
   """The save of step 4 fails (disk full); checkpoints every 2 steps, so the run would otherwise
   go on to step 6 before noticing."""
   run = tmp_path / "run"
-  flags = main_flags(run, {**short_run(8), "log.every_steps": 100,
-                           "checkpoint.every_tokens": 2 * STEP_TOKENS, "schedule.warmup_tokens": 0,
-                           "compile_cache_dir": compile_cache})
+  flags = main_flags(
+    run,
+    {
+      **short_run(8),
+      "log.every_steps": 100,
+      "checkpoint.every_tokens": 2 * STEP_TOKENS,
+      "schedule.warmup_tokens": 0,
+      "compile_cache_dir": compile_cache,
+    },
+  )
   failed = run_module("tests.integration.failing_disk_worker", ["4", *flags])
   assert failed.returncode == 1, failed.stderr[-3000:]
   assert last_line(failed.stderr) == (
-      f"cbs: checkpoint 4 could not be written to {run}/checkpoints/4 (OSError: [Errno 28] No "
-      f"space left on device: '{run}/checkpoints/4.orbax-checkpoint-tmp/progress.orbax-checkpoint-"
-      "tmp'); stopped at step 5, the latest complete checkpoint is step 2: run again to resume "
-      "from it once the cause is fixed")
+    f"cbs: checkpoint 4 could not be written to {run}/checkpoints/4 (OSError: [Errno 28] No "
+    f"space left on device: '{run}/checkpoints/4.orbax-checkpoint-tmp/progress.orbax-checkpoint-"
+    "tmp'); stopped at step 5, the latest complete checkpoint is step 2: run again to resume "
+    "from it once the cause is fixed"
+  )
   assert "Traceback" not in failed.stderr
   assert last_step(run) == 4  # flushed at the last save
   assert sorted(p.name for p in (run / "checkpoints").iterdir() if p.name.isdigit()) == ["2"]

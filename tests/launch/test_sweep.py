@@ -11,8 +11,8 @@ from etils import epath
 
 from analysis import measure
 from analysis import runs as runs_lib
-from cbs.metrics import records
 from cbs.checkpoint import workdir_lock
+from cbs.metrics import records
 from launch import grid
 from launch import outcome
 from launch import status_table
@@ -23,11 +23,12 @@ from tests.helpers import run_module
 
 def write_sweep(path: pathlib.Path, axes: dict) -> str:
   path.write_text(
-      "def get_sweep():\n"
-      "  return {'config': 'configs/cbs_paper.py:tiny',\n"
-      "          'fixed': {'train_tokens': 6144, 'schedule.warmup_tokens': 2048, 'mesh.data': 1,\n"
-      "                    'compile_cache_dir': '', 'eval.tokens': 4096},\n"
-      f"          'axes': {axes!r}}}\n")
+    "def get_sweep():\n"
+    "  return {'config': 'configs/cbs_paper.py:tiny',\n"
+    "          'fixed': {'train_tokens': 6144, 'schedule.warmup_tokens': 2048, 'mesh.data': 1,\n"
+    "                    'compile_cache_dir': '', 'eval.tokens': 4096},\n"
+    f"          'axes': {axes!r}}}\n"
+  )
   return str(path)
 
 
@@ -36,12 +37,17 @@ def sweep(args: list[str]) -> subprocess.CompletedProcess:
 
 
 def test_grid_names_are_deterministic_and_readable(tmp_path):
-  runs = grid.expand(grid.load(write_sweep(tmp_path / "s.py", {"batch.size": [16, 32],
-                                                               "optimizer.lr": [1e-3, 3e-3]})))
-  assert [r.name for r in runs] == ["batch.size=16,optimizer.lr=0.001",
-                                    "batch.size=16,optimizer.lr=0.003",
-                                    "batch.size=32,optimizer.lr=0.001",
-                                    "batch.size=32,optimizer.lr=0.003"]
+  runs = grid.expand(
+    grid.load(
+      write_sweep(tmp_path / "s.py", {"batch.size": [16, 32], "optimizer.lr": [1e-3, 3e-3]})
+    )
+  )
+  assert [r.name for r in runs] == [
+    "batch.size=16,optimizer.lr=0.001",
+    "batch.size=16,optimizer.lr=0.003",
+    "batch.size=32,optimizer.lr=0.001",
+    "batch.size=32,optimizer.lr=0.003",
+  ]
   assert runs[1].overrides["optimizer.lr"] == 3e-3 and runs[1].overrides["mesh.data"] == 1
 
 
@@ -66,8 +72,9 @@ def test_local_sweep_records_a_diverging_run_goes_on_and_skips_settled_runs(tmp_
   assert table[diverging][4:6] == ["cbs:", "non-finite"]
   assert table[good][1:3] == ["finished", "6,144"] and 2 < float(table[good][3]) < 6
   assert status.stdout.strip().endswith("1 finished, 1 failed")
-  retry = sweep([f"--sweep={path}", f"--root={root}", "--backend=local", "--retry_failed",
-                 "--dry_run"])
+  retry = sweep(
+    [f"--sweep={path}", f"--root={root}", "--backend=local", "--retry_failed", "--dry_run"]
+  )
   assert "2 runs, 1 finished, 1 failed, 1 to run" in retry.stdout and "[1/1]" in retry.stdout
   assert (root / diverging / "failed.json").exists()  # a dry run changes nothing
   # The in-process backend builds the same config from the overrides: identical training.
@@ -76,16 +83,20 @@ def test_local_sweep_records_a_diverging_run_goes_on_and_skips_settled_runs(tmp_
   assert inprocess.returncode == 0, inprocess.stderr[-2000:]
 
   def losses(root, name):
-    return [[r.get("loss"), r.get("eval_loss")]
-            for r in records.read_records(tmp_path / root / name)]
+    return [
+      [r.get("loss"), r.get("eval_loss")] for r in records.read_records(tmp_path / root / name)
+    ]
 
   assert losses("root", good) == losses("inproc", good)
 
 
-@pytest.mark.parametrize("script,reason,code", [
+@pytest.mark.parametrize(
+  "script,reason,code",
+  [
     ("echo starting; echo 'RuntimeError: boom' >&2; exit 3", "RuntimeError: boom", 3),
     ("echo 'allocating' >&2; kill -9 $$", "allocating; killed by SIGKILL (exit code -9)", -9),
-])
+  ],
+)
 def test_a_remote_run_records_its_own_failure(tmp_path, script, reason, code):
   """The wrapper of tpu and slurm runs: a crash or a kill (the out-of-memory killer) is recorded."""
   workdir = tmp_path / "run"
@@ -100,20 +111,25 @@ def test_inprocess_sweep_rejects_a_bad_override_before_running(tmp_path):
   result = sweep([f"--sweep={path}", f"--root={tmp_path / 'root'}", "--backend=inprocess"])
   assert result.returncode == 2
   assert last_line(result.stderr).endswith(
-      "optimizer.lrr is not a config key; did you mean optimizer.lr?")
+    "optimizer.lrr is not a config key; did you mean optimizer.lr?"
+  )
   assert not list((tmp_path / "root").glob("*/config.json"))
 
 
-@pytest.mark.parametrize("backend,extra,expected", [
+@pytest.mark.parametrize(
+  "backend,extra,expected",
+  [
     ("local", [], "[1/2]"),
     ("gpus", ["--num_gpus=2"], "CUDA_VISIBLE_DEVICES="),
     ("tpu", ["--tpu=pod", "--zone=us-central2-b"], "gcloud compute tpus tpu-vm ssh pod"),
     ("slurm", ["--nodes=2"], "#SBATCH --array=0-1"),
-])
+  ],
+)
 def test_dry_runs_print_commands_and_run_nothing(tmp_path, backend, extra, expected):
   path = write_sweep(tmp_path / "s.py", {"batch.size": [16, 32]})
-  result = sweep([f"--sweep={path}", f"--root={tmp_path / 'root'}", f"--backend={backend}",
-                  "--dry_run", *extra])
+  result = sweep(
+    [f"--sweep={path}", f"--root={tmp_path / 'root'}", f"--backend={backend}", "--dry_run", *extra]
+  )
   assert result.returncode == 0, result.stderr[-2000:]
   assert expected in result.stdout and "--config.batch.size=32" in result.stdout
   assert not list((tmp_path / "root").glob("*/metrics.jsonl"))
@@ -121,8 +137,17 @@ def test_dry_runs_print_commands_and_run_nothing(tmp_path, backend, extra, expec
 
 # Steps to the target of the authors' released 151M runs (B_opt = 256, context 512): the fewest
 # steps over their sweep at each batch size. With a 20% threshold this curve's CBS is about 955.
-RELEASED_151M = {64: 96_000, 128: 49_000, 256: 24_000, 512: 12_000, 1024: 7_128, 2048: 4_350,
-                 4096: 2_940, 8192: 2_400, 16384: 2_300}
+RELEASED_151M = {
+  64: 96_000,
+  128: 49_000,
+  256: 24_000,
+  512: 12_000,
+  1024: 7_128,
+  2048: 4_350,
+  4096: 2_940,
+  8192: 2_400,
+  16384: 2_300,
+}
 RELEASED_CBS = 955
 
 
@@ -139,11 +164,12 @@ def slurm_runs(script: str) -> dict[str, dict]:
 def test_two_phase_sweep_reaches_the_target_at_every_batch_and_measures_the_released_cbs(tmp_path):
   path = tmp_path / "s.py"
   path.write_text(
-      "def get_sweep():\n"
-      "  return {'config': 'configs/cbs_paper.py:151m',\n"
-      f"          'axes': {{'batch.size': {list(RELEASED_151M)},\n"
-      "                   'optimizer.lr': [1e-3, 3.16e-3]},\n"
-      "          'two_phase': {'b_opt': 256, 'extend_lr': 0}}\n")
+    "def get_sweep():\n"
+    "  return {'config': 'configs/cbs_paper.py:151m',\n"
+    f"          'axes': {{'batch.size': {list(RELEASED_151M)},\n"
+    "                   'optimizer.lr': [1e-3, 3.16e-3]},\n"
+    "          'two_phase': {'b_opt': 256, 'extend_lr': 0}}\n"
+  )
   root = tmp_path / "root"
   args = [f"--sweep={path}", f"--root={root}", "--backend=slurm", "--dry_run"]
   first = sweep(args)
@@ -151,13 +177,24 @@ def test_two_phase_sweep_reaches_the_target_at_every_batch_and_measures_the_rele
   assert "phase 1 (reference batch 256): 2 runs, 0 finished, 0 failed, 2 to run" in first.stdout
   assert "phase 2 (16 runs) starts once the reference runs have ended" in first.stdout
   assert set(slurm_runs((root / "phase1.sbatch").read_text())) == {
-      "batch.size=256,optimizer.lr=0.001", "batch.size=256,optimizer.lr=0.00316"}
+    "batch.size=256,optimizer.lr=0.001",
+    "batch.size=256,optimizer.lr=0.00316",
+  }
   # Phase 1 ends: both reference runs trained to D; the faster one sets the target at D.
   target, seq_len = 3.0, 512
   budget = RELEASED_151M[256] * 256 * seq_len
   for lr, reach in ((0.001, 30_000), (0.00316, RELEASED_151M[256])):
-    fake_runs.write_target_run(root, f"batch.size=256,optimizer.lr={lr}", 256, reach, target,
-                               budget, RELEASED_151M[256], eval_every=120, lr=lr)
+    fake_runs.write_target_run(
+      root,
+      f"batch.size=256,optimizer.lr={lr}",
+      256,
+      reach,
+      target,
+      budget,
+      RELEASED_151M[256],
+      eval_every=120,
+      lr=lr,
+    )
   second = sweep(args)
   assert second.returncode == 0, second.stderr[-2000:]
   assert "target loss 3:" in second.stdout
@@ -173,8 +210,17 @@ def test_two_phase_sweep_reaches_the_target_at_every_batch_and_measures_the_rele
   # batch at 1.1 x those steps: slower runs cannot be the minimum.
   every = 120 * 256 * seq_len
   name = "batch.size=512,optimizer.lr=0.001"
-  fake_runs.write_target_run(root, name, 512, RELEASED_151M[512], target, budget,
-                             8 * RELEASED_151M[512], eval_every=60, stop_loss=target)
+  fake_runs.write_target_run(
+    root,
+    name,
+    512,
+    RELEASED_151M[512],
+    target,
+    budget,
+    8 * RELEASED_151M[512],
+    eval_every=60,
+    stop_loss=target,
+  )
   assert sweep(args).returncode == 0
   capped = slurm_runs((root / "phase2.sbatch").read_text())
   assert name not in capped
@@ -187,8 +233,10 @@ def test_two_phase_sweep_reaches_the_target_at_every_batch_and_measures_the_rele
   started.mkdir()
   (started / "config.json").write_text(json.dumps({"config": {"train_tokens": 123_456_789}}))
   tpu = sweep([*args[:2], "--backend=tpu", "--tpu=pod", "--zone=z", "--dry_run"])
-  lines = {n: next(line for line in tpu.stdout.splitlines() if f"--workdir={root / n} " in line)
-           for n in ("batch.size=1024,optimizer.lr=0.001", started.name)}
+  lines = {
+    n: next(line for line in tpu.stdout.splitlines() if f"--workdir={root / n} " in line)
+    for n in ("batch.size=1024,optimizer.lr=0.001", started.name)
+  }
   assert f"--config.train_tokens={tokens_1024} " in lines["batch.size=1024,optimizer.lr=0.001"]
   assert "--config.train_tokens=123456789 " in lines[started.name]
   shutil.rmtree(started)
@@ -201,8 +249,18 @@ def test_two_phase_sweep_reaches_the_target_at_every_batch_and_measures_the_rele
       name = f"batch.size={batch},optimizer.lr={lr}"
       if not (root / name).exists():
         steps = int(1.2 * reach) if slower > 1 else 8 * reach
-        fake_runs.write_target_run(root, name, batch, int(slower * reach), target, budget, steps,
-                                   eval_every=max(1, reach // 200), lr=lr, stop_loss=target)
+        fake_runs.write_target_run(
+          root,
+          name,
+          batch,
+          int(slower * reach),
+          target,
+          budget,
+          steps,
+          eval_every=max(1, reach // 200),
+          lr=lr,
+          stop_loss=target,
+        )
   last = sweep(args)
   assert "phase 2 (other batch sizes): 16 runs, 16 finished, 0 failed, 0 to run" in last.stdout
   (group,) = measure.measure(runs_lib.load_sweep(root), b_opt=256)
@@ -214,14 +272,15 @@ def test_two_phase_sweep_reaches_the_target_at_every_batch_and_measures_the_rele
 def test_inprocess_two_phase_sweep_runs_both_phases_in_one_command_despite_failures(tmp_path):
   path = tmp_path / "s.py"
   path.write_text(
-      "def get_sweep():\n"
-      "  return {'config': 'configs/cbs_paper.py:tiny',\n"
-      "          'fixed': {'train_tokens': 4096, 'data_budget_tokens': 4096, 'mesh.data': 1,\n"
-      "                    'schedule.warmup_tokens': 1024,\n"
-      "                    'compile_cache_dir': '', 'eval.tokens': 2048, 'eval.every_tokens': 1024,\n"
-      "                    'eval.per_doubling': 0, 'eval.dense_from_tokens': 0},\n"
-      "          'axes': {'batch.size': [8, 16], 'optimizer.lr': [3.16e-3, 1e30]},\n"
-      "          'two_phase': {'b_opt': 8, 'extend_lr': 0}}\n")
+    "def get_sweep():\n"
+    "  return {'config': 'configs/cbs_paper.py:tiny',\n"
+    "          'fixed': {'train_tokens': 4096, 'data_budget_tokens': 4096, 'mesh.data': 1,\n"
+    "                    'schedule.warmup_tokens': 1024,\n"
+    "                    'compile_cache_dir': '', 'eval.tokens': 2048, 'eval.every_tokens': 1024,\n"
+    "                    'eval.per_doubling': 0, 'eval.dense_from_tokens': 0},\n"
+    "          'axes': {'batch.size': [8, 16], 'optimizer.lr': [3.16e-3, 1e30]},\n"
+    "          'two_phase': {'b_opt': 8, 'extend_lr': 0}}\n"
+  )
   root = tmp_path / "root"
   result = sweep([f"--sweep={path}", f"--root={root}", "--backend=inprocess"])
   assert result.returncode == 0, result.stderr[-2000:]
@@ -240,8 +299,10 @@ def test_inprocess_two_phase_sweep_runs_both_phases_in_one_command_despite_failu
   assert run.config["train"]["stop_loss"] == round(target, 6)
   assert (run.config["train_tokens"], run.config["data_budget_tokens"]) == (10 * 1024, 4096)
   final = run.evals[-1]
-  assert run.finished and (runs_lib.loss_after(run, final["tokens"], "best") <= round(target, 6)
-                           or final["tokens"] == 10 * 1024)
+  assert run.finished and (
+    runs_lib.loss_after(run, final["tokens"], "best") <= round(target, 6)
+    or final["tokens"] == 10 * 1024
+  )
   again = sweep([f"--sweep={path}", f"--root={root}", "--backend=inprocess"])
   assert "phase 2 (other batch sizes): 2 runs, 1 finished, 1 failed, 0 to run" in again.stdout
 
@@ -249,11 +310,12 @@ def test_inprocess_two_phase_sweep_runs_both_phases_in_one_command_despite_failu
 def test_two_phase_sweep_extends_the_learning_rate_grid_past_an_edge_best(tmp_path):
   path = tmp_path / "s.py"
   path.write_text(
-      "def get_sweep():\n"
-      "  return {'config': 'configs/cbs_paper.py:151m',\n"
-      "          'axes': {'batch.size': [256, 512, 1024, 2048],\n"
-      "                   'optimizer.lr': [1e-3, 2e-3, 4e-3]},\n"
-      "          'two_phase': {'b_opt': 256, 'extend_lr': 1}}\n")
+    "def get_sweep():\n"
+    "  return {'config': 'configs/cbs_paper.py:151m',\n"
+    "          'axes': {'batch.size': [256, 512, 1024, 2048],\n"
+    "                   'optimizer.lr': [1e-3, 2e-3, 4e-3]},\n"
+    "          'two_phase': {'b_opt': 256, 'extend_lr': 1}}\n"
+  )
   root = tmp_path / "root"
   args = [f"--sweep={path}", f"--root={root}", "--backend=slurm", "--dry_run"]
   assert sweep(args).returncode == 0
@@ -261,8 +323,17 @@ def test_two_phase_sweep_extends_the_learning_rate_grid_past_an_edge_best(tmp_pa
   budget = RELEASED_151M[256] * 256 * seq_len
 
   def write(batch, lr, reach, **kw):
-    fake_runs.write_target_run(root, f"batch.size={batch},optimizer.lr={lr}", batch, reach, target,
-                               budget, eval_every=max(1, reach // 200), lr=lr, **kw)
+    fake_runs.write_target_run(
+      root,
+      f"batch.size={batch},optimizer.lr={lr}",
+      batch,
+      reach,
+      target,
+      budget,
+      eval_every=max(1, reach // 200),
+      lr=lr,
+      **kw,
+    )
 
   # The best reference learning rate is the largest swept: the target waits for the next one up.
   for lr, slower in ((0.001, 1.25), (0.002, 1.1), (0.004, 1.0)):
@@ -271,7 +342,8 @@ def test_two_phase_sweep_extends_the_learning_rate_grid_past_an_edge_best(tmp_pa
   assert second.returncode == 0, second.stderr[-2000:]
   assert "adding batch.size=256,optimizer.lr=0.008" in second.stdout
   assert set(slurm_runs((root / "phase1_lr.sbatch").read_text())) == {
-      "batch.size=256,optimizer.lr=0.008"}
+    "batch.size=256,optimizer.lr=0.008"
+  }
   assert "phase 2 (9 runs) starts once the reference runs have ended" in second.stdout
   write(256, 0.008, int(1.2 * RELEASED_151M[256]), steps=RELEASED_151M[256])
   third = sweep(args)
@@ -279,8 +351,11 @@ def test_two_phase_sweep_extends_the_learning_rate_grid_past_an_edge_best(tmp_pa
   assert len(slurm_runs((root / "phase2.sbatch").read_text())) == 9
   # Phase 2: at batch 1024 the smallest learning rate is the best (40% above the law's steps).
   for batch in (512, 1024, 2048):
-    factors = {0.001: 1.4, 0.002: 1.6, 0.004: 1.9} if batch == 1024 else {
-        0.001: 1.3, 0.002: 1.0, 0.004: 1.2}
+    factors = (
+      {0.001: 1.4, 0.002: 1.6, 0.004: 1.9}
+      if batch == 1024
+      else {0.001: 1.3, 0.002: 1.0, 0.004: 1.2}
+    )
     for lr, slower in factors.items():
       reach = int(slower * RELEASED_151M[batch])
       write(batch, lr, reach, steps=8 * reach, stop_loss=target)
@@ -298,13 +373,17 @@ def test_two_phase_sweep_extends_the_learning_rate_grid_past_an_edge_best(tmp_pa
   assert "adding" not in last.stdout  # 1024 holds 3 + extend_lr learning rates: the limit
   manifest = json.loads((root / "manifest.json").read_text())
   assert {"batch.size=256,optimizer.lr=0.008", "batch.size=1024,optimizer.lr=0.0005"} <= {
-      r["name"] for r in manifest["runs"]}
+    r["name"] for r in manifest["runs"]
+  }
   (after,) = measure.measure(runs_lib.load_sweep(root), b_opt=256, samples=0)
   steps = {row["batch_size"]: row["steps"] for row in after["best"]}
   assert steps[1024] == pytest.approx(RELEASED_151M[1024], rel=1e-3)
   assert before["best"][2]["steps"] == pytest.approx(1.4 * RELEASED_151M[1024], rel=1e-3)
   # An overestimated f(1024) looked like diminishing returns: the CBS was underestimated.
-  assert (before["cbs"], after["cbs"]) == (pytest.approx(874.0, abs=0.5), pytest.approx(993.2, abs=0.5))
+  assert (before["cbs"], after["cbs"]) == (
+    pytest.approx(874.0, abs=0.5),
+    pytest.approx(993.2, abs=0.5),
+  )
 
 
 def test_a_rerun_shows_runs_still_going_as_running_elsewhere_and_starts_only_the_others(tmp_path):
@@ -317,8 +396,10 @@ def test_a_rerun_shows_runs_still_going_as_running_elsewhere_and_starts_only_the
   assert rerun.returncode == 0, rerun.stderr[-2000:]
   assert "2 runs, 0 finished, 0 failed, 1 running elsewhere, 1 to run" in rerun.stdout
   assert f"  optimizer.lr=0.001: running elsewhere ({holder.describe()})" in rerun.stdout
-  assert "optimizer.lr=0.003" in rerun.stdout and "--workdir=" + str(root / "optimizer.lr=0.001") \
-      not in rerun.stdout
+  assert (
+    "optimizer.lr=0.003" in rerun.stdout
+    and "--workdir=" + str(root / "optimizer.lr=0.001") not in rerun.stdout
+  )
   assert outcome.status(root / "optimizer.lr=0.001") == "pending"  # not failed
 
 

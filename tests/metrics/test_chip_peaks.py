@@ -2,15 +2,25 @@
 
 import pytest
 
-from cbs.metrics import chip_peaks
 from cbs import compile_check
+from cbs.metrics import chip_peaks
 
 
-@pytest.mark.parametrize(("device_kind", "peak"), [
-    ("TPU v4", 275e12), ("TPU v5 lite", 197e12), ("TPU v5e", 197e12), ("TPU v5p", 459e12),
-    ("TPU v5", 459e12), ("TPU v6 lite", 918e12), ("NVIDIA H100 80GB HBM3", 989e12),
-    ("NVIDIA A100-SXM4-40GB", 312e12), ("cpu", None), ("TPU v7", None),
-])
+@pytest.mark.parametrize(
+  ("device_kind", "peak"),
+  [
+    ("TPU v4", 275e12),
+    ("TPU v5 lite", 197e12),
+    ("TPU v5e", 197e12),
+    ("TPU v5p", 459e12),
+    ("TPU v5", 459e12),
+    ("TPU v6 lite", 918e12),
+    ("NVIDIA H100 80GB HBM3", 989e12),
+    ("NVIDIA A100-SXM4-40GB", 312e12),
+    ("cpu", None),
+    ("TPU v7", None),
+  ],
+)
 def test_a_device_kind_finds_its_published_peak(device_kind, peak):
   assert chip_peaks.of_device_kind(device_kind) == peak
 

@@ -8,13 +8,13 @@ import pytest
 from etils import epath
 from tensorboard.backend.event_processing import event_accumulator
 
-from cbs.metrics import flops
-from cbs.metrics import writers as metrics
 from cbs import object_store
+from cbs import train
+from cbs.metrics import flops
 from cbs.metrics import perf
 from cbs.metrics import records
 from cbs.metrics import tensorboard
-from cbs import train
+from cbs.metrics import writers as metrics
 from tests.helpers import STEP_TOKENS
 from tests.helpers import TINY
 from tests.helpers import records_with
@@ -24,11 +24,19 @@ from tests.helpers import values
 
 
 def small_config():
-  return tiny_config({
-      "mesh.data": 1, "train_tokens": 24 * STEP_TOKENS, "schedule.warmup_tokens": 0,
-      "eval.every_tokens": 8 * STEP_TOKENS, "eval.tokens": 4096, "log.every_steps": 4,
+  return tiny_config(
+    {
+      "mesh.data": 1,
+      "train_tokens": 24 * STEP_TOKENS,
+      "schedule.warmup_tokens": 0,
+      "eval.every_tokens": 8 * STEP_TOKENS,
+      "eval.tokens": 4096,
+      "log.every_steps": 4,
       "optimizer.lr": 2e-3,  # differs from configs/base.py: an hyper-parameter of this run
-      "profile.start_tokens": 10 * STEP_TOKENS, "profile.steps": 2})
+      "profile.start_tokens": 10 * STEP_TOKENS,
+      "profile.steps": 2,
+    }
+  )
 
 
 @pytest.fixture(scope="module")
@@ -48,11 +56,21 @@ def accumulator(path):
 def test_tensorboard_groups_tags_and_keeps_a_token_axis_stream(run):
   by_step = accumulator(run)
   scalars = by_step.Tags()["scalars"]
-  for expected in ("train/loss", "train/lr", "eval/loss", "eval/loss_ewa_0.99", "batch/size",
-                   "perf/tokens_per_sec", "perf/mfu", "perf/step_time", "data/floor_entropy_rate"):
+  for expected in (
+    "train/loss",
+    "train/lr",
+    "eval/loss",
+    "eval/loss_ewa_0.99",
+    "batch/size",
+    "perf/tokens_per_sec",
+    "perf/mfu",
+    "perf/step_time",
+    "data/floor_entropy_rate",
+  ):
     assert expected in scalars
-  np.testing.assert_allclose([e.value for e in by_step.Scalars("train/loss")], values(run, "loss"),
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    [e.value for e in by_step.Scalars("train/loss")], values(run, "loss"), rtol=1e-6
+  )
   by_tokens = accumulator(run / tensorboard.TOKENS_RUN)
   evals = records_with(run, "eval_loss")
   assert [e.step for e in by_tokens.Scalars("eval/loss")] == [r["tokens"] for r in evals]
@@ -61,9 +79,11 @@ def test_tensorboard_groups_tags_and_keeps_a_token_axis_stream(run):
 
 def test_hyper_parameters_reach_the_hparams_dashboard(run):
   from tensorboard.plugins.hparams import plugin_data_pb2
+
   content = accumulator(run).PluginTagToContent("hparams")
   start = plugin_data_pb2.HParamsPluginData.FromString(
-      content["_hparams_/session_start_info"]).session_start_info
+    content["_hparams_/session_start_info"]
+  ).session_start_info
   assert start.hparams["optimizer.lr"].number_value == pytest.approx(2e-3)
   assert start.hparams["batch.size"].number_value == 32  # tiny's, not base's
   assert "optimizer.b2" not in start.hparams  # left at the default
@@ -116,13 +136,13 @@ def test_progress_of_a_run_whose_last_step_passes_its_tokens_reads_100_percent(m
   assert "tokens 1k/1k (100.0%)" in line and "ETA 0m00s" in line
 
 
-def test_metrics_on_an_object_store_are_written_once_and_read_back_in_order(tmp_path,
-                                                                            monkeypatch):
+def test_metrics_on_an_object_store_are_written_once_and_read_back_in_order(tmp_path, monkeypatch):
   monkeypatch.setattr(object_store, "is_object_store", lambda path: True)
   written = []
   original = epath.Path.write_bytes
-  monkeypatch.setattr(epath.Path, "write_bytes",
-                      lambda self, data: written.append(len(data)) or original(self, data))
+  monkeypatch.setattr(
+    epath.Path, "write_bytes", lambda self, data: written.append(len(data)) or original(self, data)
+  )
   writer = metrics.JsonlWriter(tmp_path / records.METRICS_FILE)
   lines = []
   for step in range(1, 51):
@@ -140,9 +160,15 @@ def test_metrics_on_an_object_store_are_written_once_and_read_back_in_order(tmp_
 
 
 def test_the_quick_start_console_has_no_line_that_looks_like_an_error(tmp_path):
-  done = run_main([f"--config={TINY}", f"--workdir={tmp_path}",
-                   f"--config.train_tokens={4 * STEP_TOKENS}",
-                   "--config.schedule.warmup_tokens=0", "--config.eval.tokens=4096"])
+  done = run_main(
+    [
+      f"--config={TINY}",
+      f"--workdir={tmp_path}",
+      f"--config.train_tokens={4 * STEP_TOKENS}",
+      "--config.schedule.warmup_tokens=0",
+      "--config.eval.tokens=4096",
+    ]
+  )
   assert done.returncode == 0, done.stderr[-3000:]
   for noise in ("E0000", "cuInit", "oneDNN", "absl::InitializeLog", "Traceback"):
     assert noise not in done.stderr
@@ -152,6 +178,7 @@ def test_the_quick_start_console_has_no_line_that_looks_like_an_error(tmp_path):
 
 def test_any_run_directory_is_reported_without_a_manifest(run, tmp_path):
   from analysis import cbs as cbs_cli
+
   assert cbs_cli.main(["report", f"--runs={run}", f"--out={tmp_path}"]) == 0
   results = json.loads((tmp_path / "results.json").read_text())
   last = records_with(run, "loss")[-1]

@@ -34,11 +34,19 @@ def test_mup_at_the_base_width_is_the_standard_model_except_attention_scale():
 
 def test_hidden_matrices_get_the_scaled_update_and_vectors_do_not():
   """Roles follow the logical axes: a vocab axis marks an embedding, a stacked layer axis no matrix."""
+
   def param(shape, axes):
     return nnx.Param(np.ones(shape), out_sharding=axes, eager_sharding=False)
-  params = nnx.State({"a": param((4, 2), ("vocab", "embed")), "b": param((2, 4), ("embed", "vocab")),
-                      "c": param((2, 2), ("embed", "mlp")), "d": param((3, 2), ("layers", "embed")),
-                      "e": param((3, 2, 2), ("layers", "embed", "mlp"))})
+
+  params = nnx.State(
+    {
+      "a": param((4, 2), ("vocab", "embed")),
+      "b": param((2, 4), ("embed", "vocab")),
+      "c": param((2, 2), ("embed", "mlp")),
+      "d": param((3, 2), ("layers", "embed")),
+      "e": param((3, 2, 2), ("layers", "embed", "mlp")),
+    }
+  )
   updates, _ = optim.scale_hidden(0.25).update(params, None)
   assert updates["c"][0, 0] == updates["e"][0, 0, 0] == 0.25
   assert updates["a"][0, 0] == updates["b"][0, 0] == updates["d"][0, 0] == 1.0

@@ -27,8 +27,18 @@ def np_attention_block(x, wq, wk, wv, wo, qk_axes):
 @pytest.mark.parametrize("qk_norm,axes", [("full", (-2, -1)), ("head", (-1,))])
 def test_qk_norm_normalises_whole_vectors_or_heads_like_numpy(qk_norm, axes):
   with nnx.use_eager_sharding(False):
-    attn = layers.Attention(16, 4, 4, 4, qk_norm=qk_norm, norm_eps=1e-5, rope_theta=10_000.0,
-                            depth_scale=1.0, dtype=np.float32, rngs=nnx.Rngs(0))
+    attn = layers.Attention(
+      16,
+      4,
+      4,
+      4,
+      qk_norm=qk_norm,
+      norm_eps=1e-5,
+      rope_theta=10_000.0,
+      depth_scale=1.0,
+      dtype=np.float32,
+      rngs=nnx.Rngs(0),
+    )
   x = np.asarray(jax.random.normal(jax.random.key(1), (2, 5, 16)), np.float64)
   weights = [np.asarray(p[...], np.float64) for p in (attn.q, attn.k, attn.v, attn.o)]
   expected = np_attention_block(x, *weights, axes)
@@ -58,13 +68,13 @@ def test_residual_projections_init_with_one_over_sqrt_2_fan_in_layer(scan):
   config.model.update(num_layers=4, d_model=128, num_heads=4, scan_layers=scan)
   model = models.build_model(config.model, 32, nnx.Rngs(0))
   blocks = model.layers if scan else None
-  for l in range(4):
-    block = model.blocks[l] if not scan else None
-    o = np.asarray((blocks.attn.o[...][l] if scan else block.attn.o[...]), np.float64)
-    wo = np.asarray((blocks.mlp.wo[...][l] if scan else block.mlp.wo[...]), np.float64)
+  for layer in range(4):
+    block = model.blocks[layer] if not scan else None
+    o = np.asarray((blocks.attn.o[...][layer] if scan else block.attn.o[...]), np.float64)
+    wo = np.asarray((blocks.mlp.wo[...][layer] if scan else block.mlp.wo[...]), np.float64)
     for w, fan_in in ((o, 128), (wo, 512)):
-      expected = truncated_std() / math.sqrt(2 * fan_in * (l + 1))
-      assert abs(w.std() / expected - 1) < 0.05, (l, w.std(), expected)
+      expected = truncated_std() / math.sqrt(2 * fan_in * (layer + 1))
+      assert abs(w.std() / expected - 1) < 0.05, (layer, w.std(), expected)
   q = np.asarray(blocks.attn.q[...][3] if scan else model.blocks[3].attn.q[...], np.float64)
   assert abs(q.std() / (truncated_std() / math.sqrt(128)) - 1) < 0.05  # inputs: no depth factor
 
@@ -81,15 +91,14 @@ def test_depth_init_keeps_one_factor_for_every_block():
 @pytest.mark.parametrize("gelu", ["exact", "tanh"])
 def test_mlp_gelu_matches_numpy(gelu):
   with nnx.use_eager_sharding(False):
-    mlp = layers.Mlp(8, 32, "gelu", depth_scale=1.0, dtype=np.float32, rngs=nnx.Rngs(0),
-                     gelu=gelu)
+    mlp = layers.Mlp(8, 32, "gelu", depth_scale=1.0, dtype=np.float32, rngs=nnx.Rngs(0), gelu=gelu)
   x = np.asarray(jax.random.normal(jax.random.key(2), (2, 3, 8)), np.float64) * 2
   wi, wo = (np.asarray(p[...], np.float64) for p in (mlp.wi, mlp.wo))
   h = x @ wi
   if gelu == "exact":
     act = reference.gelu(h)
   else:
-    act = 0.5 * h * (1 + np.tanh(math.sqrt(2 / math.pi) * (h + 0.044715 * h ** 3)))
+    act = 0.5 * h * (1 + np.tanh(math.sqrt(2 / math.pi) * (h + 0.044715 * h**3)))
   np.testing.assert_allclose(mlp(x.astype(np.float32)), act @ wo, rtol=1e-4, atol=1e-5)
 
 

@@ -8,9 +8,9 @@ from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from cbs import models
+from cbs import train_state
 from cbs.optim import optimizers as optim
 from cbs.parallel import sharding
-from cbs import train_state
 from configs import base
 from configs import tiny
 
@@ -30,8 +30,9 @@ def unrolled_and_scanned(name, **kw):
   unrolled = models.build_model(model_cfg(name, **kw), VOCAB, nnx.Rngs(1))
   params = nnx.state(unrolled, nnx.Param)
   keys = iter(jax.random.split(jax.random.key(2), 100))
-  nnx.update(unrolled, jax.tree.map(lambda p: p + 0.1 * jax.random.normal(next(keys), p.shape),
-                                    params))
+  nnx.update(
+    unrolled, jax.tree.map(lambda p: p + 0.1 * jax.random.normal(next(keys), p.shape), params)
+  )
   scanned = models.build_model(model_cfg(name, scan_layers=True, **kw), VOCAB, nnx.Rngs(0))
   nnx.update(scanned, stacked(nnx.to_pure_dict(nnx.state(unrolled, nnx.Param))))
   return unrolled, scanned
@@ -58,13 +59,17 @@ def loss_and_grads(model):
 @pytest.mark.parametrize("name,remat", [("paper", "none"), ("llama", "none"), ("paper", "full")])
 def test_scanned_model_computes_the_unrolled_function(name, remat):
   unrolled, scanned = unrolled_and_scanned(name, remat=remat)
-  np.testing.assert_allclose(scanned(jnp.asarray(TOKENS)), unrolled(jnp.asarray(TOKENS)),
-                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+    scanned(jnp.asarray(TOKENS)), unrolled(jnp.asarray(TOKENS)), rtol=1e-5, atol=1e-5
+  )
   _, (value, grads) = loss_and_grads(unrolled)
   _, (value_s, grads_s) = loss_and_grads(scanned)
   np.testing.assert_allclose(value_s, value, rtol=1e-6)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7),
-               nnx.to_pure_dict(grads_s), stacked(nnx.to_pure_dict(grads)))
+  jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7),
+    nnx.to_pure_dict(grads_s),
+    stacked(nnx.to_pure_dict(grads)),
+  )
 
 
 def test_one_adamw_step_with_decay_and_mup_scaling_matches_unrolled():
@@ -78,16 +83,18 @@ def test_one_adamw_step_with_decay_and_mup_scaling_matches_unrolled():
     params, (_, grads) = loss_and_grads(model)
     params_new, _ = optim.apply_updates(tx, grads, tx.init(params), params, 1e-2, 0.5)
     new.append(nnx.to_pure_dict(params_new))
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-               new[1], stacked(new[0]))
+  jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), new[1], stacked(new[0])
+  )
   scales = new[1]["layers"]["attn_norm"]["scale"]
   assert scales.shape == (3, 32) and not np.allclose(scales, 1.0)
 
 
 def test_the_scanned_program_does_not_grow_with_depth():
   def matmuls(num_layers, scan):
-    model = models.build_model(model_cfg("paper", num_layers=num_layers, scan_layers=scan), VOCAB,
-                               nnx.Rngs(0))
+    model = models.build_model(
+      model_cfg("paper", num_layers=num_layers, scan_layers=scan), VOCAB, nnx.Rngs(0)
+    )
     graphdef, params = nnx.split(model, nnx.Param)
     jaxpr = jax.make_jaxpr(lambda p: nnx.merge(graphdef, p)(jnp.asarray(TOKENS)))(params)
     return str(jaxpr).count("dot_general[")
@@ -96,7 +103,8 @@ def test_the_scanned_program_does_not_grow_with_depth():
   per_layer = matmuls(3, scan=False) - matmuls(2, scan=False)
   assert per_layer > 0 and matmuls(6, scan=False) - matmuls(2, scan=False) == 4 * per_layer
   assert models.param_counts(model_cfg("paper", scan_layers=True), VOCAB) == models.param_counts(
-      model_cfg("paper"), VOCAB)
+    model_cfg("paper"), VOCAB
+  )
 
 
 def test_stacked_parameters_keep_the_layer_axis_whole_under_fsdp():

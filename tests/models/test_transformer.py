@@ -63,15 +63,17 @@ TOKENS = np.random.default_rng(0).integers(0, VOCAB, size=(2, 10))
 
 def test_paper_model_matches_numpy_reference():
   model, p = randomised(model_cfg("paper"))
-  np.testing.assert_allclose(model(jnp.asarray(TOKENS)), np_forward(p, TOKENS, paper=True),
-                             rtol=2e-4, atol=2e-4)
+  np.testing.assert_allclose(
+    model(jnp.asarray(TOKENS)), np_forward(p, TOKENS, paper=True), rtol=2e-4, atol=2e-4
+  )
 
 
 def test_llama_model_with_gqa_and_tied_embeddings_matches_numpy_reference():
   model, p = randomised(model_cfg("llama", num_kv_heads=2, tie_embeddings=True))
   assert "unembed" not in p and p["blocks"][0]["attn"]["k"].shape == (32, 2, 8)
-  np.testing.assert_allclose(model(jnp.asarray(TOKENS)), np_forward(p, TOKENS, False, tied=True),
-                             rtol=2e-4, atol=2e-4)
+  np.testing.assert_allclose(
+    model(jnp.asarray(TOKENS)), np_forward(p, TOKENS, False, tied=True), rtol=2e-4, atol=2e-4
+  )
 
 
 @pytest.mark.parametrize("name", ["paper", "llama"])
@@ -108,20 +110,29 @@ def test_init_follows_fan_in_and_depth_scaling():
 def test_paper_sizes_have_12_L_d2_non_embedding_parameters(size):
   shape = models.PAPER_SIZES[size]
   counts = models.param_counts(model_cfg("paper", **shape), 32_000)
-  assert counts["non_embedding"] == pytest.approx(12 * shape["num_layers"] * shape["d_model"] ** 2,
-                                                  rel=0.01)
+  assert counts["non_embedding"] == pytest.approx(
+    12 * shape["num_layers"] * shape["d_model"] ** 2, rel=0.01
+  )
   assert counts["total"] - counts["non_embedding"] == 2 * 32_000 * shape["d_model"]
 
 
-@pytest.mark.parametrize("kw,message", [
+@pytest.mark.parametrize(
+  "kw,message",
+  [
     (dict(name="gpt"), "model.name='gpt' is not one of: paper, llama"),
     (dict(name="llama", num_kv_heads=3), "model.num_kv_heads=3 must divide model.num_heads=4"),
     (dict(d_model=30), "model.d_model=30 is not divisible by model.num_heads=4"),
-])
+  ],
+)
 def test_bad_shapes_name_the_value(kw, message):
   with pytest.raises(ValueError, match=message):
-    models.build_model(model_cfg("paper", **{k: v for k, v in kw.items() if k != "name"})
-                       if "name" not in kw else model_cfg(**kw), VOCAB, nnx.Rngs(0))
+    models.build_model(
+      model_cfg("paper", **{k: v for k, v in kw.items() if k != "name"})
+      if "name" not in kw
+      else model_cfg(**kw),
+      VOCAB,
+      nnx.Rngs(0),
+    )
 
 
 @pytest.mark.parametrize("policy", ["full", "dots"])
@@ -158,16 +169,22 @@ def test_train_flops_per_token_match_a_hand_count():
   # Every counted weight is a parameter matrix: matmul weights = matrix params - input embedding.
   model = models.build_model(cfg, VOCAB, nnx.Rngs(0))
   weights = nnx.to_flat_state(nnx.state(model, nnx.Param))  # norm scales (2-D in QK-norm) are not
-  matrices = sum(v.get_value().size for path, v in weights
-                 if v.get_value().ndim >= 2 and not any("norm" in str(k) for k in path))
+  matrices = sum(
+    v.get_value().size
+    for path, v in weights
+    if v.get_value().ndim >= 2 and not any("norm" in str(k) for k in path)
+  )
   assert matmul == matrices - 24 * 32
   # XLA's own count of the forward pass (full, unmasked attention scores): the matmuls and the
   # S x S attention, plus elementwise work (norms, GeLU, softmax, RoPE) that the model count leaves
   # out, which is ~28% at this width (exact GeLU's erf is a long polynomial) and shrinks as 1/d for
   # real models.
   graphdef, params = nnx.split(model, nnx.Param)
-  forward = jax.jit(lambda p, t: nnx.merge(graphdef, p)(t)).lower(
-      params, jnp.zeros((4, 16), jnp.int32)).compile()
+  forward = (
+    jax.jit(lambda p, t: nnx.merge(graphdef, p)(t))
+    .lower(params, jnp.zeros((4, 16), jnp.int32))
+    .compile()
+  )
   xla = forward.cost_analysis()
   xla = (xla[0] if isinstance(xla, list) else xla)["flops"]
   expected = 4 * 16 * (2 * matmul + 2 * 2 * 2 * 32 * 16)

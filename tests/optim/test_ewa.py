@@ -35,11 +35,12 @@ def test_bias_corrected_average_matches_numpy_with_changing_batch_sizes():
     taus = [0.8] * 10 if name == "0.8" else [np.exp(-t / 5000) for t in step_tokens]
     # Reference: the explicit weighted sum sum_t w_t theta_t / sum_t w_t with
     # w_t = (1 - tau_t) prod_{s>t} tau_s.
-    weights = [(1 - taus[t]) * np.prod(taus[t + 1:]) for t in range(10)]
+    weights = [(1 - taus[t]) * np.prod(taus[t + 1 :]) for t in range(10)]
     for key in params:
       expected = sum(w * th[key] for w, th in zip(weights, thetas)) / sum(weights)
-      np.testing.assert_allclose(ewa.averaged_params(state, name)[key], expected, rtol=1e-5,
-                                 atol=1e-6)
+      np.testing.assert_allclose(
+        ewa.averaged_params(state, name)[key], expected, rtol=1e-5, atol=1e-6
+      )
 
 
 def test_average_of_a_constant_is_that_constant():

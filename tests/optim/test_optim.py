@@ -13,18 +13,22 @@ LRS = [0.1, 0.05, 0.2, 0.01, 0.3]
 
 
 def cfg(name, **kw):
-  c = ml_collections.ConfigDict(dict(name=name, lr=1.0, b1=0.9, b2=0.95, eps=1e-8,
-                                     weight_decay=0.0, clip=0.0, nesterov=False))
+  c = ml_collections.ConfigDict(
+    dict(name=name, lr=1.0, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.0, clip=0.0, nesterov=False)
+  )
   c.update(kw)
   return c
 
 
 def problem():
   rng = np.random.default_rng(0)
-  params = {"w": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32),
-            "s": jnp.asarray(rng.normal(size=(3,)), jnp.float32)}
-  grads = [jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), jnp.float32), params)
-           for _ in LRS]
+  params = {
+    "w": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32),
+    "s": jnp.asarray(rng.normal(size=(3,)), jnp.float32),
+  }
+  grads = [
+    jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), jnp.float32), params) for _ in LRS
+  ]
   return params, grads
 
 
@@ -48,14 +52,31 @@ def run_optax(factory, params, grads, **kw):
   return params
 
 
-@pytest.mark.parametrize("name,factory,kw", [
-    ("adamw", optax.adamw, dict(b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1,
-                                mask=lambda p: jax.tree.map(lambda x: x.ndim >= 2, p))),
+@pytest.mark.parametrize(
+  "name,factory,kw",
+  [
+    (
+      "adamw",
+      optax.adamw,
+      dict(
+        b1=0.9,
+        b2=0.95,
+        eps=1e-8,
+        weight_decay=0.1,
+        mask=lambda p: jax.tree.map(lambda x: x.ndim >= 2, p),
+      ),
+    ),
     ("adam", optax.adam, dict(b1=0.9, b2=0.95, eps=1e-8)),
     ("sgd", optax.sgd, dict(momentum=0.9, nesterov=True)),
-    ("lion", optax.lion, dict(b1=0.9, b2=0.95, weight_decay=0.1,
-                              mask=lambda p: jax.tree.map(lambda x: x.ndim >= 2, p))),
-])
+    (
+      "lion",
+      optax.lion,
+      dict(
+        b1=0.9, b2=0.95, weight_decay=0.1, mask=lambda p: jax.tree.map(lambda x: x.ndim >= 2, p)
+      ),
+    ),
+  ],
+)
 def test_scaled_unit_lr_equals_optax_with_changing_lr(name, factory, kw):
   params, grads = problem()
   ours = run_ours(cfg(name, weight_decay=0.1, nesterov=True), params, grads)
@@ -89,8 +110,9 @@ def test_weight_decay_spares_vectors():
   zeros = jax.tree.map(jnp.zeros_like, params)
   out = run_ours(cfg("adamw", weight_decay=0.5), params, [zeros] * len(LRS))
   np.testing.assert_array_equal(out["s"], params["s"])
-  np.testing.assert_allclose(out["w"], params["w"] * np.prod([1 - 0.5 * lr for lr in LRS]),
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    out["w"], params["w"] * np.prod([1 - 0.5 * lr for lr in LRS]), rtol=1e-5
+  )
 
 
 def test_adafactor_decreases_a_quadratic():
@@ -114,7 +136,10 @@ def test_weight_decay_from_the_timescale_follows_the_batch_size():
   # Batch doubles at the same lr: lambda doubles, so lr * lambda * steps-per-run stays fixed.
   assert optim.weight_decay_at(c, 2 * tokens, lr, run) == pytest.approx(0.32768)
   # Batch doubles with sqrt lr scaling: lambda grows by 2 / sqrt(2).
-  assert optim.weight_decay_at(c, 2 * tokens, lr * 2 ** 0.5, run) == pytest.approx(0.16384 * 2 ** 0.5)
+  assert optim.weight_decay_at(c, 2 * tokens, lr * 2**0.5, run) == pytest.approx(0.16384 * 2**0.5)
   timescale = lambda t, eta: (t / (eta * optim.weight_decay_at(c, t, eta, run))) / run
   assert timescale(tokens, lr) == pytest.approx(timescale(4 * tokens, 3 * lr)) == pytest.approx(0.2)
-  assert optim.weight_decay_at(cfg("adamw", weight_decay=0.05, wd_timescale=0.0), tokens, lr, run) == 0.05
+  assert (
+    optim.weight_decay_at(cfg("adamw", weight_decay=0.05, wd_timescale=0.0), tokens, lr, run)
+    == 0.05
+  )

@@ -12,8 +12,16 @@ PEAK, TOTAL, WARMUP = 2.0, 1000, 100
 
 
 def cfg(name, **kw):
-  c = ml_collections.ConfigDict(dict(name=name, warmup_tokens=WARMUP, warmup_init=0.1,
-                                     final_fraction=0.1, decay_fraction=0.2, rsqrt_tokens=-1))
+  c = ml_collections.ConfigDict(
+    dict(
+      name=name,
+      warmup_tokens=WARMUP,
+      warmup_init=0.1,
+      final_fraction=0.1,
+      decay_fraction=0.2,
+      rsqrt_tokens=-1,
+    )
+  )
   c.update(kw)
   return c
 
@@ -25,7 +33,9 @@ def test_warmup_is_linear_from_the_initial_fraction():
   assert lr(100) == pytest.approx(2.0)
 
 
-@pytest.mark.parametrize("name,tokens,expected", [
+@pytest.mark.parametrize(
+  "name,tokens,expected",
+  [
     ("constant", 550, 2.0),
     ("constant", 5000, 2.0),
     ("linear_to_zero", 550, 1.0),  # halfway through the 900 decay tokens
@@ -40,7 +50,8 @@ def test_warmup_is_linear_from_the_initial_fraction():
     ("rsqrt", 100, 2.0),
     ("rsqrt", 400, 2.0 * math.sqrt(100 / 400)),  # timescale = warmup tokens
     ("rsqrt", 5000, 2.0 * math.sqrt(100 / 1000)),  # held after the end
-])
+  ],
+)
 def test_schedule_closed_forms(name, tokens, expected):
   assert lr_schedules.make(cfg(name), PEAK, TOTAL)(tokens) == pytest.approx(expected, abs=1e-12)
 

@@ -4,9 +4,9 @@ import jax
 import pytest
 from jax.sharding import PartitionSpec as P
 
+from cbs import train_state
 from cbs.optim import optimizers as optim
 from cbs.parallel import sharding
-from cbs import train_state
 from configs import tiny
 
 
@@ -16,15 +16,21 @@ def mesh_cfg(data, model, fsdp=False):
   return c
 
 
-@pytest.mark.parametrize("data,model,expected", [(-1, 1, (8, 1)), (-1, 2, (4, 2)), (2, -1, (2, 4)),
-                                                 (1, 1, (1, 1))])
+@pytest.mark.parametrize(
+  "data,model,expected", [(-1, 1, (8, 1)), (-1, 2, (4, 2)), (2, -1, (2, 4)), (1, 1, (1, 1))]
+)
 def test_mesh_shape_resolves_minus_one(data, model, expected):
   assert sharding.mesh_shape(mesh_cfg(data, model), 8) == expected
 
 
-@pytest.mark.parametrize("data,model,message", [(16, 1, "needs more than the 8 available devices"),
-                                                (-1, -1, "cannot both be -1"),
-                                                (0, 1, "mesh.data=0 must be a positive")])
+@pytest.mark.parametrize(
+  "data,model,message",
+  [
+    (16, 1, "needs more than the 8 available devices"),
+    (-1, -1, "cannot both be -1"),
+    (0, 1, "mesh.data=0 must be a positive"),
+  ],
+)
 def test_bad_meshes_are_named(data, model, message):
   with pytest.raises(ValueError, match=message):
     sharding.mesh_shape(mesh_cfg(data, model), 8)

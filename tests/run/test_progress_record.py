@@ -2,9 +2,15 @@
 
 from cbs.run.progress import Progress
 
-SAVED = {"step": 7, "tokens": 7 * 512, "seed": 3, "data": {"epoch": 0, "position": 56},
-         "data_identity": {"source": "synthetic", "seed": 3},
-         "batch": {"size": 16, "smoothed": None, "history": []}, "skipped_steps": 1}
+SAVED = {
+  "step": 7,
+  "tokens": 7 * 512,
+  "seed": 3,
+  "data": {"epoch": 0, "position": 56},
+  "data_identity": {"source": "synthetic", "seed": 3},
+  "batch": {"size": 16, "smoothed": None, "history": []},
+  "skipped_steps": 1,
+}
 
 
 def test_a_saved_record_reads_back_unchanged():

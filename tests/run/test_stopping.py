@@ -2,7 +2,8 @@
 
 import pytest
 
-from cbs.run.stopping import StopReason, stop_reason
+from cbs.run.stopping import StopReason
+from cbs.run.stopping import stop_reason
 from configs import tiny
 
 

@@ -7,35 +7,57 @@ import pathlib
 
 import pytest
 
-from studies import adaptive_report
 from analysis import runs as runs_lib
 from studies import adaptive_plan
+from studies import adaptive_report
 from studies import cli as study
 from tests.analysis import fake_runs
 
 D = fake_runs.SEQ_LEN * 4096  # tokens per run: 1024 steps at batch 4, 64 at batch 64
 
 
-def measured(root: pathlib.Path, label: str, kind: str, lr: float, seed: int, b_noise: float,
-             batch: int = 4, batch_at=None) -> adaptive_report.Measured:
+def measured(
+  root: pathlib.Path,
+  label: str,
+  kind: str,
+  lr: float,
+  seed: int,
+  b_noise: float,
+  batch: int = 4,
+  batch_at=None,
+) -> adaptive_report.Measured:
   """A fake run of `label` trained for D tokens (batch_at: a growing batch by step)."""
   steps, tokens = 0, 0
   while tokens < D:
     steps += 1
     tokens += (batch_at(steps) if batch_at else batch) * fake_runs.SEQ_LEN
   name = f"{kind}{batch}_{lr}_{seed}_{b_noise}"
-  workdir = fake_runs.write_run(root, name, batch, b_noise, steps, D, eval_every=1, lr=lr,
-                                schedule="constant" if kind == "constant" else "norm",
-                                batch_at=batch_at)
+  workdir = fake_runs.write_run(
+    root,
+    name,
+    batch,
+    b_noise,
+    steps,
+    D,
+    eval_every=1,
+    lr=lr,
+    schedule="constant" if kind == "constant" else "norm",
+    batch_at=batch_at,
+  )
   return adaptive_report.Measured(label, kind, lr, seed, runs_lib.load_run(workdir, name))
 
 
 def test_each_arm_gets_the_rate_with_the_lowest_seed_mean_loss_at_equal_tokens(tmp_path):
   noise = {1e-3: (16, 16), 2e-3: (6, 10), 4e-3: (4, 40)}  # 4e-3 has the best single seed
-  runs = [measured(tmp_path, "constant 4", "constant", lr, seed, b)
-          for lr, pair in noise.items() for seed, b in enumerate(pair)]
-  loss_at_d = {lr: sum(fake_runs.loss(D / (4 * fake_runs.SEQ_LEN), 4, b) for b in pair) / 2
-               for lr, pair in noise.items()}
+  runs = [
+    measured(tmp_path, "constant 4", "constant", lr, seed, b)
+    for lr, pair in noise.items()
+    for seed, b in enumerate(pair)
+  ]
+  loss_at_d = {
+    lr: sum(fake_runs.loss(D / (4 * fake_runs.SEQ_LEN), 4, b) for b in pair) / 2
+    for lr, pair in noise.items()
+  }
   arm = adaptive_report.tuned(runs, D)["constant 4"]
   assert arm.lr == min(loss_at_d, key=loss_at_d.get) == 2e-3 and not arm.on_edge
   assert arm.losses == pytest.approx([fake_runs.loss(1024, 4, b) for b in noise[2e-3]], rel=1e-9)
@@ -44,34 +66,44 @@ def test_each_arm_gets_the_rate_with_the_lowest_seed_mean_loss_at_equal_tokens(t
 
 
 def test_steps_to_a_loss_match_the_closed_form_per_seed(tmp_path):
-  runs = [measured(tmp_path, "constant 4", "constant", 1e-3, seed, b)
-          for seed, b in enumerate((6, 12))]
+  runs = [
+    measured(tmp_path, "constant 4", "constant", 1e-3, seed, b) for seed, b in enumerate((6, 12))
+  ]
   arm = adaptive_report.tuned(runs, D)["constant 4"]
   assert adaptive_report.steps_to(arm, 2.5) == pytest.approx(
-      [fake_runs.steps_to(2.5, 4, 6), fake_runs.steps_to(2.5, 4, 12)], rel=1e-3)
+    [fake_runs.steps_to(2.5, 4, 6), fake_runs.steps_to(2.5, 4, 12)], rel=1e-3
+  )
   assert math.isnan(adaptive_report.steps_to(arm, 2.0)[0])  # the floor: never reached
 
 
-@pytest.mark.parametrize("adaptive, others, expected", [
+@pytest.mark.parametrize(
+  "adaptive, others, expected",
+  [
     ([10, 12], [[13, 20], [15, 16]], "fewer"),
     ([10, 14], [[13, 20], [15, 16]], "within seed noise"),  # means say fewer, ranges overlap
     ([10, 12], [[13, 20], []], "fewer"),  # the ramp never reached the loss
     ([30, 40], [[13, 20], [50, 60]], "more"),
     ([], [[13, 20], []], "more"),
-])
+  ],
+)
 def test_adaptive_wins_only_when_its_seed_range_is_apart_from_every_competitor(
-    adaptive, others, expected):
+  adaptive, others, expected
+):
   assert adaptive_report.verdict(adaptive, others) == expected
 
 
 def test_report_answers_from_targets_every_arm_reaches(tmp_path):
   grow = lambda step: min(4 * 2 ** (step // 8), 64)  # doubles every 8 steps from 4 up to 64
-  runs = [measured(tmp_path, label, kind, 1e-3, seed, b_noise + seed, batch, batch_at)
-          for label, kind, batch, b_noise, batch_at in (
-              ("constant 4", "constant", 4, 8, None), ("constant 64", "constant", 64, 8, None),
-              ("ramp", "ramp", 4, 40, lambda s: 4 if s < 900 else 8),
-              ("norm test", "adaptive", 4, 8, grow))
-          for seed in (0, 1)]
+  runs = [
+    measured(tmp_path, label, kind, 1e-3, seed, b_noise + seed, batch, batch_at)
+    for label, kind, batch, b_noise, batch_at in (
+      ("constant 4", "constant", 4, 8, None),
+      ("constant 64", "constant", 64, 8, None),
+      ("ramp", "ramp", 4, 40, lambda s: 4 if s < 900 else 8),
+      ("norm test", "adaptive", 4, 8, grow),
+    )
+    for seed in (0, 1)
+  ]
   out = tmp_path / "report"
   out.mkdir()
   results = adaptive_report.write(runs, adaptive_report.Design(4, 64, D, 0.5, "cmd"), str(out))
@@ -87,10 +119,13 @@ def test_report_answers_from_targets_every_arm_reaches(tmp_path):
   first, last = results["comparisons"][0], results["comparisons"][-1]
   assert first["constant"]["arm"] == "constant 64" and last["constant"]["arm"] == "constant 4"
   assert first["constant"]["steps"] == pytest.approx(
-      [fake_runs.steps_to(targets[0], 64, b) for b in (8, 9)], rel=2e-2)
+    [fake_runs.steps_to(targets[0], 64, b) for b in (8, 9)], rel=2e-2
+  )
   assert last["adaptive"]["steps"] == [] and last["verdict"] == "more"
   assert results["answer"]["holds"] is False
-  assert "does not hold" in results["answer"]["sentence"] or "only at" in results["answer"]["sentence"]
+  assert (
+    "does not hold" in results["answer"]["sentence"] or "only at" in results["answer"]["sentence"]
+  )
   assert rows["norm test"]["final_batch"] == [64, 64] and rows["norm test"]["cap_step"] == [32, 32]
   assert (out / "frontier.png").stat().st_size > 10_000
   assert json.loads((out / "results.json").read_text())["answer"] == results["answer"]
@@ -129,8 +164,14 @@ def test_quick_adaptive_study_tunes_arms_and_reuses_runs_on_rerun(quick, capsys)
   results = json.loads((quick / "report" / "results.json").read_text())
   plan = adaptive_plan.QUICK
   rows = {r["arm"]: r for r in results["schedules"]}
-  assert set(rows) == {"constant 2", "constant 16", "ramp 2 -> 16", "norm test, eta 0.5",
-                       "inner-product test, theta 0.1", "norm test, eta 0.1"}
+  assert set(rows) == {
+    "constant 2",
+    "constant 16",
+    "ramp 2 -> 16",
+    "norm test, eta 0.5",
+    "inner-product test, theta 0.1",
+    "norm test, eta 0.1",
+  }
   assert rows["ramp 2 -> 16"]["final_batch"] == [16] and rows["constant 2"]["final_batch"] == [2]
   assert all(b > plan.start for r in rows.values() if "test" in r["arm"] for b in r["final_batch"])
   assert all(math.isfinite(v) for r in rows.values() for v in r["losses"])
@@ -147,11 +188,16 @@ def test_quick_adaptive_study_tunes_arms_and_reuses_runs_on_rerun(quick, capsys)
   assert again["answer"] == results["answer"]
 
 
-@pytest.mark.parametrize("flag,message", [
+@pytest.mark.parametrize(
+  "flag,message",
+  [
     ("--config.model.d_model=-3", "model.d_model"),
-    ("--widths=0.5,1", "--widths: for the cbs study only")])
-def test_bad_input_to_the_adaptive_study_is_one_line_and_writes_nothing(tmp_path, capsys, flag,
-                                                                        message):
+    ("--widths=0.5,1", "--widths: for the cbs study only"),
+  ],
+)
+def test_bad_input_to_the_adaptive_study_is_one_line_and_writes_nothing(
+  tmp_path, capsys, flag, message
+):
   root = tmp_path / "root"
   assert study.main(["adaptive", "--quick", "--root", str(root), flag]) == 2
   err = capsys.readouterr().err.strip().splitlines()

@@ -16,7 +16,7 @@ def test_simulated_sgd_risk_matches_the_closed_form_expectation():
   # Step 1 by hand: E[R_1] = sum_i lambda_i m_i' with m' from the recursion at m = w*^2.
   lam, m = p.spectrum(), p.target() ** 2
   risk = lam @ m
-  first = (1 - 0.05 * lam) ** 2 * m + 0.05 ** 2 / 4 * lam * (lam * m + risk + 0.25)
+  first = (1 - 0.05 * lam) ** 2 * m + 0.05**2 / 4 * lam * (lam * m + risk + 0.25)
   assert expected[0, 0] == pytest.approx(lam @ first)
 
 
@@ -36,8 +36,12 @@ def test_crossing_and_smoothing():
 
 
 def test_testbed_cbs_grows_with_data_as_predicted():
-  result = theory.run(ls.Problem(dim=64, a=2.0, b=2.0), batches=(1, 2, 4, 8, 16, 32, 64),
-                      budgets=(512, 1024, 2048, 4096), seeds=4)
+  result = theory.run(
+    ls.Problem(dim=64, a=2.0, b=2.0),
+    batches=(1, 2, 4, 8, 16, 32, 64),
+    budgets=(512, 1024, 2048, 4096),
+    seeds=4,
+  )
   exact = [result["expected"]["groups"][str(d)]["cbs"] for d in result["budgets"]]
   assert all(later > earlier for earlier, later in zip(exact, exact[1:]))
   assert result["expected"]["exponent"] == pytest.approx(result["predicted_exponent"], abs=0.1)

@@ -74,13 +74,14 @@ ENTRY %main (w: f32[8,32]) -> f32[8,32] {
   ROOT %result = f32[8,32] copy(%total)
 }
 """).substitute(
-    along_model="replica_groups=mesh['axis_0'=2,'axis_1'=4] {'axis_1'}, dimensions={0}",
-    iota_all="replica_groups=[1,8]<=[8], use_global_device_ids=true, to_apply=%add",
-    listed_all="replica_groups={{0,1,2,3,4,5,6,7}}, to_apply=%add",
-    pairs="source_target_pairs={{0,1},{1,0}}",
-    between_slices='is_host_transfer=true, frontend_attributes='
-                   '{_xla_megascale_transfer_type="ALL_GATHER"}',
-    sizes="dynamic_slice_sizes={8,32}")
+  along_model="replica_groups=mesh['axis_0'=2,'axis_1'=4] {'axis_1'}, dimensions={0}",
+  iota_all="replica_groups=[1,8]<=[8], use_global_device_ids=true, to_apply=%add",
+  listed_all="replica_groups={{0,1,2,3,4,5,6,7}}, to_apply=%add",
+  pairs="source_target_pairs={{0,1},{1,0}}",
+  between_slices="is_host_transfer=true, frontend_attributes="
+  '{_xla_megascale_transfer_type="ALL_GATHER"}',
+  sizes="dynamic_slice_sizes={8,32}",
+)
 TRIPS = 7 - 2  # i from 2 while i < 7
 BLOCK = 8 * 32 * 4  # bytes of one chip's f32[8,32]
 
@@ -97,24 +98,27 @@ def test_bytes_follow_the_ring_algorithms_and_the_loop_trip_count():
   program = collectives.count(PROGRAM, slices=2)
   assert program.loops == (TRIPS,) and program.unknown_trip_counts == 0
   assert by_kind(program) == {
-      ("ici", "all-gather", 4): TRIPS * 3 / 4 * 8 * BLOCK,  # counted once, not per fusion
-      ("ici", "reduce-scatter", 8): TRIPS * 7 / 8 * 8 * BLOCK,  # the all-reduce, then a slice
-      ("ici", "collective-permute", 2): TRIPS * BLOCK,
-      ("ici", "all-reduce", 8): 2 * 7 / 8 * BLOCK,
-      ("dcn", "all-gather", 0): (2 - 1) * BLOCK,  # to the other slice
+    ("ici", "all-gather", 4): TRIPS * 3 / 4 * 8 * BLOCK,  # counted once, not per fusion
+    ("ici", "reduce-scatter", 8): TRIPS * 7 / 8 * 8 * BLOCK,  # the all-reduce, then a slice
+    ("ici", "collective-permute", 2): TRIPS * BLOCK,
+    ("ici", "all-reduce", 8): 2 * 7 / 8 * BLOCK,
+    ("dcn", "all-gather", 0): (2 - 1) * BLOCK,  # to the other slice
   }
 
 
 def test_groups_in_each_spelling():
-  groups = lambda text: collectives.replica_groups(text, 8)  # noqa: E731
+  groups = lambda text: collectives.replica_groups(text, 8)
   assert groups("replica_groups={{0,2},{1,3}}, dimensions={0}") == [[0, 2], [1, 3]]
   assert groups("replica_groups={}, to_apply=%add") == [list(range(8))]
   assert groups("replica_groups=[2,4]<=[4,2]T(1,0), dimensions={0}") == (
-      np.arange(8).reshape(4, 2).T.reshape(2, 4).tolist())
+    np.arange(8).reshape(4, 2).T.reshape(2, 4).tolist()
+  )
   assert groups("replica_groups=mesh['axis_0'=2,'axis_1'=4] {'axis_0'}, x=1") == (
-      np.arange(8).reshape(2, 4).T.tolist())
+    np.arange(8).reshape(2, 4).T.tolist()
+  )
   assert groups("replica_groups=mesh['axis_0'=2,'axis_1'=4] {'axis_0','axis_1'}") == [
-      list(range(8))]
+    list(range(8))
+  ]
 
 
 def test_traffic_is_placed_on_mesh_axes_and_timed_on_the_ports_it_spans():
@@ -123,14 +127,20 @@ def test_traffic_is_placed_on_mesh_axes_and_timed_on_the_ports_it_spans():
   links = interconnect.Links(ici_port=1e9, ici_ports=4, dcn_per_chip=1e8)
   traffic = interconnect.traffic(collectives.count(PROGRAM, slices=2), mesh, links)
   assert traffic["by_link"] == {
-      "ici": {"all-gather": {"model": TRIPS * 3 / 4 * 8 * BLOCK},
-              "reduce-scatter": {"data,model": TRIPS * 7 / 8 * 8 * BLOCK},
-              "collective-permute": {"model": TRIPS * BLOCK},
-              "all-reduce": {"data,model": 2 * 7 / 8 * BLOCK}},
-      "dcn": {"all-gather": {"none": BLOCK}}}  # one slice of CPU devices: no axis crosses
+    "ici": {
+      "all-gather": {"model": TRIPS * 3 / 4 * 8 * BLOCK},
+      "reduce-scatter": {"data,model": TRIPS * 7 / 8 * 8 * BLOCK},
+      "collective-permute": {"model": TRIPS * BLOCK},
+      "all-reduce": {"data,model": 2 * 7 / 8 * BLOCK},
+    },
+    "dcn": {"all-gather": {"none": BLOCK}},
+  }  # one slice of CPU devices: no axis crosses
   ports = {"model": 2, "data,model": 3}  # 4 along model: both neighbours; 2 along data: one
-  expected = (TRIPS * 3 / 4 * 8 * BLOCK / ports["model"] + TRIPS * BLOCK  # a permute: one port
-              + (TRIPS * 7 / 8 * 8 + 2 * 7 / 8) * BLOCK / ports["data,model"]) / 1e9
+  expected = (
+    TRIPS * 3 / 4 * 8 * BLOCK / ports["model"]
+    + TRIPS * BLOCK  # a permute: one port
+    + (TRIPS * 7 / 8 * 8 + 2 * 7 / 8) * BLOCK / ports["data,model"]
+  ) / 1e9
   assert traffic["ici_seconds"] == pytest.approx(expected)
   assert traffic["dcn_seconds"] == pytest.approx(BLOCK / 1e8)
   assert traffic["bytes_per_chip"] == traffic["ici_bytes"] + traffic["dcn_bytes"]
