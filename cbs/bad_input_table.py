@@ -1,4 +1,4 @@
-"""The README's bad-input table, generated from the checks themselves: `python -m cbs.bad_input_table`.
+"""The bad-input table of docs/configuration.md, generated from the checks themselves: `python -m cbs.bad_input_table`.
 
 Every example a check declares - `config_keys.RULES`' refused values, each registry's misspelt name
 and its entries' examples, `validation`'s cross-key and device checks - is applied to

@@ -3,7 +3,7 @@
 Named choices (`optimizer.name`, `model.dtype`, ...) are checked by their registries; what depends
 on several keys by `validation`. `RULES` holds one rule per remaining key of `config_defaults`;
 `bad` is a value the rule refuses (None: any value of the key's type works), which the tests and the
-README's bad-input table use.
+bad-input table of docs/configuration.md use.
 """
 
 import dataclasses

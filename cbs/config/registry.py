@@ -3,7 +3,7 @@
 Each choice is defined once, in the module that owns the concept, as a `Registry` of entries; an
 entry holds what the name builds and `check`, the refusals that only apply when it is chosen
 (`validation` runs the chosen entry's check before anything is created). `examples` are configs
-each check refuses: the tests and the README's bad-input table (`python -m cbs.bad_input_table`)
+each check refuses: the tests and the bad-input table of docs/configuration.md (`python -m cbs.bad_input_table`)
 are generated from them, so both cover every check.
 """
 
