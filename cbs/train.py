@@ -15,6 +15,9 @@ from collections.abc import Callable
 from typing import Any
 from typing import NamedTuple
 
+from cbs import quiet_tensorflow  # noqa: F401  (before clu, which imports TensorFlow)
+
+# isort: split
 import jax
 import ml_collections
 import numpy as np

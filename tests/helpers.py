@@ -43,6 +43,7 @@ def short_run(steps: int) -> dict:
     "train_tokens": steps * STEP_TOKENS,
     "checkpoint.every_tokens": STEP_TOKENS,
     "eval.every_tokens": 0,
+    "schedule.warmup_tokens": 0,
     "eval.tokens": 4096,
     "log.every_steps": 1,
   }

@@ -14,6 +14,9 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from cbs import quiet_tensorflow  # noqa: F401  (before clu, which imports TensorFlow)
+
+# isort: split
 from clu import metric_writers
 from etils import epath
 from tensorboard.compat.proto import event_pb2

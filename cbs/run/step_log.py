@@ -7,6 +7,9 @@ steps and prints one progress line. Reading only at log points keeps the device 
 
 from collections.abc import Callable
 
+from cbs import quiet_tensorflow  # noqa: F401  (before clu, which imports TensorFlow)
+
+# isort: split
 import jax
 from clu import metric_writers
 
