@@ -88,6 +88,22 @@ def run_local(
       on_end()
 
 
+def validate(runs: list[grid.Run]) -> None:
+  """Every run's config validated as the run will validate it (this host's devices), before any
+  starts; ValueError naming the run and the bad value."""
+  import jax  # noqa: PLC0415  (the other backends never load JAX in the launcher)
+
+  from cbs.config import validation  # noqa: PLC0415
+
+  for r in runs:
+    try:
+      validation.validate(
+        grid.load_config(r.config, r.overrides), jax.device_count(), jax.process_count()
+      )
+    except (ValueError, validation.ConfigError) as e:
+      raise ValueError(f"run {r.name}: {e}") from None
+
+
 def run_inprocess(
   runs: list[grid.Run],
   root: epath.Path,
@@ -104,15 +120,7 @@ def run_inprocess(
   """
   import jax  # noqa: PLC0415  (the other backends never load JAX in the launcher)
 
-  from cbs.config import validation  # noqa: PLC0415
-
-  for r in runs:
-    try:
-      validation.validate(
-        grid.load_config(r.config, r.overrides), jax.device_count(), jax.process_count()
-      )
-    except (ValueError, validation.ConfigError) as e:
-      raise ValueError(f"run {r.name}: {e}") from None
+  validate(runs)
   from cbs import train  # noqa: PLC0415
 
   statuses = {}

@@ -46,16 +46,9 @@ def base_overrides(plan: AdaptivePlan, user: dict) -> dict:
 def check(plan: AdaptivePlan, config: str, user: dict) -> None:
   """Every planned arm's config validated as a run would validate it, before the root exists: a bad
   value in the user's overrides is one line (ValueError), and nothing is written."""
-  import jax  # noqa: PLC0415  (the device count a run validates against)
-
-  from cbs.config import validation  # noqa: PLC0415
-
   base = base_overrides(plan, user)
   d_model = grid.load_config(config, base).model.d_model
-  for t in adaptive_plan.grid_trials(plan, d_model, base, config):
-    validation.validate(
-      grid.load_config(config, t.run.overrides), jax.device_count(), jax.process_count()
-    )
+  backends.validate([t.run for t in adaptive_plan.grid_trials(plan, d_model, base, config)])
 
 
 class Study:

@@ -35,11 +35,17 @@ def test_intact_shards_open(shards):
   assert prepared.PreparedSplit(str(shards), "train").tokens == 23036
 
 
-def test_a_swapped_shard_is_named(shards, tmp_path):
+def swapped(shards: pathlib.Path, tmp_path: pathlib.Path, first: str, second: str) -> pathlib.Path:
+  """A copy whose shards `first` and `second` have traded places."""
   copy = damaged(shards, tmp_path)
-  (copy / "train-00011.array_record").rename(copy / "swap")
-  (copy / "train-00003.array_record").rename(copy / "train-00011.array_record")
-  (copy / "swap").rename(copy / "train-00003.array_record")
+  (copy / first).rename(copy / "swap")
+  (copy / second).rename(copy / first)
+  (copy / "swap").rename(copy / second)
+  return copy
+
+
+def test_a_swapped_shard_is_named(shards, tmp_path):
+  copy = swapped(shards, tmp_path, "train-00011.array_record", "train-00003.array_record")
   with pytest.raises(
     stream.DataError,
     match=r"^prepared shard .*/train-00003.array_record holds 2 "
@@ -51,10 +57,7 @@ def test_a_swapped_shard_is_named(shards, tmp_path):
 
 def test_full_shards_swapped_with_each_other_are_named(shards, tmp_path):
   """Equal record counts: only the first records' digests in the manifest tell them apart."""
-  copy = damaged(shards, tmp_path)
-  (copy / "train-00005.array_record").rename(copy / "swap")
-  (copy / "train-00003.array_record").rename(copy / "train-00005.array_record")
-  (copy / "swap").rename(copy / "train-00003.array_record")
+  copy = swapped(shards, tmp_path, "train-00005.array_record", "train-00003.array_record")
   with pytest.raises(
     stream.DataError,
     match=r"^prepared shard .*/train-00003.array_record does "
