@@ -94,3 +94,5 @@ def test_the_quick_start_console_has_no_line_that_looks_like_an_error(quick_star
   for noise in ("E0000", "cuInit", "oneDNN", "absl::InitializeLog", "Traceback", "ERROR"):
     assert noise not in stderr
   assert "finished at step" in stderr
+  assert "loss floors of the data: entropy_rate" in stderr
+  assert "over entropy_rate" in stderr  # the gap to the floor at each eval
