@@ -81,7 +81,7 @@ def main(argv: list[str]) -> None:
       jax.devices()[0].platform,
     )
     from cbs import train  # after validation: a bad config fails without loading TensorFlow  # noqa: PLC0415
-    from cbs.checkpoint import checkpoints as checkpoint  # noqa: PLC0415
+    from cbs.checkpoint import errors as checkpoint  # noqa: PLC0415
     from cbs.checkpoint import workdir_lock  # noqa: PLC0415
     from cbs.data import stream  # noqa: PLC0415
 

@@ -4,12 +4,12 @@ Plain Python around two compiled pure functions. The host owns the counters (ste
 position) and computes the learning rate and EWA decays from the token count, so the device never
 waits on the host and the host reads device values only at logging, eval and checkpoint points.
 Setup is `cbs.run.setup`, the starting point `cbs.run.resume`, what each step looks like the batch
-controller's `StepPlan`, and why the run stops `cbs.run.stopping.stop_reason`; the loop gives each
-per-step duty (step, log, evaluate, save) a name and a token cadence.
+controller's `StepPlan`, why the run stops `cbs.run.stopping.stop_reason`, and what its two ends
+write `cbs.run.bookends`; the loop gives each per-step duty (step, log, evaluate, save) a name
+and a token cadence.
 """
 
 import contextlib
-import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -23,7 +23,6 @@ import ml_collections
 import numpy as np
 from absl import logging
 from clu import metric_writers
-from etils import epath
 
 from cbs import cadence
 from cbs import eval_schedule
@@ -35,6 +34,7 @@ from cbs.metrics import writers as metrics
 from cbs.optim import ewa
 from cbs.optim import optimizers as optim
 from cbs.parallel import sharding
+from cbs.run import bookends
 from cbs.run import resume
 from cbs.run import setup as run_setup
 from cbs.run.progress import Progress
@@ -81,12 +81,12 @@ def _train(
   run = run_setup.build(config, workdir, resources)
   start = resume.start(run)
   if start.progress.tokens >= config.train_tokens:
-    return _already_finished(run, start)
+    return bookends.already_finished(run, start)
   writer = metrics.make_writer(run.workdir, run.is_main_host)
   resources.callback(writer.close)
-  _write_run_start(run, start, writer)
+  bookends.write_run_start(run, start, writer)
   progress, reason, steps_run = _loop(run, start, writer, stop_after_steps, resources)
-  return _finish(run, start, progress, reason, steps_run)
+  return bookends.finish(run, start, progress, reason, steps_run)
 
 
 def _loop(
@@ -289,72 +289,3 @@ def _meter(run: run_setup.RunSetup, tokens: int) -> perf.Meter:
   logging.info("MFU against %s FLOP/s per device (%s)", f"{peak:.3g}", peak_source)
   per_token = flops.train_flops_per_token(config.model, run.data.vocab_size, config.data.seq_len)
   return perf.Meter(tokens, per_token, peak, run.placement.mesh.devices.size)
-
-
-def _write_run_start(
-  run: run_setup.RunSetup, start: resume.Start, writer: metric_writers.MetricWriter
-) -> None:
-  """A new run's `config.json`, first record and hyperparameters; the data's loss floors."""
-  floors = run.data.floors
-  if start.resumed_from is None:
-    if run.is_main_host:
-      run_info = {"config": run.config.to_dict(), "params": run.param_counts, "floors": floors}
-      (run.workdir / "config.json").write_text(json.dumps(run_info, indent=2))
-    writer.write_scalars(
-      start.progress.step,
-      {"tokens": start.progress.tokens, **{f"floor_{k}": v for k, v in floors.items()}},
-    )
-    writer.write_hparams(metrics.hyperparameters(run.config))
-  if floors:
-    logging.info(
-      "loss floors of the data: %s",
-      "  ".join(f"{name} {value:.4f}" for name, value in floors.items()),
-    )
-
-
-def _already_finished(run: run_setup.RunSetup, start: resume.Start) -> dict:
-  progress = start.progress
-  logging.info(
-    "run in %s is already finished (%s tokens); nothing to do", run.workdir, f"{progress.tokens:,}"
-  )
-  if run.is_main_host and not (run.workdir / "done.json").exists():  # stopped between two writes
-    _mark_done(run.workdir, progress.step, progress.tokens)
-  return {**progress.as_dict(), "resumed_from": start.resumed_from, "steps_run": 0}
-
-
-def _finish(
-  run: run_setup.RunSetup,
-  start: resume.Start,
-  progress: Progress,
-  reason: StopReason,
-  steps_run: int,
-) -> dict:
-  """Says how the run ended; a finished run gets `done.json`. The result of `train_and_evaluate`."""
-  step, tokens = progress.step, progress.tokens
-  result = {**progress.as_dict(), "resumed_from": start.resumed_from, "steps_run": steps_run}
-  if reason is StopReason.PREEMPTED:
-    result["preempted"] = True
-    logging.info(
-      "stopped by a signal at step %d (%s tokens, %d steps in this process); "
-      "checkpoint complete. Run the same command again to resume.",
-      step,
-      f"{tokens:,}",
-      steps_run,
-    )
-  else:
-    logging.info(
-      "%s at step %d (%s tokens, %d steps in this process); workdir %s",
-      "finished" if reason.finished else "stopped",
-      step,
-      f"{tokens:,}",
-      steps_run,
-      run.workdir,
-    )
-  if reason.finished and run.is_main_host:
-    _mark_done(run.workdir, step, tokens)
-  return result
-
-
-def _mark_done(workdir: epath.Path, step: int, tokens: int) -> None:
-  """`done.json`: the run reached its end; sweeps skip runs that hold it."""
-  (workdir / "done.json").write_text(json.dumps({"step": step, "tokens": tokens}))

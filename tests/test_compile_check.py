@@ -17,13 +17,15 @@ from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from cbs import compile_check
 from cbs.batching import controller as controller_lib
 from cbs.batching import memory_fit as fit
 from cbs.config import validation
 from cbs.metrics import flops as flops_lib
 from cbs.tpu import collectives
+from cbs.tpu import fit_check
 from cbs.tpu import interconnect
+from cbs.tpu import step_cost
+from cbs.tpu import topology
 from configs import base
 from tests.helpers import TINY
 from tests.helpers import last_line
@@ -41,7 +43,7 @@ def require_libtpu() -> list:
   if importlib.util.find_spec("libtpu") is None:
     give_up("libtpu is not installed (pip install -e '.[test,tpu]')")
   try:
-    return compile_check.topology_devices(TOPOLOGY, 1)[1]
+    return topology.topology_devices(TOPOLOGY, 1)[1]
   except Exception as e:
     give_up(f"libtpu cannot compile for {TOPOLOGY} on this host: {e}")
 
@@ -67,7 +69,7 @@ def huge_config(**batch):
 
 
 def test_a_huge_microbatch_does_not_fit(tpu):
-  report = compile_check.check(huge_config(), TOPOLOGY)
+  report = fit_check.check(huge_config(), TOPOLOGY)
   (layout,) = report["layouts"]
   assert (layout["batch_size"], layout["microbatch"], layout["groups"]) == (2048, 512, 1)
   assert not layout["fits"] and not report["fits"] and report["largest_fitting_batch"] is None
@@ -76,7 +78,7 @@ def test_a_huge_microbatch_does_not_fit(tpu):
 
 
 def test_bytes_grow_with_the_microbatch_and_auto_takes_the_largest_that_fits(tpu):
-  report = compile_check.check(huge_config(microbatch="auto"), TOPOLOGY)
+  report = fit_check.check(huge_config(microbatch="auto"), TOPOLOGY)
   chosen, budget = report["auto"]["chosen"], report["auto"]["budget_bytes"]
   tried = {int(m): total for m, total in report["auto"]["tried"].items()}
   fitting = sorted((m, total) for m, total in tried.items() if total is not None)
@@ -97,7 +99,7 @@ def test_compiled_flops_agree_with_the_model_count(tpu):
   softmax, the loss and the optimizer update, so it may exceed it by up to 1.5x, never fall short.
   """
   config = tiny_config()
-  report = compile_check.check(config, TOPOLOGY)
+  report = fit_check.check(config, TOPOLOGY)
   (layout,) = report["layouts"]
   per_chip = flops_lib.train_flops_per_token(config.model, 32, 64) * 32 * 64 / 4
   assert layout["model_flops"] == pytest.approx(per_chip)
@@ -152,7 +154,7 @@ def test_fsdp_matmul_collectives_match_their_closed_form(tpu, layers, gathers, s
   and the backward loop scatters every gradient: the loops' trip counts multiply the bytes."""
   mesh, compiled = fsdp_matmul_step(tpu, layers)
   program = collectives.count(compiled.as_text())
-  links = compile_check.links_of(compile_check.CHIPS["v5e"], tpu, 25e9)
+  links = topology.links_of(topology.CHIPS["v5e"], tpu, 25e9)
   traffic = interconnect.traffic(program, mesh, links)
   share = 3 / 4 * WIDTH * WIDTH * 2
   assert traffic["by_link"] == {
@@ -169,7 +171,7 @@ def test_fsdp_matmul_collectives_match_their_closed_form(tpu, layers, gathers, s
 def test_one_chip_without_fsdp_communicates_nothing(tpu):
   config = tiny_config()
   config.mesh.data, config.mesh.model, config.mesh.fsdp = 1, 1, False
-  report = compile_check.check(config, TOPOLOGY)
+  report = fit_check.check(config, TOPOLOGY)
   (layout,) = report["layouts"]
   assert report["chips"] == 4 and report["mesh"] == {"data": 1, "model": 1}
   communication, estimate = layout["communication"], layout["estimate"]
@@ -189,14 +191,14 @@ def test_fsdp_chips_compute_their_own_rows_with_gathered_weights(tpu):
   batch's logits on every chip (2.1 GiB of temporaries here, 8.1 MiB pinned)."""
   config = batch_config(size=128)
   config.mesh.fsdp, config.mesh.data, config.model.vocab_size = True, -1, 32768
-  (layout,) = compile_check.check(config, "v5e:4x4")["layouts"]
+  (layout,) = fit_check.check(config, "v5e:4x4")["layouts"]
   assert layout["bytes"]["temporaries"] < 128 * 64 * 32768 * 4 / 8
 
 
 def test_a_growing_batch_checks_every_layout_on_two_slices(tpu):
   config = batch_config(size=32, max_size=64, round="pow2", schedule="norm")
   config.model.scan_layers = True
-  report = compile_check.check(config, TOPOLOGY, slices=2)
+  report = fit_check.check(config, TOPOLOGY, slices=2)
   assert report["chips"] == 8 and report["mesh"] == {"data": 8, "model": 1}
   sizes = [
     (entry["batch_size"], entry["groups"], entry["statistics"]) for entry in report["layouts"]
@@ -232,7 +234,7 @@ def test_each_layout_is_compiled_once_and_its_executable_let_go():
     alive.append(weakref.ref(executable))
     return executable
 
-  figures = compile_check.figures_of(compile_step)
+  figures = step_cost.figures_of(compile_step)
   first = figures((128, 1, "none"))
   assert figures((128, 1, "none")) is first and compiled == [(128, 1, "none")]
   figures((256, 2, "norm"))
@@ -254,16 +256,14 @@ def test_reachable_sizes_follow_rounding_and_ramps():
 
 
 def test_bad_input_is_one_line():
-  with pytest.raises(
-    compile_check.UsageError, match=r"'v5x:4x4' is not known; .*v4, v5e, v5p, v6e"
-  ):
-    compile_check.topology_devices("v5x:4x4", 1)
+  with pytest.raises(topology.UsageError, match=r"'v5x:4x4' is not known; .*v4, v5e, v5p, v6e"):
+    topology.topology_devices("v5x:4x4", 1)
   config = tiny_config()
   config.data.source, config.data.vocab = "text_files", "/data/my.model"
-  with pytest.raises(compile_check.UsageError, match="--config.model.vocab_size=ROWS"):
-    compile_check.vocab_rows(config)
+  with pytest.raises(topology.UsageError, match="--config.model.vocab_size=ROWS"):
+    fit_check.vocab_rows(config)
   config.data.vocab = "byte"
-  assert compile_check.vocab_rows(config) == 384
+  assert fit_check.vocab_rows(config) == 384
 
 
 def test_missing_libtpu_names_the_extra(monkeypatch):
@@ -271,8 +271,8 @@ def test_missing_libtpu_names_the_extra(monkeypatch):
   monkeypatch.setattr(
     importlib.util, "find_spec", lambda name, *a: None if name == "libtpu" else real(name, *a)
   )
-  with pytest.raises(compile_check.UsageError, match=r"pip install -e '\.\[tpu\]'"):
-    compile_check.topology_devices("v5e:4x4", 1)
+  with pytest.raises(topology.UsageError, match=r"pip install -e '\.\[tpu\]'"):
+    topology.topology_devices("v5e:4x4", 1)
 
 
 def test_cli_unknown_topology_exits_2_with_one_line():
@@ -303,7 +303,7 @@ def test_a_broken_libtpu_fails_under_ci_and_skips_elsewhere(monkeypatch):
   def broken(*args):
     raise RuntimeError("TPU initialization failed: no chips")
 
-  monkeypatch.setattr(compile_check, "topology_devices", broken)
+  monkeypatch.setattr(topology, "topology_devices", broken)
   monkeypatch.delenv("CI", raising=False)
   assert outcome() == (
     "skip",

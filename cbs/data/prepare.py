@@ -19,6 +19,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import tqdm
@@ -144,49 +145,20 @@ def prepare(
 ) -> dict:
   """Writes the shards and the manifest; returns the manifest."""
   vocabulary = vocab_lib.make(vocab_spec)
-  train_paths = text_files.resolve(files)
-  if eval_files:
-    eval_paths = text_files.resolve(eval_files)
-  elif len(train_paths) >= 2:
-    train_paths, eval_paths = train_paths[:-1], train_paths[-1:]
-  else:
-    raise ValueError(
-      f"--files={','.join(files)} is a single file; give --eval_files, or several "
-      "files (the last one is then held out)"
-    )
+  train_paths, eval_paths = _split_paths(files, eval_files)
   dtype = np.dtype(np.uint16 if vocabulary.vocab_size <= 1 << 16 else np.uint32)
   workers = workers or os.cpu_count() or 1
   out = epath.Path(output)
   out.mkdir(parents=True, exist_ok=True)
   staged = object_store.is_object_store(output)
   local = tempfile.mkdtemp(prefix="cbs_prepare_") if staged else output
-  splits = {}
-  for split, paths in (("train", train_paths), ("validation", eval_paths)):
-    pieces = text_files.pieces(paths, text_field)
-    writer = _ShardWriter(local, split, record_tokens, shard_tokens, dtype)
-    documents = 0
-    with tqdm.tqdm(
-      total=len(pieces), desc=f"{split}: pieces", unit="piece", file=sys.stderr
-    ) as bar:
-      for tokens, count in _tokenized(pieces, text_field, vocab_spec, workers, bar):
-        writer.write(tokens)
-        documents += count
-        bar.set_postfix(tokens=f"{writer.tokens:,}", documents=f"{documents:,}")
-    writer.close()
-    if not writer.tokens:
-      raise ValueError(f"the {split} files ({', '.join(map(str, paths))}) hold no text")
-    splits[split] = {
-      "tokens": writer.tokens,
-      "documents": documents,
-      "shards": writer.shards,
-      "first_records": writer.first_records,
-      "files": [str(p) for p in paths],
-    }
+  shards = _ShardSpec(local, record_tokens, shard_tokens, dtype)
+  splits = {
+    split: _write_split(split, paths, shards, text_field, vocab_spec, workers)
+    for split, paths in (("train", train_paths), ("validation", eval_paths))
+  }
   if local != output:
-    for split in splits.values():
-      for shard in split["shards"]:
-        (out / shard).write_bytes(epath.Path(local, shard).read_bytes())
-    shutil.rmtree(local)
+    _upload(local, out, splits)
   manifest = {
     "vocab": vocab_spec,
     "vocab_size": vocabulary.vocab_size,
@@ -199,8 +171,71 @@ def prepare(
   }
   staging = out / (prepared.MANIFEST + ".tmp")
   staging.write_text(json.dumps(manifest, indent=2))
-  staging.rename(out / prepared.MANIFEST)
+  staging.rename(out / prepared.MANIFEST)  # last: an interrupted run leaves no usable directory
   return manifest
+
+
+class _ShardSpec(NamedTuple):
+  """Where and how each split's shards are written."""
+
+  local_dir: str  # the output, or a local staging directory for an object store
+  record_tokens: int
+  shard_tokens: int
+  dtype: np.dtype
+
+
+def _split_paths(
+  files: Sequence[str], eval_files: Sequence[str]
+) -> tuple[list[epath.Path], list[epath.Path]]:
+  """The training and held-out files: `eval_files`, or else the last of several `files`."""
+  train_paths = text_files.resolve(files)
+  if eval_files:
+    return train_paths, text_files.resolve(eval_files)
+  if len(train_paths) >= 2:
+    return train_paths[:-1], train_paths[-1:]
+  raise ValueError(
+    f"--files={','.join(files)} is a single file; give --eval_files, or several "
+    "files (the last one is then held out)"
+  )
+
+
+def _write_split(
+  split: str,
+  paths: Sequence[epath.Path],
+  shards: _ShardSpec,
+  text_field: str,
+  vocab_spec: str,
+  workers: int,
+) -> dict:
+  """One split tokenized into its shards; its manifest entry."""
+  pieces = text_files.pieces(paths, text_field)
+  writer = _ShardWriter(
+    shards.local_dir, split, shards.record_tokens, shards.shard_tokens, shards.dtype
+  )
+  documents = 0
+  with tqdm.tqdm(total=len(pieces), desc=f"{split}: pieces", unit="piece", file=sys.stderr) as bar:
+    for tokens, count in _tokenized(pieces, text_field, vocab_spec, workers, bar):
+      writer.write(tokens)
+      documents += count
+      bar.set_postfix(tokens=f"{writer.tokens:,}", documents=f"{documents:,}")
+  writer.close()
+  if not writer.tokens:
+    raise ValueError(f"the {split} files ({', '.join(map(str, paths))}) hold no text")
+  return {
+    "tokens": writer.tokens,
+    "documents": documents,
+    "shards": writer.shards,
+    "first_records": writer.first_records,
+    "files": [str(p) for p in paths],
+  }
+
+
+def _upload(local: str, out: epath.Path, splits: dict) -> None:
+  """Copies the shards staged in `local` to the object store, then removes them."""
+  for split in splits.values():
+    for shard in split["shards"]:
+      (out / shard).write_bytes(epath.Path(local, shard).read_bytes())
+  shutil.rmtree(local)
 
 
 def _define_flags() -> dict:

@@ -1,7 +1,7 @@
 """Published dense bf16 peak FLOP/s per chip: the one table MFU and the compile check read.
 
 MFU (`flops.device_peak_flops`) looks a device up by the start of its `device_kind`; the compile
-check (`compile_check.CHIPS`) by TPU generation. Both read the figures here, so a corrected or new
+check (`cbs.tpu.topology.CHIPS`) by TPU generation. Both read the figures here, so a corrected or new
 chip is written once. Free of JAX, so the compile check can read it before libtpu is set up.
 """
 

@@ -16,6 +16,7 @@ from etils import epath
 from cbs import convert_checkpoint
 from cbs import train_state
 from cbs.checkpoint import checkpoints as checkpoint
+from cbs.checkpoint import errors as checkpoint_errors
 from cbs.config import validation
 from cbs.data import identity as data_identity
 from cbs.metrics import records
@@ -88,9 +89,9 @@ def restore(
   """
   try:
     return checkpoints.restore_latest(abstract_state)
-  except checkpoint.Incompatible as e:
+  except checkpoint_errors.Incompatible as e:
     raise validation.ConfigError(_incompatible_message(e, checkpoints, config)) from None
-  except checkpoint.NoneRestorable as e:
+  except checkpoint_errors.NoneRestorable as e:
     if not config.train.restart_if_unrestorable:
       raise
     logging.warning("%s: starting over from step 0 (train.restart_if_unrestorable=True)", e)
@@ -98,7 +99,7 @@ def restore(
 
 
 def _incompatible_message(
-  error: checkpoint.Incompatible,
+  error: checkpoint_errors.Incompatible,
   checkpoints: checkpoint.Checkpoints,
   config: ml_collections.ConfigDict,
 ) -> str:

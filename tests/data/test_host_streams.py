@@ -237,7 +237,7 @@ def test_bad_data_is_reported_in_one_line_with_the_file_and_position(tmp_path):
 
 def test_a_checkpoint_of_another_host_count_is_refused_in_one_line(tmp_path):
   from cbs import train
-  from cbs.checkpoint import checkpoints as checkpoint
+  from cbs.checkpoint import errors as checkpoint
 
   config = tiny_config(
     {

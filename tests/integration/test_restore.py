@@ -17,6 +17,8 @@ import pytest
 from cbs import convert_checkpoint
 from cbs import train
 from cbs.checkpoint import checkpoints as checkpoint
+from cbs.checkpoint import errors as checkpoint_errors
+from cbs.checkpoint import restoring
 from cbs.config import validation
 from cbs.metrics import records
 from tests.data import corpus
@@ -148,9 +150,9 @@ def failing_restore(
 
   monkeypatch.setattr(checkpoint.Checkpoints, "restore", restore)
   if sleeps is None:
-    monkeypatch.setattr(checkpoint, "RETRY_DELAYS_S", (0.0, 0.0, 0.0))
+    monkeypatch.setattr(restoring, "RETRY_DELAYS_S", (0.0, 0.0, 0.0))
   else:
-    monkeypatch.setattr(checkpoint, "_sleep", sleeps.append)
+    monkeypatch.setattr(restoring, "_sleep", sleeps.append)
   return tried
 
 
@@ -178,7 +180,7 @@ def test_a_persistent_read_error_stops_without_renaming_anything(six_steps, tmp_
     monkeypatch, 1_000, OSError(errno.ETIMEDOUT, "Connection timed out"), sleeps
   )
   with pytest.raises(
-    checkpoint.Unreadable,
+    checkpoint_errors.Unreadable,
     match=r"checkpoint 4 in .* could not be read in 4 "
     r"attempts \(TimeoutError: \[Errno 110\] Connection timed out\); nothing was "
     r"changed",
@@ -248,7 +250,7 @@ def test_no_silent_fresh_start_while_checkpoints_exist(six_steps, tmp_path):
     (run / "checkpoints" / str(step) / "progress" / "metadata").write_text('{"step": ')
   for _ in range(2):  # the second time every checkpoint is already set aside: still no restart
     with pytest.raises(
-      checkpoint.NoneRestorable,
+      checkpoint_errors.NoneRestorable,
       match=r"no checkpoint in .* restores \(set "
       r"aside: corrupt_1, corrupt_2, corrupt_3, corrupt_4\); set "
       r"train.restart_if_unrestorable=True to start over",
@@ -267,22 +269,22 @@ def test_no_silent_fresh_start_while_checkpoints_exist(six_steps, tmp_path):
 @pytest.mark.parametrize(
   "error,verdict",
   [
-    (FileNotFoundError("state/_METADATA"), checkpoint._CORRUPT),
-    (json.JSONDecodeError("Expecting value", "", 0), checkpoint._CORRUPT),
-    (ValueError('OUT_OF_RANGE: Error reading "params.embed" in OCDBT'), checkpoint._CORRUPT),
-    (ValueError("DATA_LOSS: checksum mismatch"), checkpoint._CORRUPT),
-    (ValueError("UNAVAILABLE: connection reset"), checkpoint._TRANSIENT),
-    (ValueError("DEADLINE_EXCEEDED: read timed out"), checkpoint._TRANSIENT),
-    (PermissionError(errno.EACCES, "denied"), checkpoint._TRANSIENT),
-    (RuntimeError("anything not understood"), checkpoint._TRANSIENT),
+    (FileNotFoundError("state/_METADATA"), restoring.Verdict.CORRUPT),
+    (json.JSONDecodeError("Expecting value", "", 0), restoring.Verdict.CORRUPT),
+    (ValueError('OUT_OF_RANGE: Error reading "params.embed" in OCDBT'), restoring.Verdict.CORRUPT),
+    (ValueError("DATA_LOSS: checksum mismatch"), restoring.Verdict.CORRUPT),
+    (ValueError("UNAVAILABLE: connection reset"), restoring.Verdict.TRANSIENT),
+    (ValueError("DEADLINE_EXCEEDED: read timed out"), restoring.Verdict.TRANSIENT),
+    (PermissionError(errno.EACCES, "denied"), restoring.Verdict.TRANSIENT),
+    (RuntimeError("anything not understood"), restoring.Verdict.TRANSIENT),
   ],
 )
 def test_only_evidence_of_damage_counts_as_corrupt(error, verdict):
-  assert checkpoint.classify(error) == verdict
+  assert restoring.classify(error) == verdict
   try:  # orbax wraps the TensorStore error, which stays visible as the cause
     raise Exception("Encountered error while reading array index") from error
   except Exception as wrapped:
-    assert checkpoint.classify(wrapped) == verdict
+    assert restoring.classify(wrapped) == verdict
 
 
 def test_another_seed_is_refused_naming_it(six_steps, tmp_path):

@@ -2,8 +2,8 @@
 
 import pytest
 
-from cbs import compile_check
 from cbs.metrics import chip_peaks
+from cbs.tpu import topology
 
 
 @pytest.mark.parametrize(
@@ -27,6 +27,6 @@ def test_a_device_kind_finds_its_published_peak(device_kind, peak):
 
 def test_the_compile_check_reads_the_same_peak_as_mfu():
   kinds = {"v4": "TPU v4", "v5e": "TPU v5 lite", "v5p": "TPU v5p", "v6e": "TPU v6 lite"}
-  assert set(kinds) == set(compile_check.CHIPS)
-  for generation, chip in compile_check.CHIPS.items():
+  assert set(kinds) == set(topology.CHIPS)
+  for generation, chip in topology.CHIPS.items():
     assert chip.peak_flops == chip_peaks.of_device_kind(kinds[generation])

@@ -14,6 +14,7 @@ import pytest
 from jax.sharding import Mesh
 
 from cbs.tpu import collectives
+from cbs.tpu import hlo_text
 from cbs.tpu import interconnect
 
 PROGRAM = string.Template("""HloModule step, num_partitions=8
@@ -107,7 +108,7 @@ def test_bytes_follow_the_ring_algorithms_and_the_loop_trip_count():
 
 
 def test_groups_in_each_spelling():
-  groups = lambda text: collectives.replica_groups(text, 8)
+  groups = lambda text: hlo_text.replica_groups(text, 8)
   assert groups("replica_groups={{0,2},{1,3}}, dimensions={0}") == [[0, 2], [1, 3]]
   assert groups("replica_groups={}, to_apply=%add") == [list(range(8))]
   assert groups("replica_groups=[2,4]<=[4,2]T(1,0), dimensions={0}") == (
