@@ -19,13 +19,13 @@ after another inside this process (no per-run interpreter start and imports: sma
 runs one per local GPU in parallel (`CUDA_VISIBLE_DEVICES`); `tpu` runs each on all workers of a TPU
 VM through `gcloud ... ssh --worker=all` after a setup step that installs the project there; `slurm`
 writes and submits an sbatch array whose tasks start multi-node runs with `srun` (jax.distributed
-reads Slurm's layout). Remote runs record their own failures (`python -m launch.outcome`).
+reads Slurm's layout). Remote runs record their own failures (`python -m launch.outcome`); the
+remote backends are `launch.remote`'s, this module owns the flags and the order of the phases.
 """
 
+import dataclasses
 import os
-import shlex
 import signal
-import subprocess
 import sys
 from collections.abc import Callable
 
@@ -35,10 +35,10 @@ from etils import epath
 
 from cbs import object_store
 from cbs.checkpoint import workdir_lock
-from cbs.config import overrides as config_overrides
 from launch import backends
 from launch import grid
 from launch import outcome
+from launch import remote
 from launch import status_table
 from launch import two_phase
 
@@ -64,76 +64,6 @@ _NODES = flags.DEFINE_integer("nodes", 1, "slurm: nodes per run.")
 _SLURM_ARGS = flags.DEFINE_string(
   "slurm_args", "", "slurm: extra #SBATCH options, e.g. '--time=24:00:00'."
 )
-
-
-def recorded(command: list[str], workdir: epath.Path, python: str) -> list[str]:
-  """A remote run's command, wrapped so that it records its own failure in its workdir."""
-  return [
-    python,
-    "-m",
-    "launch.outcome",
-    f"--workdir={workdir}",
-    "--",
-    python,
-    *command[1:],
-    *config_overrides.to_flags({"mesh.distributed": True}),
-  ]
-
-
-def run_tpu(runs: list[grid.Run], root: epath.Path, resolve: backends.Resolve, on_end) -> None:
-  if not (_TPU.value and _ZONE.value):
-    raise app.UsageError("--backend=tpu needs --tpu and --zone")
-  ssh = [
-    "gcloud",
-    "compute",
-    "tpus",
-    "tpu-vm",
-    "ssh",
-    _TPU.value,
-    f"--zone={_ZONE.value}",
-    "--worker=all",
-    "--command",
-  ]
-  setup = (
-    f"test -d cbs || git clone {_REPO.value} cbs; cd cbs && python3 -m venv .venv && "
-    ".venv/bin/pip install -q -e . 'jax[tpu]'"
-  )
-  steps = [(None, ssh + [setup])] + [(r, None) for r in runs]
-  for i, (run, command) in enumerate(steps):
-    if run:
-      inner = recorded(
-        backends.python_command(resolve(run), root / run.name), root / run.name, ".venv/bin/python"
-      )
-      command = ssh + ["cd cbs && " + shlex.join(inner)]
-    print(f"[{i}/{len(runs)}] {shlex.join(command)}", flush=True)
-    if not _DRY_RUN.value:
-      subprocess.run(command, check=run is None)
-      if run:
-        backends.report(run, root)
-        on_end()
-
-
-def slurm_script(commands: list[list[str]], root: epath.Path) -> str:
-  lines = "\n".join(shlex.join(c) for c in commands)
-  options = "".join(f"#SBATCH {o}\n" for o in shlex.split(_SLURM_ARGS.value))
-  return (
-    f"#!/bin/bash\n#SBATCH --array=0-{len(commands) - 1}\n#SBATCH --nodes={_NODES.value}\n"
-    f"#SBATCH --ntasks-per-node=1\n#SBATCH --output={root}/slurm-%A_%a.out\n{options}"
-    f"mapfile -t RUNS <<'CBS_RUNS'\n{lines}\nCBS_RUNS\n"
-    'srun bash -c "${RUNS[$SLURM_ARRAY_TASK_ID]}"\n'
-  )
-
-
-def run_slurm(runs: list[grid.Run], root: epath.Path, resolve: backends.Resolve, name: str) -> None:
-  commands = [
-    recorded(backends.python_command(resolve(r), root / r.name), root / r.name, sys.executable)
-    for r in runs
-  ]
-  script = slurm_script(commands, root)
-  (root / name).write_text(script)
-  print(script, flush=True)
-  if not _DRY_RUN.value:
-    subprocess.run(["sbatch", str(root / name)], check=True)
 
 
 def launch(
@@ -193,12 +123,16 @@ def _gpus(runs, root, resolve, on_end, script) -> None:
 
 def _tpu(runs, root, resolve, on_end, script) -> None:
   del script
-  run_tpu(runs, root, resolve, on_end)
+  if not (_TPU.value and _ZONE.value):
+    raise app.UsageError("--backend=tpu needs --tpu and --zone")
+  vm = remote.TpuVm(_TPU.value, _ZONE.value, _REPO.value)
+  remote.run_tpu(runs, root, resolve, on_end, vm, _DRY_RUN.value)
 
 
 def _slurm(runs, root, resolve, on_end, script) -> None:
   del on_end  # the array's runs end after this process
-  run_slurm(runs, root, resolve, script)
+  job = remote.SlurmJob(_NODES.value, _SLURM_ARGS.value)
+  remote.run_slurm(runs, root, resolve, script, job, _DRY_RUN.value)
 
 
 # --backend: name -> how one phase's runs are started (runs, root, resolve, on_end, sbatch file).
@@ -213,80 +147,113 @@ BACKENDS: dict[str, Backend] = {
 _BACKEND = flags.DEFINE_enum("backend", "local", list(BACKENDS), "Where the runs go.")
 
 
-def run_sweep(root: epath.Path, path: str) -> None:
-  sweep = grid.load(path)
-  runs = grid.expand(sweep)
-  protocol = two_phase.spec(sweep, path)
-  extended = two_phase.recorded_extensions(root) if protocol else []
-  runs.extend(extended)
-  reference, others = two_phase.split(runs, protocol.b_opt) if protocol else (runs, [])
-  goal = None
+@dataclasses.dataclass
+class SweepRuns:
+  """A sweep's runs as they grow (learning rates past a grid's edge) and what its manifest says:
+  the two-phase protocol, once known its target, and the runs added beyond the grid."""
 
-  def manifest():
-    extra = two_phase.manifest_section(goal, protocol, extended) if protocol else None
-    backends.write_manifest(root, path, runs, extra)
+  root: epath.Path
+  path: str
+  protocol: two_phase.Spec | None
+  runs: list[grid.Run]
+  extended: list[grid.Run]
+  goal: two_phase.Target | None = None
 
-  def extend(extra: list[grid.Run], phase: list[grid.Run], label: str, script: str, resolve):
+  def manifest(self) -> None:
+    extra = (
+      two_phase.manifest_section(self.goal, self.protocol, self.extended) if self.protocol else None
+    )
+    backends.write_manifest(self.root, self.path, self.runs, extra)
+
+  def extend(
+    self, extra: list[grid.Run], phase: list[grid.Run], label: str, script: str, resolve
+  ) -> None:
     """Adds runs off the grid to the sweep (and its manifest) and launches them."""
     print(
       f"best learning rate at the edge of its grid: adding {', '.join(r.name for r in extra)}",
       flush=True,
     )
-    runs.extend(extra)
-    extended.extend(extra)
+    self.runs.extend(extra)
+    self.extended.extend(extra)
     phase.extend(extra)
-    manifest()
-    launch(extra, root, label, script, resolve, manifest)
+    self.manifest()
+    launch(extra, self.root, label, script, resolve, self.manifest)
 
-  manifest()
-  if protocol is None:
-    launch(runs, root, "", "sweep.sbatch", lambda r: r, manifest)
-    manifest()
-    return
-  launch(
-    reference,
-    root,
-    f"phase 1 (reference batch {protocol.b_opt}): ",
-    "phase1.sbatch",
-    lambda r: r,
-    manifest,
+
+def run_sweep(root: epath.Path, path: str) -> None:
+  """Launches every run of the sweep file; a two-phase sweep's phase 2 once its target is known."""
+  sweep = grid.load(path)
+  runs = grid.expand(sweep)
+  protocol = two_phase.spec(sweep, path)
+  state = SweepRuns(
+    root, path, protocol, runs, two_phase.recorded_extensions(root) if protocol else []
   )
-  while (goal := two_phase.target(root, reference, protocol.metric)) is not None:
-    extra = two_phase.extensions(root, sweep, reference, protocol, None, {protocol.b_opt})
-    if not extra:
-      break
-    extend(
-      extra,
-      reference,
-      "phase 1, learning rates beyond the grid's edge: ",
-      "phase1_lr.sbatch",
-      lambda r: r,
-    )
-  manifest()
-  if goal is None:
+  runs.extend(state.extended)
+  reference, others = two_phase.split(runs, protocol.b_opt) if protocol else (runs, [])
+  state.manifest()
+  if protocol is None:
+    launch(runs, root, "", "sweep.sbatch", lambda r: r, state.manifest)
+    state.manifest()
+    return
+  run_phase1(state, sweep, reference)
+  state.manifest()
+  if state.goal is None:
     print(
       f"phase 2 ({len(others)} runs) starts once the reference runs have ended: run this "
       "command again then",
       flush=True,
     )
     return
+  run_phase2(state, sweep, others)
+  state.manifest()
+
+
+def run_phase1(state: SweepRuns, sweep: dict, reference: list[grid.Run]) -> None:
+  """The reference batch's runs; once they have settled (`state.goal`: the target they fix),
+  learning rates past its grid's edge while the best reference rate sits on it."""
+  protocol = state.protocol
+  launch(
+    reference,
+    state.root,
+    f"phase 1 (reference batch {protocol.b_opt}): ",
+    "phase1.sbatch",
+    lambda r: r,
+    state.manifest,
+  )
+  while (goal := two_phase.target(state.root, reference, protocol.metric)) is not None:
+    state.goal = goal
+    extra = two_phase.extensions(state.root, sweep, reference, protocol, None, {protocol.b_opt})
+    if not extra:
+      break
+    state.extend(
+      extra,
+      reference,
+      "phase 1, learning rates beyond the grid's edge: ",
+      "phase1_lr.sbatch",
+      lambda r: r,
+    )
+  state.goal = goal
+
+
+def run_phase2(state: SweepRuns, sweep: dict, others: list[grid.Run]) -> None:
+  """The other batch sizes, stopped at the target; once they have settled, learning rates past
+  each grid's edge while a best rate sits on it."""
+  goal, protocol, root = state.goal, state.protocol, state.root
   print(
     f"target loss {goal.loss:.6g}: the best reference loss after D={goal.budget:,} tokens; "
     f"phase 2 runs stop at it, within {protocol.cap:g} x D tokens",
     flush=True,
   )
-  phase2 = two_phase.Phase2(root, runs, goal, protocol)
-  launch(others, root, "phase 2 (other batch sizes): ", "phase2.sbatch", phase2, manifest)
+  phase2 = two_phase.Phase2(root, state.runs, goal, protocol)
+  launch(others, root, "phase 2 (other batch sizes): ", "phase2.sbatch", phase2, state.manifest)
   while all(outcome.is_settled(root / r.name) for r in others):
     extra = two_phase.extensions(
-      root, sweep, runs, protocol, goal.loss, {two_phase.batch_of(r) for r in others}
+      root, sweep, state.runs, protocol, goal.loss, {two_phase.batch_of(r) for r in others}
     )
     if not extra:
       break
-    extend(
-      extra, others, "phase 2, learning rates beyond the grid's edge: ", "phase2_lr.sbatch", phase2
-    )
-  manifest()
+    label = "phase 2, learning rates beyond the grid's edge: "
+    state.extend(extra, others, label, "phase2_lr.sbatch", phase2)
 
 
 def main(argv: list[str]) -> None:

@@ -34,7 +34,7 @@ def _log_x(ax, label: str) -> None:
 
 def frontier(arms: list, targets: list[float], path: str) -> str:
   """Eval loss against steps (left) and tokens (right), the target losses dotted; `arms` are
-  `adaptive_report.Tuned`."""
+  `adaptive_measure.Tuned`."""
   fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharey=True)
   for target in targets:
     axes[0].axhline(target, color="0.5", ls=":", lw=0.8)

@@ -3,8 +3,9 @@ batch and the best ramp at equal tokens (Lau et al. 2024)?
 
 Two stages under one root (`studies.adaptive_plan` says what and why): every arm over its
 learning-rate grid and seeds (one rate further wherever the best sits on the grid's edge), then the
-norm test's eta sweep at the norm arm's tuned rate. Each run is trained once; a rerun reuses finished and failed runs. `studies.adaptive_report` tunes the arms,
-measures steps to common losses per seed and writes the report with its answer.
+norm test's eta sweep at the norm arm's tuned rate. Each run is trained once; a rerun reuses
+finished and failed runs. `studies.adaptive_measure` tunes the arms and measures steps to common
+losses per seed; `studies.adaptive_report` writes the report with its answer.
 """
 
 import os
@@ -13,10 +14,11 @@ from etils import epath
 
 from launch import backends
 from launch import grid
+from studies import adaptive_measure
 from studies import adaptive_plan
 from studies import adaptive_report
 from studies import cbs_plan as study_plan
-from studies import cbs_study
+from studies import cbs_sweep
 from studies.adaptive_plan import AdaptivePlan
 from studies.adaptive_plan import Trial
 
@@ -68,7 +70,7 @@ class Study:
     self.root, self.plan, self.config, self.base = root, plan, config, base
     self.d_model, self.progress, self.cost, self.setup = d_model, progress, cost, setup
     self.planned: list[Trial] = []
-    self.measured: list[adaptive_report.Measured] = []
+    self.measured: list[adaptive_measure.Measured] = []
 
   def train(self, trials: list[Trial]) -> None:
     """Adds `trials` to the manifest and the progress bar, then trains (or reuses) each."""
@@ -79,20 +81,20 @@ class Study:
       epath.Path(self.root), COMMAND, [t.run for t in self.planned], self.setup
     )
     self.measured += [
-      adaptive_report.Measured(
-        t.arm.label, t.arm.kind, t.lr, t.seed, cbs_study.train(t.run, self.root, self.progress)
+      adaptive_measure.Measured(
+        t.arm.label, t.arm.kind, t.lr, t.seed, cbs_sweep.train(t.run, self.root, self.progress)
       )
       for t in trials
     ]
 
   def tuned_lr(self, arm: adaptive_plan.Arm) -> float:
-    return adaptive_report.tuned(self.measured, self.plan.tokens)[arm.label].lr
+    return adaptive_measure.tuned(self.measured, self.plan.tokens)[arm.label].lr
 
   def extend_edges(self) -> None:
     """Runs at a rate past the grid's edge, every seed, for each arm whose best rate sits on the
     edge, up to `plan.lr_extensions` rounds (a best rate on the edge is not known to be best)."""
     for _ in range(self.plan.lr_extensions):
-      best = adaptive_report.tuned(self.measured, self.plan.tokens)
+      best = adaptive_measure.tuned(self.measured, self.plan.tokens)
       trials = [
         adaptive_plan.trial(arm, lr, seed, self.base, self.config)
         for arm in adaptive_plan.arms(self.plan, self.d_model)

@@ -8,6 +8,7 @@ import pathlib
 import pytest
 
 from analysis import runs as runs_lib
+from studies import adaptive_measure
 from studies import adaptive_plan
 from studies import adaptive_report
 from studies import cli as study
@@ -25,7 +26,7 @@ def measured(
   b_noise: float,
   batch: int = 4,
   batch_at=None,
-) -> adaptive_report.Measured:
+) -> adaptive_measure.Measured:
   """A fake run of `label` trained for D tokens (batch_at: a growing batch by step)."""
   steps, tokens = 0, 0
   while tokens < D:
@@ -44,7 +45,7 @@ def measured(
     schedule="constant" if kind == "constant" else "norm",
     batch_at=batch_at,
   )
-  return adaptive_report.Measured(label, kind, lr, seed, runs_lib.load_run(workdir, name))
+  return adaptive_measure.Measured(label, kind, lr, seed, runs_lib.load_run(workdir, name))
 
 
 def test_each_arm_gets_the_rate_with_the_lowest_seed_mean_loss_at_equal_tokens(tmp_path):
@@ -58,10 +59,10 @@ def test_each_arm_gets_the_rate_with_the_lowest_seed_mean_loss_at_equal_tokens(t
     lr: sum(fake_runs.loss(D / (4 * fake_runs.SEQ_LEN), 4, b) for b in pair) / 2
     for lr, pair in noise.items()
   }
-  arm = adaptive_report.tuned(runs, D)["constant 4"]
+  arm = adaptive_measure.tuned(runs, D)["constant 4"]
   assert arm.lr == min(loss_at_d, key=loss_at_d.get) == 2e-3 and not arm.on_edge
   assert arm.losses == pytest.approx([fake_runs.loss(1024, 4, b) for b in noise[2e-3]], rel=1e-9)
-  edge = adaptive_report.tuned([r for r in runs if r.lr != 1e-3], D)["constant 4"]
+  edge = adaptive_measure.tuned([r for r in runs if r.lr != 1e-3], D)["constant 4"]
   assert edge.lr == 2e-3 and edge.on_edge
 
 
@@ -69,11 +70,11 @@ def test_steps_to_a_loss_match_the_closed_form_per_seed(tmp_path):
   runs = [
     measured(tmp_path, "constant 4", "constant", 1e-3, seed, b) for seed, b in enumerate((6, 12))
   ]
-  arm = adaptive_report.tuned(runs, D)["constant 4"]
-  assert adaptive_report.steps_to(arm, 2.5) == pytest.approx(
+  arm = adaptive_measure.tuned(runs, D)["constant 4"]
+  assert adaptive_measure.steps_to(arm, 2.5) == pytest.approx(
     [fake_runs.steps_to(2.5, 4, 6), fake_runs.steps_to(2.5, 4, 12)], rel=1e-3
   )
-  assert math.isnan(adaptive_report.steps_to(arm, 2.0)[0])  # the floor: never reached
+  assert math.isnan(adaptive_measure.steps_to(arm, 2.0)[0])  # the floor: never reached
 
 
 @pytest.mark.parametrize(
@@ -89,7 +90,7 @@ def test_steps_to_a_loss_match_the_closed_form_per_seed(tmp_path):
 def test_adaptive_wins_only_when_its_seed_range_is_apart_from_every_competitor(
   adaptive, others, expected
 ):
-  assert adaptive_report.verdict(adaptive, others) == expected
+  assert adaptive_measure.verdict(adaptive, others) == expected
 
 
 def test_report_answers_from_targets_every_arm_reaches(tmp_path):

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from studies import cbs_study
+from studies import cbs_sweep
 from studies import cli as study
 from studies import pilot
 from studies import pilot_measure as pilot_analysis
@@ -154,4 +154,4 @@ class _Run:  # what beyond_edge reads of a run
 )  # unreached runs do not count as best
 def test_the_learning_rate_grid_grows_past_an_edge_best(scores, expected):
   runs = [_Run(lr, s) for lr, s in scores.items()]
-  assert cbs_study.beyond_edge(runs, lambda r: r.score) == expected
+  assert cbs_sweep.beyond_edge(runs, lambda r: r.score) == expected
