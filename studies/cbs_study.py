@@ -19,11 +19,11 @@ import os
 
 from etils import epath
 
-from analysis import cbs as cbs_analysis
 from analysis import guards
 from analysis import measure
 from analysis import report as report_lib
 from analysis import runs as runs_lib
+from analysis import sweep_report as cbs_analysis
 from launch import backends
 from launch import grid
 from launch import outcome
