@@ -19,6 +19,22 @@ def _save(fig, path: str) -> str:
   return path
 
 
+def _style(ax, x_label: str) -> None:
+  """Log axes with short tick labels, the labels, and the legend outside on the right."""
+  ax.set_xscale("log")
+  ax.set_yscale("log")
+  short = ticker.FuncFormatter(lambda v, _: _short(v))  # 25k, 6.5: not 2.5 x 10^4, 6.5 x 10^0
+  ax.xaxis.set_major_formatter(short)
+  ax.xaxis.set_minor_formatter(ticker.NullFormatter())  # the x range spans decades
+  ax.yaxis.set_major_formatter(short)
+  ax.yaxis.set_minor_formatter(short)  # CBS ranges within a decade: label its minor ticks
+  ax.set_xlabel(x_label, fontsize=11)
+  ax.set_ylabel("critical batch size (sequences)", fontsize=11)
+  ax.tick_params(labelsize=10)
+  ax.grid(alpha=0.3, which="both")
+  ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+
+
 def cbs_slices(groups: list[dict], law: dict, path: str) -> str:
   """Two panels: CBS vs N, one line per D; CBS vs D, one line per N; points with their bootstrap
   intervals where measured (`cbs_ci`), and the joint law c N^alpha D^beta dashed."""
@@ -61,18 +77,7 @@ def cbs_slices(groups: list[dict], law: dict, path: str) -> str:
           ls="--",
           alpha=0.6,
         )
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    short = ticker.FuncFormatter(lambda v, _: _short(v))  # 25k, 6.5: not 2.5 x 10^4, 6.5 x 10^0
-    ax.xaxis.set_major_formatter(short)
-    ax.xaxis.set_minor_formatter(ticker.NullFormatter())  # the x range spans decades
-    ax.yaxis.set_major_formatter(short)
-    ax.yaxis.set_minor_formatter(short)  # CBS ranges within a decade: label its minor ticks
-    ax.set_xlabel(x_label, fontsize=11)
-    ax.set_ylabel("critical batch size (sequences)", fontsize=11)
-    ax.tick_params(labelsize=10)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    _style(ax, x_label)
   if law:
     fig.suptitle(
       f"CBS = {law['c']:.3g} N^{law['alpha']:.2f} D^{law['beta']:.2f} (dashed)", fontsize=12
