@@ -10,15 +10,31 @@ its grid, for sweeps that extend their grid by themselves.
 `b_opt_token_overhead`: Definition 1 anchors linear scaling at B_opt, which must itself be in the
 linear regime. With steps = a + b/B, B_opt needs (a B_opt + b) / b = 1 + B_opt / B_noise times the
 tokens of the small-batch limit; above MAX_TOKEN_OVERHEAD the target is not the best loss reachable
-at D and the constant (1+t) B_opt dominates the CBS, compressing its exponents.
+at D and the constant (1+t) B_opt dominates the CBS, compressing its exponents. The two checks of
+the linear regime (`linear_regime`) give both a group's warnings and `linear_regime_flags`, the
+groups an answer's sensitivity check leaves out.
 """
 
 import math
 from collections.abc import Collection
+from typing import NamedTuple
 
 MIN_SIDE = 2  # batch sizes wanted above the CBS
 MIN_BELOW = 3  # batch sizes wanted below the CBS: they carry the linear-scaling regime
 MAX_TOKEN_OVERHEAD = 1.15  # B_opt's tokens to target over the small-batch limit's, at most
+
+
+class LinearRegime(NamedTuple):
+  """Which of the two checks that Definition 1's CBS rests on enough of the linear regime fail."""
+
+  few_below: bool  # fewer than MIN_BELOW batch sizes below the CBS
+  costly_b_opt: bool  # B_opt needs more than MAX_TOKEN_OVERHEAD x the small-batch limit's tokens
+
+
+def linear_regime(points_below: int, overhead: float) -> LinearRegime:
+  """The linear-regime checks of a group with `points_below` batch sizes below its CBS and B_opt's
+  `token_overhead` (a nan overhead fails)."""
+  return LinearRegime(points_below < MIN_BELOW, not overhead <= MAX_TOKEN_OVERHEAD)
 
 
 def _round(lr: float) -> float:
@@ -112,7 +128,9 @@ def _warnings(group: dict, per_batch: list[dict], measured: list[int]) -> list[s
       f"{len(above)} batch size(s) above the CBS {cbs:.1f} ({above}): add batch "
       f"{_next_batch(measured, True)}"
     )
-  if len(below) < MIN_BELOW:
+  overhead = token_overhead(group)
+  regime = linear_regime(len(below), overhead)
+  if regime.few_below:
     fix = (
       f"add batch {_next_batch(measured, False)}"
       if measured[0] > 1
@@ -121,8 +139,7 @@ def _warnings(group: dict, per_batch: list[dict], measured: list[int]) -> list[s
     out.append(
       f"{len(below)} batch size(s) below the CBS {cbs:.1f} ({below}), {MIN_BELOW} wanted: {fix}"
     )
-  overhead = token_overhead(group)
-  if not overhead <= MAX_TOKEN_OVERHEAD:
+  if regime.costly_b_opt:
     out.append(
       f"b_opt_token_overhead: B_opt={group['b_opt']} needs {overhead:.2f}x the tokens "
       f"of the small-batch limit (at most {MAX_TOKEN_OVERHEAD}): start the batch sizes "
@@ -185,3 +202,22 @@ def lr_extensions(
       if len(entry["lrs"]) < max_lrs:
         wanted.update((entry["batch_size"], lr) for lr in entry["next_lrs"])
   return sorted(wanted)
+
+
+def linear_regime_flags(groups: list[dict]) -> dict[tuple[float, float], str]:
+  """(N, D) -> why, for the measured groups whose Definition-1 CBS rests on too little of the
+  linear regime (`linear_regime`, from their `guards`)."""
+  out = {}
+  for g in groups:
+    if "cbs" not in g:
+      continue
+    below, overhead = g["guards"]["points_below_cbs"], g["guards"]["b_opt_token_overhead"]
+    regime = linear_regime(below, overhead)
+    why = []
+    if regime.few_below:
+      why.append(f"{below} batch sizes below its CBS")
+    if regime.costly_b_opt:
+      why.append(f"B_opt needs {overhead:.2f}x the small-batch tokens")
+    if why:
+      out[(float(g["n_params"]), float(g["tokens"]))] = "; ".join(why)
+  return out

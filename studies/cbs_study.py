@@ -18,9 +18,9 @@ assembly; the sweep's runs are `studies.cbs_sweep`'s, the ablation's `studies.cb
 
 import os
 
-from analysis import cbs as cbs_analysis
 from analysis import report as report_lib
 from analysis import runs as runs_lib
+from analysis import sweep_report
 from launch import grid
 from studies import cbs_ablation
 from studies import cbs_plan as study_plan
@@ -143,7 +143,7 @@ def report(
 ) -> dict:
   """The report: the pilot, the answer, the CBS of every (N, D), the ablation, the testbed."""
   out = os.path.join(root, "report")
-  blocks, results = cbs_analysis.build_report(
+  blocks, results = sweep_report.build_report(
     root, out, plan.b_opt, 0.2, "best", None, bootstrap, COMMAND, plan.budgets
   )
   blocks = blocks[:2] + list(pilot_blocks) + blocks[2:]  # after the title and command
@@ -151,7 +151,7 @@ def report(
   blocks += study_report.ablation_blocks(results["ablation"], ablation_main[0].n_params)
   if theory_blocks:
     blocks += theory_blocks(out)
-  cbs_analysis.save(blocks, results, out)
+  sweep_report.save(blocks, results, out)
   answer = results.get("answer")
   if answer:
     print(f"[study] {answer['sentence']}", flush=True)

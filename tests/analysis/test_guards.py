@@ -128,3 +128,22 @@ def test_a_cbs_above_the_swept_batch_sizes(tmp_path):
   ]
   # The reference runs with the other learning rates stop at D without the best one's loss.
   assert g["guards"]["unreached"] == ["b8-lr0.0005", "b8-lr0.002"] and g["guards"]["capped"] == []
+
+
+def test_linear_regime_flags_name_the_failed_checks_of_fitted_groups():
+  def group(n, d, below, overhead, cbs=True):
+    checks = {"points_below_cbs": below, "b_opt_token_overhead": overhead}
+    return {"n_params": n, "tokens": d, "guards": checks, **({"cbs": 10.0} if cbs else {})}
+
+  groups = [
+    group(1e4, 64e3, guards.MIN_BELOW, guards.MAX_TOKEN_OVERHEAD),  # both at their limit: passes
+    group(1e4, 128e3, guards.MIN_BELOW - 1, 1.0),
+    group(2e4, 64e3, 5, 1.5),
+    group(2e4, 128e3, 2, math.nan),  # no overhead measured: not shown to be linear
+    group(4e4, 64e3, 0, 9.0, cbs=False),  # no CBS: nothing to flag
+  ]
+  assert guards.linear_regime_flags(groups) == {
+    (1e4, 128e3): "2 batch sizes below its CBS",
+    (2e4, 64e3): "B_opt needs 1.50x the small-batch tokens",
+    (2e4, 128e3): "2 batch sizes below its CBS; B_opt needs nanx the small-batch tokens",
+  }

@@ -6,11 +6,15 @@ import math
 import numpy as np
 import pytest
 
+from analysis import design_power
 from analysis import fits
+from analysis import intervals
 from analysis import measure
 from analysis import resample
+from analysis import run_level_law
 from analysis import runs as runs_lib
-from analysis import scaling_laws
+from analysis import seed_tables
+from analysis import vector_fits
 from tests.analysis import fake_runs
 
 BATCHES = [1, 2, 4, 8, 16, 32]
@@ -27,7 +31,7 @@ def test_vectorised_fit_matches_the_one_row_fit():
     * np.exp(0.1 * rng.standard_normal((40, len(BATCHES))))
   )
   steps[3, 2] = np.nan  # a batch size that never reached the target
-  a, b_noise = resample.fit_many(BATCHES, steps)
+  a, b_noise = vector_fits.fit_many(BATCHES, steps)
   for i in range(steps.shape[0]):
     keep = np.isfinite(steps[i])
     fit = fits.fit_steps(np.array(BATCHES)[keep], steps[i][keep])
@@ -36,24 +40,25 @@ def test_vectorised_fit_matches_the_one_row_fit():
     )
   # Weights count points: batch 4 drawn twice is batch 4 listed twice.
   w = np.array([1, 0, 2, 1, 0, 1.0])
-  a_w, bn_w = resample.fit_many(BATCHES, steps[0], w)
+  a_w, bn_w = vector_fits.fit_many(BATCHES, steps[0], w)
   fit = fits.fit_steps([1, 4, 4, 8, 32], steps[0][[0, 2, 2, 3, 5]])
   assert (a_w, bn_w) == pytest.approx((fit.a, fit.b_noise), rel=1e-3)
-  assert np.isnan(resample.fit_many(BATCHES, steps[0], np.eye(6)[1])[0])  # one batch size: no fit
+  # One batch size: no fit.
+  assert np.isnan(vector_fits.fit_many(BATCHES, steps[0], np.eye(6)[1])[0])
 
 
 def _truth(alpha_noise: float = 0.1, beta_noise: float = 0.3):
   b_noise = 8 * (N[:, None] / N[0]) ** alpha_noise * (D[None, :] / D[0]) ** beta_noise
   a = 2000 * (D[None, :] / D[0]) ** 0.9 * np.ones((len(N), 1))
   n, d = np.repeat(N, len(D)), np.tile(D, len(N))
-  true_alpha = resample.joint_many(n, d, resample.cbs_of(b_noise, B_OPT, T).reshape(-1))[1]
+  true_alpha = vector_fits.joint_many(n, d, vector_fits.cbs_of(b_noise, B_OPT, T).reshape(-1))[1]
   return a, b_noise, n, d, true_alpha
 
 
 def _alpha(steps, n, d, weights=None):
-  _, b_noise = resample.fit_many(BATCHES, steps, weights)
-  cbs = resample.cbs_of(b_noise, B_OPT, T)
-  return resample.joint_many(n, d, cbs.reshape(*cbs.shape[:-2], -1))[..., 1]
+  _, b_noise = vector_fits.fit_many(BATCHES, steps, weights)
+  cbs = vector_fits.cbs_of(b_noise, B_OPT, T)
+  return vector_fits.joint_many(n, d, cbs.reshape(*cbs.shape[:-2], -1))[..., 1]
 
 
 def test_run_level_interval_of_alpha_covers_at_its_nominal_level_and_point_resampling_does_not():
@@ -64,21 +69,21 @@ def test_run_level_interval_of_alpha_covers_at_its_nominal_level_and_point_resam
   rng = np.random.default_rng(0)
   a, b_noise, n, d, true_alpha = _truth()
   sims, samples = 200, 100
-  tables = resample.simulate(
+  tables = seed_tables.simulate(
     rng, a, b_noise, BATCHES, sims, 2, sigma_run=0.05, sigma_budget=0.02, rate_penalty=(0.3, 0.0)
   )
   covered = covered_points = 0
   for study in tables:
-    estimate = _alpha(resample.best_over_rates(study), n, d)
-    dof = resample.effective_dof(_alpha(resample.one_seed_variants(study), n, d) - estimate, 2)
-    lo, hi = resample.interval(
-      _alpha(resample.pick_seeds(rng, study, samples), n, d), 0.95, estimate, dof
+    estimate = _alpha(seed_tables.best_over_rates(study), n, d)
+    dof = intervals.effective_dof(_alpha(seed_tables.one_seed_variants(study), n, d) - estimate, 2)
+    lo, hi = intervals.interval(
+      _alpha(seed_tables.pick_seeds(rng, study, samples), n, d), 0.95, estimate, dof
     )
     covered += lo <= true_alpha <= hi
     idx = rng.integers(0, len(BATCHES), (samples, len(N), len(D), len(BATCHES)))
     counts = (idx[..., None] == np.arange(len(BATCHES))).sum(-2)
-    best = np.broadcast_to(resample.best_over_rates(study), counts.shape)
-    lo, hi = resample.interval(_alpha(best, n, d, counts))
+    best = np.broadcast_to(seed_tables.best_over_rates(study), counts.shape)
+    lo, hi = intervals.interval(_alpha(best, n, d, counts))
     covered_points += lo <= true_alpha <= hi
     assert np.isfinite(estimate)
   assert 0.90 <= covered / sims <= 0.98, covered / sims
@@ -91,21 +96,21 @@ def test_run_level_interval_of_alpha_covers_at_its_nominal_level_and_point_resam
 
 def test_power_finds_an_exponent_the_design_detects_and_not_one_it_cannot():
   a, b_noise, n, d, _ = _truth(0.0, 0.3)
-  values = resample.cbs_of(b_noise, B_OPT, T).reshape(-1)
-  coef = resample.joint_many(n, d, values)
+  values = vector_fits.cbs_of(b_noise, B_OPT, T).reshape(-1)
+  coef = vector_fits.joint_many(n, d, values)
   law = {"values": list(values), "alpha": coef[1], "beta": coef[2]}
-  quiet = scaling_laws.power(a, law, n, d, BATCHES, B_OPT, T, "cbs", 0.02, 0.5, 2, sims=100)
-  loud = scaling_laws.power(a, law, n, d, BATCHES, B_OPT, T, "cbs", 0.2, 0.5, 2, sims=100)
+  quiet = design_power.power(a, law, n, d, BATCHES, B_OPT, T, "cbs", 0.02, 0.5, 2, sims=100)
+  loud = design_power.power(a, law, n, d, BATCHES, B_OPT, T, "cbs", 0.2, 0.5, 2, sims=100)
   assert 0 < quiet["alpha"] < loud["alpha"] and 0 < quiet["beta"] < loud["beta"]
   # The detectable alpha is about 2.8 standard deviations of the fitted alpha under no trend.
   rng = np.random.default_rng(5)
-  tables = resample.simulate(
+  tables = seed_tables.simulate(
     rng, a, np.full_like(a, 8.0), BATCHES, 200, 2, 0.02 * 0.5**0.5, 0.02 * 0.5**0.5
   )
-  spread = np.std(_alpha(resample.best_over_rates(tables), n, d))
+  spread = np.std(_alpha(seed_tables.best_over_rates(tables), n, d))
   assert quiet["alpha"] == pytest.approx(2.8 * spread, rel=0.35)
   # With the study's own interval, an exponent is detected once it clears the half-width.
-  wide = scaling_laws.power(
+  wide = design_power.power(
     a, {**law, "alpha_ci": (-0.3, 0.3)}, n, d, BATCHES, B_OPT, T, "cbs", 0.02, 0.5, 2, sims=100
   )
   assert 0.3 < wide["alpha"] < 1.17 * (0.3 + 2 * spread)  # the grid steps by 1.16x
@@ -156,7 +161,7 @@ def test_the_run_level_answer_fits_both_laws_to_the_seed_averaged_tables(tmp_pat
   runs = _seed_runs(tmp_path, {0: 6.0, 1: 7.0}, 10_000) + _seed_runs(
     tmp_path, {0: 12.0, 1: 15.0}, 40_000
   )
-  answer = scaling_laws.run_level_answer(runs, budgets, 1, T, "best", samples=50)
+  answer = run_level_law.run_level_answer(runs, budgets, 1, T, "best", samples=50)
   models = resample.model_runs(runs)
   values = {"cbs": [], "noise_scale": []}  # the one-row fit of every seed-averaged table
   for m in models:

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from analysis import run_level_law
 from analysis import scaling_laws
 
 B_OPT, T = 4, 0.2
@@ -84,7 +85,7 @@ def test_the_check_without_flagged_groups_refits_only_the_others():
   est[0] *= 3.0
   rng = np.random.default_rng(0)
   boot = est[None] * np.exp(0.01 * rng.standard_normal((50, 9)))
-  check = scaling_laws._without(
+  check = run_level_law._without(
     {(1e4, 64e3): "2 batch sizes below its CBS"}, n, d, est, boot, None, 1, 0.95
   )
   assert check["alpha"] == pytest.approx(0.1, abs=1e-9)
@@ -92,6 +93,6 @@ def test_the_check_without_flagged_groups_refits_only_the_others():
   assert check["left_out"] == [
     {"n_params": 1e4, "tokens": 64e3, "why": "2 batch sizes below its CBS"}
   ]
-  everything = scaling_laws._law(n, d, est, boot, None, 1, 0.95)
+  everything = run_level_law._law(n, d, est, boot, None, 1, 0.95)
   assert abs(everything["alpha"] - 0.1) > 0.05
-  assert scaling_laws._without({}, n, d, est, boot, None, 1, 0.95) == {}
+  assert run_level_law._without({}, n, d, est, boot, None, 1, 0.95) == {}
