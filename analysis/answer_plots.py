@@ -8,15 +8,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib import ticker
 
+from analysis import plots
 from cbs.metrics.console import short as _short
 
 DPI = 110
-
-
-def _save(fig, path: str) -> str:
-  fig.savefig(path, dpi=DPI, bbox_inches="tight")
-  plt.close(fig)
-  return path
 
 
 def _style(ax, x_label: str) -> None:
@@ -83,4 +78,4 @@ def cbs_slices(groups: list[dict], law: dict, path: str) -> str:
       f"CBS = {law['c']:.3g} N^{law['alpha']:.2f} D^{law['beta']:.2f} (dashed)", fontsize=12
     )
   fig.tight_layout()
-  return _save(fig, path)
+  return plots.save(fig, path, DPI, tight=True)

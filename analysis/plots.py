@@ -89,8 +89,10 @@ def _legend(fig, handles=None, labels=None, where: str = "right"):
   return fig.legend(handles, labels, loc="outside lower center", ncols=min(len(handles), 3))
 
 
-def _save(fig, path: str) -> str:
-  fig.savefig(path, dpi=DPI)
+def save(fig, path: str, dpi: int = DPI, tight: bool = False) -> str:
+  """Writes `fig` to `path` and frees it (figures are many in a study's report); `tight` crops to
+  the drawn content, for figures whose legends sit outside the axes."""
+  fig.savefig(path, dpi=dpi, bbox_inches="tight" if tight else None)
   plt.close(fig)
   return path
 
@@ -154,7 +156,7 @@ def steps_vs_batch(groups: list[dict], path: str, metric: str | None = None) -> 
     + (f"\ntarget and crossings on the {loss_label(metric)}" if metric else "")
   )
   _legend(fig, handles, [h.get_label() for h in handles])
-  return _save(fig, path)
+  return save(fig, path)
 
 
 def cbs_scaling(groups: list[dict], laws: dict, key: str, path: str) -> str:
@@ -191,7 +193,7 @@ def cbs_scaling(groups: list[dict], laws: dict, key: str, path: str) -> str:
   ax.set_xlabel(label)
   ax.set_ylabel("critical batch size (sequences)")
   _legend(fig, where="below")
-  return _save(fig, path)
+  return save(fig, path)
 
 
 def loss_curves(runs: list[runs_lib.Run], group: dict, metric: str, path: str) -> str:
@@ -212,7 +214,7 @@ def loss_curves(runs: list[runs_lib.Run], group: dict, metric: str, path: str) -
     ax.set_ylabel(loss_label(metric))
   _legend(fig)
   fig.suptitle(f"{group['name']}: loss curves by batch size")
-  return _save(fig, path)
+  return save(fig, path)
 
 
 def schedules(runs: list[runs_lib.Run], metric: str, path: str) -> str:
@@ -234,7 +236,7 @@ def schedules(runs: list[runs_lib.Run], metric: str, path: str) -> str:
   axes[1].set(xlabel="tokens", ylabel=loss_label(metric), title="loss vs tokens")
   axes[2].set(xlabel="steps", ylabel=loss_label(metric), xscale="log", title="loss vs steps")
   _legend(fig, where="below")
-  return _save(fig, path)
+  return save(fig, path)
 
 
 def local_cbs(run: runs_lib.Run, probe: dict, path: str) -> str:
@@ -265,7 +267,7 @@ def local_cbs(run: runs_lib.Run, probe: dict, path: str) -> str:
   )
   ax.set(xlabel="tokens", ylabel="sequences", yscale="log", title=f"{run.name}: local CBS")
   _legend(fig, where="below")
-  return _save(fig, path)
+  return save(fig, path)
 
 
 def theory(result: dict, path: str) -> str:
@@ -295,7 +297,7 @@ def theory(result: dict, path: str) -> str:
     title="Least-squares testbed",
   )
   ax.legend(fontsize=8)
-  return _save(fig, path)
+  return save(fig, path)
 
 
 def coord_check(widths, sizes: dict, path: str) -> str:
@@ -313,4 +315,4 @@ def coord_check(widths, sizes: dict, path: str) -> str:
     )
     ax.legend()
   fig.suptitle("Coordinate check: muP keeps update sizes stable across widths")
-  return _save(fig, path)
+  return save(fig, path)

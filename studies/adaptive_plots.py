@@ -17,12 +17,6 @@ DPI = 110
 STYLES = {"constant": "--", "ramp": "-.", "adaptive": "-"}
 
 
-def _save(fig, path: str) -> str:
-  fig.savefig(path, dpi=DPI, bbox_inches="tight")
-  plt.close(fig)
-  return path
-
-
 def _log_x(ax, label: str) -> None:
   ax.set_xscale("log")
   ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: short(v)))
@@ -59,7 +53,7 @@ def frontier(arms: list, targets: list[float], path: str) -> str:
   axes[0].set_ylabel(plots.loss_label("best"), fontsize=11)
   axes[1].legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
   fig.tight_layout()
-  return _save(fig, path)
+  return plots.save(fig, path, DPI, tight=True)
 
 
 def batch_sizes(arms: list, path: str) -> str:
@@ -81,4 +75,4 @@ def batch_sizes(arms: list, path: str) -> str:
   ax.set_ylabel("batch size (sequences)", fontsize=11)
   ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
   fig.tight_layout()
-  return _save(fig, path)
+  return plots.save(fig, path, DPI, tight=True)

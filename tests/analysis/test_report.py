@@ -261,13 +261,13 @@ def test_figure_legends_sit_outside_the_data(tmp_path, monkeypatch):
   names = json.loads((tmp_path / "manifest.json").read_text())["runs"]
   fake_runs.write_manifest(tmp_path, [r["name"] for r in names] + ["norm"])
   checked = {}
-  real = plots._save
+  real = plots.save
   monkeypatch.setattr(
     plots,
-    "_save",
-    lambda fig, path: (
+    "save",
+    lambda fig, path, *args, **kwargs: (
       checked.setdefault(path.rsplit("/", 1)[-1], data_under_legends(fig)) is None
-      or real(fig, path)
+      or real(fig, path, *args, **kwargs)
     ),
   )
   budgets = [16 * 400 * 64 // k for k in (8, 4, 2, 1)]  # four groups: 16 lines in the old legend
