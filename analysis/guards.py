@@ -33,7 +33,7 @@ class LinearRegime(NamedTuple):
 
 def linear_regime(points_below: int, overhead: float) -> LinearRegime:
   """The linear-regime checks of a group with `points_below` batch sizes below its CBS and B_opt's
-  `token_overhead` (a nan overhead fails)."""
+  token overhead `overhead` (a nan overhead fails)."""
   return LinearRegime(points_below < MIN_BELOW, not overhead <= MAX_TOKEN_OVERHEAD)
 
 

@@ -15,6 +15,7 @@ from absl import logging
 from clu import metric_writers
 from etils import epath
 
+from cbs.checkpoint import run_dir
 from cbs.metrics import writers as metrics
 from cbs.run import resume
 from cbs.run import setup as run_setup
@@ -29,8 +30,8 @@ def write_run_start(
   floors = run.data.floors
   if start.resumed_from is None:
     if run.is_main_host:
-      run_info = {"config": run.config.to_dict(), "params": run.param_counts, "floors": floors}
-      (run.workdir / "config.json").write_text(json.dumps(run_info, indent=2))
+      info = run_dir.RunInfo(run.config.to_dict(), run.param_counts, floors)
+      run_dir.write_run_info(run.workdir, info)
     writer.write_scalars(
       start.progress.step,
       {"tokens": start.progress.tokens, **{f"floor_{k}": v for k, v in floors.items()}},
@@ -49,7 +50,7 @@ def already_finished(run: run_setup.RunSetup, start: resume.Start) -> dict:
   logging.info(
     "run in %s is already finished (%s tokens); nothing to do", run.workdir, f"{progress.tokens:,}"
   )
-  if run.is_main_host and not (run.workdir / "done.json").exists():  # stopped between two writes
+  if run.is_main_host and not (run.workdir / run_dir.DONE).exists():  # stopped between two writes
     mark_done(run.workdir, progress.step, progress.tokens)
   return {**progress.as_dict(), "resumed_from": start.resumed_from, "steps_run": 0}
 
@@ -89,4 +90,4 @@ def finish(
 
 def mark_done(workdir: epath.Path, step: int, tokens: int) -> None:
   """`done.json`: the run reached its end; sweeps skip runs that hold it."""
-  (workdir / "done.json").write_text(json.dumps({"step": step, "tokens": tokens}))
+  (workdir / run_dir.DONE).write_text(json.dumps({"step": step, "tokens": tokens}))
